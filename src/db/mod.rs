@@ -1,0 +1,89 @@
+//! Everything that talks to PostgreSQL for queries: connection settings, the pool, schema
+//! migrations and the consistent snapshot. The LISTEN connection lives in [`crate::listen`].
+
+mod migrate;
+mod snapshot;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use migrate::{migrate, MigrationReport};
+pub use snapshot::take_snapshot;
+
+/// The channel on which the schema's statement-level triggers notify every change.
+pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
+
+/// Errors of the database layer that callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database_url: {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    #[error("cannot get a database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("schema migration failed")]
+    Migration(#[from] refinery::Error),
+    #[error("database query timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a silent peer may stay silent before the kernel gives up on the connection.
+/// Keepalive idle + interval × retries plus the user timeout keep detection near 30 s.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(25);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses `database_url` (URL or key=value form, several hosts and `target_session_attrs`
+/// allowed) and adds the settings every ipmanager connection needs: TCP keepalives so that a
+/// silently dead server is noticed, a connect timeout, and an `application_name` so that
+/// admins can tell ipmanager's sessions apart in `pg_stat_activity`.
+pub fn connection_config(
+    database_url: &str,
+    application_name: &str,
+) -> Result<tokio_postgres::Config, DbError> {
+    let mut config: tokio_postgres::Config = database_url.parse().map_err(DbError::InvalidUrl)?;
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
+    Ok(config)
+}
+
+/// A small pool for snapshot queries; the agent needs one connection at a time.
+pub fn pool(config: tokio_postgres::Config) -> Pool {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(2)
+        .build()
+        .expect("a pool without a runtime-specific timeout always builds")
+}
+
+/// Opens a single connection and drives it on a background task that ends with the client.
+pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "database connection closed");
+        }
+    });
+    Ok(client)
+}

@@ -1,0 +1,74 @@
+//! Reads everything the agent serves in one REPEATABLE READ transaction, so subnets and hosts
+//! come from the same committed state.
+
+use std::net::IpAddr;
+
+use cidr::{IpCidr, IpInet};
+use deadpool_postgres::Pool;
+use eui48::MacAddress;
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::types::ToSql;
+
+use super::DbError;
+use crate::model::{Host, Snapshot, Subnet};
+
+const SUBNETS: &str = "\
+    SELECT id, cidr, range_start, range_end, gateway, \
+           extract(epoch FROM lease_time)::bigint, domain \
+    FROM ipmanager.subnets WHERE enabled";
+
+// Sorting is left to the renderer, which must be deterministic whatever order it is given.
+const HOSTS: &str = "\
+    SELECT h.id, h.subnet_id, h.mac, h.ip, h.hostname, \
+           extract(epoch FROM h.lease_time)::bigint \
+    FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id \
+    WHERE h.enabled AND s.enabled";
+
+/// Takes a full, consistent snapshot. A partial read is an error, never a smaller snapshot.
+pub async fn take_snapshot(pool: &Pool) -> Result<Snapshot, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+
+    let subnets = tx
+        .query(SUBNETS, &[])
+        .await?
+        .iter()
+        .map(|row| {
+            let range_start: Option<IpInet> = row.try_get(2)?;
+            let range_end: Option<IpInet> = row.try_get(3)?;
+            Ok(Subnet {
+                id: row.try_get(0)?,
+                cidr: row.try_get::<_, IpCidr>(1)?,
+                range: range_start
+                    .zip(range_end)
+                    .map(|(start, end)| (start.address(), end.address())),
+                gateway: row.try_get::<_, Option<IpInet>>(4)?.map(|g| g.address()),
+                lease_seconds: row.try_get(5)?,
+                domain: row.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+
+    // Streamed so that 100k rows are decoded one at a time instead of buffered twice.
+    let rows = tx.query_raw(HOSTS, std::iter::empty::<&dyn ToSql>()).await?;
+    pin_mut!(rows);
+    let mut hosts = Vec::with_capacity(rows.rows_affected().unwrap_or(0) as usize);
+    while let Some(row) = rows.try_next().await? {
+        let ip: IpInet = row.try_get(3)?;
+        hosts.push(Host {
+            id: row.try_get(0)?,
+            subnet_id: row.try_get(1)?,
+            mac: row.try_get::<_, MacAddress>(2)?.to_array(),
+            ip: IpAddr::from(ip.address()),
+            hostname: row.try_get(4)?,
+            lease_seconds: row.try_get(5)?,
+        });
+    }
+    tx.commit().await?;
+    Ok(Snapshot { subnets, hosts })
+}

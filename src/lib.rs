@@ -1,0 +1,23 @@
+//! ipmanager keeps dnsmasq's DHCP reservations and DNS names equal to a PostgreSQL database.
+//!
+//! The flow is one-way: database → snapshot → rendered files → atomic write → dnsmasq activation.
+//!
+//! - [`config`]: the TOML/environment configuration.
+//! - [`db`]: connection pool, schema migrations and the consistent snapshot.
+//! - [`listen`]: the dedicated LISTEN connection that turns database triggers into wake-ups.
+//! - [`model`]: the plain values a snapshot holds.
+//! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
+//! - [`write`]: compare-then-atomic-replace of files on disk.
+//! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
+//! - [`agent`]: the long-running loop that ties them together.
+//! - [`cli`]: the `ipmanager` command line; only `main.rs` uses it.
+
+pub mod activate;
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod listen;
+pub mod model;
+pub mod render;
+pub mod write;

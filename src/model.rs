@@ -1,0 +1,38 @@
+//! The data the agent serves, as plain Rust values: what a snapshot of the database holds and
+//! what the renderer turns into dnsmasq files. No database or file types appear here.
+
+use std::net::IpAddr;
+
+use cidr::IpCidr;
+
+/// One enabled subnet, as read from `ipmanager.subnets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: i64,
+    pub cidr: IpCidr,
+    /// The dynamic DHCP range; `None` serves reservations only (dnsmasq's `static` mode).
+    pub range: Option<(IpAddr, IpAddr)>,
+    pub gateway: Option<IpAddr>,
+    /// Lease time in seconds; `None` leaves dnsmasq's default.
+    pub lease_seconds: Option<i64>,
+    pub domain: Option<String>,
+}
+
+/// One enabled reservation in an enabled subnet, as read from `ipmanager.hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub id: i64,
+    pub subnet_id: i64,
+    pub mac: [u8; 6],
+    pub ip: IpAddr,
+    pub hostname: String,
+    /// Per-host lease time override in seconds.
+    pub lease_seconds: Option<i64>,
+}
+
+/// Everything the agent serves, read in one consistent transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub subnets: Vec<Subnet>,
+    pub hosts: Vec<Host>,
+}

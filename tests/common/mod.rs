@@ -1,0 +1,133 @@
+//! Shared test support: a fresh, migrated PostgreSQL database per test on the server named by
+//! `IPMANAGER_TEST_DATABASE_URL`, dropped again when the test ends (also when it fails).
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+pub const TEST_DATABASE_URL_VAR: &str = "IPMANAGER_TEST_DATABASE_URL";
+
+/// The server URL every database test uses. Without it the tests fail loudly rather than skip:
+/// `scripts/test` starts a private cluster and sets it.
+pub fn server_url() -> String {
+    std::env::var(TEST_DATABASE_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{TEST_DATABASE_URL_VAR} is not set: run the tests with scripts/test, which starts a \
+             private PostgreSQL when needed, or point it at a server, e.g. \
+             postgresql://postgres@127.0.0.1:5432/postgres"
+        )
+    })
+}
+
+/// Returns `url` with its database name replaced by `dbname` (URL form only).
+pub fn url_with_dbname(url: &str, dbname: &str) -> String {
+    let scheme_end = url.find("://").expect("database URL in postgresql:// form") + 3;
+    let (head, tail) = url.split_at(scheme_end);
+    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
+    let (authority, rest) = tail.split_at(authority_end);
+    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+    format!("{head}{authority}/{dbname}{query}")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A database of its own for one test, with the ipmanager schema applied.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    server_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let db = Self::empty().await;
+        let mut client = db.client().await;
+        ipmanager::db::migrate(&mut client)
+            .await
+            .expect("migrations apply to a fresh database");
+        db
+    }
+
+    /// A fresh database without the schema, for migration tests.
+    pub async fn empty() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let server_url = server_url();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "ipm_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos
+        );
+        let admin = connect(&server_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = url_with_dbname(&server_url, &name);
+        TestDb {
+            name,
+            url,
+            server_url,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server_url = self.server_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, connection)) = tokio_postgres::connect(&server_url, NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
