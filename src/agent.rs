@@ -1,1 +1,597 @@
-//! TODO
+//! The agent: one `select!` loop that keeps dnsmasq's files equal to the database.
+//!
+//! It owns every task it starts: the LISTEN connection (via [`Listener`]), at most one piece of
+//! work at a time (a sync, or a retried activation), and the timers. A notification that arrives
+//! while a sync runs only sets `dirty`, so a burst costs one running and one queued sync. Nothing
+//! here is needed for correctness after a crash: files are replaced atomically, and an owed
+//! activation is recorded in a marker file before the files change.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::activate::{ActivateError, Activation, Activator};
+use crate::config::Config;
+use crate::db::{self, DbError};
+use crate::listen::Listener;
+use crate::render::{self, Layout, LayoutKind, Rendered, Skipped};
+use crate::write::{self, FileError};
+
+/// Longest a snapshot may take before the sync counts as failed and is retried.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the agent is doing, for logs, tests and the service manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Starting,
+    /// The database cannot be reached; retrying with backoff.
+    DatabaseUnreachable,
+    /// The files match the last snapshot and dnsmasq has been told.
+    InSync,
+    /// Reading or writing failed; retrying with backoff.
+    SyncFailing,
+    /// The files are written but dnsmasq could not be made to pick them up; retrying.
+    ActivationFailing,
+}
+
+/// A running account of the agent's work; read it through [`Agent::status`].
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub phase: Phase,
+    /// Change notifications received on the current and all earlier connections.
+    pub notifications: u64,
+    /// Snapshots taken, rendered and compared with the files on disk.
+    pub regenerations: u64,
+    /// Syncs that replaced at least one file.
+    pub writes: u64,
+    /// Successful reloads and restarts.
+    pub activations: u64,
+    pub hosts_served: usize,
+    pub rows_skipped: usize,
+    /// When the files on disk last matched a fresh snapshot, with dnsmasq activated.
+    pub last_in_sync: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+/// Why a sync did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot read the database")]
+    Database(#[from] DbError),
+    #[error("the snapshot took longer than {0:?}")]
+    SnapshotTimeout(Duration),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot activate the new files")]
+    Activate(#[from] ActivateError),
+}
+
+/// The files the agent owns, in the order they are written: the include file last, since it
+/// points at the others.
+#[derive(Debug, Clone)]
+struct OutputFiles {
+    layout: Layout,
+    include_file: PathBuf,
+    file_mode: u32,
+    /// Records an activation that is owed, so that a crash between writing and signalling is
+    /// made good at the next start.
+    marker: PathBuf,
+}
+
+impl OutputFiles {
+    fn new(config: &Config) -> Self {
+        let d = &config.dnsmasq;
+        let name = d
+            .include_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        OutputFiles {
+            layout: d.layout(),
+            include_file: d.include_file.clone(),
+            file_mode: d.file_mode,
+            // Dot-named, so dnsmasq's conf-dir skips it.
+            marker: d
+                .include_file
+                .with_file_name(format!(".{name}.activation-pending")),
+        }
+    }
+
+    /// Each rendered file with its path and what dnsmasq must do when it changes.
+    fn targets<'a>(&'a self, rendered: &'a Rendered) -> Vec<(&'a Path, &'a str, Activation)> {
+        let mut targets = Vec::with_capacity(3);
+        if let Some(hosts) = &rendered.hosts {
+            targets.push((
+                self.layout.hosts_file.as_path(),
+                hosts.as_str(),
+                Activation::Reload,
+            ));
+        }
+        if let Some(addn) = &rendered.addn_hosts {
+            targets.push((
+                self.layout.addn_hosts_file.as_path(),
+                addn.as_str(),
+                Activation::Reload,
+            ));
+        }
+        targets.push((
+            self.include_file.as_path(),
+            rendered.include.as_str(),
+            Activation::Restart,
+        ));
+        targets
+    }
+
+    fn read_marker(&self) -> Option<Activation> {
+        let content = std::fs::read_to_string(&self.marker).ok()?;
+        Activation::parse(&content)
+    }
+}
+
+/// What a sync changed on disk, for the one log line per change.
+#[derive(Debug, Default)]
+struct Written {
+    files: Vec<String>,
+    host_changes: Option<render::HostChanges>,
+}
+
+/// The outcome of one piece of work.
+struct Outcome {
+    /// `Some` when a snapshot was rendered.
+    rendered: Option<RenderedSummary>,
+    written: Written,
+    /// The activation that was carried out.
+    activated: Option<Activation>,
+    /// The activation still owed after this work.
+    pending: Option<Activation>,
+    result: Result<(), SyncError>,
+}
+
+struct RenderedSummary {
+    hosts_served: usize,
+    skipped: Vec<Skipped>,
+}
+
+/// Everything a piece of work needs, shared with the loop.
+struct Worker {
+    pool: Pool,
+    files: OutputFiles,
+    activator: Activator,
+}
+
+impl Worker {
+    /// Snapshot, render, write what differs, activate what is owed.
+    async fn sync(self: Arc<Self>, pending: Option<Activation>) -> Outcome {
+        let snapshot =
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, db::take_snapshot(&self.pool)).await {
+                Ok(Ok(snapshot)) => snapshot,
+                Ok(Err(error)) => return Outcome::failed(pending, error.into()),
+                Err(_) => {
+                    return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
+                }
+            };
+        // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
+        let worker = Arc::clone(&self);
+        let stage = tokio::task::spawn_blocking(move || {
+            let rendered = render::render(&snapshot, &worker.files.layout);
+            drop(snapshot);
+            let written = worker.write_changed(&rendered, pending);
+            (rendered, written)
+        })
+        .await
+        .expect("the write stage does not panic");
+        let (rendered, (written, needed, write_result)) = stage;
+        let summary = RenderedSummary {
+            hosts_served: rendered.hosts_served,
+            skipped: rendered.skipped,
+        };
+        let owed = pending.max(needed);
+        let mut outcome = match write_result {
+            Ok(()) => self.activate(owed).await,
+            Err(error) => Outcome::failed(owed, error.into()),
+        };
+        outcome.rendered = Some(summary);
+        outcome.written = written;
+        outcome
+    }
+
+    /// Writes every file whose content differs from what is on disk. Returns what changed, the
+    /// activation the written files need, and the first error.
+    fn write_changed(
+        &self,
+        rendered: &Rendered,
+        pending: Option<Activation>,
+    ) -> (Written, Option<Activation>, Result<(), FileError>) {
+        let mut written = Written::default();
+        let mut changed = Vec::new();
+        for (path, content, activation) in self.files.targets(rendered) {
+            match write::read_existing(path) {
+                Ok(Some(old)) if old == content.as_bytes() => {}
+                Ok(old) => changed.push((path, content, activation, old)),
+                Err(error) => return (written, None, Err(error)),
+            }
+        }
+        let Some(needed) = changed.iter().map(|(_, _, a, _)| *a).max() else {
+            return (written, None, Ok(()));
+        };
+        // The marker goes first: after a crash from here on, the next start activates anyway.
+        let owed = pending.max(Some(needed)).expect("needed is Some");
+        if let Err(error) = write::replace_volatile(&self.files.marker, owed.as_str().as_bytes()) {
+            return (written, None, Err(error));
+        }
+        let mut activation = None;
+        for (path, content, needs, old) in changed {
+            if let Err(error) =
+                write::replace_atomically(path, content.as_bytes(), self.files.file_mode)
+            {
+                return (written, activation, Err(error));
+            }
+            activation = activation.max(Some(needs));
+            written.files.push(path.display().to_string());
+            let holds_hosts = match self.files.layout.kind {
+                LayoutKind::Hostsfile => path == self.files.layout.hosts_file,
+                LayoutKind::Conf => path == self.files.include_file,
+            };
+            if holds_hosts {
+                let old = old.map(|o| String::from_utf8_lossy(&o).into_owned());
+                written.host_changes = Some(render::summarize_host_changes(
+                    old.as_deref().unwrap_or(""),
+                    content,
+                ));
+            }
+        }
+        (written, activation, Ok(()))
+    }
+
+    /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded.
+    async fn activate(&self, owed: Option<Activation>) -> Outcome {
+        let Some(activation) = owed else {
+            return Outcome::done(None, None);
+        };
+        if let Err(error) = self.activator.activate(activation).await {
+            return Outcome::failed(Some(activation), error.into());
+        }
+        match write::remove(&self.files.marker) {
+            Ok(()) => Outcome::done(Some(activation), None),
+            // dnsmasq has the files; a stale marker only costs one extra activation later.
+            Err(error) => {
+                warn!(error = %error_chain(&error), "cannot remove the activation marker");
+                Outcome::done(Some(activation), None)
+            }
+        }
+    }
+}
+
+impl Outcome {
+    fn failed(pending: Option<Activation>, error: SyncError) -> Outcome {
+        Outcome {
+            rendered: None,
+            written: Written::default(),
+            activated: None,
+            pending,
+            result: Err(error),
+        }
+    }
+
+    fn done(activated: Option<Activation>, pending: Option<Activation>) -> Outcome {
+        Outcome {
+            rendered: None,
+            written: Written::default(),
+            activated,
+            pending,
+            result: Ok(()),
+        }
+    }
+}
+
+type Work<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Exponential backoff: 100 ms, doubling, capped.
+struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    fn new(cap: Duration) -> Self {
+        Backoff {
+            next: FIRST_BACKOFF.min(cap),
+            cap,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF.min(self.cap);
+    }
+}
+
+/// The sync agent. Create it, take a [`Agent::status`] receiver if you want to watch it, then
+/// [`Agent::run`] it until `shutdown` completes.
+pub struct Agent {
+    config: Config,
+    status: watch::Sender<Status>,
+}
+
+/// Runs an agent with `config` until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DbError> {
+    Agent::new(config).run(shutdown).await
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Self {
+        Agent {
+            config,
+            status: watch::Sender::new(Status::default()),
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// The loop. Returns only on shutdown or when the configuration cannot work at all.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DbError> {
+        let url = self.config.database_url.expose();
+        let listen_config = db::connection_config(url, "ipmanager-agent-listen")?;
+        let worker = Arc::new(Worker {
+            pool: db::pool(db::connection_config(url, "ipmanager-agent")?),
+            files: OutputFiles::new(&self.config),
+            activator: Activator::new(&self.config.dnsmasq),
+        });
+        let agent = &self.config.agent;
+        info!(
+            name = %agent.name,
+            database = %self.config.database_url,
+            layout = ?worker.files.layout.kind,
+            include_file = %worker.files.include_file.display(),
+            "agent starting"
+        );
+
+        let mut pending = worker.files.read_marker();
+        if let Some(activation) = pending {
+            info!(
+                activation = activation.as_str(),
+                "an activation was owed when the agent last stopped; it will be carried out"
+            );
+        }
+        let mut listener: Option<Listener> = None;
+        let mut connecting: Option<Work<Result<Listener, DbError>>> = None;
+        let mut work: Option<Work<Outcome>> = None;
+        let mut dirty = false;
+        let mut connect_not_before = Some(Instant::now());
+        let mut work_not_before: Option<Instant> = None;
+        let mut last_sync_start: Option<Instant> = None;
+        let mut connect_backoff = Backoff::new(agent.max_backoff);
+        let mut work_backoff = Backoff::new(agent.max_backoff);
+        let mut skipped: Vec<Skipped> = Vec::new();
+        let mut notifications_before = 0u64;
+        let mut resync = tokio::time::interval(agent.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        tokio::pin!(shutdown);
+
+        loop {
+            if connecting.is_none() && listener.is_none() && is_due(connect_not_before) {
+                connect_not_before = None;
+                let config = listen_config.clone();
+                let liveness = agent.liveness_interval;
+                connecting = Some(Box::pin(
+                    async move { Listener::start(&config, liveness).await },
+                ));
+            }
+            // Syncing needs LISTEN first, so that no change between snapshot and LISTEN is lost;
+            // a retried activation needs no database. Sync starts are spaced by the burst
+            // interval, which an isolated change never waits for.
+            let sync_at = work_not_before.max(last_sync_start.map(|t| t + agent.burst_interval));
+            let sync_wanted = work.is_none() && dirty && listener.is_some();
+            if sync_wanted && is_due(sync_at) {
+                dirty = false;
+                last_sync_start = Some(Instant::now());
+                work = Some(Box::pin(Arc::clone(&worker).sync(pending)));
+            } else if work.is_none() && !dirty && pending.is_some() && is_due(work_not_before) {
+                let worker = Arc::clone(&worker);
+                let owed = pending;
+                work = Some(Box::pin(async move { worker.activate(owed).await }));
+            }
+            let sync_waits = work.is_none() && dirty && listener.is_some();
+
+            tokio::select! {
+                () = &mut shutdown => {
+                    info!("shutting down");
+                    return Ok(());
+                }
+                result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                    connecting = None;
+                    match result {
+                        Ok(new) => {
+                            info!(database = %self.config.database_url, "connected; listening for changes");
+                            notifications_before = self.status.borrow().notifications;
+                            listener = Some(new);
+                            connect_backoff.reset();
+                            // Whatever happened while we were away: a full resync.
+                            dirty = true;
+                            work_not_before = None;
+                        }
+                        Err(error) => {
+                            let delay = connect_backoff.next_delay();
+                            self.set_phase(Phase::DatabaseUnreachable, &error);
+                            debug!(error = %error_chain(&error), ?delay, "connect failed; retrying");
+                            connect_not_before = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                changed = async { listener.as_mut().expect("guarded").changed().await }, if listener.is_some() => {
+                    match changed {
+                        Ok(()) => {
+                            debug!("change notification");
+                            dirty = true;
+                            let count = listener.as_ref().map_or(0, Listener::notifications);
+                            self.status.send_modify(|s| s.notifications = notifications_before + count);
+                        }
+                        Err(error) => {
+                            listener = None;
+                            self.set_phase(Phase::DatabaseUnreachable, &error);
+                            connect_not_before = Some(Instant::now());
+                        }
+                    }
+                }
+                outcome = async { work.as_mut().expect("guarded").await }, if work.is_some() => {
+                    work = None;
+                    pending = outcome.pending;
+                    self.record(&outcome, &mut skipped);
+                    match &outcome.result {
+                        Ok(()) => {
+                            work_backoff.reset();
+                            work_not_before = None;
+                        }
+                        Err(error) => {
+                            let phase = match error {
+                                SyncError::Activate(_) => Phase::ActivationFailing,
+                                _ => Phase::SyncFailing,
+                            };
+                            self.set_phase(phase, error);
+                            // Reading or writing failed: redo the whole sync. A failed
+                            // activation only needs the activation retried.
+                            if !matches!(error, SyncError::Activate(_)) {
+                                dirty = true;
+                            }
+                            work_not_before = Some(Instant::now() + work_backoff.next_delay());
+                        }
+                    }
+                }
+                () = sleep_until(connect_not_before), if listener.is_none() && connecting.is_none() && connect_not_before.is_some() => {
+                    connect_not_before = None;
+                }
+                () = sleep_until(sync_at), if sync_waits => {}
+                () = sleep_until(work_not_before), if work.is_none() && work_not_before.is_some() => {
+                    work_not_before = None;
+                }
+                _ = resync.tick() => {
+                    debug!("periodic resync");
+                    dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Logs and publishes what a piece of work did.
+    fn record(&self, outcome: &Outcome, previously_skipped: &mut Vec<Skipped>) {
+        if let Some(rendered) = &outcome.rendered {
+            debug!(
+                hosts = rendered.hosts_served,
+                skipped = rendered.skipped.len(),
+                files_written = outcome.written.files.len(),
+                "regenerated"
+            );
+            for s in rendered
+                .skipped
+                .iter()
+                .filter(|s| !previously_skipped.contains(s))
+            {
+                warn!(row = ?s.row, reason = %s.reason, "row not served: it fails validation");
+            }
+            *previously_skipped = rendered.skipped.clone();
+        }
+        if !outcome.written.files.is_empty() || outcome.activated.is_some() {
+            let hosts = outcome.written.host_changes.unwrap_or_default();
+            info!(
+                files = ?outcome.written.files,
+                hosts_added = hosts.added,
+                hosts_removed = hosts.removed,
+                hosts_changed = hosts.changed,
+                activation = outcome.activated.map(Activation::as_str),
+                "applied"
+            );
+        }
+        let in_sync = outcome.result.is_ok() && outcome.pending.is_none();
+        self.status.send_modify(|s| {
+            if let Some(rendered) = &outcome.rendered {
+                s.regenerations += 1;
+                s.hosts_served = rendered.hosts_served;
+                s.rows_skipped = rendered.skipped.len();
+            }
+            if !outcome.written.files.is_empty() {
+                s.writes += 1;
+            }
+            if outcome.activated.is_some() {
+                s.activations += 1;
+            }
+            if in_sync && outcome.rendered.is_some() {
+                s.last_in_sync = Some(SystemTime::now());
+            }
+        });
+        if in_sync {
+            self.set_phase_ok();
+        }
+    }
+
+    /// Logs a failure once per change of phase, not once per retry.
+    fn set_phase(&self, phase: Phase, error: &(dyn std::error::Error + 'static)) {
+        let message = error_chain(error);
+        let changed = self.status.send_if_modified(|s| {
+            let changed = s.phase != phase;
+            s.phase = phase;
+            s.last_error = Some(message.clone());
+            changed
+        });
+        if changed {
+            warn!(phase = ?phase, error = %message, "retrying with backoff until this clears");
+        }
+    }
+
+    fn set_phase_ok(&self) {
+        let previous = self.status.borrow().phase;
+        if previous != Phase::InSync {
+            self.status.send_modify(|s| {
+                s.phase = Phase::InSync;
+                s.last_error = None;
+            });
+            let s = self.status.borrow();
+            info!(
+                hosts = s.hosts_served,
+                skipped = s.rows_skipped,
+                "in sync: dnsmasq's files match the database"
+            );
+        }
+    }
+}
+
+/// Whether a "not before" time has passed; `None` means no wait.
+fn is_due(not_before: Option<Instant>) -> bool {
+    not_before.is_none_or(|at| at <= Instant::now())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// An error with all its causes, `outer: inner: innermost`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,1 +1,138 @@
-//! TODO
+//! The dedicated LISTEN connection: turns the schema's `pg_notify` calls into wake-ups for the
+//! agent, and notices when the server is gone (closed socket, or a failed liveness probe).
+//!
+//! Notifications are coalesced into a counter on a `watch` channel: the agent only needs to
+//! know that something changed since its last snapshot, never how often, so a burst of 100,000
+//! notifications costs no memory. The channel closing means the connection is lost.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::poll_fn;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::db::{DbError, CHANGES_CHANNEL};
+
+/// Why a LISTEN connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("the LISTEN connection failed")]
+    Connection(#[source] tokio_postgres::Error),
+    #[error("the LISTEN connection was closed by the server")]
+    Closed,
+    #[error("the database did not answer a liveness probe within {0:?}")]
+    Unresponsive(Duration),
+    #[error("the liveness probe failed")]
+    Probe(#[source] tokio_postgres::Error),
+}
+
+/// An established LISTEN connection. Dropping it closes the connection.
+pub struct Listener {
+    changes: watch::Receiver<u64>,
+    task: JoinHandle<ListenError>,
+}
+
+impl Listener {
+    /// Connects and returns only once `LISTEN` is active, so that any change committed after
+    /// this returns is guaranteed to wake the agent.
+    pub async fn start(
+        config: &tokio_postgres::Config,
+        liveness_interval: Duration,
+    ) -> Result<Listener, DbError> {
+        let (client, connection) = config.connect(NoTls).await?;
+        let client = Arc::new(client);
+        let (sender, changes) = watch::channel(0u64);
+        let task = tokio::spawn(drive(
+            connection,
+            Arc::clone(&client),
+            sender,
+            liveness_interval,
+        ));
+        let mut listener = Listener { changes, task };
+        if let Err(error) = client
+            .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+            .await
+        {
+            listener.task.abort();
+            return Err(error.into());
+        }
+        listener.changes.mark_unchanged();
+        Ok(listener)
+    }
+
+    /// Waits for the next change notification (coalesced with any others since the last call).
+    /// Returns the reason once the connection is lost.
+    pub async fn changed(&mut self) -> Result<(), ListenError> {
+        if self.changes.changed().await.is_ok() {
+            return Ok(());
+        }
+        match (&mut self.task).await {
+            Ok(reason) => Err(reason),
+            Err(_) => Err(ListenError::Closed),
+        }
+    }
+
+    /// How many notifications arrived on this connection.
+    pub fn notifications(&self) -> u64 {
+        *self.changes.borrow()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Probe = Pin<Box<dyn Future<Output = Result<(), ListenError>> + Send>>;
+
+/// Polls the connection for notifications and probes the server every `liveness_interval`;
+/// returns why it stopped. The probe is needed because a server that vanished without closing
+/// the socket is otherwise only noticed when the kernel's keepalives give up.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    client: Arc<Client>,
+    changes: watch::Sender<u64>,
+    liveness_interval: Duration,
+) -> ListenError
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut ticks = tokio::time::interval(liveness_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut probe: Option<Probe> = None;
+    loop {
+        tokio::select! {
+            message = poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANGES_CHANNEL => {
+                    changes.send_modify(|count| *count += 1);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return ListenError::Connection(error),
+                None => return ListenError::Closed,
+            },
+            _ = ticks.tick(), if probe.is_none() => {
+                let client = Arc::clone(&client);
+                probe = Some(Box::pin(async move {
+                    match tokio::time::timeout(liveness_interval, client.simple_query("")).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(error)) => Err(ListenError::Probe(error)),
+                        Err(_) => Err(ListenError::Unresponsive(liveness_interval)),
+                    }
+                }));
+            }
+            result = async { probe.as_mut().expect("guarded by is_some").await }, if probe.is_some() => {
+                probe = None;
+                if let Err(error) = result {
+                    return error;
+                }
+            }
+        }
+    }
+}

@@ -131,3 +131,51 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A process that stands where dnsmasq would and counts the SIGHUPs it receives.
+pub struct SighupCounter {
+    child: std::process::Child,
+    pub pid_file: std::path::PathBuf,
+    count_file: std::path::PathBuf,
+}
+
+impl SighupCounter {
+    pub async fn start(dir: &std::path::Path) -> SighupCounter {
+        let pid_file = dir.join("dnsmasq.pid");
+        let count_file = dir.join("sighups");
+        let _ = std::fs::remove_file(&pid_file);
+        let child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/sighup_counter.py"
+            ))
+            .arg(&pid_file)
+            .arg(&count_file)
+            .spawn()
+            .expect("python3 runs the SIGHUP counter (scripts/test and .ci/run install it)");
+        let ready = wait_until(Duration::from_secs(10), || {
+            let exists = pid_file.exists();
+            async move { exists }
+        })
+        .await;
+        assert!(ready, "the SIGHUP counter did not write its pid file");
+        SighupCounter {
+            child,
+            pid_file,
+            count_file,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        std::fs::read_to_string(&self.count_file)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SighupCounter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,544 @@
+//! The agent end to end against a real PostgreSQL: SQL changes reach the files on disk, no-op
+//! changes touch nothing, bursts coalesce, lost connections and outages heal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{wait_until, SighupCounter, TestDb};
+use ipmanager::agent::{Agent, Phase, Status};
+use ipmanager::config::Config;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running in-process agent writing into a temporary directory, with a SIGHUP counter as its
+/// dnsmasq.
+struct Harness {
+    dir: tempfile::TempDir,
+    status: watch::Receiver<Status>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    hup: SighupCounter,
+}
+
+impl Harness {
+    async fn start(db: &TestDb) -> Harness {
+        Self::start_with(db, "").await
+    }
+
+    /// `extra` is appended to the `[dnsmasq]` section of the generated config file.
+    async fn start_with(db: &TestDb, extra: &str) -> Harness {
+        let mut harness = Self::prepare().await;
+        harness.spawn_agent(&db.url, extra);
+        harness
+    }
+
+    /// The directory and the SIGHUP counter, without an agent yet.
+    async fn prepare() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let hup = SighupCounter::start(dir.path()).await;
+        Harness {
+            dir,
+            status: watch::channel(Status::default()).1,
+            stop: None,
+            task: None,
+            hup,
+        }
+    }
+
+    fn config(&self, url: &str, extra: &str) -> Config {
+        let d = self.dir.path().display();
+        let file = self.dir.path().join("ipmanager.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"database_url = "{url}"
+[agent]
+name = "test"
+liveness_interval = "1s"
+max_backoff = "500ms"
+[dnsmasq]
+include_file = "{d}/01-rust-managed.conf"
+hosts_file = "{d}/dhcp-hosts"
+addn_hosts_file = "{d}/hosts"
+pid_file = "{d}/dnsmasq.pid"
+restart_command = ["sh", "-c", "echo restart >> {d}/restarts"]
+{extra}
+"#
+            ),
+        )
+        .unwrap();
+        Config::load(Some(&file), std::iter::empty()).expect("test config is valid")
+    }
+
+    fn spawn_agent(&mut self, url: &str, extra: &str) {
+        let agent = Agent::new(self.config(url, extra));
+        self.status = agent.status();
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(async move {
+            agent
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("agent runs until stopped");
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("agent task ends cleanly");
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    fn restarts(&self) -> usize {
+        self.read("restarts").lines().count()
+    }
+
+    fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until `condition` holds for the status, or fails the test with `what`.
+    async fn wait_status(&mut self, what: &str, condition: impl Fn(&Status) -> bool) {
+        let reached = tokio::time::timeout(DEADLINE, self.status.wait_for(|s| condition(s)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(
+            reached,
+            "timed out waiting for {what}; status: {:?}",
+            self.status.borrow()
+        );
+    }
+
+    async fn wait_file(&self, name: &str, what: &str, condition: impl Fn(&str) -> bool) {
+        let path = self.path(name);
+        let held = wait_until(DEADLINE, || {
+            let content = std::fs::read_to_string(&path).unwrap_or_default();
+            let held = condition(&content);
+            async move { held }
+        })
+        .await;
+        assert!(
+            held,
+            "timed out waiting for {what} in {name}; it holds:\n{}\nstatus: {:?}",
+            self.read(name),
+            self.status()
+        );
+    }
+
+    /// Waits until dnsmasq has received more than `seen` SIGHUPs.
+    async fn wait_sighups(&self, seen: usize) {
+        let arrived = wait_until(DEADLINE, || {
+            let count = self.hup.count();
+            async move { count > seen }
+        })
+        .await;
+        assert!(
+            arrived,
+            "dnsmasq got no SIGHUP; status: {:?}",
+            self.status()
+        );
+    }
+
+    async fn wait_in_sync(&mut self) {
+        self.wait_status("the agent to be in sync", |s| s.phase == Phase::InSync)
+            .await;
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn add_subnet(db: &TestDb) {
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr, range_start, range_end, gateway, domain)
+             VALUES ('lan', '10.64.0.0/16', '10.64.200.1', '10.64.200.250', '10.64.0.1', 'example.lan')",
+        )
+        .await
+        .unwrap();
+}
+
+fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[tokio::test]
+async fn sql_changes_reach_the_files_and_each_sends_one_sighup() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    assert!(h.read("01-rust-managed.conf").contains("dhcp-hostsfile="));
+    let initial_restarts = h.restarts();
+    let client = db.client().await;
+
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.64.1.10', 'web1')",
+        )
+        .await
+        .unwrap();
+    h.wait_file("dhcp-hosts", "the inserted host", |c| {
+        c.contains("02:00:00:00:00:01,10.64.1.10,web1")
+    })
+    .await;
+    h.wait_file("hosts", "the inserted name", |c| {
+        c.contains("10.64.1.10 web1.example.lan web1")
+    })
+    .await;
+    h.wait_sighups(0).await;
+
+    let hups = h.hup.count();
+    client
+        .batch_execute("UPDATE ipmanager.hosts SET ip = '10.64.1.11' WHERE hostname = 'web1'")
+        .await
+        .unwrap();
+    h.wait_file("dhcp-hosts", "the updated IP", |c| {
+        c.contains("02:00:00:00:00:01,10.64.1.11,web1") && !c.contains("10.64.1.10,")
+    })
+    .await;
+    h.wait_sighups(hups).await;
+
+    let hups = h.hup.count();
+    client
+        .batch_execute("DELETE FROM ipmanager.hosts WHERE hostname = 'web1'")
+        .await
+        .unwrap();
+    h.wait_file("dhcp-hosts", "the host to be gone", |c| !c.contains("web1"))
+        .await;
+    h.wait_file("hosts", "the name to be gone", |c| !c.contains("web1"))
+        .await;
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    // Host changes are served by SIGHUP alone; the include file did not change.
+    assert_eq!(h.restarts(), initial_restarts);
+    h.wait_status("three activations", |s| s.activations >= 4)
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_to_nothing_served_writes_nothing_and_signals_nobody() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.64.1.20', 'db1')",
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    h.wait_file("dhcp-hosts", "the host", |c| c.contains("db1"))
+        .await;
+    let before = h.status();
+    let hups = h.hup.count();
+    let written_at = mtime(&h.path("dhcp-hosts"));
+
+    client
+        .batch_execute("UPDATE ipmanager.hosts SET comment = 'rack 4' WHERE hostname = 'db1'")
+        .await
+        .unwrap();
+    // The notification leads to a fresh snapshot, which finds nothing to do.
+    h.wait_status("a regeneration after the comment change", |s| {
+        s.regenerations > before.regenerations && s.phase == Phase::InSync
+    })
+    .await;
+    let after = h.status();
+    assert_eq!(after.writes, before.writes, "a comment change wrote files");
+    assert_eq!(after.activations, before.activations);
+    assert_eq!(h.hup.count(), hups, "a comment change sent SIGHUP");
+    assert_eq!(mtime(&h.path("dhcp-hosts")), written_at);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_single_row_commits_coalesces_and_ends_correct() {
+    const COMMITS: usize = 1000;
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let before = h.status();
+
+    let client = db.client().await;
+    let started = std::time::Instant::now();
+    let insert = client
+        .prepare("INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ($1::text::macaddr, $2::text::inet, $3)")
+        .await
+        .unwrap();
+    for i in 0..COMMITS {
+        let mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
+        let ip = format!("10.64.{}.{}", 10 + i / 250, 1 + i % 250);
+        client
+            .execute(&insert, &[&mac, &ip, &format!("burst{i}")])
+            .await
+            .unwrap();
+    }
+    let sent_in = started.elapsed();
+    h.wait_file("dhcp-hosts", "all burst hosts", |c| {
+        c.lines().count() == COMMITS
+    })
+    .await;
+    h.wait_in_sync().await;
+    let content = h.read("dhcp-hosts");
+    for i in [0, 499, COMMITS - 1] {
+        assert!(
+            content.contains(&format!(",burst{i}\n")),
+            "burst{i} missing"
+        );
+    }
+    let after = h.status();
+    let regenerations = after.regenerations - before.regenerations;
+    eprintln!(
+        "burst of {COMMITS} commits in {sent_in:?}: {regenerations} regenerations, {} notifications",
+        after.notifications - before.notifications
+    );
+    // Sync starts are at least one burst interval (100 ms by default) apart, plus the one that
+    // may run after the last commit.
+    let allowed = (sent_in.as_millis() / 100) as u64 + 2;
+    assert!(
+        regenerations <= allowed,
+        "{COMMITS} commits in {sent_in:?} caused {regenerations} regenerations (allowed {allowed})"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_insert_is_one_notification_and_one_regeneration() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let before = h.status();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname)
+             SELECT ('0200' || lpad(to_hex(i), 8, '0'))::macaddr,
+                    '10.64.0.0'::inet + 256 + i, 'bulk' || i
+             FROM generate_series(1, 20000) AS i",
+        )
+        .await
+        .unwrap();
+    h.wait_file("dhcp-hosts", "20,000 hosts", |c| c.lines().count() == 20000)
+        .await;
+    h.wait_status("the large insert to be recorded", |s| {
+        s.hosts_served == 20000 && s.phase == Phase::InSync
+    })
+    .await;
+    let after = h.status();
+    assert_eq!(after.notifications - before.notifications, 1);
+    assert_eq!(after.regenerations - before.regenerations, 1);
+    assert_eq!(after.hosts_served, 20000);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn terminated_connections_reconnect_and_the_files_converge() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let client = db.client().await;
+    for i in 0..30 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:01:{i:02x}', '10.64.2.{}', 'kill{i}')",
+                i + 1
+            ))
+            .await
+            .unwrap();
+        if i % 5 == 0 {
+            let killed: i64 = client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name LIKE 'ipmanager-agent%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if i == 0 {
+                assert!(killed >= 1, "no agent connection found to terminate");
+            }
+        }
+    }
+    h.wait_file("dhcp-hosts", "all 30 hosts after reconnects", |c| {
+        c.lines().count() == 30 && c.contains(",kill29\n")
+    })
+    .await;
+    h.wait_in_sync().await;
+    h.stop().await;
+}
+
+/// Forwards TCP connections to the real server once started, so that a test can make the
+/// database appear "down" (nothing listening) and later "up".
+async fn start_proxy(listener: tokio::net::TcpListener, target: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// host:port of the test server, from its URL.
+fn server_address(url: &str) -> String {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("the proxy test needs a TCP server, got {other:?}"),
+    };
+    format!(
+        "{host}:{}",
+        config.get_ports().first().copied().unwrap_or(5432)
+    )
+}
+
+#[tokio::test]
+async fn database_down_at_start_leaves_files_untouched_until_it_comes_up() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:03', '10.64.1.30', 'late')",
+        )
+        .await
+        .unwrap();
+    // Reserve a port with nothing behind it yet.
+    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = port_holder.local_addr().unwrap().port();
+    drop(port_holder);
+    let down_url = common::url_with_dbname(
+        &format!("postgresql://postgres@127.0.0.1:{port}/x"),
+        &db.name,
+    );
+
+    let mut h = Harness::prepare().await;
+    let old = "02:00:00:00:00:99,10.64.9.9,previous\n";
+    std::fs::write(h.path("dhcp-hosts"), old).unwrap();
+    h.spawn_agent(&down_url, "");
+    h.wait_status("the agent to notice the database is down", |s| {
+        s.phase == Phase::DatabaseUnreachable
+    })
+    .await;
+    assert_eq!(
+        h.read("dhcp-hosts"),
+        old,
+        "files changed while the database was down"
+    );
+    assert!(!h.path("01-rust-managed.conf").exists());
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let proxy = start_proxy(listener, server_address(&db.url)).await;
+    h.wait_file("dhcp-hosts", "the database's host once it is up", |c| {
+        c.contains("late") && !c.contains("previous")
+    })
+    .await;
+    h.wait_in_sync().await;
+    h.stop().await;
+    proxy.abort();
+}
+
+#[tokio::test]
+async fn an_owed_activation_survives_an_agent_restart() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:04', '10.64.1.40', 'owed')",
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    h.stop().await;
+    // dnsmasq "is not running": no pid file, so the SIGHUP for the next change cannot be sent.
+    let pid = std::fs::read_to_string(&h.hup.pid_file).unwrap();
+    std::fs::remove_file(&h.hup.pid_file).unwrap();
+    db.client()
+        .await
+        .batch_execute("UPDATE ipmanager.hosts SET ip = '10.64.1.41' WHERE hostname = 'owed'")
+        .await
+        .unwrap();
+    h.spawn_agent(&db.url, "");
+    h.wait_status("activation to fail", |s| {
+        s.phase == Phase::ActivationFailing
+    })
+    .await;
+    assert!(h.read("dhcp-hosts").contains("10.64.1.41,owed"));
+    // Kill the agent while the activation is owed: the files on disk already match the
+    // database, so only the marker remembers that dnsmasq has not seen them.
+    h.task.take().unwrap().abort();
+    let hups = h.hup.count();
+
+    std::fs::write(&h.hup.pid_file, pid).unwrap();
+    h.spawn_agent(&db.url, "");
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_activation_is_retried_until_it_succeeds() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let pid_file = h.hup.pid_file.clone();
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::remove_file(&pid_file).unwrap();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:05', '10.64.1.50', 'retry')",
+        )
+        .await
+        .unwrap();
+    h.wait_status("activation to fail", |s| {
+        s.phase == Phase::ActivationFailing
+    })
+    .await;
+    assert!(h.status().last_error.unwrap().contains("pid file"));
+    let hups = h.hup.count();
+    std::fs::write(&pid_file, pid).unwrap();
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    h.stop().await;
+}

@@ -1,0 +1,335 @@
+//! The real `ipmanager` binary: help, configuration errors and exit codes, migrate, render, and
+//! the agent as a process (SIGTERM, unwritable output directory).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_until, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The binary with a clean environment: only what the test gives it.
+fn ipmanager(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_config(dir: &Path, content: &str) -> PathBuf {
+    let path = dir.join("ipmanager.toml");
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn help_lists_the_subcommands_with_examples() {
+    let out = ipmanager(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for word in [
+        "agent",
+        "migrate",
+        "render",
+        "check-config",
+        "Examples:",
+        "--config",
+    ] {
+        assert!(text.contains(word), "--help lacks {word:?}:\n{text}");
+    }
+    let out = ipmanager(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn check_config_works_with_only_the_database_url_and_hides_the_password() {
+    let out = ipmanager(
+        &["check-config"],
+        &[
+            (
+                "IPMANAGER_DATABASE_URL",
+                "postgresql://agent:hunter2@db1,db2/ipm?target_session_attrs=read-write",
+            ),
+            ("IPMANAGER__AGENT__NAME", "dhcp7"),
+            (
+                "IPMANAGER__DNSMASQ__RELOAD_COMMAND",
+                "systemctl reload dnsmasq",
+            ),
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
+    assert!(
+        text.contains("postgresql://agent:********@db1,db2/ipm"),
+        "{text}"
+    );
+    assert!(text.contains("agent.name = \"dhcp7\""), "{text}");
+    assert!(
+        text.contains(r#"dnsmasq.reload_command = ["systemctl", "reload", "dnsmasq"]"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"dnsmasq.include_file = "/etc/dnsmasq.d/01-rust-managed.conf""#));
+}
+
+#[test]
+fn file_settings_are_overridden_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "database_url = \"postgresql://file@db/ipm\"\n[agent]\nname = \"from-file\"\nresync_interval = \"90s\"\n",
+    );
+    let file = file.to_str().unwrap();
+    let out = ipmanager(&["check-config", "--config", file], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("agent.name = \"from-file\""));
+    assert!(stdout(&out).contains("agent.resync_interval = \"1m 30s\""));
+    let out = ipmanager(
+        &["check-config", "--config", file],
+        &[
+            ("IPMANAGER_DATABASE_URL", "postgresql://env@db/ipm"),
+            ("IPMANAGER__AGENT__NAME", "from-env"),
+        ],
+    );
+    assert!(stdout(&out).contains("agent.name = \"from-env\""));
+    assert!(stdout(&out).contains("postgresql://env@db/ipm"));
+}
+
+#[test]
+fn configuration_errors_name_the_problem_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 5] = [
+        (
+            "database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\nlayuot = \"conf\"\n",
+            "layuot",
+        ),
+        ("database_url = \"postgresql://x@db/ipm\"\nfoo = 1\n", "foo"),
+        (
+            "database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\nlayout = \"zone\"\n",
+            "zone",
+        ),
+        ("[agent]\nname = \"a\"\n", "database_url"),
+        (
+            "database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\nhosts_file = \"relative/path\"\n",
+            "absolute",
+        ),
+    ];
+    for (content, expected) in cases {
+        let file = write_config(dir.path(), content);
+        let out = ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(78), "{content}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "error for {content:?} does not name {expected:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = ipmanager(&["check-config", "-c", "/nonexistent/ipmanager.toml"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("/nonexistent/ipmanager.toml does not exist"));
+}
+
+#[test]
+fn an_unreachable_database_exits_69() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgresql://postgres@127.0.0.1:{port}/none?connect_timeout=2");
+    let out = ipmanager(&["migrate"], &[("IPMANAGER_DATABASE_URL", &url)]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_render_prints_the_files() {
+    let db = TestDb::empty().await;
+    let env = [("IPMANAGER_DATABASE_URL", db.url.as_str())];
+    let out = ipmanager(&["migrate"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("applied V1__initial_schema"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ipmanager(&["migrate"], &env);
+    assert_eq!(stdout(&out).trim(), "schema is up to date");
+
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lab', '192.168.77.0/24');
+             INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:07:01', '192.168.77.10', 'printer')",
+        )
+        .await
+        .unwrap();
+    let out = ipmanager(&["render"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("# ==> /var/lib/ipmanager/dhcp-hosts <=="),
+        "{text}"
+    );
+    assert!(
+        text.contains("02:00:00:00:07:01,192.168.77.10,printer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# ==> /etc/dnsmasq.d/01-rust-managed.conf <=="),
+        "{text}"
+    );
+}
+
+/// The agent binary as a child process whose stderr is collected for assertions.
+struct AgentProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl AgentProcess {
+    fn spawn(mut command: Command) -> AgentProcess {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("agent: {line}");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        AgentProcess { child, log }
+    }
+
+    async fn wait_log(&self, what: &str) {
+        let log = Arc::clone(&self.log);
+        let found = wait_until(DEADLINE, || {
+            let found = log.lock().unwrap().contains(what);
+            async move { found }
+        })
+        .await;
+        assert!(
+            found,
+            "the agent never logged {what:?}:\n{}",
+            self.log.lock().unwrap()
+        );
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    async fn terminate(mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let exited = wait_until(DEADLINE, || {
+            let done = self.child.try_wait().unwrap().is_some();
+            async move { done }
+        })
+        .await;
+        assert!(exited, "the agent did not stop on SIGTERM");
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_file(path: &Path, what: &str, condition: impl Fn(&str) -> bool) {
+    let held = wait_until(DEADLINE, || {
+        let held = condition(&std::fs::read_to_string(path).unwrap_or_default());
+        async move { held }
+    })
+    .await;
+    assert!(
+        held,
+        "timed out waiting for {what}: {}",
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn the_agent_keeps_the_old_file_while_its_directory_is_unwritable_and_recovers() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lab', '192.168.78.0/24');
+             INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:08:01', '192.168.78.10', 'scanner')",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let old = "02:00:00:00:08:99,192.168.78.99,old\n";
+    std::fs::write(out.join("dhcp-hosts"), old).unwrap();
+    // Root ignores permission bits, so as root the agent runs as nobody; either way it cannot
+    // write into a 0555 directory it does not own.
+    let running_as_root = nix::unistd::geteuid().is_root();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let bin = dir.path().join("ipmanager");
+    std::fs::copy(BIN, &bin).unwrap();
+    let o = out.display();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "database_url = \"{}\"\n[agent]\nmax_backoff = \"200ms\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\nreload_command = [\"true\"]\nrestart_command = [\"true\"]\n",
+            db.url
+        ),
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = Command::new(&bin);
+    command
+        .args(["agent", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    if running_as_root {
+        use std::os::unix::process::CommandExt;
+        command.uid(65534).gid(65534);
+    }
+    let agent = AgentProcess::spawn(command);
+    agent.wait_log("cannot create a temporary file").await;
+    assert_eq!(
+        std::fs::read_to_string(out.join("dhcp-hosts")).unwrap(),
+        old
+    );
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    wait_for_file(&out.join("dhcp-hosts"), "the database's host", |c| {
+        c.contains("02:00:00:00:08:01,192.168.78.10,scanner") && !c.contains("old")
+    })
+    .await;
+    agent.wait_log("in sync").await;
+    assert_eq!(agent.terminate().await, Some(0), "SIGTERM is a clean exit");
+}
