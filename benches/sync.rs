@@ -20,6 +20,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
 const WAIT: Duration = Duration::from_secs(120);
+/// Spacing of measured changes: longer than the agent's default burst interval (100 ms).
+const PACE: Duration = Duration::from_millis(150);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -47,6 +49,8 @@ struct Row {
     bulk_notifications: u64,
     bulk_regenerations: u64,
     latency: Stats,
+    snapshot_stage: Stats,
+    write_stage: Stats,
     regeneration: Stats,
     copy: Stats,
     rss_idle_kib: u64,
@@ -82,7 +86,14 @@ async fn run() {
         let listener = Notifications::listen(&db.url).await;
         let dir = tempfile::tempdir().unwrap();
         let agent = AgentProcess::start(&db.url, dir.path());
-        wait_hup(&mut hups).await; // the first sync of the empty subnet
+        // The first sync writes the include file too, which is activated by the restart command.
+        let include = dir.path().join("include.conf");
+        let start = Instant::now();
+        while !include.exists() {
+            assert!(start.elapsed() < WAIT, "the agent never wrote its first files");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        settle(&agent).await;
         let rss_idle_kib = agent.rss_kib("VmRSS");
 
         // One statement that inserts every host: one notification, one regeneration.
@@ -101,27 +112,36 @@ async fn run() {
         let bulk_notifications = listener.count() - notifications;
         let bulk_regenerations = agent.regenerations() - regenerations;
 
-        // One-row changes, each waited for before the next.
+        // Isolated one-row changes: each waited for, and started at least PACE after the one
+        // before, so that none falls into the agent's burst interval (a burst is measured below).
         let update = client
             .prepare("UPDATE ipmanager.hosts SET ip = $1::text::inet WHERE id = $2")
             .await
             .unwrap();
+        let stages_before = agent.stages().len();
         let mut latency = Vec::with_capacity(changes);
+        let mut paced = Instant::now() + PACE;
         for i in 0..changes {
             let id = 1 + (i * 7919 % hosts) as i64;
             let ip = format!("10.128.{}.{}", i / 250, 1 + i % 250);
+            tokio::time::sleep_until(paced.into()).await;
             drain(&mut hups);
             let start = Instant::now();
+            paced = start + PACE;
             client.execute(&update, &[&ip, &id]).await.unwrap();
             wait_hup(&mut hups).await;
             latency.push(start.elapsed());
         }
 
-        // Full regeneration: with the files gone, a NOTIFY makes the agent rebuild them all.
+        let (snapshot_stage, write_stage): (Vec<_>, Vec<_>) =
+            agent.stages()[stages_before..].iter().copied().unzip();
+
+        // Full regeneration: with the host files gone, a NOTIFY makes the agent rebuild them
+        // (the include file is unchanged, so a reload suffices).
         let reps = if hosts >= 100_000 { 20 } else { 30 };
         let mut regeneration = Vec::with_capacity(reps);
         for _ in 0..reps {
-            for name in ["dhcp-hosts", "hosts", "include.conf"] {
+            for name in ["dhcp-hosts", "hosts"] {
                 let _ = std::fs::remove_file(dir.path().join(name));
             }
             drain(&mut hups);
@@ -156,6 +176,8 @@ async fn run() {
             bulk_notifications,
             bulk_regenerations,
             latency: stats(&latency),
+            snapshot_stage: stats(&snapshot_stage),
+            write_stage: stats(&write_stage),
             regeneration: stats(&regeneration),
             copy: stats(&copy),
             rss_idle_kib,
@@ -254,6 +276,43 @@ struct AgentProcess {
     child: Child,
     regenerations: Arc<AtomicU64>,
     last_line: Arc<std::sync::Mutex<Instant>>,
+    stages: Arc<std::sync::Mutex<Vec<(Duration, Duration)>>>,
+}
+
+/// Reads a `Debug`-printed duration such as `1.5ms` or `830.2µs` after `key` in a log line
+/// (which may carry ANSI colour codes).
+fn field_duration(line: &str, key: &str) -> Option<Duration> {
+    let plain: String = strip_ansi(line);
+    let start = plain.find(key)? + key.len();
+    let value = plain[start..].split_whitespace().next()?;
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "ms" => number / 1e3,
+        "µs" | "us" => number / 1e6,
+        "ns" => number / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl AgentProcess {
@@ -283,11 +342,18 @@ impl AgentProcess {
         let last_line = Arc::new(std::sync::Mutex::new(Instant::now()));
         let (count, last) = (Arc::clone(&regenerations), Arc::clone(&last_line));
         let stderr = child.stderr.take().unwrap();
+        let stages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stage_sink = Arc::clone(&stages);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 *last.lock().unwrap() = Instant::now();
                 if line.contains("regenerated") {
                     count.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(snapshot), Some(write)) =
+                        (field_duration(&line, "snapshot="), field_duration(&line, "render_and_write="))
+                    {
+                        stage_sink.lock().unwrap().push((snapshot, write));
+                    }
                 }
                 if line.contains("WARN") || line.contains("ERROR") {
                     eprintln!("agent: {line}");
@@ -298,7 +364,13 @@ impl AgentProcess {
             child,
             regenerations,
             last_line,
+            stages,
         }
+    }
+
+    /// (snapshot, render and write) times of the regenerations logged so far.
+    fn stages(&self) -> Vec<(Duration, Duration)> {
+        self.stages.lock().unwrap().clone()
     }
 
     fn regenerations(&self) -> u64 {
@@ -413,14 +485,16 @@ fn print_report(rows: &[Row], burst: Option<&Burst>, changes: usize) {
     println!();
     println!("One-row change, COMMIT to files written and SIGHUP sent ({changes} changes each):");
     println!();
-    println!("| hosts | median ms | p99 ms |");
-    println!("|---:|---:|---:|");
+    println!("| hosts | median ms | p99 ms | agent: snapshot median ms | agent: render, compare, write, fsync median ms |");
+    println!("|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             r.hosts,
             ms(r.latency.median),
-            ms(r.latency.p99)
+            ms(r.latency.p99),
+            ms(r.snapshot_stage.median),
+            ms(r.write_stage.median)
         );
     }
     println!();

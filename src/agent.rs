@@ -158,6 +158,9 @@ struct Outcome {
 struct RenderedSummary {
     hosts_served: usize,
     skipped: Vec<Skipped>,
+    /// How long reading the snapshot, and rendering plus writing, took: for the debug log.
+    snapshot_time: Duration,
+    write_time: Duration,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -170,6 +173,7 @@ struct Worker {
 impl Worker {
     /// Snapshot, render, write what differs, activate what is owed.
     async fn sync(self: Arc<Self>, pending: Option<Activation>) -> Outcome {
+        let started = Instant::now();
         let snapshot =
             match tokio::time::timeout(SNAPSHOT_TIMEOUT, db::take_snapshot(&self.pool)).await {
                 Ok(Ok(snapshot)) => snapshot,
@@ -178,6 +182,7 @@ impl Worker {
                     return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
                 }
             };
+        let snapshot_time = started.elapsed();
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let stage = tokio::task::spawn_blocking(move || {
@@ -192,6 +197,8 @@ impl Worker {
         let summary = RenderedSummary {
             hosts_served: rendered.hosts_served,
             skipped: rendered.skipped,
+            snapshot_time,
+            write_time: started.elapsed() - snapshot_time,
         };
         let owed = pending.max(needed);
         let mut outcome = match write_result {
@@ -227,13 +234,16 @@ impl Worker {
         if let Err(error) = write::replace_volatile(&self.files.marker, owed.as_str().as_bytes()) {
             return (written, None, Err(error));
         }
+        let replacements: Vec<(&Path, &[u8])> = changed
+            .iter()
+            .map(|(path, content, _, _)| (*path, content.as_bytes()))
+            .collect();
+        let (renamed, result) = match write::replace_files(&replacements, self.files.file_mode) {
+            Ok(()) => (changed.len(), Ok(())),
+            Err(partial) => (partial.renamed, Err(partial.error)),
+        };
         let mut activation = None;
-        for (path, content, needs, old) in changed {
-            if let Err(error) =
-                write::replace_atomically(path, content.as_bytes(), self.files.file_mode)
-            {
-                return (written, activation, Err(error));
-            }
+        for (path, content, needs, old) in changed.into_iter().take(renamed) {
             activation = activation.max(Some(needs));
             written.files.push(path.display().to_string());
             let holds_hosts = match self.files.layout.kind {
@@ -248,7 +258,7 @@ impl Worker {
                 ));
             }
         }
-        (written, activation, Ok(()))
+        (written, activation, result)
     }
 
     /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded.
@@ -495,6 +505,8 @@ impl Agent {
                 hosts = rendered.hosts_served,
                 skipped = rendered.skipped.len(),
                 files_written = outcome.written.files.len(),
+                snapshot = ?rendered.snapshot_time,
+                render_and_write = ?rendered.write_time,
                 "regenerated"
             );
             for s in rendered

@@ -36,9 +36,52 @@ pub fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     }
 }
 
-/// Replaces `path` with `contents` atomically and durably, with permission bits `mode`.
-pub fn replace_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
-    let dir = parent_dir(path);
+/// A replace of several files that stopped part-way: the first `renamed` files were replaced,
+/// the others are untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct PartialReplace {
+    pub renamed: usize,
+    #[source]
+    pub error: FileError,
+}
+
+/// Replaces each `(path, contents)` atomically and durably, with permission bits `mode`.
+///
+/// Every temporary file is written and fsynced before the first rename, and the fsyncs run in
+/// parallel, as do the directory fsyncs after the renames: a flush costs milliseconds, and paying
+/// it once per round rather than once per file halves the time to a consistent set of files.
+pub fn replace_files(files: &[(&Path, &[u8])], mode: u32) -> Result<(), PartialReplace> {
+    let untouched = |error| PartialReplace { renamed: 0, error };
+    let temps = files
+        .iter()
+        .map(|(path, contents)| stage(path, contents, mode))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(untouched)?;
+    in_parallel(files.iter().zip(&temps), |((path, _), temp)| {
+        temp.as_file()
+            .sync_all()
+            .map_err(FileError::new("cannot fsync the temporary file for", path))
+    })
+    .map_err(untouched)?;
+    // On failure the remaining temporary files are removed when they drop.
+    for (renamed, ((path, _), temp)) in files.iter().zip(temps).enumerate() {
+        temp.persist(path).map_err(|e| PartialReplace {
+            renamed,
+            error: FileError::new("cannot rename the temporary file over", path)(e.error),
+        })?;
+    }
+    let mut dirs: Vec<&Path> = files.iter().map(|(path, _)| parent_dir(path)).collect();
+    dirs.sort();
+    dirs.dedup();
+    in_parallel(dirs.iter(), |dir| sync_dir(dir)).map_err(|error| PartialReplace {
+        renamed: files.len(),
+        error,
+    })
+}
+
+/// A dot-named temporary file beside `path` holding `contents` with mode `mode`, not yet synced.
+fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, FileError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -46,27 +89,36 @@ pub fn replace_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(),
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(FileError::new(
-            "cannot create a temporary file beside",
-            path,
-        ))?;
+        .tempfile_in(parent_dir(path))
+        .map_err(FileError::new("cannot create a temporary file beside", path))?;
     // tempfile creates 0600; dnsmasq drops privileges and must be able to read the file.
     temp.as_file()
         .set_permissions(Permissions::from_mode(mode))
-        .map_err(FileError::new(
-            "cannot set the mode of the temporary file for",
-            path,
-        ))?;
+        .map_err(FileError::new("cannot set the mode of the temporary file for", path))?;
     temp.write_all(contents)
         .map_err(FileError::new("cannot write the temporary file for", path))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(FileError::new("cannot fsync the temporary file for", path))?;
-    // On failure the temporary file is removed when `temp` drops; the target is untouched.
-    temp.persist(path)
-        .map_err(|e| FileError::new("cannot rename the temporary file over", path)(e.error))?;
-    sync_dir(dir)
+    Ok(temp)
+}
+
+/// Runs `f` on every item, on threads of their own when there is more than one.
+fn in_parallel<T: Send>(
+    items: impl Iterator<Item = T>,
+    f: impl Fn(T) -> Result<(), FileError> + Sync,
+) -> Result<(), FileError> {
+    let mut items: Vec<T> = items.collect();
+    if items.len() <= 1 {
+        return items.pop().map_or(Ok(()), &f);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(|| f(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("fsync threads do not panic"))
+            .collect()
+    })
 }
 
 /// Replaces `path` atomically but without fsync: for state that must survive the process
@@ -119,33 +171,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
         assert_eq!(read_existing(&path).unwrap(), None);
-        replace_atomically(&path, b"one\n", 0o644).unwrap();
-        replace_atomically(&path, b"two\n", 0o640).unwrap();
-        assert_eq!(
-            read_existing(&path).unwrap().as_deref(),
-            Some(&b"two\n"[..])
-        );
+        let other = dir.path().join("other");
+        replace_files(&[(&path, b"one\n")], 0o644).unwrap();
+        replace_files(&[(&path, b"two\n"), (&other, b"three\n")], 0o640).unwrap();
+        assert_eq!(read_existing(&path).unwrap().as_deref(), Some(&b"two\n"[..]));
+        assert_eq!(fs::read(&other).unwrap(), b"three\n");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("hosts")]);
+        names.sort();
+        assert_eq!(names, ["hosts", "other"].map(std::ffi::OsString::from));
     }
 
     #[test]
-    fn failed_replace_keeps_the_old_file() {
+    fn a_failed_replace_keeps_the_files_it_did_not_reach() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        replace_atomically(&path, b"old\n", 0o644).unwrap();
-        // A directory in the way of the rename makes the replace fail after the temp file exists.
+        let later = dir.path().join("later");
+        replace_files(&[(&path, b"old\n"), (&later, b"old\n")], 0o644).unwrap();
+        // A directory in the way of the second rename makes the replace stop after the first.
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("inside"), b"x").unwrap();
-        let error = replace_atomically(&blocked, b"new\n", 0o644).unwrap_err();
-        assert!(error.to_string().contains("cannot rename"), "{error}");
-        assert_eq!(fs::read(&path).unwrap(), b"old\n");
+        let files: [(&Path, &[u8]); 3] = [(&path, b"new\n"), (&blocked, b"new\n"), (&later, b"new\n")];
+        let partial = replace_files(&files, 0o644).unwrap_err();
+        assert_eq!(partial.renamed, 1);
+        assert!(partial.to_string().contains("cannot rename"), "{partial}");
+        assert_eq!(fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(fs::read(&later).unwrap(), b"old\n");
         let leftovers = fs::read_dir(dir.path())
             .unwrap()
             .filter(|e| {

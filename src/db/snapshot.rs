@@ -1,8 +1,6 @@
 //! Reads everything the agent serves in one REPEATABLE READ transaction, so subnets and hosts
 //! come from the same committed state.
 
-use std::net::IpAddr;
-
 use cidr::{IpCidr, IpInet};
 use deadpool_postgres::Pool;
 use eui48::MacAddress;
@@ -69,7 +67,7 @@ pub async fn take_snapshot(pool: &Pool) -> Result<Snapshot, DbError> {
             id: row.try_get(0)?,
             subnet_id: row.try_get(1)?,
             mac: row.try_get::<_, MacAddress>(2)?.to_array(),
-            ip: IpAddr::from(ip.address()),
+            ip: ip.address(),
             hostname: row.try_get(4)?,
             lease_seconds: row.try_get(5)?,
         });
