@@ -29,10 +29,10 @@ impl Harness {
         Self::start_with(db, "").await
     }
 
-    /// `extra` is appended to the `[dnsmasq]` section of the generated config file.
-    async fn start_with(db: &TestDb, extra: &str) -> Harness {
+    /// `agent_extra` is added to the `[agent]` section of the generated config file.
+    async fn start_with(db: &TestDb, agent_extra: &str) -> Harness {
         let mut harness = Self::prepare().await;
-        harness.spawn_agent(&db.url, extra);
+        harness.spawn_agent(&db.url, agent_extra);
         harness
     }
 
@@ -49,7 +49,7 @@ impl Harness {
         }
     }
 
-    fn config(&self, url: &str, extra: &str) -> Config {
+    fn config(&self, url: &str, agent_extra: &str) -> Config {
         let d = self.dir.path().display();
         let file = self.dir.path().join("ipmanager.toml");
         std::fs::write(
@@ -60,13 +60,13 @@ impl Harness {
 name = "test"
 liveness_interval = "1s"
 max_backoff = "500ms"
+{agent_extra}
 [dnsmasq]
 include_file = "{d}/01-rust-managed.conf"
 hosts_file = "{d}/dhcp-hosts"
 addn_hosts_file = "{d}/hosts"
 pid_file = "{d}/dnsmasq.pid"
 restart_command = ["sh", "-c", "echo restart >> {d}/restarts"]
-{extra}
 "#
             ),
         )
@@ -74,8 +74,8 @@ restart_command = ["sh", "-c", "echo restart >> {d}/restarts"]
         Config::load(Some(&file), std::iter::empty()).expect("test config is valid")
     }
 
-    fn spawn_agent(&mut self, url: &str, extra: &str) {
-        let agent = Agent::new(self.config(url, extra));
+    fn spawn_agent(&mut self, url: &str, agent_extra: &str) {
+        let agent = Agent::new(self.config(url, agent_extra));
         self.status = agent.status();
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
@@ -396,37 +396,6 @@ async fn terminated_connections_reconnect_and_the_files_converge() {
     h.stop().await;
 }
 
-/// Forwards TCP connections to the real server once started, so that a test can make the
-/// database appear "down" (nothing listening) and later "up".
-async fn start_proxy(listener: tokio::net::TcpListener, target: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let target = target.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}
-
-/// host:port of the test server, from its URL.
-fn server_address(url: &str) -> String {
-    let config: tokio_postgres::Config = url.parse().unwrap();
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        other => panic!("the proxy test needs a TCP server, got {other:?}"),
-    };
-    format!(
-        "{host}:{}",
-        config.get_ports().first().copied().unwrap_or(5432)
-    )
-}
-
 #[tokio::test]
 async fn database_down_at_start_leaves_files_untouched_until_it_comes_up() {
     let db = TestDb::new().await;
@@ -438,14 +407,9 @@ async fn database_down_at_start_leaves_files_untouched_until_it_comes_up() {
         )
         .await
         .unwrap();
-    // Reserve a port with nothing behind it yet.
-    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = port_holder.local_addr().unwrap().port();
-    drop(port_holder);
-    let down_url = common::url_with_dbname(
-        &format!("postgresql://postgres@127.0.0.1:{port}/x"),
-        &db.name,
-    );
+    // A port with nothing behind it yet.
+    let mut proxy = common::Proxy::reserve(&db.url);
+    let down_url = proxy.url_for(&db.name);
 
     let mut h = Harness::prepare().await;
     let old = "02:00:00:00:00:99,10.64.9.9,previous\n";
@@ -462,17 +426,84 @@ async fn database_down_at_start_leaves_files_untouched_until_it_comes_up() {
     );
     assert!(!h.path("01-rust-managed.conf").exists());
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let proxy = start_proxy(listener, server_address(&db.url)).await;
+    proxy.start().await;
     h.wait_file("dhcp-hosts", "the database's host once it is up", |c| {
         c.contains("late") && !c.contains("previous")
     })
     .await;
     h.wait_in_sync().await;
     h.stop().await;
-    proxy.abort();
+}
+
+#[tokio::test]
+async fn a_silently_dead_server_is_noticed_and_the_agent_moves_on() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    // The agent's first host is a server that stops answering without closing the connection;
+    // the second is the real one, as after a failover.
+    let mut proxy = common::Proxy::reserve(&db.url);
+    proxy.start().await;
+    let real = db.url.trim_start_matches("postgresql://postgres@");
+    let (real_host, _) = real.split_once('/').unwrap();
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},{real_host}/{}?target_session_attrs=read-write",
+        proxy.port, db.name
+    );
+    let mut h = Harness::prepare().await;
+    h.spawn_agent(&url, "");
+    h.wait_in_sync().await;
+    proxy.freeze();
+    let frozen_at = std::time::Instant::now();
+    h.wait_status("the agent to notice the dead server", |s| {
+        s.phase == Phase::DatabaseUnreachable
+    })
+    .await;
+    // liveness_interval is 1 s in these tests: a probe plus its timeout.
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        frozen_at.elapsed()
+    );
+    proxy.stop();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:06', '10.64.1.60', 'failover')",
+        )
+        .await
+        .unwrap();
+    h.wait_file("dhcp-hosts", "the change made after the failover", |c| {
+        c.contains("failover")
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_periodic_resync_repairs_a_file_changed_behind_the_agents_back() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:07', '10.64.1.70', 'truth')",
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::start_with(&db, "resync_interval = \"1s\"").await;
+    h.wait_in_sync().await;
+    let expected = h.read("dhcp-hosts");
+    assert!(expected.contains("truth"));
+    std::fs::write(
+        h.path("dhcp-hosts"),
+        "02:00:00:00:00:66,10.64.6.6,tampered\n",
+    )
+    .unwrap();
+    h.wait_file("dhcp-hosts", "the resync to restore the file", |c| {
+        c == expected
+    })
+    .await;
+    h.stop().await;
 }
 
 #[tokio::test]

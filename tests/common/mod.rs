@@ -179,3 +179,112 @@ impl Drop for SighupCounter {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP forwarder in front of the test server, so that a test can make the database appear
+/// down (nothing listening yet), or silently dead (connections stay open but nothing passes).
+pub struct Proxy {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    target: String,
+}
+
+impl Proxy {
+    /// Reserves a free port; nothing listens on it until [`Proxy::start`].
+    pub fn reserve(target_url: &str) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config: tokio_postgres::Config = target_url.parse().unwrap();
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            other => panic!("the proxy needs a TCP server, got {other:?}"),
+        };
+        let target = format!(
+            "{host}:{}",
+            config.get_ports().first().copied().unwrap_or(5432)
+        );
+        Proxy {
+            port,
+            frozen: tokio::sync::watch::Sender::new(false),
+            task: None,
+            target,
+        }
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_for(&self, dbname: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let target = self.target.clone();
+        let frozen = self.frozen.subscribe();
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let frozen = frozen.clone();
+                connections.spawn(async move {
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        tokio::join!(pump(ri, wo, frozen.clone()), pump(ro, wi, frozen));
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops passing bytes without closing anything, like a server that vanished.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Closes every connection and stops listening.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if *frozen.borrow() {
+            // Hold the connection open and silent until the test ends.
+            let _ = frozen.wait_for(|f| !*f).await;
+        }
+        tokio::select! {
+            read = from.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if *frozen.borrow() || to.write_all(&buffer[..n]).await.is_err() {
+                        if *frozen.borrow() {
+                            let _ = frozen.wait_for(|f| !*f).await;
+                        }
+                        return;
+                    }
+                }
+            },
+            _ = frozen.changed() => {}
+        }
+    }
+}
