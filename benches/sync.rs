@@ -90,7 +90,10 @@ async fn run() {
         let include = dir.path().join("include.conf");
         let start = Instant::now();
         while !include.exists() {
-            assert!(start.elapsed() < WAIT, "the agent never wrote its first files");
+            assert!(
+                start.elapsed() < WAIT,
+                "the agent never wrote its first files"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         settle(&agent).await;
@@ -349,9 +352,10 @@ impl AgentProcess {
                 *last.lock().unwrap() = Instant::now();
                 if line.contains("regenerated") {
                     count.fetch_add(1, Ordering::Relaxed);
-                    if let (Some(snapshot), Some(write)) =
-                        (field_duration(&line, "snapshot="), field_duration(&line, "render_and_write="))
-                    {
+                    if let (Some(snapshot), Some(write)) = (
+                        field_duration(&line, "snapshot="),
+                        field_duration(&line, "render_and_write="),
+                    ) {
                         stage_sink.lock().unwrap().push((snapshot, write));
                     }
                 }

@@ -90,11 +90,17 @@ fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempF
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(parent_dir(path))
-        .map_err(FileError::new("cannot create a temporary file beside", path))?;
+        .map_err(FileError::new(
+            "cannot create a temporary file beside",
+            path,
+        ))?;
     // tempfile creates 0600; dnsmasq drops privileges and must be able to read the file.
     temp.as_file()
         .set_permissions(Permissions::from_mode(mode))
-        .map_err(FileError::new("cannot set the mode of the temporary file for", path))?;
+        .map_err(FileError::new(
+            "cannot set the mode of the temporary file for",
+            path,
+        ))?;
     temp.write_all(contents)
         .map_err(FileError::new("cannot write the temporary file for", path))?;
     Ok(temp)
@@ -116,8 +122,7 @@ fn in_parallel<T: Send>(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("fsync threads do not panic"))
-            .collect()
+            .try_for_each(|h| h.join().expect("fsync threads do not panic"))
     })
 }
 
@@ -174,7 +179,10 @@ mod tests {
         let other = dir.path().join("other");
         replace_files(&[(&path, b"one\n")], 0o644).unwrap();
         replace_files(&[(&path, b"two\n"), (&other, b"three\n")], 0o640).unwrap();
-        assert_eq!(read_existing(&path).unwrap().as_deref(), Some(&b"two\n"[..]));
+        assert_eq!(
+            read_existing(&path).unwrap().as_deref(),
+            Some(&b"two\n"[..])
+        );
         assert_eq!(fs::read(&other).unwrap(), b"three\n");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
@@ -196,7 +204,8 @@ mod tests {
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("inside"), b"x").unwrap();
-        let files: [(&Path, &[u8]); 3] = [(&path, b"new\n"), (&blocked, b"new\n"), (&later, b"new\n")];
+        let files: [(&Path, &[u8]); 3] =
+            [(&path, b"new\n"), (&blocked, b"new\n"), (&later, b"new\n")];
         let partial = replace_files(&files, 0o644).unwrap_err();
         assert_eq!(partial.renamed, 1);
         assert!(partial.to_string().contains("cannot rename"), "{partial}");

@@ -1,0 +1,154 @@
+//! How many reservations a new hosts file adds, removes and changes compared with the old one;
+//! the agent logs it once per write.
+
+use std::cmp::Ordering;
+
+use super::HostChanges;
+
+/// Compares two files holding reservations, either dhcp-hostsfile lines (`MAC,IP,name[,lease]`)
+/// or a conf include whose `dhcp-host=` lines carry them; every other line is ignored. The two
+/// may use different layouts: the prefix is dropped before comparing.
+///
+/// Reservations are keyed by their first field (the MAC). A MAC can legitimately appear more
+/// than once (one reservation per subnet), so each key holds a multiset of lines: lines present
+/// on both sides are unchanged, the remaining ones pair up as `changed`, and whatever is left
+/// over counts as `added` or `removed`. With one line per key that is the plain definition.
+pub fn summarize_host_changes(old: &str, new: &str) -> HostChanges {
+    let old = reservations(old);
+    let new = reservations(new);
+    let mut changes = HostChanges::default();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let key = match (old.get(i), new.get(j)) {
+            (None, None) => break,
+            (Some(o), None) => o.0,
+            (None, Some(n)) => n.0,
+            (Some(o), Some(n)) => o.0.min(n.0),
+        };
+        let old_group = group(&old[i..], key);
+        let new_group = group(&new[j..], key);
+        i += old_group.len();
+        j += new_group.len();
+        let same = common(old_group, new_group);
+        let gone = old_group.len() - same;
+        let came = new_group.len() - same;
+        let changed = gone.min(came);
+        changes.changed += changed;
+        changes.removed += gone - changed;
+        changes.added += came - changed;
+    }
+    changes
+}
+
+/// `(key, line)` for every reservation line, sorted so that equal keys are adjacent and each
+/// key's lines are in order.
+fn reservations(text: &str) -> Vec<(&str, &str)> {
+    let mut entries: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let body = match line.strip_prefix("dhcp-host=") {
+                Some(body) => body,
+                // Comments and every other `option=value` line of a conf include.
+                None if line.is_empty() || line.starts_with('#') || line.contains('=') => {
+                    return None
+                }
+                None => line,
+            };
+            let key = body.split(',').next().unwrap_or(body);
+            Some((key, body))
+        })
+        .collect();
+    entries.sort_unstable();
+    entries
+}
+
+/// The leading run of `entries` with `key`.
+fn group<'a, 'b>(entries: &'b [(&'a str, &'a str)], key: &str) -> &'b [(&'a str, &'a str)] {
+    let len = entries.iter().take_while(|e| e.0 == key).count();
+    &entries[..len]
+}
+
+/// How many lines two sorted groups share, counting repeats (multiset intersection).
+fn common(a: &[(&str, &str)], b: &[(&str, &str)]) -> usize {
+    let (mut i, mut j, mut same) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].1.cmp(b[j].1) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                same += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    same
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(added: usize, removed: usize, changed: usize) -> HostChanges {
+        HostChanges {
+            added,
+            removed,
+            changed,
+        }
+    }
+
+    const A: &str = "52:54:00:00:00:0a,10.0.0.10,alpha";
+    const B: &str = "52:54:00:00:00:0b,10.0.0.11,beta";
+    const C: &str = "52:54:00:00:00:0c,10.0.0.12,gamma,3600";
+
+    #[test]
+    fn identical_and_empty_files_have_no_changes() {
+        let text = format!("{A}\n{B}\n{C}\n");
+        assert_eq!(summarize_host_changes(&text, &text), changes(0, 0, 0));
+        assert_eq!(summarize_host_changes("", ""), changes(0, 0, 0));
+    }
+
+    #[test]
+    fn counts_added_removed_and_changed_by_mac() {
+        let old = format!("{A}\n{B}\n");
+        let new = format!("{B}\n{B}\n{C}\n");
+        // B stays, a second B line appears, C is new, A is gone.
+        assert_eq!(summarize_host_changes(&old, &new), changes(2, 1, 0));
+        let moved = "52:54:00:00:00:0a,10.0.0.99,alpha\n";
+        assert_eq!(summarize_host_changes(&old, moved), changes(0, 1, 1));
+        assert_eq!(summarize_host_changes("", &old), changes(2, 0, 0));
+        assert_eq!(summarize_host_changes(&old, ""), changes(0, 2, 0));
+    }
+
+    #[test]
+    fn order_does_not_matter() {
+        let old = format!("{A}\n{B}\n{C}\n");
+        let new = format!("{C}\n{A}\n{B}\n");
+        assert_eq!(summarize_host_changes(&old, &new), changes(0, 0, 0));
+    }
+
+    #[test]
+    fn repeated_macs_pair_up_before_counting_additions() {
+        // The same MAC in two subnets; one reservation moves, one subnet is added.
+        let old = "52:54:00:00:00:0a,10.0.0.10,alpha\n52:54:00:00:00:0a,10.0.1.10,alpha\n";
+        let new = "52:54:00:00:00:0a,10.0.0.10,alpha\n52:54:00:00:00:0a,10.0.1.20,alpha\n\
+                   52:54:00:00:00:0a,10.0.2.10,alpha\n";
+        assert_eq!(summarize_host_changes(old, new), changes(1, 0, 1));
+    }
+
+    #[test]
+    fn reads_conf_includes_and_ignores_other_lines() {
+        let conf = format!(
+            "# Managed by ipmanager\n# subnet 1 10.0.0.0/24\n\
+             dhcp-range=set:subnet1,10.0.0.100,10.0.0.199,255.255.255.0\n\
+             domain=lan,10.0.0.0/24\ndhcp-host={A}\ndhcp-host={B}\n\
+             host-record=alpha.lan,alpha,10.0.0.10\n\n"
+        );
+        let hostsfile = format!("{A}\n{B}\n");
+        assert_eq!(summarize_host_changes(&hostsfile, &conf), changes(0, 0, 0));
+        assert_eq!(summarize_host_changes("", &conf), changes(2, 0, 0));
+        let include = "dhcp-hostsfile=/var/lib/ipmanager/dhcp-hosts\naddn-hosts=/x\n";
+        assert_eq!(summarize_host_changes("", include), changes(0, 0, 0));
+    }
+}

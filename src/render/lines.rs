@@ -1,0 +1,198 @@
+//! How each dnsmasq line is spelled. These writers append already validated values to a buffer
+//! and decide nothing; [`super`] chooses what is written and checks the result with
+//! [`fits`]. (`write!` into a `String` cannot fail, hence the discarded results.)
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+use cidr::IpCidr;
+
+use super::validate::MAX_LINE_BYTES;
+use crate::model::{Host, Subnet};
+
+/// The first line of the include file.
+pub(super) const HEADER: &str = "# Managed by ipmanager: do not edit, changes are overwritten.\n";
+
+/// The tag that ties a subnet's `dhcp-range` to its `dhcp-option` lines.
+const TAG: &str = "subnet";
+
+/// Whether every line appended since `start` is shorter than [`MAX_LINE_BYTES`]. The validators
+/// make longer lines impossible; this is the last line of defence against dnsmasq reading the
+/// tail of an overlong line as a line of its own.
+pub(super) fn fits(out: &str, start: usize) -> bool {
+    let text = &out[start..];
+    // Fast path for the one-line-per-host case: nothing that short can hold a long line.
+    text.len() < MAX_LINE_BYTES || text.lines().all(|line| line.len() < MAX_LINE_BYTES)
+}
+
+/// `# subnet <id> <cidr>`, then `dhcp-range`, the router option (IPv4 only: DHCPv6 has none,
+/// routers are announced by router advertisements) and `domain`. The subnet name is never
+/// written: it is free text.
+pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
+    let id = subnet.id;
+    let cidr = subnet.cidr;
+    // `{:#}` keeps the prefix length even for a single-address network.
+    let _ = writeln!(out, "# subnet {id} {cidr:#}");
+    let _ = write!(out, "dhcp-range=set:{TAG}{id},");
+    match subnet.range {
+        Some((start, end)) => {
+            let _ = write!(out, "{start},{end},");
+        }
+        // `static`: serve reservations only, hand out no dynamic addresses.
+        None => {
+            let _ = write!(out, "{},static,", cidr.first_address());
+        }
+    }
+    match cidr {
+        IpCidr::V4(_) => {
+            let _ = write!(out, "{}", cidr.mask());
+        }
+        IpCidr::V6(_) => {
+            let _ = write!(out, "{}", cidr.network_length());
+        }
+    }
+    if let Some(seconds) = subnet.lease_seconds {
+        let _ = write!(out, ",{seconds}");
+    }
+    out.push('\n');
+    if let (IpCidr::V4(_), Some(gateway)) = (cidr, subnet.gateway) {
+        let _ = writeln!(out, "dhcp-option=tag:{TAG}{id},option:router,{gateway}");
+    }
+    if let Some(domain) = &subnet.domain {
+        let _ = writeln!(out, "domain={domain},{cidr:#}");
+    }
+}
+
+/// A reservation, `MAC,IP,hostname[,lease]`, after `prefix` (empty in a dhcp-hostsfile,
+/// `dhcp-host=` in a conf file). dnsmasq wants IPv6 addresses in brackets here.
+pub(super) fn dhcp_host(out: &mut String, prefix: &str, host: &Host) {
+    out.push_str(prefix);
+    push_mac(out, &host.mac);
+    out.push(',');
+    match host.ip {
+        IpAddr::V4(ip) => push_ipv4(out, ip),
+        IpAddr::V6(ip) => {
+            let _ = write!(out, "[{ip}]");
+        }
+    }
+    out.push(',');
+    out.push_str(&host.hostname);
+    if let Some(seconds) = host.lease_seconds {
+        let _ = write!(out, ",{seconds}");
+    }
+    out.push('\n');
+}
+
+/// An addn-hosts line, `IP [fqdn] hostname`: the first name is the one a PTR query answers.
+pub(super) fn addn_host(out: &mut String, host: &Host, domain: Option<&str>) {
+    push_ip(out, host.ip);
+    out.push(' ');
+    if let Some(domain) = domain {
+        push_fqdn(out, &host.hostname, domain);
+        out.push(' ');
+    }
+    out.push_str(&host.hostname);
+    out.push('\n');
+}
+
+/// `host-record=[fqdn,]hostname,IP`, the conf-file twin of [`addn_host`] (IPv6 without
+/// brackets here; the first name gets the PTR record).
+pub(super) fn host_record(out: &mut String, host: &Host, domain: Option<&str>) {
+    out.push_str("host-record=");
+    if let Some(domain) = domain {
+        push_fqdn(out, &host.hostname, domain);
+        out.push(',');
+    }
+    out.push_str(&host.hostname);
+    out.push(',');
+    push_ip(out, host.ip);
+    out.push('\n');
+}
+
+fn push_fqdn(out: &mut String, hostname: &str, domain: &str) {
+    out.push_str(hostname);
+    out.push('.');
+    out.push_str(domain);
+}
+
+/// An address, bare.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => push_ipv4(out, ip),
+        IpAddr::V6(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+/// Dotted decimal without going through the formatter, which costs more than the rest of a
+/// line; IPv4 reservations are the bulk of every file.
+fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`, lowercase, without going through the formatter: one call per host.
+fn push_mac(out: &mut String, mac: &[u8; 6]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in mac.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_checks_every_line_since_start() {
+        let mut out = "x".repeat(2000);
+        out.push('\n');
+        let start = out.len();
+        out.push_str(&"a".repeat(MAX_LINE_BYTES - 1));
+        out.push('\n');
+        assert!(fits(&out, start));
+        out.push_str("b\n");
+        assert!(fits(&out, start));
+        out.push_str(&"c".repeat(MAX_LINE_BYTES));
+        out.push('\n');
+        assert!(!fits(&out, start));
+        assert!(!fits(&out, 0));
+    }
+
+    #[test]
+    fn ipv4_is_dotted_decimal() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.168.100.255",
+            "1.20.199.9",
+            "255.255.255.255",
+        ] {
+            let mut out = String::new();
+            push_ipv4(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip);
+        }
+    }
+
+    #[test]
+    fn mac_is_lowercase_hex_with_colons() {
+        let mut out = String::new();
+        push_mac(&mut out, &[0x00, 0x1A, 0xbc, 0x0f, 0xf0, 0xff]);
+        assert_eq!(out, "00:1a:bc:0f:f0:ff");
+    }
+}

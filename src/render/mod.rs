@@ -1,0 +1,565 @@
+//! Pure functions from a snapshot to the contents of the dnsmasq files that serve it: which rows
+//! are served, in which order, and what is refused. No I/O, no database types.
+//!
+//! # Files
+//!
+//! With [`LayoutKind::Hostsfile`] (the default) there are three files, because dnsmasq re-reads
+//! a dhcp-hostsfile and addn-hosts on SIGHUP but conf-dir `dhcp-host=` lines only on a restart:
+//!
+//! - `include` (conf-dir): the header comment, `dhcp-hostsfile=<hosts_file>`,
+//!   `addn-hosts=<addn_hosts_file>`, then one block per served subnet (below).
+//! - `hosts` (dhcp-hostsfile): `MAC,IP,hostname[,LEASE]` per served host.
+//! - `addn_hosts`: `IP fqdn hostname` or `IP hostname` per served host, so that names and PTR
+//!   records resolve before a client ever takes a lease.
+//!
+//! With [`LayoutKind::Conf`] everything is in `include`: the header, the subnet blocks, then
+//! `dhcp-host=MAC,IP,hostname[,LEASE]` for every served host, then
+//! `host-record=[fqdn,]hostname,IP` for every served host.
+//!
+//! A subnet block:
+//!
+//! ```text
+//! # subnet <id> <cidr>
+//! dhcp-range=set:subnet<id>,<start>,<end>,<netmask>[,<lease>]          IPv4 with a range
+//! dhcp-range=set:subnet<id>,<network>,static,<netmask>[,<lease>]       IPv4 without
+//! dhcp-range=set:subnet<id>,<start>,<end>,<prefix length>[,<lease>]    IPv6 with a range
+//! dhcp-range=set:subnet<id>,<network>,static,<prefix length>[,<lease>] IPv6 without
+//! dhcp-option=tag:subnet<id>,option:router,<gateway>                   IPv4 with a gateway
+//! domain=<domain>,<cidr>                                               with a domain
+//! ```
+//!
+//! MACs are lowercase `aa:bb:cc:dd:ee:ff`; IPv6 addresses are bracketed in `dhcp-host` fields
+//! and bare elsewhere; leases are plain seconds. The fqdn is `hostname.domain` when the subnet
+//! has a domain, the hostname has no dot and the result is at most 253 bytes; it comes first so
+//! that a PTR query answers it.
+//!
+//! # Order and refusals
+//!
+//! Subnets are written sorted by cidr then id, hosts by address then id, whatever the input
+//! order, so that equal snapshots give byte-equal files. A row that fails [`validate`] is not
+//! written and is listed in [`Rendered::skipped`] with the reason; the rest is still served. A
+//! host is also skipped when its subnet is missing or skipped, when an earlier host (in that
+//! order) already holds its address (a duplicate `dhcp-host` address stops dnsmasq from
+//! starting), or when an earlier host in the same subnet holds its MAC. Every written line is
+//! shorter than [`validate::MAX_LINE_BYTES`]; a row whose line would not be is skipped.
+
+mod changes;
+mod lines;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub use changes::summarize_host_changes;
+
+use crate::model::{Host, Snapshot, Subnet};
+
+/// Where reservations live: see the module documentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutKind {
+    #[default]
+    Hostsfile,
+    Conf,
+}
+
+/// The layout and the two paths the include file points dnsmasq at (unused with
+/// [`LayoutKind::Conf`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub kind: LayoutKind,
+    pub hosts_file: PathBuf,
+    pub addn_hosts_file: PathBuf,
+}
+
+/// A database row, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Row {
+    Host(i64),
+    Subnet(i64),
+}
+
+/// A row that is not served, and why. The reason never quotes the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub row: Row,
+    pub reason: String,
+}
+
+/// The contents of every file, and what was served and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// The conf-dir include file.
+    pub include: String,
+    /// The dhcp-hostsfile; `None` with [`LayoutKind::Conf`].
+    pub hosts: Option<String>,
+    /// The addn-hosts file; `None` with [`LayoutKind::Conf`].
+    pub addn_hosts: Option<String>,
+    /// Hosts written, i.e. `dhcp-host` lines.
+    pub hosts_served: usize,
+    /// Subnets first, then hosts, each in output order.
+    pub skipped: Vec<Skipped>,
+}
+
+/// What [`summarize_host_changes`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostChanges {
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+}
+
+/// Renders `snapshot` for `layout`. Deterministic and independent of input order.
+///
+/// The include file's paths are checked with [`validate::file_path`]; configuration rejects a
+/// bad one before the agent starts, so here it is only a last defence: instead of the unsafe
+/// `dhcp-hostsfile=` or `addn-hosts=` line, a fixed comment saying it was omitted is written.
+pub fn render(snapshot: &Snapshot, layout: &Layout) -> Rendered {
+    let mut skipped = Vec::new();
+    let mut include = String::with_capacity(256 + snapshot.subnets.len() * 256);
+    include.push_str(lines::HEADER);
+    if layout.kind == LayoutKind::Hostsfile {
+        path_line(&mut include, "dhcp-hostsfile", &layout.hosts_file);
+        path_line(&mut include, "addn-hosts", &layout.addn_hosts_file);
+    }
+    let subnets = render_subnets(&snapshot.subnets, &mut include, &mut skipped);
+    match layout.kind {
+        LayoutKind::Hostsfile => {
+            let hosts = render_hosts(
+                &snapshot.hosts,
+                &subnets,
+                layout.kind,
+                String::new(),
+                &mut skipped,
+            );
+            Rendered {
+                include,
+                hosts: Some(hosts.dhcp),
+                addn_hosts: Some(hosts.dns),
+                hosts_served: hosts.served,
+                skipped,
+            }
+        }
+        LayoutKind::Conf => {
+            // The reservations go straight after the subnet blocks, the names after them.
+            let mut hosts = render_hosts(
+                &snapshot.hosts,
+                &subnets,
+                layout.kind,
+                include,
+                &mut skipped,
+            );
+            hosts.dhcp.push_str(&hosts.dns);
+            Rendered {
+                include: hosts.dhcp,
+                hosts: None,
+                addn_hosts: None,
+                hosts_served: hosts.served,
+                skipped,
+            }
+        }
+    }
+}
+
+/// `option=path`, or a comment in its place when the path cannot be written safely.
+fn path_line(out: &mut String, option: &str, path: &Path) {
+    let _ = match validate::file_path(path) {
+        Ok(()) => writeln!(out, "{option}={}", path.display()),
+        Err(_) => writeln!(
+            out,
+            "# {option} omitted: the configured path is not safe in a dnsmasq line"
+        ),
+    };
+}
+
+/// Every subnet id in the snapshot with the subnet served under it (`None`: present but
+/// skipped), sorted by id: hosts look their subnet up by binary search, without hashing.
+struct SubnetIndex<'a>(Vec<(i64, Option<&'a Subnet>)>);
+
+impl<'a> SubnetIndex<'a> {
+    fn get(&self, id: i64) -> Option<Option<&'a Subnet>> {
+        let at = self.0.binary_search_by_key(&id, |entry| entry.0).ok()?;
+        Some(self.0[at].1)
+    }
+}
+
+/// Writes the block of every valid subnet and returns what hosts need to know about them.
+fn render_subnets<'a>(
+    subnets: &'a [Subnet],
+    out: &mut String,
+    skipped: &mut Vec<Skipped>,
+) -> SubnetIndex<'a> {
+    let mut order: Vec<&Subnet> = subnets.iter().collect();
+    order.sort_unstable_by(|a, b| subnet_key(a).cmp(&subnet_key(b)));
+    let mut served = HashMap::with_capacity(subnets.len());
+    for subnet in order {
+        let verdict = if matches!(served.get(&subnet.id), Some(Some(_))) {
+            // Ids are primary keys, so this needs a broken snapshot; two blocks would share a tag.
+            Err("another subnet with the same id is served".to_owned())
+        } else {
+            validate::subnet(subnet).and_then(|()| {
+                let start = out.len();
+                lines::subnet_block(out, subnet);
+                if lines::fits(out, start) {
+                    Ok(())
+                } else {
+                    out.truncate(start);
+                    Err(too_long())
+                }
+            })
+        };
+        match verdict {
+            Ok(()) => {
+                served.insert(subnet.id, Some(subnet));
+            }
+            Err(reason) => {
+                served.entry(subnet.id).or_insert(None);
+                skipped.push(Skipped {
+                    row: Row::Subnet(subnet.id),
+                    reason,
+                });
+            }
+        }
+    }
+    let mut index: Vec<(i64, Option<&Subnet>)> = served.into_iter().collect();
+    index.sort_unstable_by_key(|entry| entry.0);
+    SubnetIndex(index)
+}
+
+/// The output order of subnets; the fields after the id only break ties between rows that
+/// share an id, so that even a broken snapshot renders the same whatever its order.
+fn subnet_key(s: &Subnet) -> impl Ord + '_ {
+    (
+        s.cidr,
+        s.id,
+        s.range,
+        s.gateway,
+        s.lease_seconds,
+        s.domain.as_deref(),
+    )
+}
+
+/// Hosts in output order: by address (IPv4 first), then id. Sorting compact `(address, index)`
+/// pairs rather than the rows keeps 100k hosts in a few milliseconds; only rows with equal
+/// addresses, which are rare, look at the rows themselves.
+fn host_order(hosts: &[Host]) -> impl Iterator<Item = &Host> {
+    let mut v4: Vec<(u32, usize)> = Vec::with_capacity(hosts.len());
+    let mut v6: Vec<(u128, usize)> = Vec::new();
+    for (at, host) in hosts.iter().enumerate() {
+        match host.ip {
+            IpAddr::V4(ip) => v4.push((ip.into(), at)),
+            IpAddr::V6(ip) => v6.push((ip.into(), at)),
+        }
+    }
+    // After the id, the other fields only break ties between rows that share an id (a broken
+    // snapshot), so that even then the input order does not matter.
+    fn key(h: &Host) -> (i64, i64, [u8; 6], Option<i64>, &str) {
+        (h.id, h.subnet_id, h.mac, h.lease_seconds, &h.hostname)
+    }
+    let tie = |a: usize, b: usize| key(&hosts[a]).cmp(&key(&hosts[b]));
+    v4.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(a.1, b.1)));
+    v6.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(a.1, b.1)));
+    let v4 = v4.into_iter().map(|(_, at)| at);
+    let v6 = v6.into_iter().map(|(_, at)| at);
+    v4.chain(v6).map(|at| &hosts[at])
+}
+
+/// A host's subnet and MAC as one number, for the duplicate check.
+fn mac_key(h: &Host) -> u128 {
+    let mac = h.mac.iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b));
+    // The id's bit pattern fills the top 64 bits; the MAC the low 48.
+    u128::from(h.subnet_id as u64) << 64 | mac
+}
+
+/// The (subnet, MAC) keys that more than one host has, each mapped to the host that holds it
+/// once one is served. Usually empty, so that most hosts skip the duplicate check without
+/// hashing anything: one sort of plain numbers is cheaper than a lookup per host.
+fn repeated_mac_keys(hosts: &[Host]) -> HashMap<u128, Option<i64>> {
+    let mut keys: Vec<u128> = hosts.iter().map(mac_key).collect();
+    keys.sort_unstable();
+    keys.windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| (pair[0], None))
+        .collect()
+}
+
+/// The per-host halves of the output: reservation lines and name lines.
+struct HostLines {
+    dhcp: String,
+    dns: String,
+    served: usize,
+}
+
+/// Writes the lines of every host that may be served, reservations after whatever `dhcp`
+/// already holds.
+fn render_hosts(
+    hosts: &[Host],
+    subnets: &SubnetIndex,
+    kind: LayoutKind,
+    mut dhcp: String,
+    skipped: &mut Vec<Skipped>,
+) -> HostLines {
+    // One allocation per file in the common case: a line is the names plus ~50 bytes. A conf
+    // include ends up holding the name lines too.
+    let names: usize = hosts.iter().map(|h| h.hostname.len()).sum();
+    let dns_bytes = hosts.len() * 64 + 2 * names;
+    let appended = if kind == LayoutKind::Conf {
+        dns_bytes
+    } else {
+        0
+    };
+    dhcp.reserve(hosts.len() * 64 + names + appended);
+    let mut out = HostLines {
+        dhcp,
+        dns: String::with_capacity(dns_bytes),
+        served: 0,
+    };
+    // Hosts come sorted by address, so a taken address can only be the last one served.
+    let mut last_served: Option<(IpAddr, i64)> = None;
+    let mut repeated = repeated_mac_keys(hosts);
+    for host in host_order(hosts) {
+        let verdict = admit(host, subnets, last_served).and_then(|domain| {
+            // Checked last, so that a key is taken only by a host that is written.
+            match repeated.get_mut(&mac_key(host)) {
+                None => write_host(&mut out, host, domain, kind),
+                Some(Some(other)) => Err(format!(
+                    "MAC address is already reserved in subnet {} by host {other}",
+                    host.subnet_id
+                )),
+                Some(holder) => {
+                    write_host(&mut out, host, domain, kind)?;
+                    *holder = Some(host.id);
+                    Ok(())
+                }
+            }
+        });
+        match verdict {
+            Ok(()) => {
+                out.served += 1;
+                last_served = Some((host.ip, host.id));
+            }
+            Err(reason) => skipped.push(Skipped {
+                row: Row::Host(host.id),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Whether `host` may be served, given the host served last (the MAC check is the caller's);
+/// returns the domain its fqdn is built from, if it gets one.
+fn admit<'a>(
+    host: &Host,
+    subnets: &SubnetIndex<'a>,
+    last_served: Option<(IpAddr, i64)>,
+) -> Result<Option<&'a str>, String> {
+    let subnet = match subnets.get(host.subnet_id) {
+        None => return Err(format!("subnet {} is not in the snapshot", host.subnet_id)),
+        Some(None) => return Err(format!("subnet {} is not served", host.subnet_id)),
+        Some(Some(subnet)) => subnet,
+    };
+    validate::host(host, subnet)?;
+    if let Some((ip, other)) = last_served.filter(|&(ip, _)| ip == host.ip) {
+        return Err(format!("address {ip} is already reserved by host {other}"));
+    }
+    Ok(subnet.domain.as_deref().filter(|domain| {
+        !host.hostname.contains('.')
+            && host.hostname.len() + 1 + domain.len() <= validate::MAX_NAME_BYTES
+    }))
+}
+
+/// Appends the host's two lines, or nothing if either would be too long.
+fn write_host(
+    out: &mut HostLines,
+    host: &Host,
+    domain: Option<&str>,
+    kind: LayoutKind,
+) -> Result<(), String> {
+    let (dhcp_start, dns_start) = (out.dhcp.len(), out.dns.len());
+    match kind {
+        LayoutKind::Hostsfile => {
+            lines::dhcp_host(&mut out.dhcp, "", host);
+            lines::addn_host(&mut out.dns, host, domain);
+        }
+        LayoutKind::Conf => {
+            lines::dhcp_host(&mut out.dhcp, "dhcp-host=", host);
+            lines::host_record(&mut out.dns, host, domain);
+        }
+    }
+    if lines::fits(&out.dhcp, dhcp_start) && lines::fits(&out.dns, dns_start) {
+        Ok(())
+    } else {
+        out.dhcp.truncate(dhcp_start);
+        out.dns.truncate(dns_start);
+        Err(too_long())
+    }
+}
+
+fn too_long() -> String {
+    format!(
+        "a line for this row would reach {} bytes, which dnsmasq splits",
+        validate::MAX_LINE_BYTES
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(kind: LayoutKind) -> Layout {
+        Layout {
+            kind,
+            hosts_file: "/var/lib/ipmanager/dhcp-hosts".into(),
+            addn_hosts_file: "/var/lib/ipmanager/hosts".into(),
+        }
+    }
+
+    fn subnet() -> Subnet {
+        Subnet {
+            id: 1,
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            range: None,
+            gateway: None,
+            lease_seconds: None,
+            domain: Some("lan".to_owned()),
+        }
+    }
+
+    fn host(id: i64, ip: &str, mac_last: u8, hostname: &str) -> Host {
+        Host {
+            id,
+            subnet_id: 1,
+            mac: [0x52, 0x54, 0, 0, 0, mac_last],
+            ip: ip.parse().unwrap(),
+            hostname: hostname.to_owned(),
+            lease_seconds: None,
+        }
+    }
+
+    #[test]
+    fn empty_snapshot_renders_header_and_paths() {
+        let rendered = render(&Snapshot::default(), &layout(LayoutKind::Hostsfile));
+        assert_eq!(
+            rendered.include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             dhcp-hostsfile=/var/lib/ipmanager/dhcp-hosts\n\
+             addn-hosts=/var/lib/ipmanager/hosts\n"
+        );
+        assert_eq!(rendered.hosts.as_deref(), Some(""));
+        assert_eq!(rendered.addn_hosts.as_deref(), Some(""));
+        let conf = render(&Snapshot::default(), &layout(LayoutKind::Conf));
+        assert_eq!(conf.include, lines::HEADER);
+        assert_eq!((conf.hosts, conf.addn_hosts), (None, None));
+    }
+
+    #[test]
+    fn unsafe_paths_are_replaced_by_a_comment() {
+        let layout = Layout {
+            kind: LayoutKind::Hostsfile,
+            hosts_file: "/tmp/x\ndhcp-script=/tmp/evil".into(),
+            addn_hosts_file: "relative".into(),
+        };
+        let rendered = render(&Snapshot::default(), &layout);
+        assert_eq!(
+            rendered.include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             # dhcp-hostsfile omitted: the configured path is not safe in a dnsmasq line\n\
+             # addn-hosts omitted: the configured path is not safe in a dnsmasq line\n"
+        );
+    }
+
+    #[test]
+    fn fqdn_only_when_it_fits_and_the_hostname_has_no_dot() {
+        let long = "a".repeat(63);
+        let subnet = Subnet {
+            domain: Some(["b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".")),
+            ..subnet()
+        };
+        let hosts = vec![
+            host(1, "10.0.0.1", 1, "a"),
+            host(2, "10.0.0.2", 2, &long),
+            host(3, "10.0.0.3", 3, "x.other"),
+        ];
+        let rendered = render(
+            &Snapshot {
+                subnets: vec![subnet.clone()],
+                hosts,
+            },
+            &layout(LayoutKind::Hostsfile),
+        );
+        let domain = subnet.domain.unwrap();
+        assert_eq!(
+            rendered.addn_hosts.unwrap(),
+            format!("10.0.0.1 a.{domain} a\n10.0.0.2 {long}\n10.0.0.3 x.other\n")
+        );
+    }
+
+    #[test]
+    fn the_first_host_in_order_keeps_a_duplicate_address_or_mac() {
+        let hosts = vec![
+            host(5, "10.0.0.9", 1, "late"),
+            host(4, "10.0.0.9", 2, "early"),
+            host(3, "10.0.0.10", 2, "same-mac"),
+            host(2, "10.0.0.11", 1, "mac-of-dropped-dup"),
+        ];
+        let rendered = render(
+            &Snapshot {
+                subnets: vec![subnet()],
+                hosts,
+            },
+            &layout(LayoutKind::Hostsfile),
+        );
+        assert_eq!(
+            rendered.hosts.unwrap(),
+            "52:54:00:00:00:02,10.0.0.9,early\n52:54:00:00:00:01,10.0.0.11,mac-of-dropped-dup\n"
+        );
+        assert_eq!(rendered.hosts_served, 2);
+        assert_eq!(
+            rendered.skipped,
+            vec![
+                Skipped {
+                    row: Row::Host(5),
+                    reason: "address 10.0.0.9 is already reserved by host 4".to_owned(),
+                },
+                Skipped {
+                    row: Row::Host(3),
+                    reason: "MAC address is already reserved in subnet 1 by host 4".to_owned(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_subnet_ids_serve_the_first_valid_one() {
+        let later = Subnet {
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            ..subnet()
+        };
+        let invalid_first = Subnet {
+            cidr: "10.0.0.0/23".parse().unwrap(),
+            lease_seconds: Some(1),
+            ..subnet()
+        };
+        let rendered = render(
+            &Snapshot {
+                subnets: vec![later, subnet(), invalid_first],
+                hosts: vec![host(1, "10.0.0.1", 1, "a")],
+            },
+            &layout(LayoutKind::Conf),
+        );
+        assert_eq!(rendered.hosts_served, 1);
+        assert!(rendered.include.contains("# subnet 1 10.0.0.0/24\n"));
+        assert!(!rendered.include.contains("10.0.1.0"));
+        let reasons: Vec<&str> = rendered.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "lease time 1 s is outside 120..=4294967295",
+                "another subnet with the same id is served"
+            ]
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Golden tests of the renderer: hand-built snapshots whose every output file is compared byte
+//! for byte with `tests/golden/<case>.<layout>/`. `UPDATE_GOLDEN=1 cargo test --test
+//! render_golden` rewrites those files; a rewritten file must be reviewed as dnsmasq syntax
+//! before it is committed, since from then on it defines what is correct.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipmanager::model::{Host, Snapshot, Subnet};
+use ipmanager::render::{render, Layout, LayoutKind, Rendered, Row, Skipped};
+
+const HOSTS_FILE: &str = "/var/lib/ipmanager/dhcp-hosts";
+const ADDN_HOSTS_FILE: &str = "/var/lib/ipmanager/hosts";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn subnet(id: i64, cidr: &str) -> Subnet {
+    Subnet {
+        id,
+        cidr: cidr.parse().unwrap(),
+        range: None,
+        gateway: None,
+        lease_seconds: None,
+        domain: None,
+    }
+}
+
+fn host(id: i64, subnet_id: i64, mac: [u8; 6], address: &str, hostname: &str) -> Host {
+    Host {
+        id,
+        subnet_id,
+        mac,
+        ip: ip(address),
+        hostname: hostname.to_owned(),
+        lease_seconds: None,
+    }
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [0x52, 0x54, 0x00, 0xAB, 0xCD, last]
+}
+
+/// Renders `snapshot` in `kind`, compares (or with `UPDATE_GOLDEN=1` rewrites) the files, and
+/// checks that reversing the input changes nothing.
+fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
+    let layout = Layout {
+        kind,
+        hosts_file: HOSTS_FILE.into(),
+        addn_hosts_file: ADDN_HOSTS_FILE.into(),
+    };
+    let rendered = render(snapshot, &layout);
+    let kind_name = match kind {
+        LayoutKind::Hostsfile => "hostsfile",
+        LayoutKind::Conf => "conf",
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{case}.{kind_name}"));
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    for (name, content) in [
+        ("include.conf", Some(&rendered.include)),
+        ("dhcp-hosts", rendered.hosts.as_ref()),
+        ("hosts", rendered.addn_hosts.as_ref()),
+    ] {
+        let path = dir.join(name);
+        if update {
+            write_or_remove(&path, content);
+        } else {
+            let expected = fs::read_to_string(&path).ok();
+            assert_eq!(
+                content.map(String::as_str),
+                expected.as_deref(),
+                "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+                path.display()
+            );
+        }
+    }
+    let reversed = Snapshot {
+        subnets: snapshot.subnets.iter().rev().cloned().collect(),
+        hosts: snapshot.hosts.iter().rev().cloned().collect(),
+    };
+    assert_eq!(
+        render(&reversed, &layout),
+        rendered,
+        "output depends on input order"
+    );
+    rendered
+}
+
+fn write_or_remove(path: &PathBuf, content: Option<&String>) {
+    match content {
+        Some(content) => {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        None => {
+            if path.exists() {
+                fs::remove_file(path).unwrap();
+            }
+        }
+    }
+}
+
+/// Every kind of subnet and host that is served, in scrambled order.
+fn basic() -> Snapshot {
+    let subnets = vec![
+        Subnet {
+            range: Some((ip("2001:db8:0:10::1000"), ip("2001:db8:0:10::1fff"))),
+            lease_seconds: Some(86400),
+            domain: Some("v6.example.org".to_owned()),
+            ..subnet(3, "2001:db8:0:10::/64")
+        },
+        Subnet {
+            gateway: Some(ip("192.168.50.1")),
+            ..subnet(2, "192.168.50.0/26")
+        },
+        Subnet {
+            range: Some((ip("10.0.0.100"), ip("10.0.0.199"))),
+            gateway: Some(ip("10.0.0.1")),
+            lease_seconds: Some(3600),
+            domain: Some("lan.example.org".to_owned()),
+            ..subnet(1, "10.0.0.0/24")
+        },
+        subnet(4, "2001:db8:0:20::/64"),
+    ];
+    let hosts = vec![
+        host(41, 4, mac(0x41), "2001:db8:0:20::a", "static6"),
+        host(11, 1, mac(0x11), "10.0.0.20", "printer"),
+        Host {
+            lease_seconds: Some(7200),
+            ..host(12, 1, mac(0x12), "10.0.0.10", "nas")
+        },
+        host(13, 1, mac(0x13), "10.0.0.30", "web.other.example"),
+        Host {
+            lease_seconds: Some(600),
+            ..host(21, 2, mac(0x21), "192.168.50.5", "cam-1")
+        },
+        host(22, 2, mac(0x22), "192.168.50.4", "Cam-2"),
+        // The printer's MAC again, in another subnet: one reservation per subnet is fine.
+        host(23, 2, mac(0x11), "192.168.50.6", "printer"),
+        Host {
+            lease_seconds: Some(3600),
+            ..host(
+                31,
+                3,
+                [0x02, 0, 0, 0, 0, 0x31],
+                "2001:db8:0:10::5",
+                "v6host",
+            )
+        },
+    ];
+    Snapshot { subnets, hosts }
+}
+
+#[test]
+fn basic_hostsfile() {
+    let rendered = golden("basic", &basic(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.hosts_served, 8);
+    assert_eq!(rendered.skipped, vec![]);
+}
+
+#[test]
+fn basic_conf() {
+    let rendered = golden("basic", &basic(), LayoutKind::Conf);
+    assert_eq!(rendered.hosts_served, 8);
+    assert_eq!(rendered.skipped, vec![]);
+}
+
+/// Rows that must not be served next to rows that still are.
+fn invalid() -> Snapshot {
+    let good = Subnet {
+        range: Some((ip("10.1.0.100"), ip("10.1.0.150"))),
+        domain: Some("corp".to_owned()),
+        ..subnet(1, "10.1.0.0/24")
+    };
+    let subnets = vec![
+        good,
+        Subnet {
+            domain: Some("bad domain".to_owned()),
+            ..subnet(5, "10.5.0.0/24")
+        },
+        Subnet {
+            range: Some((ip("10.6.0.10"), ip("10.7.0.10"))),
+            ..subnet(6, "10.6.0.0/24")
+        },
+        subnet(7, "2001:db8:7::/56"),
+        Subnet {
+            lease_seconds: Some(60),
+            ..subnet(8, "10.8.0.0/24")
+        },
+        Subnet {
+            gateway: Some(ip("2001:db8::1")),
+            ..subnet(9, "10.9.0.0/24")
+        },
+    ];
+    let hosts = vec![
+        host(101, 1, mac(1), "10.1.0.10", "ok-1"),
+        host(102, 1, mac(2), "10.1.0.11", "evil\ndhcp-script=/tmp/x"),
+        host(103, 1, mac(3), "10.1.0.12", "evil,set:x,infinite"),
+        host(104, 1, mac(4), "10.1.0.13", "evil#comment"),
+        host(105, 1, mac(5), "10.1.0.14", "under_score"),
+        host(106, 1, mac(6), "10.1.0.15", "ignore"),
+        host(107, 1, mac(7), "10.1.0.16", "12h"),
+        host(108, 1, [0x01, 0, 0x5e, 0, 0, 1], "10.1.0.17", "multicast"),
+        host(109, 1, [0; 6], "10.1.0.18", "zero-mac"),
+        host(110, 1, mac(10), "10.2.0.1", "outside"),
+        host(111, 1, mac(11), "10.1.0.0", "network"),
+        host(112, 1, mac(12), "10.1.0.255", "broadcast"),
+        host(113, 1, mac(13), "2001:db8::13", "wrong-family"),
+        Host {
+            lease_seconds: Some(119),
+            ..host(114, 1, mac(14), "10.1.0.19", "short-lease")
+        },
+        Host {
+            lease_seconds: Some(4_294_967_296),
+            ..host(115, 1, mac(15), "10.1.0.20", "long-lease")
+        },
+        // Same address as 101: the lower id comes first in address order and is kept.
+        host(116, 1, mac(16), "10.1.0.10", "dup-ip"),
+        // Same MAC as 101 in the same subnet.
+        host(117, 1, mac(1), "10.1.0.21", "dup-mac"),
+        host(118, 5, mac(18), "10.5.0.10", "in-bad-subnet"),
+        host(119, 99, mac(19), "10.99.0.10", "no-subnet"),
+        host(120, 1, mac(20), "10.1.0.22", &"x".repeat(300)),
+        Host {
+            lease_seconds: Some(4_294_967_295),
+            ..host(121, 1, mac(21), "10.1.0.23", "ok-2")
+        },
+    ];
+    Snapshot { subnets, hosts }
+}
+
+fn invalid_skipped() -> Vec<Skipped> {
+    let subnet = |id, reason: &str| Skipped {
+        row: Row::Subnet(id),
+        reason: reason.to_owned(),
+    };
+    let host = |id, reason: &str| Skipped {
+        row: Row::Host(id),
+        reason: reason.to_owned(),
+    };
+    vec![
+        // Subnets in cidr order.
+        subnet(
+            5,
+            "domain contains U+0020 at byte 3; only ASCII letters, digits, '-' and '.' are \
+             allowed",
+        ),
+        subnet(6, "range end 10.7.0.10 is outside 10.6.0.0/24"),
+        subnet(8, "lease time 60 s is outside 120..=4294967295"),
+        subnet(
+            9,
+            "gateway 2001:db8::1 is IPv6 but subnet 10.9.0.0/24 is IPv4",
+        ),
+        subnet(
+            7,
+            "IPv6 prefix /56 is shorter than the /64 dnsmasq requires for DHCPv6",
+        ),
+        // Hosts in address order.
+        host(
+            111,
+            "address 10.1.0.0 is the network address of 10.1.0.0/24",
+        ),
+        host(116, "address 10.1.0.10 is already reserved by host 101"),
+        host(
+            102,
+            "hostname contains U+000A at byte 4; only ASCII letters, digits, '-' and '.' are \
+             allowed",
+        ),
+        host(
+            103,
+            "hostname contains ',' at byte 4; only ASCII letters, digits, '-' and '.' are allowed",
+        ),
+        host(
+            104,
+            "hostname contains '#' at byte 4; only ASCII letters, digits, '-' and '.' are allowed",
+        ),
+        host(
+            105,
+            "hostname contains '_' at byte 5; only ASCII letters, digits, '-' and '.' are allowed",
+        ),
+        host(106, "hostname ignore is a dnsmasq dhcp-host keyword"),
+        host(
+            107,
+            "hostname is digits and a time unit: dnsmasq reads it as a lease time",
+        ),
+        host(108, "MAC address is a multicast or broadcast address"),
+        host(109, "MAC address is all zeros"),
+        host(114, "lease time 119 s is outside 120..=4294967295"),
+        host(115, "lease time 4294967296 s is outside 120..=4294967295"),
+        host(
+            117,
+            "MAC address is already reserved in subnet 1 by host 101",
+        ),
+        host(120, "hostname is 300 bytes long, the limit is 253"),
+        host(
+            112,
+            "address 10.1.0.255 is the broadcast address of 10.1.0.0/24",
+        ),
+        host(110, "address 10.2.0.1 is outside 10.1.0.0/24"),
+        host(118, "subnet 5 is not served"),
+        host(119, "subnet 99 is not in the snapshot"),
+        host(
+            113,
+            "address 2001:db8::13 is IPv6 but subnet 10.1.0.0/24 is IPv4",
+        ),
+    ]
+}
+
+#[test]
+fn invalid_rows_are_skipped_hostsfile() {
+    let rendered = golden("invalid", &invalid(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.skipped, invalid_skipped());
+    assert_eq!(rendered.hosts_served, 2);
+}
+
+#[test]
+fn invalid_rows_are_skipped_conf() {
+    let rendered = golden("invalid", &invalid(), LayoutKind::Conf);
+    assert_eq!(rendered.skipped, invalid_skipped());
+    assert_eq!(rendered.hosts_served, 2);
+}
+
+#[test]
+fn empty_snapshot() {
+    let rendered = golden("empty", &Snapshot::default(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.hosts_served, 0);
+    assert_eq!(rendered.skipped, vec![]);
+}
