@@ -144,11 +144,13 @@ async fn run() {
         let reps = if hosts >= 100_000 { 20 } else { 30 };
         let mut regeneration = Vec::with_capacity(reps);
         for _ in 0..reps {
+            tokio::time::sleep_until(paced.into()).await;
             for name in ["dhcp-hosts", "hosts"] {
                 let _ = std::fs::remove_file(dir.path().join(name));
             }
             drain(&mut hups);
             let start = Instant::now();
+            paced = start + PACE;
             client
                 .batch_execute("NOTIFY ipmanager_changes")
                 .await

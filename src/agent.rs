@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -166,6 +167,8 @@ struct RenderedSummary {
 /// Everything a piece of work needs, shared with the loop.
 struct Worker {
     pool: Pool,
+    /// Hosts in the last snapshot: the size to expect in the next one.
+    last_host_count: AtomicUsize,
     files: OutputFiles,
     activator: Activator,
 }
@@ -174,8 +177,11 @@ impl Worker {
     /// Snapshot, render, write what differs, activate what is owed.
     async fn sync(self: Arc<Self>, pending: Option<Activation>) -> Outcome {
         let started = Instant::now();
+        let expected = self.last_host_count.load(Ordering::Relaxed);
         let snapshot =
-            match tokio::time::timeout(SNAPSHOT_TIMEOUT, db::take_snapshot(&self.pool)).await {
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, db::take_snapshot(&self.pool, expected))
+                .await
+            {
                 Ok(Ok(snapshot)) => snapshot,
                 Ok(Err(error)) => return Outcome::failed(pending, error.into()),
                 Err(_) => {
@@ -183,6 +189,8 @@ impl Worker {
                 }
             };
         let snapshot_time = started.elapsed();
+        self.last_host_count
+            .store(snapshot.hosts.len(), Ordering::Relaxed);
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let stage = tokio::task::spawn_blocking(move || {
@@ -220,13 +228,13 @@ impl Worker {
         let mut written = Written::default();
         let mut changed = Vec::new();
         for (path, content, activation) in self.files.targets(rendered) {
-            match write::read_existing(path) {
-                Ok(Some(old)) if old == content.as_bytes() => {}
-                Ok(old) => changed.push((path, content, activation, old)),
+            match write::differs(path, content.as_bytes()) {
+                Ok(true) => changed.push((path, content, activation)),
+                Ok(false) => {}
                 Err(error) => return (written, None, Err(error)),
             }
         }
-        let Some(needed) = changed.iter().map(|(_, _, a, _)| *a).max() else {
+        let Some(needed) = changed.iter().map(|(_, _, a)| *a).max() else {
             return (written, None, Ok(()));
         };
         // The marker goes first: after a crash from here on, the next start activates anyway.
@@ -236,22 +244,27 @@ impl Worker {
         }
         let replacements: Vec<(&Path, &[u8])> = changed
             .iter()
-            .map(|(path, content, _, _)| (*path, content.as_bytes()))
+            .map(|(path, content, _)| (*path, content.as_bytes()))
             .collect();
+        // Read only for the log line, and only the file that lists hosts.
+        let holds_hosts = |path: &Path| match self.files.layout.kind {
+            LayoutKind::Hostsfile => path == self.files.layout.hosts_file,
+            LayoutKind::Conf => path == self.files.include_file,
+        };
+        let old_hosts = changed
+            .iter()
+            .find(|(path, _, _)| holds_hosts(path))
+            .and_then(|(path, _, _)| write::read_existing(path).ok().flatten());
         let (renamed, result) = match write::replace_files(&replacements, self.files.file_mode) {
             Ok(()) => (changed.len(), Ok(())),
             Err(partial) => (partial.renamed, Err(partial.error)),
         };
         let mut activation = None;
-        for (path, content, needs, old) in changed.into_iter().take(renamed) {
+        for (path, content, needs) in changed.into_iter().take(renamed) {
             activation = activation.max(Some(needs));
             written.files.push(path.display().to_string());
-            let holds_hosts = match self.files.layout.kind {
-                LayoutKind::Hostsfile => path == self.files.layout.hosts_file,
-                LayoutKind::Conf => path == self.files.include_file,
-            };
-            if holds_hosts {
-                let old = old.map(|o| String::from_utf8_lossy(&o).into_owned());
+            if holds_hosts(path) {
+                let old = old_hosts.as_deref().map(String::from_utf8_lossy);
                 written.host_changes = Some(render::summarize_host_changes(
                     old.as_deref().unwrap_or(""),
                     content,
@@ -359,6 +372,7 @@ impl Agent {
         let listen_config = db::connection_config(url, "ipmanager-agent-listen")?;
         let worker = Arc::new(Worker {
             pool: db::pool(db::connection_config(url, "ipmanager-agent")?),
+            last_host_count: AtomicUsize::new(0),
             files: OutputFiles::new(&self.config),
             activator: Activator::new(&self.config.dnsmasq),
         });
@@ -461,6 +475,9 @@ impl Agent {
                 }
                 outcome = async { work.as_mut().expect("guarded").await }, if work.is_some() => {
                     work = None;
+                    if outcome.rendered.is_some() {
+                        crate::memory::release_free_memory();
+                    }
                     pending = outcome.pending;
                     self.record(&outcome, &mut skipped);
                     match &outcome.result {

@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> u8 {
         Err(error) => return report(&anyhow::Error::new(error)),
     };
     init_logging(&config.log_level);
+    crate::memory::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -178,7 +179,7 @@ async fn render_files(config: &Config) -> Result<()> {
         config.database_url.expose(),
         "ipmanager-render",
     )?);
-    let snapshot = db::take_snapshot(&pool)
+    let snapshot = db::take_snapshot(&pool, 0)
         .await
         .with_context(|| format!("cannot read the database {}", config.database_url))?;
     let layout = config.dnsmasq.layout();

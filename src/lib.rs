@@ -10,6 +10,7 @@
 //! - [`write`]: compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
+//! - [`memory`]: allocator settings that keep an idle agent small.
 //! - [`cli`]: the `ipmanager` command line; only `main.rs` uses it.
 
 pub mod activate;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod listen;
+pub mod memory;
 pub mod model;
 pub mod render;
 pub mod write;

@@ -27,6 +27,31 @@ impl FileError {
     }
 }
 
+/// Whether `path` holds anything but exactly `contents` (a missing file differs). Reads in
+/// chunks, so that comparing a 4 MB file costs no 4 MB buffer.
+pub fn differs(path: &Path, contents: &[u8]) -> Result<bool, FileError> {
+    use std::io::Read;
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(error) => return Err(FileError::new("cannot read", path)(error)),
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut rest = contents;
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .map_err(FileError::new("cannot read", path))?;
+        if n == 0 {
+            return Ok(!rest.is_empty());
+        }
+        if n > rest.len() || chunk[..n] != rest[..n] {
+            return Ok(true);
+        }
+        rest = &rest[n..];
+    }
+}
+
 /// The current content of `path`, or `None` when it does not exist.
 pub fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     match fs::read(path) {
@@ -176,6 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
         assert_eq!(read_existing(&path).unwrap(), None);
+        assert!(differs(&path, b"").unwrap(), "a missing file differs");
         let other = dir.path().join("other");
         replace_files(&[(&path, b"one\n")], 0o644).unwrap();
         replace_files(&[(&path, b"two\n"), (&other, b"three\n")], 0o640).unwrap();
@@ -184,6 +210,16 @@ mod tests {
             Some(&b"two\n"[..])
         );
         assert_eq!(fs::read(&other).unwrap(), b"three\n");
+        assert!(!differs(&other, b"three\n").unwrap());
+        for different in [&b"three"[..], b"three\n\n", b"thre\n", b""] {
+            assert!(differs(&other, different).unwrap(), "{different:?}");
+        }
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        replace_files(&[(&other, &big)], 0o644).unwrap();
+        assert!(!differs(&other, &big).unwrap());
+        let mut changed = big.clone();
+        changed[150_000] ^= 1;
+        assert!(differs(&other, &changed).unwrap());
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
         let mut names: Vec<_> = fs::read_dir(dir.path())

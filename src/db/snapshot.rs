@@ -23,7 +23,9 @@ const HOSTS: &str = "\
     WHERE h.enabled AND s.enabled";
 
 /// Takes a full, consistent snapshot. A partial read is an error, never a smaller snapshot.
-pub async fn take_snapshot(pool: &Pool) -> Result<Snapshot, DbError> {
+/// `expected_hosts` (e.g. the previous snapshot's count) sizes the host list up front, so that
+/// 100k hosts are not copied through ever larger buffers on the way in.
+pub async fn take_snapshot(pool: &Pool, expected_hosts: usize) -> Result<Snapshot, DbError> {
     let mut client = pool.get().await?;
     let tx = client
         .build_transaction()
@@ -60,7 +62,7 @@ pub async fn take_snapshot(pool: &Pool) -> Result<Snapshot, DbError> {
         .query_raw(&hosts_statement, std::iter::empty::<&dyn ToSql>())
         .await?;
     pin_mut!(rows);
-    let mut hosts = Vec::with_capacity(rows.rows_affected().unwrap_or(0) as usize);
+    let mut hosts = Vec::with_capacity(expected_hosts + expected_hosts / 64);
     while let Some(row) = rows.try_next().await? {
         let ip: IpInet = row.try_get(3)?;
         hosts.push(Host {

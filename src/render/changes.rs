@@ -14,6 +14,9 @@ use super::HostChanges;
 /// on both sides are unchanged, the remaining ones pair up as `changed`, and whatever is left
 /// over counts as `added` or `removed`. With one line per key that is the plain definition.
 pub fn summarize_host_changes(old: &str, new: &str) -> HostChanges {
+    // Lines both files share at their start and end pair up as unchanged whatever their key,
+    // and for a one-row change in 100,000 that is nearly everything: leave them out.
+    let (old, new) = strip_common_lines(old, new);
     let old = reservations(old);
     let new = reservations(new);
     let mut changes = HostChanges::default();
@@ -42,6 +45,26 @@ pub fn summarize_host_changes(old: &str, new: &str) -> HostChanges {
 
 /// `(key, line)` for every reservation line, sorted so that equal keys are adjacent and each
 /// key's lines are in order.
+/// `old` and `new` without the whole lines they share at the start and at the end.
+fn strip_common_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
+    let prefix = old
+        .split_inclusive('\n')
+        .zip(new.split_inclusive('\n'))
+        .take_while(|(a, b)| a == b && a.ends_with('\n'))
+        .map(|(a, _)| a.len())
+        .sum::<usize>();
+    let (old, new) = (&old[prefix..], &new[prefix..]);
+    let suffix = old
+        .split_inclusive('\n')
+        .rev()
+        .zip(new.split_inclusive('\n').rev())
+        .take_while(|(a, b)| a == b && a.ends_with('\n'))
+        .map(|(a, _)| a.len())
+        .sum::<usize>()
+        .min(old.len().min(new.len()));
+    (&old[..old.len() - suffix], &new[..new.len() - suffix])
+}
+
 fn reservations(text: &str) -> Vec<(&str, &str)> {
     let mut entries: Vec<(&str, &str)> = text
         .lines()
@@ -119,6 +142,33 @@ mod tests {
         assert_eq!(summarize_host_changes(&old, moved), changes(0, 1, 1));
         assert_eq!(summarize_host_changes("", &old), changes(2, 0, 0));
         assert_eq!(summarize_host_changes(&old, ""), changes(0, 2, 0));
+    }
+
+    #[test]
+    fn a_change_deep_inside_a_large_file_is_found() {
+        let line = |i: usize| {
+            format!(
+                "02:00:00:00:{:02x}:{:02x},10.0.{}.{},h{i}\n",
+                i / 256,
+                i % 256,
+                i / 250,
+                i % 250 + 1
+            )
+        };
+        let old: String = (0..1000).map(line).collect();
+        let mut new: String = (0..1000)
+            .map(|i| {
+                if i == 500 {
+                    line(500).replace(",h500", ",renamed")
+                } else {
+                    line(i)
+                }
+            })
+            .collect();
+        assert_eq!(summarize_host_changes(&old, &new), changes(0, 0, 1));
+        new.push_str(&line(1000));
+        assert_eq!(summarize_host_changes(&old, &new), changes(1, 0, 1));
+        assert_eq!(summarize_host_changes(&new, &old), changes(0, 1, 1));
     }
 
     #[test]
