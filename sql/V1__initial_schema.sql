@@ -313,6 +313,21 @@ BEGIN
                   COLUMN = 'name', CONSTRAINT = 'subnets_name_valid';
     END IF;
 
+    -- dnsmasq refuses a DHCPv6 range with a shorter prefix (and then does not start), and reads
+    -- addresses whose first 64 bits are zero as wildcards; the agent would skip such a subnet.
+    IF family(NEW.cidr) = 6 AND masklen(NEW.cidr) < 64 THEN
+        RAISE EXCEPTION 'subnets.cidr % is too large for DHCPv6: dnsmasq requires an IPv6 prefix length of at least /64',
+                NEW.cidr
+            USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'subnets',
+                  COLUMN = 'cidr', CONSTRAINT = 'subnets_ipv6_prefix_valid';
+    END IF;
+    IF family(NEW.cidr) = 6 AND NEW.cidr <<= '::/64'::cidr THEN
+        RAISE EXCEPTION 'subnets.cidr % lies in ::/64, which dnsmasq reads as a wildcard for any prefix',
+                NEW.cidr
+            USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'subnets',
+                  COLUMN = 'cidr', CONSTRAINT = 'subnets_ipv6_prefix_valid';
+    END IF;
+
     IF NEW.domain IS NOT NULL AND NOT ipmanager.is_valid_dns_name(NEW.domain) THEN
         RAISE EXCEPTION 'subnets.domain % is not a valid domain name: only letters, digits and inner hyphens in dot-separated labels of at most 63 characters, 253 in all, no trailing dot, last label not all digits (RFC 1123)',
                 quote_literal(NEW.domain)

@@ -397,6 +397,31 @@ async fn every_table_and_column_has_a_comment() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn ipv6_subnets_are_ones_dnsmasq_can_serve() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    ok(
+        &client,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('v6', '2001:db8:1::/64'), ('v6small', '2001:db8:2::/112')",
+    )
+    .await;
+    rejected(
+        &client,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('v6big', '2001:db8::/48')",
+        &SqlState::CHECK_VIOLATION,
+        &["subnets.cidr 2001:db8::/48", "at least /64"],
+    )
+    .await;
+    rejected(
+        &client,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('v6zero', '::100/120')",
+        &SqlState::CHECK_VIOLATION,
+        &["subnets.cidr ::100/120", "lies in ::/64", "wildcard"],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn subnet_name_rule() {
     let db = TestDb::new().await;
     let client = db.client().await;
