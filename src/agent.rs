@@ -6,6 +6,7 @@
 //! here is needed for correctness after a crash: files are replaced atomically, and an owed
 //! activation is recorded in a marker file before the files change.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -27,6 +28,8 @@ use crate::write::{self, FileError};
 /// Longest a snapshot may take before the sync counts as failed and is retried.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Newly skipped rows logged one by one per regeneration; the rest are counted.
+const MAX_SKIPPED_LOGGED: usize = 20;
 
 /// What the agent is doing, for logs, tests and the service manager.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -277,17 +280,17 @@ impl Worker {
     /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded.
     async fn activate(&self, owed: Option<Activation>) -> Outcome {
         let Some(activation) = owed else {
-            return Outcome::done(None, None);
+            return Outcome::done(None);
         };
         if let Err(error) = self.activator.activate(activation).await {
             return Outcome::failed(Some(activation), error.into());
         }
         match write::remove(&self.files.marker) {
-            Ok(()) => Outcome::done(Some(activation), None),
+            Ok(()) => Outcome::done(Some(activation)),
             // dnsmasq has the files; a stale marker only costs one extra activation later.
             Err(error) => {
                 warn!(error = %error_chain(&error), "cannot remove the activation marker");
-                Outcome::done(Some(activation), None)
+                Outcome::done(Some(activation))
             }
         }
     }
@@ -304,12 +307,12 @@ impl Outcome {
         }
     }
 
-    fn done(activated: Option<Activation>, pending: Option<Activation>) -> Outcome {
+    fn done(activated: Option<Activation>) -> Outcome {
         Outcome {
             rendered: None,
             written: Written::default(),
             activated,
-            pending,
+            pending: None,
             result: Ok(()),
         }
     }
@@ -401,7 +404,7 @@ impl Agent {
         let mut last_sync_start: Option<Instant> = None;
         let mut connect_backoff = Backoff::new(agent.max_backoff);
         let mut work_backoff = Backoff::new(agent.max_backoff);
-        let mut skipped: Vec<Skipped> = Vec::new();
+        let mut skipped: HashSet<Skipped> = HashSet::new();
         let mut notifications_before = 0u64;
         let mut resync = tokio::time::interval(agent.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -516,7 +519,7 @@ impl Agent {
     }
 
     /// Logs and publishes what a piece of work did.
-    fn record(&self, outcome: &Outcome, previously_skipped: &mut Vec<Skipped>) {
+    fn record(&self, outcome: &Outcome, previously_skipped: &mut HashSet<Skipped>) {
         if let Some(rendered) = &outcome.rendered {
             debug!(
                 hosts = rendered.hosts_served,
@@ -526,14 +529,23 @@ impl Agent {
                 render_and_write = ?rendered.write_time,
                 "regenerated"
             );
-            for s in rendered
+            // Each bad row is reported once, not at every regeneration, and a flood of them
+            // (a bulk load that bypassed the triggers) does not bury the log.
+            let new: Vec<&Skipped> = rendered
                 .skipped
                 .iter()
-                .filter(|s| !previously_skipped.contains(s))
-            {
+                .filter(|s| !previously_skipped.contains(*s))
+                .collect();
+            for s in new.iter().take(MAX_SKIPPED_LOGGED) {
                 warn!(row = ?s.row, reason = %s.reason, "row not served: it fails validation");
             }
-            *previously_skipped = rendered.skipped.clone();
+            if new.len() > MAX_SKIPPED_LOGGED {
+                warn!(
+                    more = new.len() - MAX_SKIPPED_LOGGED,
+                    "more rows not served; `ipmanager render` lists them all"
+                );
+            }
+            *previously_skipped = rendered.skipped.iter().cloned().collect();
         }
         if !outcome.written.files.is_empty() || outcome.activated.is_some() {
             let hosts = outcome.written.host_changes.unwrap_or_default();

@@ -573,3 +573,41 @@ async fn a_failing_activation_is_retried_until_it_succeeds() {
     h.wait_in_sync().await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn rows_that_bypassed_the_database_checks_are_skipped_and_the_rest_served() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let client = db.client().await;
+    // As a superuser can: with triggers off, nothing checks the rows.
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:08', '10.64.1.80', 'good');
+             SET session_replication_role = replica;
+             INSERT INTO ipmanager.hosts (subnet_id, mac, ip, hostname)
+             SELECT id, '02:00:00:00:00:09', '10.64.1.81', E'evil\\ndhcp-script=/tmp/x' FROM ipmanager.subnets;
+             INSERT INTO ipmanager.hosts (subnet_id, mac, ip, hostname)
+             SELECT id, '02:00:00:00:00:0a', '10.64.1.82', 'a,set:x' FROM ipmanager.subnets;
+             SET session_replication_role = origin;",
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_status("the first sync", |s| {
+        s.phase == Phase::InSync && s.regenerations >= 1
+    })
+    .await;
+    let status = h.status();
+    assert_eq!(status.hosts_served, 1);
+    assert_eq!(status.rows_skipped, 2);
+    let hosts = h.read("dhcp-hosts");
+    assert_eq!(hosts, "02:00:00:00:00:08,10.64.1.80,good\n");
+    for name in ["dhcp-hosts", "hosts", "01-rust-managed.conf"] {
+        let content = h.read(name);
+        assert!(
+            !content.contains("dhcp-script") && !content.contains("set:x"),
+            "{name}: {content}"
+        );
+    }
+    h.stop().await;
+}

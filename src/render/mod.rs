@@ -75,14 +75,14 @@ pub struct Layout {
 }
 
 /// A database row, by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Row {
     Host(i64),
     Subnet(i64),
 }
 
 /// A row that is not served, and why. The reason never quotes the offending value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Skipped {
     pub row: Row,
     pub reason: String,
