@@ -288,3 +288,4 @@ async fn pump(
         }
     }
 }
+pub mod netns;
