@@ -335,7 +335,7 @@ impl AgentProcess {
         std::fs::write(
             &config,
             format!(
-                "database_url = \"{url}\"\n[dnsmasq]\ninclude_file = \"{d}/include.conf\"\nhosts_file = \"{d}/dhcp-hosts\"\naddn_hosts_file = \"{d}/hosts\"\npid_file = \"{}\"\nrestart_command = [\"true\"]\n",
+                "database_url = \"{url}\"\n[dnsmasq]\ninclude_file = \"{d}/include.conf\"\nhosts_file = \"{d}/dhcp-hosts\"\naddn_hosts_file = \"{d}/hosts\"\npid_file = \"{}\"\nrestart_command = [\"true\"]\ncheck_command = []\n",
                 pid_file.display()
             ),
         )

@@ -1,13 +1,14 @@
 //! Makes dnsmasq pick up new files: SIGHUP (or a reload command) re-reads the dhcp-hostsfile
-//! and addn-hosts files; only a restart re-reads conf-dir files such as the include file.
+//! and addn-hosts files; only a restart re-reads conf-dir files such as the include file. Also
+//! runs the check command that vets a staged include file before it is put in place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::config::DnsmasqConfig;
+use crate::config::{DnsmasqConfig, FILE_PLACEHOLDER};
 
 /// What dnsmasq must do to serve the files on disk. A restart includes everything a reload does,
 /// so the order matters: combining two needs keeps the stronger one.
@@ -84,6 +85,7 @@ pub struct Activator {
     pid_file: PathBuf,
     reload_command: Vec<String>,
     restart_command: Vec<String>,
+    check_command: Vec<String>,
     timeout: Duration,
 }
 
@@ -93,6 +95,7 @@ impl Activator {
             pid_file: config.pid_file.clone(),
             reload_command: config.reload_command.clone(),
             restart_command: config.restart_command.clone(),
+            check_command: config.check_command.clone(),
             timeout: config.command_timeout,
         }
     }
@@ -103,6 +106,21 @@ impl Activator {
             Activation::Reload => run_command(&self.reload_command, self.timeout).await,
             Activation::Restart => run_command(&self.restart_command, self.timeout).await,
         }
+    }
+
+    /// Runs the configured check (by default `dnsmasq --test`) on a staged include file before
+    /// it is put in place. Without a check command there is nothing to run.
+    pub async fn check_include(&self, staged: &Path) -> Result<(), ActivateError> {
+        if self.check_command.is_empty() {
+            return Ok(());
+        }
+        let file = staged.to_string_lossy();
+        let command: Vec<String> = self
+            .check_command
+            .iter()
+            .map(|arg| arg.replace(FILE_PLACEHOLDER, &file))
+            .collect();
+        run_command(&command, self.timeout).await
     }
 
     fn send_sighup(&self) -> Result<(), ActivateError> {

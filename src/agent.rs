@@ -22,6 +22,7 @@ use crate::activate::{ActivateError, Activation, Activator};
 use crate::config::Config;
 use crate::db::{self, DbError};
 use crate::listen::Listener;
+use crate::render::check::{CheckFailure, FileKind};
 use crate::render::{self, Layout, LayoutKind, Rendered, Skipped};
 use crate::write::{self, FileError};
 
@@ -44,6 +45,8 @@ pub enum Phase {
     SyncFailing,
     /// The files are written but dnsmasq could not be made to pick them up; retrying.
     ActivationFailing,
+    /// A new file failed a check; dnsmasq keeps the old one until the next change or resync.
+    FilesRejected,
 }
 
 /// A running account of the agent's work; read it through [`Agent::status`].
@@ -76,6 +79,22 @@ pub enum SyncError {
     File(#[from] FileError),
     #[error("cannot activate the new files")]
     Activate(#[from] ActivateError),
+    #[error("the new {path} failed ipmanager's own check and was not put in place")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        failure: CheckFailure,
+    },
+    #[error("the new include file failed the check command and was not put in place")]
+    CheckCommand(#[source] ActivateError),
+}
+
+impl SyncError {
+    /// A rejected file is kept from dnsmasq until the data changes; retrying the same snapshot
+    /// would only reject it again.
+    fn is_rejection(&self) -> bool {
+        matches!(self, SyncError::Invalid { .. } | SyncError::CheckCommand(_))
+    }
 }
 
 /// The files the agent owns, in the order they are written: the include file last, since it
@@ -109,35 +128,64 @@ impl OutputFiles {
         }
     }
 
-    /// Each rendered file with its path and what dnsmasq must do when it changes.
-    fn targets<'a>(&'a self, rendered: &'a Rendered) -> Vec<(&'a Path, &'a str, Activation)> {
+    /// Each rendered file with its path, its kind, and what dnsmasq must do when it changes.
+    fn targets<'a>(&'a self, rendered: &'a Rendered) -> Vec<Target<'a>> {
         let mut targets = Vec::with_capacity(3);
         if let Some(hosts) = &rendered.hosts {
-            targets.push((
-                self.layout.hosts_file.as_path(),
-                hosts.as_str(),
-                Activation::Reload,
-            ));
+            targets.push(Target {
+                path: &self.layout.hosts_file,
+                content: hosts,
+                kind: FileKind::HostsFile,
+                activation: Activation::Reload,
+            });
         }
         if let Some(addn) = &rendered.addn_hosts {
-            targets.push((
-                self.layout.addn_hosts_file.as_path(),
-                addn.as_str(),
-                Activation::Reload,
-            ));
+            targets.push(Target {
+                path: &self.layout.addn_hosts_file,
+                content: addn,
+                kind: FileKind::AddnHosts,
+                activation: Activation::Reload,
+            });
         }
-        targets.push((
-            self.include_file.as_path(),
-            rendered.include.as_str(),
-            Activation::Restart,
-        ));
+        targets.push(Target {
+            path: &self.include_file,
+            content: &rendered.include,
+            kind: FileKind::Include,
+            activation: Activation::Restart,
+        });
         targets
+    }
+
+    /// The file whose lines are the reservations, for the log line's added/removed/changed.
+    fn holds_hosts(&self, path: &Path) -> bool {
+        match self.layout.kind {
+            LayoutKind::Hostsfile => path == self.layout.hosts_file,
+            LayoutKind::Conf => path == self.include_file,
+        }
     }
 
     fn read_marker(&self) -> Option<Activation> {
         let content = std::fs::read_to_string(&self.marker).ok()?;
         Activation::parse(&content)
     }
+}
+
+/// One file the agent writes.
+struct Target<'a> {
+    path: &'a Path,
+    content: &'a str,
+    kind: FileKind,
+    activation: Activation,
+}
+
+/// The files of a sync that differ from disk, checked and staged beside their targets.
+struct StagedChange {
+    staged: write::Staged,
+    /// The changed targets in staging order, with what each needs from dnsmasq.
+    targets: Vec<(PathBuf, Activation)>,
+    host_changes: Option<render::HostChanges>,
+    /// The staged include file, when it changed: the check command looks at it.
+    include_changed: bool,
 }
 
 /// What a sync changed on disk, for the one log line per change.
@@ -196,83 +244,134 @@ impl Worker {
             .store(snapshot.hosts.len(), Ordering::Relaxed);
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
-        let stage = tokio::task::spawn_blocking(move || {
+        let (summary, staged) = tokio::task::spawn_blocking(move || {
             let rendered = render::render(&snapshot, &worker.files.layout);
             drop(snapshot);
-            let written = worker.write_changed(&rendered, pending);
-            (rendered, written)
+            let staged = worker.stage_changed(&rendered);
+            let summary = RenderedSummary {
+                hosts_served: rendered.hosts_served,
+                skipped: rendered.skipped,
+                snapshot_time,
+                write_time: Duration::ZERO,
+            };
+            (summary, staged)
         })
         .await
-        .expect("the write stage does not panic");
-        let (rendered, (written, needed, write_result)) = stage;
-        let summary = RenderedSummary {
-            hosts_served: rendered.hosts_served,
-            skipped: rendered.skipped,
-            snapshot_time,
-            write_time: started.elapsed() - snapshot_time,
+        .expect("the render stage does not panic");
+        let mut outcome = match staged {
+            Ok(None) => self.activate(pending).await,
+            Ok(Some(change)) => self.check_and_commit(change, pending).await,
+            Err(error) => Outcome::failed(pending, error),
         };
+        outcome.rendered = Some(RenderedSummary {
+            write_time: started.elapsed() - snapshot_time,
+            ..summary
+        });
+        outcome
+    }
+
+    /// Checks every file that differs from disk with ipmanager's own validator and stages it
+    /// beside its target. `None` when nothing differs.
+    fn stage_changed(&self, rendered: &Rendered) -> Result<Option<StagedChange>, SyncError> {
+        let mut changed = Vec::new();
+        for target in self.files.targets(rendered) {
+            if write::differs(target.path, target.content.as_bytes())? {
+                changed.push(target);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        for target in &changed {
+            render::check::check_file(target.kind, target.content).map_err(|failure| {
+                SyncError::Invalid {
+                    path: target.path.to_owned(),
+                    failure,
+                }
+            })?;
+        }
+        let host_changes = changed
+            .iter()
+            .find(|t| self.files.holds_hosts(t.path))
+            .map(|t| {
+                let old = write::read_existing(t.path)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                render::summarize_host_changes(&String::from_utf8_lossy(&old), t.content)
+            });
+        let replacements: Vec<(&Path, &[u8])> = changed
+            .iter()
+            .map(|t| (t.path, t.content.as_bytes()))
+            .collect();
+        Ok(Some(StagedChange {
+            staged: write::stage_files(&replacements, self.files.file_mode)?,
+            targets: changed
+                .iter()
+                .map(|t| (t.path.to_owned(), t.activation))
+                .collect(),
+            host_changes,
+            include_changed: changed.iter().any(|t| t.kind == FileKind::Include),
+        }))
+    }
+
+    /// Runs the check command on a changed include file, puts the staged files in place and
+    /// activates what they need.
+    async fn check_and_commit(
+        self: Arc<Self>,
+        change: StagedChange,
+        pending: Option<Activation>,
+    ) -> Outcome {
+        if change.include_changed {
+            let temp = change
+                .staged
+                .temp_path(&self.files.include_file)
+                .expect("a changed include file is staged");
+            if let Err(error) = self.activator.check_include(temp).await {
+                return Outcome::failed(pending, SyncError::CheckCommand(error));
+            }
+        }
+        let worker = Arc::clone(&self);
+        let (written, needed, result) =
+            tokio::task::spawn_blocking(move || worker.commit(change, pending))
+                .await
+                .expect("the write stage does not panic");
         let owed = pending.max(needed);
-        let mut outcome = match write_result {
+        let mut outcome = match result {
             Ok(()) => self.activate(owed).await,
             Err(error) => Outcome::failed(owed, error.into()),
         };
-        outcome.rendered = Some(summary);
         outcome.written = written;
         outcome
     }
 
-    /// Writes every file whose content differs from what is on disk. Returns what changed, the
-    /// activation the written files need, and the first error.
-    fn write_changed(
+    /// Puts the staged files in place. Returns what was replaced, the activation the replaced
+    /// files need, and the error that stopped it, if any.
+    fn commit(
         &self,
-        rendered: &Rendered,
+        change: StagedChange,
         pending: Option<Activation>,
     ) -> (Written, Option<Activation>, Result<(), FileError>) {
         let mut written = Written::default();
-        let mut changed = Vec::new();
-        for (path, content, activation) in self.files.targets(rendered) {
-            match write::differs(path, content.as_bytes()) {
-                Ok(true) => changed.push((path, content, activation)),
-                Ok(false) => {}
-                Err(error) => return (written, None, Err(error)),
-            }
-        }
-        let Some(needed) = changed.iter().map(|(_, _, a)| *a).max() else {
-            return (written, None, Ok(()));
-        };
+        let needed = change.targets.iter().map(|(_, a)| *a).max();
         // The marker goes first: after a crash from here on, the next start activates anyway.
-        let owed = pending.max(Some(needed)).expect("needed is Some");
+        let owed = pending
+            .max(needed)
+            .expect("a staged change needs an activation");
         if let Err(error) = write::replace_volatile(&self.files.marker, owed.as_str().as_bytes()) {
             return (written, None, Err(error));
         }
-        let replacements: Vec<(&Path, &[u8])> = changed
-            .iter()
-            .map(|(path, content, _)| (*path, content.as_bytes()))
-            .collect();
-        // Read only for the log line, and only the file that lists hosts.
-        let holds_hosts = |path: &Path| match self.files.layout.kind {
-            LayoutKind::Hostsfile => path == self.files.layout.hosts_file,
-            LayoutKind::Conf => path == self.files.include_file,
-        };
-        let old_hosts = changed
-            .iter()
-            .find(|(path, _, _)| holds_hosts(path))
-            .and_then(|(path, _, _)| write::read_existing(path).ok().flatten());
-        let (renamed, result) = match write::replace_files(&replacements, self.files.file_mode) {
-            Ok(()) => (changed.len(), Ok(())),
+        let (renamed, result) = match change.staged.commit() {
+            Ok(()) => (change.targets.len(), Ok(())),
             Err(partial) => (partial.renamed, Err(partial.error)),
         };
         let mut activation = None;
-        for (path, content, needs) in changed.into_iter().take(renamed) {
+        for (path, needs) in change.targets.into_iter().take(renamed) {
             activation = activation.max(Some(needs));
-            written.files.push(path.display().to_string());
-            if holds_hosts(path) {
-                let old = old_hosts.as_deref().map(String::from_utf8_lossy);
-                written.host_changes = Some(render::summarize_host_changes(
-                    old.as_deref().unwrap_or(""),
-                    content,
-                ));
+            if self.files.holds_hosts(&path) {
+                written.host_changes = change.host_changes;
             }
+            written.files.push(path.display().to_string());
         }
         (written, activation, result)
     }
@@ -491,15 +590,19 @@ impl Agent {
                         Err(error) => {
                             let phase = match error {
                                 SyncError::Activate(_) => Phase::ActivationFailing,
+                                e if e.is_rejection() => Phase::FilesRejected,
                                 _ => Phase::SyncFailing,
                             };
                             self.set_phase(phase, error);
                             // Reading or writing failed: redo the whole sync. A failed
-                            // activation only needs the activation retried.
-                            if !matches!(error, SyncError::Activate(_)) {
+                            // activation only needs the activation retried. A rejected file
+                            // waits for the next change or resync.
+                            if !matches!(error, SyncError::Activate(_)) && !error.is_rejection() {
                                 dirty = true;
                             }
-                            work_not_before = Some(Instant::now() + work_backoff.next_delay());
+                            if !error.is_rejection() {
+                                work_not_before = Some(Instant::now() + work_backoff.next_delay());
+                            }
                         }
                     }
                 }

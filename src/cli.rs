@@ -243,6 +243,7 @@ fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     println!("dnsmasq.pid_file = {:?}", d.pid_file);
     println!("dnsmasq.reload_command = {:?}", d.reload_command);
     println!("dnsmasq.restart_command = {:?}", d.restart_command);
+    println!("dnsmasq.check_command = {:?}", d.check_command);
     println!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode);
     println!(
         "dnsmasq.command_timeout = {:?}",

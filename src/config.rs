@@ -14,6 +14,8 @@ use crate::render::{self, LayoutKind};
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/ipmanager/ipmanager.toml";
 /// Overrides `database_url`; the usual way to hand the agent its connection string.
 pub const DATABASE_URL_VAR: &str = "IPMANAGER_DATABASE_URL";
+/// Stands for the staged include file in `dnsmasq.check_command`.
+pub const FILE_PLACEHOLDER: &str = "{file}";
 const ENV_PREFIX: &str = "IPMANAGER";
 const ENV_SEPARATOR: &str = "__";
 
@@ -91,6 +93,9 @@ pub struct DnsmasqConfig {
     pub pid_file: PathBuf,
     pub reload_command: Vec<String>,
     pub restart_command: Vec<String>,
+    /// Run on a changed include file before it is put in place; `{file}` stands for the staged
+    /// copy. A non-zero exit keeps the old file. Empty: only ipmanager's own checks.
+    pub check_command: Vec<String>,
     /// Mode of the written files; dnsmasq reads them after dropping privileges.
     #[serde(deserialize_with = "deserialize_mode")]
     pub file_mode: u32,
@@ -109,6 +114,9 @@ impl Default for DnsmasqConfig {
             pid_file: "/run/dnsmasq/dnsmasq.pid".into(),
             reload_command: Vec::new(),
             restart_command: ["systemctl", "restart", "dnsmasq"].map(String::from).into(),
+            check_command: ["dnsmasq", "--test", "--conf-file={file}"]
+                .map(String::from)
+                .into(),
             file_mode: 0o644,
             command_timeout: Duration::from_secs(30),
         }
@@ -177,6 +185,7 @@ impl Config {
                 .list_separator(" ")
                 .with_list_parse_key("dnsmasq.reload_command")
                 .with_list_parse_key("dnsmasq.restart_command")
+                .with_list_parse_key("dnsmasq.check_command")
                 .try_parsing(true)
                 .source(Some(sectioned.into_iter().collect())),
         );
@@ -237,6 +246,15 @@ impl Config {
                  restart, e.g. [\"systemctl\", \"restart\", \"dnsmasq\"]"
                     .to_owned(),
             );
+        }
+        if !d.check_command.is_empty()
+            && !d.check_command.iter().any(|a| a.contains(FILE_PLACEHOLDER))
+        {
+            return invalid(format!(
+                "dnsmasq.check_command {:?} does not name the file to check: put {FILE_PLACEHOLDER} \
+                 where the staged include file goes, e.g. [\"dnsmasq\", \"--test\", \"--conf-file={FILE_PLACEHOLDER}\"]",
+                d.check_command
+            ));
         }
         if d.file_mode & !0o7777 != 0 {
             return invalid(format!(

@@ -7,7 +7,7 @@
 //! - [`listen`]: the dedicated LISTEN connection that turns database triggers into wake-ups.
 //! - [`model`]: the plain values a snapshot holds.
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
-//! - [`write`]: compare-then-atomic-replace of files on disk.
+//! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
 //! - [`memory`]: allocator settings that keep an idle agent small.

@@ -71,38 +71,61 @@ pub struct PartialReplace {
     pub error: FileError,
 }
 
-/// Replaces each `(path, contents)` atomically and durably, with permission bits `mode`.
-///
-/// Every temporary file is written and fsynced before the first rename, and the fsyncs run in
-/// parallel, as do the directory fsyncs after the renames: a flush costs milliseconds, and paying
-/// it once per round rather than once per file halves the time to a consistent set of files.
-pub fn replace_files(files: &[(&Path, &[u8])], mode: u32) -> Result<(), PartialReplace> {
-    let untouched = |error| PartialReplace { renamed: 0, error };
-    let temps = files
+/// New contents written to dot-named temporary files beside their targets, not yet in place:
+/// what a check may look at before anything on disk changes. Dropping it removes the
+/// temporary files and leaves the targets untouched.
+pub struct Staged {
+    files: Vec<(PathBuf, tempfile::NamedTempFile)>,
+}
+
+/// Writes each `(path, contents)` to a temporary file beside `path`, with permission bits `mode`.
+pub fn stage_files(files: &[(&Path, &[u8])], mode: u32) -> Result<Staged, FileError> {
+    let files = files
         .iter()
-        .map(|(path, contents)| stage(path, contents, mode))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(untouched)?;
-    in_parallel(files.iter().zip(&temps), |((path, _), temp)| {
-        temp.as_file()
-            .sync_all()
-            .map_err(FileError::new("cannot fsync the temporary file for", path))
-    })
-    .map_err(untouched)?;
-    // On failure the remaining temporary files are removed when they drop.
-    for (renamed, ((path, _), temp)) in files.iter().zip(temps).enumerate() {
-        temp.persist(path).map_err(|e| PartialReplace {
-            renamed,
-            error: FileError::new("cannot rename the temporary file over", path)(e.error),
-        })?;
+        .map(|(path, contents)| Ok((path.to_path_buf(), stage(path, contents, mode)?)))
+        .collect::<Result<_, FileError>>()?;
+    Ok(Staged { files })
+}
+
+impl Staged {
+    /// Where the staged content for `target` is, if it is staged.
+    pub fn temp_path(&self, target: &Path) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|(path, _)| path == target)
+            .map(|(_, temp)| temp.path())
     }
-    let mut dirs: Vec<&Path> = files.iter().map(|(path, _)| parent_dir(path)).collect();
-    dirs.sort();
-    dirs.dedup();
-    in_parallel(dirs.iter(), |dir| sync_dir(dir)).map_err(|error| PartialReplace {
-        renamed: files.len(),
-        error,
-    })
+
+    /// Puts every staged file in place, each atomically and durably.
+    ///
+    /// Every temporary file is fsynced before the first rename, and the fsyncs run in parallel,
+    /// as do the directory fsyncs after the renames: a flush costs milliseconds, and paying it
+    /// once per round rather than once per file halves the time to a consistent set of files.
+    pub fn commit(self) -> Result<(), PartialReplace> {
+        let untouched = |error| PartialReplace { renamed: 0, error };
+        in_parallel(self.files.iter(), |(path, temp)| {
+            temp.as_file()
+                .sync_all()
+                .map_err(FileError::new("cannot fsync the temporary file for", path))
+        })
+        .map_err(untouched)?;
+        let count = self.files.len();
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(count);
+        // On failure the remaining temporary files are removed when they drop.
+        for (renamed, (path, temp)) in self.files.into_iter().enumerate() {
+            temp.persist(&path).map_err(|e| PartialReplace {
+                renamed,
+                error: FileError::new("cannot rename the temporary file over", &path)(e.error),
+            })?;
+            dirs.push(parent_dir(&path).to_path_buf());
+        }
+        dirs.sort();
+        dirs.dedup();
+        in_parallel(dirs.iter(), |dir| sync_dir(dir)).map_err(|error| PartialReplace {
+            renamed: count,
+            error,
+        })
+    }
 }
 
 /// A dot-named temporary file beside `path` holding `contents` with mode `mode`, not yet synced.
@@ -195,6 +218,25 @@ fn sync_dir(dir: &Path) -> Result<(), FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replace_files(files: &[(&Path, &[u8])], mode: u32) -> Result<(), PartialReplace> {
+        stage_files(files, mode).unwrap().commit()
+    }
+
+    #[test]
+    fn staged_files_change_nothing_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("include.conf");
+        replace_files(&[(&path, b"old\n")], 0o644).unwrap();
+        let staged = stage_files(&[(&path, b"new\n")], 0o644).unwrap();
+        let temp = staged.temp_path(&path).unwrap().to_owned();
+        assert!(temp.file_name().unwrap().to_string_lossy().starts_with('.'));
+        assert_eq!(fs::read(&temp).unwrap(), b"new\n");
+        assert_eq!(fs::read(&path).unwrap(), b"old\n");
+        drop(staged);
+        assert!(!temp.exists(), "a dropped stage leaves no temporary file");
+        assert_eq!(fs::read(&path).unwrap(), b"old\n");
+    }
 
     #[test]
     fn replaces_content_and_mode_and_leaves_no_temp_files() {

@@ -22,6 +22,9 @@ struct Harness {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     hup: SighupCounter,
+    /// TOML array for `dnsmasq.check_command`; empty by default, since these tests need no
+    /// dnsmasq binary (the end-to-end tests run the default `dnsmasq --test`).
+    check_command: String,
 }
 
 impl Harness {
@@ -46,11 +49,13 @@ impl Harness {
             stop: None,
             task: None,
             hup,
+            check_command: "[]".to_owned(),
         }
     }
 
     fn config(&self, url: &str, agent_extra: &str) -> Config {
         let d = self.dir.path().display();
+        let check = &self.check_command;
         let file = self.dir.path().join("ipmanager.toml");
         std::fs::write(
             &file,
@@ -67,6 +72,7 @@ hosts_file = "{d}/dhcp-hosts"
 addn_hosts_file = "{d}/hosts"
 pid_file = "{d}/dnsmasq.pid"
 restart_command = ["sh", "-c", "echo restart >> {d}/restarts"]
+check_command = {check}
 "#
             ),
         )
@@ -609,5 +615,66 @@ async fn rows_that_bypassed_the_database_checks_are_skipped_and_the_rest_served(
             "{name}: {content}"
         );
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_include_file_that_fails_the_check_is_not_put_in_place() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::prepare().await;
+    // Stands in for `dnsmasq --test`: rejects any include file that mentions 10.77.
+    h.check_command = r#"["sh", "-c", "if grep -q 10.77 {file}; then echo 'dnsmasq: bad dhcp-range at line 7' >&2; exit 1; fi"]"#.to_owned();
+    h.spawn_agent(&db.url, "");
+    h.wait_in_sync().await;
+    let include = h.read("01-rust-managed.conf");
+    let restarts = h.restarts();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('rejected', '10.77.0.0/24')",
+        )
+        .await
+        .unwrap();
+    h.wait_status("the check to reject the include file", |s| {
+        s.phase == Phase::FilesRejected
+    })
+    .await;
+    let error = h.status().last_error.unwrap();
+    assert!(
+        error.contains("check command") && error.contains("bad dhcp-range at line 7"),
+        "{error}"
+    );
+    assert_eq!(
+        h.read("01-rust-managed.conf"),
+        include,
+        "a rejected file was put in place"
+    );
+    assert_eq!(
+        h.restarts(),
+        restarts,
+        "dnsmasq was restarted for a rejected file"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(h.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staged files left behind: {leftovers:?}"
+    );
+
+    // The next change that passes the check is applied as usual.
+    client
+        .batch_execute("UPDATE ipmanager.subnets SET cidr = '10.78.0.0/24' WHERE name = 'rejected'")
+        .await
+        .unwrap();
+    h.wait_file("01-rust-managed.conf", "the accepted include file", |c| {
+        c.contains("10.78.0.0")
+    })
+    .await;
+    h.wait_in_sync().await;
+    assert_eq!(h.restarts(), restarts + 1);
     h.stop().await;
 }

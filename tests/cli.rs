@@ -305,7 +305,7 @@ async fn the_agent_keeps_the_old_file_while_its_directory_is_unwritable_and_reco
     let file = write_config(
         dir.path(),
         &format!(
-            "database_url = \"{}\"\n[agent]\nmax_backoff = \"200ms\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\nreload_command = [\"true\"]\nrestart_command = [\"true\"]\n",
+            "database_url = \"{}\"\n[agent]\nmax_backoff = \"200ms\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\nreload_command = [\"true\"]\nrestart_command = [\"true\"]\ncheck_command = []\n",
             db.url
         ),
     );

@@ -204,6 +204,24 @@ impl World {
             .collect()
     }
 
+    /// Waits until the lease file satisfies `condition` (dnsmasq rewrites it in place, so a
+    /// single read may catch it half written).
+    async fn wait_leases(&self, what: &str, condition: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + E2E_DEADLINE;
+        loop {
+            let leases = self.lease_lines();
+            if condition(&leases) {
+                return leases;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the lease file to show {what}: {leases:?}; {}",
+                self.lab.diagnostics()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     async fn finish(mut self) {
         self.agent.stop().await;
     }
@@ -384,4 +402,335 @@ async fn with_the_conf_layout_an_inserted_host_is_served_after_a_restart() {
     w.assert_resolves("h1", ip).await;
     w.assert_dhcp_gets(&mac(OCTET), ip).await;
     w.finish().await;
+}
+
+#[tokio::test]
+async fn a_client_renewing_its_old_address_is_naked_and_then_gets_the_new_one() {
+    const OCTET: u8 = 17;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let (old, new) = (w.lab.addr(10), w.lab.addr(20));
+    let mac = mac(OCTET);
+    w.sql_and_reread(&insert_host(OCTET, 10)).await;
+    let mut client = w.lab.dhcp_client(&mac);
+    client.wait_event(&w.lab, &format!("bound {old}"), 0).await;
+    let pid = w.lab.dnsmasq_pid();
+    assert!(pid.is_some());
+
+    w.sql_and_reread(&format!(
+        "UPDATE ipmanager.hosts SET ip = '{new}' WHERE hostname = 'h1'"
+    ))
+    .await;
+    let seen = client.events().len();
+    let naks_before = w.lab.log().matches("DHCPNAK(").count();
+    // The renewal a client sends at half its lease time, asking to keep the old address.
+    client.renew();
+    let nak = format!("DHCPNAK({}) {old} {mac}", w.lab.server_if);
+    w.lab
+        .wait_log("dnsmasq to refuse the old address", |log| {
+            log.contains(&nak)
+        })
+        .await;
+    client
+        .wait_event(&w.lab, &format!("bound {new}"), seen)
+        .await;
+    let events: Vec<String> = client.events().split_off(seen);
+    assert!(
+        events.iter().any(|e| e.starts_with("nak ")),
+        "the client did not see the NAK: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e == &format!("renew {old}") || e == &format!("bound {old}")),
+        "the client kept its old address: {events:?}"
+    );
+    // After the NAK the client starts over: DISCOVER, then the new reservation.
+    let steps = [
+        format!("DHCPDISCOVER({}) {mac}", w.lab.server_if),
+        format!("DHCPOFFER({}) {new} {mac}", w.lab.server_if),
+        format!("DHCPACK({}) {new} {mac}", w.lab.server_if),
+    ];
+    w.lab
+        .wait_log(
+            "DISCOVER, OFFER and ACK of the new address after the NAK",
+            |log| {
+                let tail = &log[log.find(&nak).expect("the NAK is logged")..];
+                steps.iter().all(|step| tail.contains(step.as_str()))
+            },
+        )
+        .await;
+    let log = w.lab.log();
+    assert_eq!(log.matches("DHCPNAK(").count(), naks_before + 1, "{log}");
+    w.assert_resolves("h1", new).await;
+    assert_eq!(w.lab.dnsmasq_pid(), pid, "dnsmasq was restarted");
+    assert_eq!(w.lab.dnsmasq_starts(), 1);
+    drop(client);
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_changed_range_restarts_dnsmasq_which_serves_it_and_keeps_the_leases() {
+    const OCTET: u8 = 18;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    w.sql_and_reread(&insert_host(OCTET, 10)).await;
+    w.assert_dhcp_gets(&mac(OCTET), reserved).await;
+    let h1_lease = format!(" {} {reserved} h1 ", mac(OCTET));
+    let leases = w
+        .wait_leases("the lease of h1", |l| {
+            l.len() == 1 && l[0].contains(&h1_lease)
+        })
+        .await;
+    let include = std::fs::read_to_string(w.lab.include_file()).unwrap();
+    let old_range = format!("{},{},255.255.255.0\n", w.lab.addr(100), w.lab.addr(150));
+    assert!(include.contains(&old_range), "{include}");
+    let pid = w.lab.dnsmasq_pid();
+    let activations = w.agent.status().activations;
+
+    w.sql(&format!(
+        "UPDATE ipmanager.subnets SET range_start = '{}', range_end = '{}', lease_time = '2h'",
+        w.lab.addr(200),
+        w.lab.addr(209)
+    ))
+    .await;
+    w.agent
+        .wait_status("the restart", |s| {
+            s.activations > activations && s.phase == Phase::InSync
+        })
+        .await;
+    w.lab.wait_dnsmasq_ready(1).await;
+    let new_pid = w.lab.dnsmasq_pid();
+    assert!(
+        new_pid.is_some() && new_pid != pid,
+        "dnsmasq was not restarted"
+    );
+    assert_eq!(w.lab.dnsmasq_starts(), 2);
+    let include = std::fs::read_to_string(w.lab.include_file()).unwrap();
+    let new_range = format!(
+        "{},{},255.255.255.0,7200\n",
+        w.lab.addr(200),
+        w.lab.addr(209)
+    );
+    assert!(include.contains(&new_range), "{include}");
+    assert!(!include.contains(&old_range), "{include}");
+    // The restarted dnsmasq read the lease file back: the earlier lease is still there.
+    w.wait_leases("the same lease after the restart", |l| l == leases)
+        .await;
+
+    // A MAC without a reservation is served from the new range.
+    let stranger = "02:00:00:99:ff:02";
+    let got = w.lab.dhcp(stranger).await.expect("a pool address");
+    assert!(
+        (w.lab.addr(200)..=w.lab.addr(209)).contains(&got),
+        "{got} is not in the new range; {}",
+        w.lab.diagnostics()
+    );
+    // The reserved client keeps its address, now with the new lease time.
+    w.assert_dhcp_gets(&mac(OCTET), reserved).await;
+    let stranger_lease = format!(" {stranger} {got} ");
+    w.wait_leases("both leases", |l| {
+        l.len() == 2
+            && l.iter().any(|l| l.contains(&h1_lease))
+            && l.iter().any(|l| l.contains(&stranger_lease))
+    })
+    .await;
+    assert_eq!(w.lab.dnsmasq_pid(), new_pid);
+    w.assert_resolves("h1", reserved).await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn changes_made_while_dnsmasq_is_down_are_served_once_it_is_back() {
+    const OCTET: u8 = 19;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let ip = w.lab.addr(10);
+    w.lab.stop_dnsmasq();
+    let before = w.agent.status();
+    w.sql(&insert_host(OCTET, 10)).await;
+    // The files are written, but there is no dnsmasq to signal: the agent keeps retrying.
+    w.agent
+        .wait_status("the activation to fail", |s| {
+            s.phase == Phase::ActivationFailing
+        })
+        .await;
+    let failing = w.agent.status();
+    assert!(failing.writes > before.writes, "{failing:?}");
+    assert!(
+        failing
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("pid file")),
+        "{failing:?}"
+    );
+    assert!(std::fs::read_to_string(w.lab.hosts_file())
+        .unwrap()
+        .contains(&format!("{},{ip},h1", mac(OCTET))));
+
+    w.lab.start_dnsmasq().await;
+    w.agent.wait_in_sync().await;
+    assert!(w.agent.status().activations > failing.activations);
+    w.assert_resolves("h1", ip).await;
+    w.assert_dhcp_gets(&mac(OCTET), ip).await;
+    assert_eq!(w.lab.dnsmasq_starts(), 1);
+    w.finish().await;
+}
+
+/// Hostnames the database refuses, written by a superuser with the validation triggers off.
+/// Each would add a line, a field or an option to dnsmasq's config if written as it is.
+fn bad_hostnames(marker_script: &str) -> Vec<String> {
+    vec![
+        format!("evil\ndhcp-script={marker_script}"),
+        "h,set:evil,infinite".to_owned(),
+        "h#comment".to_owned(),
+        "h space".to_owned(),
+        "a".repeat(300),
+        "höst".to_owned(),
+    ]
+}
+
+/// Rows that bypassed the database's checks never reach dnsmasq's config: no injected option
+/// (the marker script never runs, even across a restart and a DHCP exchange), no complaint from
+/// dnsmasq, and the valid row is still served.
+async fn rows_bypassing_the_checks_never_reach_dnsmasq(octet: u8, layout: &str) {
+    let Some(mut w) = World::start(octet, layout).await else {
+        return;
+    };
+    let marker = w.lab.path("marker");
+    let script = w
+        .lab
+        .write_script("marker-script", &format!("touch '{}'\n", marker.display()));
+    let bad = bad_hostnames(&script.display().to_string());
+    let mut statement = String::from("SET session_replication_role = replica;\n");
+    for (i, hostname) in bad.iter().enumerate() {
+        let i = i as u8;
+        statement.push_str(&format!(
+            "INSERT INTO ipmanager.hosts (subnet_id, mac, ip, hostname)
+             SELECT id, '02:00:00:99:{octet:02x}:{:02x}', '10.99.{octet}.{}', '{}'
+             FROM ipmanager.subnets;\n",
+            0x10 + i,
+            30 + i,
+            hostname.replace('\'', "''")
+        ));
+    }
+    // The triggers really were off: the database itself would refuse every one of these rows.
+    w.sql(&statement).await;
+    let good_mac = mac(octet);
+    let good_ip = w.lab.addr(10);
+    let starts = w.lab.dnsmasq_starts();
+    let activations = w.agent.status().activations;
+    w.sql(&format!(
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('{good_mac}', '{good_ip}', 'good')"
+    ))
+    .await;
+    w.agent
+        .wait_status("the valid host to be applied", |s| {
+            s.activations > activations && s.phase == Phase::InSync && s.hosts_served == 1
+        })
+        .await;
+    if layout == "conf" {
+        // There a new host is a restart.
+        w.lab.wait_dnsmasq_ready(starts).await;
+    }
+    // A subnet change makes the agent restart dnsmasq, which then reads every file afresh,
+    // the include file included.
+    let activations = w.agent.status().activations;
+    let starts = w.lab.dnsmasq_starts();
+    let pid = w.lab.dnsmasq_pid();
+    w.sql("UPDATE ipmanager.subnets SET lease_time = '3h'")
+        .await;
+    w.agent
+        .wait_status("the restart", |s| {
+            s.activations > activations && s.phase == Phase::InSync
+        })
+        .await;
+    w.lab.wait_dnsmasq_ready(starts).await;
+    assert_ne!(w.lab.dnsmasq_pid(), pid, "dnsmasq was not restarted");
+    assert_eq!(w.lab.dnsmasq_starts(), starts + 1);
+
+    let status = w.agent.status();
+    assert_eq!(status.rows_skipped, bad.len(), "{status:?}");
+    assert_eq!(status.hosts_served, 1, "{status:?}");
+
+    w.assert_dhcp_gets(&good_mac, good_ip).await;
+    w.assert_resolves("good", good_ip).await;
+    // dnsmasq runs a dhcp-script for every lease it reads at start and for every new lease;
+    // give its helper process a moment before checking that nothing ran.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !marker.exists(),
+        "the injected dhcp-script ran; {}",
+        w.lab.diagnostics()
+    );
+
+    // None of the bad values, nor anything they carry, is in any file dnsmasq reads.
+    let mut served_lines = 0;
+    for file in [
+        w.lab.include_file(),
+        w.lab.hosts_file(),
+        w.lab.addn_hosts_file(),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for needle in [
+            "dhcp-script",
+            "evil",
+            "comment",
+            "space",
+            "aaaaaaaa",
+            "höst",
+            "h#",
+            ",h,",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} contains {needle:?}:\n{text}",
+                file.display()
+            );
+        }
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.is_ascii() && line.len() < 1000, "{line:?}");
+            if line.contains("good") {
+                served_lines += 1;
+            }
+        }
+    }
+    // One reservation line and one name line for the valid host, none for the bad ones.
+    assert_eq!(served_lines, 2, "{}", w.lab.diagnostics());
+    let complaints: Vec<String> = w
+        .lab
+        .log()
+        .lines()
+        .chain(
+            std::fs::read_to_string(w.lab.path("dnsmasq.stderr"))
+                .unwrap_or_default()
+                .lines(),
+        )
+        .filter(|l| {
+            let l = l.to_lowercase();
+            ["bad ", "ignoring", "error", "failed", "illegal", "unknown"]
+                .iter()
+                .any(|word| l.contains(word))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(complaints.is_empty(), "dnsmasq complained: {complaints:?}");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn rows_bypassing_the_checks_never_reach_dnsmasq_with_the_hostsfile_layout() {
+    rows_bypassing_the_checks_never_reach_dnsmasq(20, "hostsfile").await;
+}
+
+#[tokio::test]
+async fn rows_bypassing_the_checks_never_reach_dnsmasq_with_the_conf_layout() {
+    rows_bypassing_the_checks_never_reach_dnsmasq(21, "conf").await;
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use cidr::IpCidr;
 use ipmanager::model::{Host, Snapshot, Subnet};
+use ipmanager::render::check::{check_file, FileKind};
 use ipmanager::render::{
     render, summarize_host_changes, HostChanges, Layout, LayoutKind, Rendered, Row,
 };
@@ -599,6 +600,19 @@ fn check(snapshot: &Snapshot, layout: &Layout) -> Rendered {
     assert_eq!(rendered.hosts.is_none(), conf);
     assert_eq!(rendered.addn_hosts.is_none(), conf);
 
+    // (1b) Every file passes the independent check the agent runs before activating it.
+    for (kind, text) in [
+        (FileKind::Include, Some(&rendered.include)),
+        (FileKind::HostsFile, rendered.hosts.as_ref()),
+        (FileKind::AddnHosts, rendered.addn_hosts.as_ref()),
+    ] {
+        if let Some(text) = text {
+            if let Err(failure) = check_file(kind, text) {
+                panic!("{failure}\n{text}");
+            }
+        }
+    }
+
     // (2) Every line parses strictly.
     let (blocks, mut reservations, mut names) = parse_include(&rendered.include, layout);
     if let (Some(hosts), Some(addn)) = (&rendered.hosts, &rendered.addn_hosts) {
@@ -809,12 +823,17 @@ fn large_snapshot_is_served_whole() {
     eprintln!("rendered 100000 hosts in {elapsed:?}");
     assert_eq!(rendered.skipped, vec![]);
     assert_eq!(rendered.hosts_served, 100_000);
-    assert_eq!(
-        rendered.hosts.unwrap().split_terminator('\n').count(),
-        100_000
-    );
-    assert_eq!(
-        rendered.addn_hosts.unwrap().split_terminator('\n').count(),
-        100_000
+    let hosts = rendered.hosts.unwrap();
+    let addn_hosts = rendered.addn_hosts.unwrap();
+    assert_eq!(hosts.split_terminator('\n').count(), 100_000);
+    assert_eq!(addn_hosts.split_terminator('\n').count(), 100_000);
+    let start = Instant::now();
+    assert_eq!(check_file(FileKind::HostsFile, &hosts), Ok(()));
+    let hosts_elapsed = start.elapsed();
+    assert_eq!(check_file(FileKind::AddnHosts, &addn_hosts), Ok(()));
+    assert_eq!(check_file(FileKind::Include, &rendered.include), Ok(()));
+    eprintln!(
+        "checked the 100000-line hostsfile in {hosts_elapsed:?}, all three files in {:?}",
+        start.elapsed()
     );
 }

@@ -42,8 +42,12 @@
 //! order) already holds its address (a duplicate `dhcp-host` address stops dnsmasq from
 //! starting), or when an earlier host in the same subnet holds its MAC. Every written line is
 //! shorter than [`validate::MAX_LINE_BYTES`]; a row whose line would not be is skipped.
+//!
+//! [`check::check_file`] re-reads a rendered file with an independent strict grammar; the agent
+//! runs it over every staged file and never activates one that fails.
 
 mod changes;
+pub mod check;
 mod lines;
 pub mod validate;
 

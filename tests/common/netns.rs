@@ -217,6 +217,8 @@ pub struct Lab {
     pub octet: u8,
     namespaces_created: Vec<String>,
     supervisor: Option<Supervisor>,
+    /// How the dnsmasq runs stopped by [`Lab::stop_dnsmasq`] ended, for diagnostics.
+    stopped_exits: Vec<String>,
 }
 
 impl Lab {
@@ -251,6 +253,7 @@ impl Lab {
             octet,
             namespaces_created: Vec::new(),
             supervisor: None,
+            stopped_exits: Vec::new(),
         };
         // The first namespace tells whether this machine allows them at all.
         let server_ns = lab.server_ns.clone();
@@ -398,6 +401,81 @@ impl Lab {
             command
         }));
         self.wait_dnsmasq_ready(0).await;
+    }
+
+    /// Stops the supervised dnsmasq for good (until [`Lab::start_dnsmasq`] is called again)
+    /// and removes its pid file, so that a SIGHUP from the agent fails as with no dnsmasq.
+    pub fn stop_dnsmasq(&mut self) {
+        let mut supervisor = self.supervisor.take().expect("dnsmasq was started");
+        supervisor.stop();
+        let exits = supervisor.state.lock().unwrap().exits.clone();
+        self.stopped_exits.extend(exits);
+        match std::fs::remove_file(self.pid_file()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot remove {}: {e}", self.pid_file().display()),
+        }
+    }
+
+    /// Writes an executable, world-readable shell script into the lab directory.
+    pub fn write_script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Starts a long-running DHCP client (udhcpc in the foreground) with `mac`. Its script
+    /// records every event and configures the leased address on the interface, as a real
+    /// client would, so that renewals (unicast from the leased address) work.
+    pub fn dhcp_client(&self, mac: &str) -> DhcpClient {
+        self.ip(&[
+            "-n",
+            &self.client_ns,
+            "link",
+            "set",
+            "dev",
+            &self.client_if,
+            "address",
+            mac,
+        ])
+        .unwrap_or_else(|e| panic!("cannot set the client's MAC: {e}"));
+        let events = self.path("udhcpc-events");
+        let state = self.path("udhcpc-address");
+        let _ = std::fs::remove_file(&events);
+        let _ = std::fs::remove_file(&state);
+        let script = self.write_script(
+            "udhcpc-client-script",
+            &format!(
+                "echo \"$1 $ip\" >> '{events}'\n\
+                 drop() {{ [ -f '{state}' ] && '{ip}' addr del \"$(cat '{state}')/32\" dev \"$interface\" 2>/dev/null; rm -f '{state}'; }}\n\
+                 case \"$1\" in\n\
+                 deconfig|nak|leasefail) drop ;;\n\
+                 bound|renew) [ \"$(cat '{state}' 2>/dev/null)\" = \"$ip\" ] || {{ drop; '{ip}' addr add \"$ip/32\" dev \"$interface\" && echo \"$ip\" > '{state}'; }} ;;\n\
+                 esac\n\
+                 exit 0\n",
+                events = events.display(),
+                state = state.display(),
+                ip = self.tools.ip.display(),
+            ),
+        );
+        let mut command = tokio::process::Command::new(&self.tools.ip);
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .args(&self.tools.udhcpc)
+            .args(["-i", &self.client_if, "-f", "-t", "10", "-T", "1"])
+            .arg("-s")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("udhcpc runs");
+        DhcpClient {
+            child,
+            events,
+            mac: mac.to_owned(),
+        }
     }
 
     fn supervisor_state<T>(&self, f: impl FnOnce(&SupervisorState) -> T) -> T {
@@ -603,6 +681,9 @@ impl Lab {
                 s.starts, s.pid, s.exits
             );
         }
+        if !self.stopped_exits.is_empty() {
+            let _ = write!(text, "\nstopped dnsmasq runs: {:?}", self.stopped_exits);
+        }
         for name in [
             "01-rust-managed.conf",
             "dhcp-hosts",
@@ -610,6 +691,7 @@ impl Lab {
             "leases",
             "dnsmasq.pid",
             "dnsmasq.stderr",
+            "udhcpc-events",
         ] {
             let content = std::fs::read_to_string(self.path(name));
             let _ = write!(text, "\n--- {name}:\n{}", content.unwrap_or_default());
@@ -621,6 +703,56 @@ impl Lab {
             let _ = write!(text, "\n{line}");
         }
         text
+    }
+}
+
+/// A DHCP client that keeps running (and renewing) until dropped; see [`Lab::dhcp_client`].
+pub struct DhcpClient {
+    child: tokio::process::Child,
+    events: PathBuf,
+    pub mac: String,
+}
+
+impl DhcpClient {
+    /// The script events so far, as `EVENT IP` lines (`deconfig `, `bound 10.99.1.10`,
+    /// `nak `, `renew 10.99.1.10`, ...).
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until an event line equal to `event` occurs after the first `after` events.
+    pub async fn wait_event(&mut self, lab: &Lab, event: &str, after: usize) {
+        let deadline = Instant::now() + E2E_DEADLINE;
+        loop {
+            if self.events().iter().skip(after).any(|e| e == event) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "udhcpc exited with {status} before {event:?}: events {:?}; {}",
+                    self.events(),
+                    lab.diagnostics()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for udhcpc event {event:?}: events {:?}; {}",
+                    self.events(),
+                    lab.diagnostics()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Asks the client to renew its lease now (SIGUSR1), as it would at half the lease time.
+    pub fn renew(&self) {
+        let pid = self.child.id().expect("udhcpc is running") as i32;
+        kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("signal udhcpc");
     }
 }
 
