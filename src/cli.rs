@@ -206,6 +206,11 @@ async fn render_files(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// A duration as the configuration file writes it, e.g. `"1m 30s"`.
+fn duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
 fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     let source = match file {
         Some(path) => path.display().to_string(),
@@ -219,19 +224,19 @@ fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     println!("agent.name = {:?}", config.agent.name);
     println!(
         "agent.resync_interval = {:?}",
-        humantime::format_duration(config.agent.resync_interval).to_string()
+        duration(config.agent.resync_interval)
     );
     println!(
         "agent.liveness_interval = {:?}",
-        humantime::format_duration(config.agent.liveness_interval).to_string()
+        duration(config.agent.liveness_interval)
     );
     println!(
         "agent.burst_interval = {:?}",
-        humantime::format_duration(config.agent.burst_interval).to_string()
+        duration(config.agent.burst_interval)
     );
     println!(
         "agent.max_backoff = {:?}",
-        humantime::format_duration(config.agent.max_backoff).to_string()
+        duration(config.agent.max_backoff)
     );
     println!(
         "dnsmasq.layout = {:?}",
@@ -247,7 +252,7 @@ fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     println!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode);
     println!(
         "dnsmasq.command_timeout = {:?}",
-        humantime::format_duration(d.command_timeout).to_string()
+        duration(d.command_timeout)
     );
     Ok(())
 }

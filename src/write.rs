@@ -177,17 +177,8 @@ fn in_parallel<T: Send>(
 /// Replaces `path` atomically but without fsync: for state that must survive the process
 /// dying, not the machine (after a reboot dnsmasq starts afresh and reads every file anyway).
 pub fn replace_volatile(path: &Path, contents: &[u8]) -> Result<(), FileError> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(".ipmanager.")
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(path))
-        .map_err(FileError::new(
-            "cannot create a temporary file beside",
-            path,
-        ))?;
-    temp.write_all(contents)
-        .map_err(FileError::new("cannot write the temporary file for", path))?;
-    temp.persist(path)
+    stage(path, contents, 0o644)?
+        .persist(path)
         .map_err(|e| FileError::new("cannot rename the temporary file over", path)(e.error))?;
     Ok(())
 }
