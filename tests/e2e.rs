@@ -163,6 +163,33 @@ impl World {
         self.agent.wait_in_sync().await;
     }
 
+    /// Runs `statement` and waits until the agent has restarted dnsmasq because of it (the
+    /// conf layout's activation) and the new dnsmasq serves; asserts that it was exactly one
+    /// restart, with a new pid.
+    async fn sql_and_restart(&mut self, statement: &str) {
+        let activations = self.agent.status().activations;
+        let starts = self.lab.dnsmasq_starts();
+        let pid = self.lab.dnsmasq_pid();
+        assert!(pid.is_some(), "no dnsmasq running before {statement}");
+        self.sql(statement).await;
+        self.agent
+            .wait_status("the restart", |s| {
+                s.activations > activations && s.phase == Phase::InSync
+            })
+            .await;
+        self.lab.wait_dnsmasq_ready(starts).await;
+        assert_ne!(
+            self.lab.dnsmasq_pid(),
+            pid,
+            "dnsmasq was not restarted after {statement}"
+        );
+        assert_eq!(self.lab.dnsmasq_starts(), starts + 1, "{statement}");
+    }
+
+    fn include(&self) -> String {
+        std::fs::read_to_string(self.lab.include_file()).unwrap()
+    }
+
     /// Asserts the name and reverse records of a reservation `hostname` → `ip`.
     async fn assert_resolves(&self, hostname: &str, ip: Ipv4Addr) {
         let fqdn = format!("{hostname}.{DOMAIN}");
@@ -401,6 +428,91 @@ async fn with_the_conf_layout_an_inserted_host_is_served_after_a_restart() {
         .contains(&format!("dhcp-host={},{ip},h1\n", mac(OCTET))));
     w.assert_resolves("h1", ip).await;
     w.assert_dhcp_gets(&mac(OCTET), ip).await;
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_conf_layout_an_updated_address_is_served_after_a_restart() {
+    const OCTET: u8 = 22;
+    let Some(mut w) = World::start(OCTET, "conf").await else {
+        return;
+    };
+    let (old, new) = (w.lab.addr(10), w.lab.addr(20));
+    let mac = mac(OCTET);
+    w.sql_and_restart(&insert_host(OCTET, 10)).await;
+    w.assert_dhcp_gets(&mac, old).await;
+    // The restarted dnsmasq reads the client's lease on the old address back.
+    let old_lease = format!(" {mac} {old} h1 ");
+    w.wait_leases("the lease on the old address", |l| {
+        l.len() == 1 && l[0].contains(&old_lease)
+    })
+    .await;
+
+    // In the conf layout the reservation lives in the include file, read only at start.
+    w.sql_and_restart(&format!(
+        "UPDATE ipmanager.hosts SET ip = '{new}' WHERE hostname = 'h1'"
+    ))
+    .await;
+    assert_eq!(w.lab.dnsmasq_starts(), 3);
+    let include = w.include();
+    assert!(
+        include.contains(&format!("dhcp-host={mac},{new},h1\n")),
+        "{include}"
+    );
+    assert!(
+        include.contains(&format!("host-record=h1.{DOMAIN},h1,{new}\n")),
+        "{include}"
+    );
+    assert!(!include.contains(&format!(",{old},")), "{include}");
+    assert!(!include.contains(&format!(",{old}\n")), "{include}");
+    w.assert_resolves("h1", new).await;
+    assert_eq!(w.lab.reverse(old).await, Vec::<String>::new(), "PTR {old}");
+
+    // A fresh request (udhcpc starts with DISCOVER) is given the new reservation, although the
+    // MAC still holds a lease on the old address.
+    let pid = w.lab.dnsmasq_pid();
+    w.assert_dhcp_gets(&mac, new).await;
+    w.assert_resolves("h1", new).await;
+    assert_eq!(w.lab.reverse(old).await, Vec::<String>::new(), "PTR {old}");
+    assert_eq!(w.lab.dnsmasq_pid(), pid, "dnsmasq was restarted");
+    assert_eq!(w.lab.dnsmasq_starts(), 3);
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_conf_layout_a_deleted_host_loses_its_reservation_and_its_name_after_a_restart() {
+    const OCTET: u8 = 23;
+    let Some(mut w) = World::start(OCTET, "conf").await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    let mac = mac(OCTET);
+    w.sql_and_restart(&insert_host(OCTET, 10)).await;
+    w.assert_dhcp_gets(&mac, reserved).await;
+    let lease = format!(" {mac} {reserved} h1 ");
+    w.wait_leases("the lease of h1", |l| l.len() == 1 && l[0].contains(&lease))
+        .await;
+
+    w.sql_and_restart("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
+        .await;
+    assert_eq!(w.lab.dnsmasq_starts(), 3);
+    let include = w.include();
+    assert!(!include.contains("dhcp-host="), "{include}");
+    assert!(!include.contains("host-record="), "{include}");
+    // The restarted dnsmasq read the client's lease back, name included, and keeps answering
+    // the name from it until the client talks to it again; the next exchange moves it into
+    // the pool (dnsmasq pings a pool address first, which takes about 3 s).
+    let pid = w.lab.dnsmasq_pid();
+    let got = w.lab.dhcp(&mac).await.expect("the MAC gets a pool address");
+    assert_ne!(got, reserved);
+    assert!(
+        (w.lab.addr(100)..=w.lab.addr(150)).contains(&got),
+        "{got} is not in the pool"
+    );
+    w.assert_not_resolved("h1", reserved).await;
+    assert_eq!(w.lab.reverse(got).await, Vec::<String>::new(), "PTR {got}");
+    assert_eq!(w.lab.dnsmasq_pid(), pid, "dnsmasq was restarted");
+    assert_eq!(w.lab.dnsmasq_starts(), 3);
     w.finish().await;
 }
 
