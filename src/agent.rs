@@ -22,6 +22,7 @@ use crate::activate::{ActivateError, Activation, Activator};
 use crate::config::Config;
 use crate::db::{self, DbError};
 use crate::listen::Listener;
+use crate::notify::Notifier;
 use crate::render::check::{CheckFailure, FileKind};
 use crate::render::{self, Layout, LayoutKind, Rendered, Skipped};
 use crate::write::{self, FileError};
@@ -65,6 +66,8 @@ pub struct Status {
     pub rows_skipped: usize,
     /// When the files on disk last matched a fresh snapshot, with dnsmasq activated.
     pub last_in_sync: Option<SystemTime>,
+    /// When a file was last replaced or dnsmasq last activated.
+    pub last_applied: Option<SystemTime>,
     pub last_error: Option<String>,
 }
 
@@ -508,9 +511,20 @@ impl Agent {
         let mut resync = tokio::time::interval(agent.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
+        let mut notifier = Notifier::from_env();
+        let watchdog_period = notifier.watchdog_period();
+        let mut watchdog = watchdog_period.map(|period| {
+            let mut tick = tokio::time::interval(period / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        // When the running work started, and whether it was reported as stuck.
+        let mut work_started: Option<Instant> = None;
+        let mut stuck_reported = false;
         tokio::pin!(shutdown);
 
         loop {
+            self.notify_status(&mut notifier);
             if connecting.is_none() && listener.is_none() && is_due(connect_not_before) {
                 connect_not_before = None;
                 let config = listen_config.clone();
@@ -527,10 +541,12 @@ impl Agent {
             if sync_wanted && is_due(sync_at) {
                 dirty = false;
                 last_sync_start = Some(Instant::now());
+                work_started = last_sync_start;
                 work = Some(Box::pin(Arc::clone(&worker).sync(pending)));
             } else if work.is_none() && !dirty && pending.is_some() && is_due(work_not_before) {
                 let worker = Arc::clone(&worker);
                 let owed = pending;
+                work_started = Some(Instant::now());
                 work = Some(Box::pin(async move { worker.activate(owed).await }));
             }
             let sync_waits = work.is_none() && dirty && listener.is_some();
@@ -538,6 +554,7 @@ impl Agent {
             tokio::select! {
                 () = &mut shutdown => {
                     info!("shutting down");
+                    notifier.stopping();
                     return Ok(());
                 }
                 result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
@@ -577,6 +594,8 @@ impl Agent {
                 }
                 outcome = async { work.as_mut().expect("guarded").await }, if work.is_some() => {
                     work = None;
+                    work_started = None;
+                    stuck_reported = false;
                     if outcome.rendered.is_some() {
                         crate::memory::release_free_memory();
                     }
@@ -616,6 +635,30 @@ impl Agent {
                 _ = resync.tick() => {
                     debug!("periodic resync");
                     dirty = true;
+                }
+                // The ping is sent from this loop, so a loop that stops turning stops pinging.
+                // Work runs beside the loop, though, so a hung sync or activation would not stop
+                // it: work that has run longer than the whole watchdog period counts as stuck and
+                // the pings are withheld until it ends, so that the service manager restarts the
+                // agent. Every step of a sync is bounded (snapshot timeout, `command_timeout`),
+                // so WatchdogSec must be longer than the longest a sync may legitimately take.
+                _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                    let period = watchdog_period.expect("a watchdog tick has a period");
+                    let running = work_started.map(|started| started.elapsed());
+                    match running {
+                        Some(running) if running > period => {
+                            if !stuck_reported {
+                                stuck_reported = true;
+                                warn!(
+                                    ?running,
+                                    watchdog = ?period,
+                                    "work is taking longer than the watchdog period; \
+                                     withholding watchdog pings"
+                                );
+                            }
+                        }
+                        _ => notifier.watchdog(),
+                    }
                 }
             }
         }
@@ -674,12 +717,51 @@ impl Agent {
             if outcome.activated.is_some() {
                 s.activations += 1;
             }
+            if !outcome.written.files.is_empty() || outcome.activated.is_some() {
+                s.last_applied = Some(SystemTime::now());
+            }
             if in_sync && outcome.rendered.is_some() {
                 s.last_in_sync = Some(SystemTime::now());
             }
         });
         if in_sync {
             self.set_phase_ok();
+        }
+    }
+
+    /// Tells the service manager what the agent is doing (sent only when the text changes), and
+    /// that it is ready once the first snapshot is on disk and dnsmasq has been told.
+    fn notify_status(&self, notifier: &mut Notifier) {
+        let s = self.status.borrow();
+        let error = s.last_error.as_deref().unwrap_or("unknown error");
+        let text = match s.phase {
+            Phase::Starting => "starting: connecting to the database".to_owned(),
+            Phase::DatabaseUnreachable => format!("database unreachable, retrying: {error}"),
+            Phase::InSync => {
+                let mut text = format!("in sync: {} hosts", s.hosts_served);
+                if s.rows_skipped > 0 {
+                    text.push_str(&format!(" ({} rows skipped)", s.rows_skipped));
+                }
+                if let Some(at) = s.last_applied {
+                    text.push_str(&format!(
+                        ", last change applied {}",
+                        humantime::format_rfc3339_seconds(at)
+                    ));
+                }
+                text
+            }
+            Phase::SyncFailing => format!("sync failing, retrying: {error}"),
+            Phase::ActivationFailing => format!("activation failing, retrying: {error}"),
+            Phase::FilesRejected => {
+                format!("files rejected by check, dnsmasq keeps the old ones: {error}")
+            }
+        };
+        // A retried activation alone can reach InSync; ready means a snapshot is on disk.
+        let ready = s.phase == Phase::InSync && s.last_in_sync.is_some();
+        drop(s);
+        notifier.status(&text);
+        if ready {
+            notifier.ready();
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
+//! - [`notify`]: READY, STATUS, WATCHDOG and STOPPING for systemd (`Type=notify`).
 //! - [`memory`]: allocator settings that keep an idle agent small.
 //! - [`cli`]: the `ipmanager` command line; only `main.rs` uses it.
 
@@ -21,5 +22,6 @@ pub mod db;
 pub mod listen;
 pub mod memory;
 pub mod model;
+pub mod notify;
 pub mod render;
 pub mod write;
