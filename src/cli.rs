@@ -17,6 +17,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const USAGE: u8 = 2;
     pub const DATA_ERR: u8 = 65;
+    pub const NO_PERM: u8 = 77;
     pub const UNAVAILABLE: u8 = 69;
     pub const SOFTWARE: u8 = 70;
     pub const IO_ERR: u8 = 74;
@@ -112,6 +113,12 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if let Some(db) = cause.downcast_ref::<DbError>() {
             return match db {
                 DbError::InvalidUrl(_) => exit::CONFIG,
+                DbError::Postgres(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
+                    exit::NO_PERM
+                }
                 DbError::Postgres(e) if e.as_db_error().is_some() => exit::DATA_ERR,
                 _ => exit::UNAVAILABLE,
             };
