@@ -1,0 +1,110 @@
+//! The man pages and shell completions that `examples/generate_docs.rs` generates: the test
+//! runs the example's own [`generate_docs::generate`] into a temporary directory.
+
+#[allow(dead_code)] // the example's `main` is not used here
+#[path = "../examples/generate_docs.rs"]
+mod generate_docs;
+
+use std::path::Path;
+
+const SUBCOMMANDS: [&str; 4] = ["agent", "migrate", "render", "check-config"];
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+#[test]
+fn generates_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let written = generate_docs::generate(out).unwrap();
+
+    let mut expected: Vec<_> = ["man/ipmanager.1".to_string()]
+        .into_iter()
+        .chain(SUBCOMMANDS.iter().map(|s| format!("man/ipmanager-{s}.1")))
+        .chain(
+            ["ipmanager.bash", "_ipmanager", "ipmanager.fish"]
+                .iter()
+                .map(|f| format!("completions/{f}")),
+        )
+        .map(|p| out.join(p))
+        .collect();
+    let mut written_sorted = written.clone();
+    written_sorted.sort();
+    expected.sort();
+    assert_eq!(written_sorted, expected, "exactly these files are written");
+    let mut on_disk: Vec<_> = ["man", "completions"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(out.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, expected, "nothing else is in OUTDIR");
+
+    let man = read(&out.join("man/ipmanager.1"));
+    assert!(
+        man.starts_with(".ie \\n(.g .ds Aq \\(aq"),
+        "roff: {man:.200}"
+    );
+    assert!(man.contains(".TH ipmanager 1"), "{man}");
+    for sub in SUBCOMMANDS {
+        assert!(
+            man.contains(&format!("ipmanager\\-{}(1)", sub.replace('-', "\\-"))),
+            "{sub} in {man}"
+        );
+    }
+    assert!(man.contains("\\-\\-config"), "--config in {man}");
+    assert!(man.contains("IPMANAGER_CONFIG"), "{man}");
+    assert!(
+        man.contains("IPMANAGER_DATABASE_URL"),
+        "the examples in {man}"
+    );
+    assert!(man.contains("check\\-config \\-c /etc/ipmanager"), "{man}");
+
+    for sub in SUBCOMMANDS {
+        let page = read(&out.join(format!("man/ipmanager-{sub}.1")));
+        assert!(
+            page.contains(&format!(
+                ".TH ipmanager-{sub} 1  \"ipmanager {}\"",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{sub}: {page}"
+        );
+        assert!(
+            page.contains("\\-\\-config"),
+            "global --config in {sub}: {page}"
+        );
+    }
+    let agent = read(&out.join("man/ipmanager-agent.1"));
+    assert!(agent.contains("SIGTERM"), "long about in {agent}");
+
+    let bash = read(&out.join("completions/ipmanager.bash"));
+    let zsh = read(&out.join("completions/_ipmanager"));
+    let fish = read(&out.join("completions/ipmanager.fish"));
+    assert!(bash.contains("complete -F _ipmanager"), "{bash}");
+    assert!(zsh.starts_with("#compdef ipmanager"), "{zsh}");
+    for sub in SUBCOMMANDS {
+        assert!(bash.contains(sub), "{sub} in bash completion");
+        assert!(zsh.contains(sub), "{sub} in zsh completion");
+        assert!(fish.contains(&format!("-a \"{sub}\"")), "{sub} in {fish}");
+    }
+    for completion in [&bash, &zsh, &fish] {
+        assert!(completion.contains("config"), "--config in {completion}");
+    }
+}
+
+#[test]
+fn generation_is_reproducible() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files_a = generate_docs::generate(a.path()).unwrap();
+    generate_docs::generate(b.path()).unwrap();
+    for file in files_a {
+        let relative = file.strip_prefix(a.path()).unwrap();
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            std::fs::read(b.path().join(relative)).unwrap(),
+            "{} differs between two runs",
+            relative.display()
+        );
+    }
+}
