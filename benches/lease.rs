@@ -12,6 +12,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{env_or, ms, stats, Stats};
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -34,13 +37,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const PACE: Duration = Duration::from_millis(300);
 /// The lab's /24 inside the benchmark's /16 (10.99.0.0/16): dnsmasq listens on 10.99.7.1.
 const OCTET: u8 = 7;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if let Err(reason) = prerequisites() {
@@ -490,32 +486,6 @@ impl Drop for AgentRun {
             task.abort();
         }
     }
-}
-
-#[derive(Clone, Copy)]
-struct Stats {
-    median: Duration,
-    p99: Duration,
-}
-
-fn stats(samples: &[Duration]) -> Stats {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Stats {
-            median: Duration::ZERO,
-            p99: Duration::ZERO,
-        };
-    }
-    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        median: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 fn print_report(rows: &[Row], changes: usize) {

@@ -7,6 +7,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{env_or, ms, stats, Stats};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -22,13 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
 const WAIT: Duration = Duration::from_secs(120);
 /// Spacing of measured changes: longer than the agent's default burst interval (100 ms).
 const PACE: Duration = Duration::from_millis(150);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if std::env::var_os(common::TEST_DATABASE_URL_VAR).is_none() {
@@ -471,26 +467,6 @@ impl Notifications {
     fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
-}
-
-#[derive(Clone, Copy)]
-struct Stats {
-    median: Duration,
-    p99: Duration,
-}
-
-fn stats(samples: &[Duration]) -> Stats {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        median: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 fn print_report(rows: &[Row], burst: Option<&Burst>, changes: usize) {

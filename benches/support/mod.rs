@@ -1,0 +1,40 @@
+//! What the benchmarks share: settings from the environment and the median/p99 summary.
+
+use std::time::Duration;
+
+/// `name` parsed from the environment, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median and 99th percentile of a set of samples.
+#[derive(Clone, Copy)]
+pub struct Stats {
+    pub median: Duration,
+    pub p99: Duration,
+}
+
+/// Summarises `samples`; no samples give zeros.
+pub fn stats(samples: &[Duration]) -> Stats {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Stats {
+            median: Duration::ZERO,
+            p99: Duration::ZERO,
+        };
+    }
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+/// Milliseconds with two decimals, for the tables.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
