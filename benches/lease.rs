@@ -14,7 +14,7 @@
 mod common;
 mod support;
 
-use support::{env_or, ms, stats, Stats};
+use support::{env_or, ms, sizes_from_env, stats, Stats};
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -73,15 +73,7 @@ struct Row {
 }
 
 async fn run() {
-    let sizes: Vec<usize> = std::env::var("IPMANAGER_LEASE_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("IPMANAGER_LEASE_BENCH_SIZES: comma-separated numbers")
-        })
-        .collect();
+    let sizes = sizes_from_env("IPMANAGER_LEASE_BENCH_SIZES", "1000,10000");
     let changes: usize = env_or("IPMANAGER_LEASE_BENCH_CHANGES", 30);
     assert!((1..=5000).contains(&changes), "1 to 5000 changes");
     let tools = prerequisites().expect("checked in main");

@@ -9,7 +9,7 @@
 mod common;
 mod support;
 
-use support::{env_or, ms, stats, Stats};
+use support::{env_or, ms, sizes_from_env, stats, Stats};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -54,15 +54,7 @@ struct Row {
 }
 
 async fn run() {
-    let sizes: Vec<usize> = std::env::var("IPMANAGER_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000,100000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("IPMANAGER_BENCH_SIZES: comma-separated numbers")
-        })
-        .collect();
+    let sizes = sizes_from_env("IPMANAGER_BENCH_SIZES", "1000,10000,100000");
     let changes: usize = env_or("IPMANAGER_BENCH_CHANGES", 200);
     let burst: usize = env_or("IPMANAGER_BENCH_BURST", 1000);
     let mut hups = signal(SignalKind::hangup()).expect("SIGHUP handler");

@@ -10,6 +10,19 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Host counts to measure: a comma-separated list in `name`, else `default`.
+pub fn sizes_from_env(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: comma-separated numbers"))
+        })
+        .collect()
+}
+
 /// Median and 99th percentile of a set of samples.
 #[derive(Clone, Copy)]
 pub struct Stats {
