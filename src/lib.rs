@@ -19,6 +19,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod exchange;
 pub mod listen;
 pub mod memory;
 pub mod model;
