@@ -3,9 +3,9 @@
 //! The MAC may use one-digit groups (`8:0:20:1:2:3`, as ether_aton accepts) or dashes. When the
 //! second field is an IPv4 address it is the reservation's address and the hostname is unknown,
 //! unless the line ends in a comment that is exactly one valid hostname (`… 10.0.0.5 # printer`,
-//! what [`export`] writes), which is then taken as the hostname with a note. Otherwise the second
+//! what [`export`](super::export) writes), which is then taken as the hostname with a note. Otherwise the second
 //! field is a hostname (renderer rule) and the address is left for the CLI to allocate. ethers
-//! has no IPv6 and no lease times: an IPv6 address is rejected, and [`export`] leaves IPv6
+//! has no IPv6 and no lease times: an IPv6 address is rejected, and [`export`](super::export) leaves IPv6
 //! reservations and lease times out (saying so in comments).
 
 use std::net::Ipv4Addr;

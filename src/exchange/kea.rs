@@ -16,7 +16,7 @@
 //! subnet, against the subnet (no network or broadcast address). One keyed only by `client-id`,
 //! `duid`, `circuit-id` or `flex-id` is rejected (ipmanager keys reservations by MAC); other
 //! fields (`option-data`, `client-classes`, `next-server`, `prefixes`…) are noted as not kept.
-//! Kea has no per-host lease time; [`export`] writes it as
+//! Kea has no per-host lease time; [`export`](super::export) writes it as
 //! `"user-context": {"ipmanager-lease-seconds": N}`, which is read back.
 //!
 //! Line numbers: serde_json values carry no positions, so a small scanner over the comment-free
@@ -110,7 +110,14 @@ pub fn parse(input: &str) -> Result<Parsed, ExchangeError> {
             "it has neither a Dhcp4 nor a Dhcp6 object".to_owned(),
         ));
     }
-    Ok(reader.parsed)
+    // The walk visits serde_json's sorted keys; report in file order instead (stable, so items
+    // on one line keep their walk order).
+    let mut parsed = reader.parsed;
+    parsed.reservations.sort_by_key(|r| r.line);
+    parsed.subnets.sort_by_key(|s| s.line);
+    parsed.skipped.sort_by_key(|n| n.line);
+    parsed.rejected.sort_by_key(|n| n.line);
+    Ok(parsed)
 }
 
 /// Subnet settings Kea inherits downwards: global → shared network → subnet.

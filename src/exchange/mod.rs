@@ -14,9 +14,9 @@
 //! what it prints parses back to the same reservations (see each format's module for what a
 //! format cannot carry: ethers has no IPv6 and no lease times).
 //!
-//! - [`dnsmasq`]: `dhcp-host=` lines of a dnsmasq config file, and the dhcp-hostsfile format.
-//! - [`ethers`]: `/etc/ethers`.
-//! - [`kea`]: ISC Kea `Dhcp4`/`Dhcp6` JSON with comments.
+//! - [`dnsmasq`][]: `dhcp-host=` lines of a dnsmasq config file, and the dhcp-hostsfile format.
+//! - [`ethers`][]: `/etc/ethers`.
+//! - [`kea`][]: ISC Kea `Dhcp4`/`Dhcp6` JSON with comments.
 
 pub mod dnsmasq;
 pub mod ethers;

@@ -1,6 +1,9 @@
 //! How each dnsmasq line is spelled. These writers append already validated values to a buffer
 //! and decide nothing; [`super`] chooses what is written and checks the result with
 //! [`fits`]. (`write!` into a `String` cannot fail, hence the discarded results.)
+//!
+//! [`crate::exchange`] exports with the same writers, so that an exported `dhcp-host` line is
+//! spelled exactly like a rendered one.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
