@@ -1,6 +1,9 @@
 //! How each dnsmasq line is spelled. These writers append already validated values to a buffer
 //! and decide nothing; [`super`] chooses what is written and checks the result with
 //! [`fits`]. (`write!` into a `String` cannot fail, hence the discarded results.)
+//!
+//! [`crate::exchange`] exports with the same writers, so that an exported `dhcp-host` line is
+//! spelled exactly like a rendered one.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -65,7 +68,7 @@ pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
 
 /// A reservation, `MAC,IP,hostname[,lease]`, after `prefix` (empty in a dhcp-hostsfile,
 /// `dhcp-host=` in a conf file). dnsmasq wants IPv6 addresses in brackets here.
-pub(super) fn dhcp_host(out: &mut String, prefix: &str, host: &Host) {
+pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host) {
     out.push_str(prefix);
     push_mac(out, &host.mac);
     out.push(',');
@@ -116,7 +119,7 @@ fn push_fqdn(out: &mut String, hostname: &str, domain: &str) {
 }
 
 /// An address, bare.
-fn push_ip(out: &mut String, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(ip) => push_ipv4(out, ip),
         IpAddr::V6(ip) => {
@@ -143,7 +146,7 @@ fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase, without going through the formatter: one call per host.
-fn push_mac(out: &mut String, mac: &[u8; 6]) {
+pub(crate) fn push_mac(out: &mut String, mac: &[u8; 6]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, byte) in mac.iter().enumerate() {
         if i > 0 {

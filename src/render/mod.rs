@@ -48,7 +48,7 @@
 
 mod changes;
 pub mod check;
-mod lines;
+pub(crate) mod lines;
 pub mod validate;
 
 use std::collections::HashMap;

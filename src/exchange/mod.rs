@@ -1,0 +1,336 @@
+//! Import and export formats for reservations (dnsmasq, ethers, dhcp-hostsfile, ISC Kea): pure
+//! parsing and printing, no I/O and no database.
+//!
+//! [`parse`] turns a file into [`Reservation`]s (and, for Kea, [`SubnetHint`]s) and accounts for
+//! every line it did not keep: a line that is not a reservation at all goes to
+//! [`Parsed::skipped`], a reservation that cannot be kept goes to [`Parsed::rejected`], and a
+//! kept reservation lists what was dropped from it in [`Reservation::notes`]. Only a file that is
+//! unusable as a whole (Kea JSON that does not parse) is an [`ExchangeError`].
+//!
+//! Field rules are the renderer's ([`crate::render::validate`]): a value the agent would refuse
+//! to write is refused here too, so an import never stores what the agent cannot serve.
+//!
+//! [`export`] prints a [`Snapshot`] in any format, hosts ordered by subnet cidr then address, and
+//! what it prints parses back to the same reservations (see each format's module for what a
+//! format cannot carry: ethers has no IPv6 and no lease times).
+//!
+//! - [`dnsmasq`][]: `dhcp-host=` lines of a dnsmasq config file, and the dhcp-hostsfile format.
+//! - [`ethers`][]: `/etc/ethers`.
+//! - [`kea`][]: ISC Kea `Dhcp4`/`Dhcp6` JSON with comments.
+
+pub mod dnsmasq;
+pub mod ethers;
+pub mod kea;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cidr::IpCidr;
+
+use crate::model::{Host, Snapshot, Subnet};
+use crate::render::validate;
+
+/// A file format that can be imported and exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A dnsmasq config file; its `dhcp-host=` lines are the reservations.
+    Dnsmasq,
+    /// `/etc/ethers`: `MAC IP-or-hostname` per line.
+    Ethers,
+    /// A dnsmasq `--dhcp-hostsfile`: the value of a `dhcp-host=` line per line.
+    Hostsfile,
+    /// An ISC Kea DHCPv4/DHCPv6 JSON configuration.
+    Kea,
+}
+
+impl Format {
+    /// Every format, in the order the command line lists them.
+    pub const ALL: [Format; 4] = [
+        Format::Dnsmasq,
+        Format::Ethers,
+        Format::Hostsfile,
+        Format::Kea,
+    ];
+
+    /// The name [`FromStr`] accepts and [`fmt::Display`] prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Dnsmasq => "dnsmasq",
+            Format::Ethers => "ethers",
+            Format::Hostsfile => "hostsfile",
+            Format::Kea => "kea",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = ExchangeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|format| format.name() == text)
+            .ok_or_else(|| ExchangeError::UnknownFormat(text.to_owned()))
+    }
+}
+
+/// One reservation read from a file. Only `mac` is certain: a file may leave the address to be
+/// allocated (ethers with a hostname, a dnsmasq line without an address) or give no name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// 1-based line where the reservation is (Kea: where its object starts).
+    pub line: usize,
+    pub mac: [u8; 6],
+    pub ip: Option<IpAddr>,
+    pub hostname: Option<String>,
+    /// Per-host lease time in seconds, as [`Host::lease_seconds`]; infinite is `u32::MAX`.
+    pub lease_seconds: Option<i64>,
+    /// What the file said about this reservation that is not kept, e.g. `tag set:voip not kept`.
+    pub notes: Vec<String>,
+}
+
+/// A subnet described by the file (Kea only): the CLI may offer to create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetHint {
+    /// 1-based line where the subnet's object starts.
+    pub line: usize,
+    pub cidr: IpCidr,
+    /// The first pool, as the dynamic range.
+    pub range: Option<(IpAddr, IpAddr)>,
+    /// The `routers` option (IPv4 only).
+    pub gateway: Option<IpAddr>,
+    /// `valid-lifetime`, inherited from the shared network or global level when not set here.
+    pub lease_seconds: Option<i64>,
+    /// The `domain-name` option, inherited like the lease time.
+    pub domain: Option<String>,
+}
+
+/// A line (or Kea object) that was not kept, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// 1-based line; 0 when unknown.
+    pub line: usize,
+    /// The line, trimmed (Kea: the object as compact JSON).
+    pub text: String,
+    pub reason: String,
+}
+
+/// Everything [`parse`] found in a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub reservations: Vec<Reservation>,
+    pub subnets: Vec<SubnetHint>,
+    /// Lines that are not reservations (other dnsmasq options, extra Kea pools…).
+    pub skipped: Vec<Note>,
+    /// Reservations that cannot be kept (bad field, no MAC, several MACs…).
+    pub rejected: Vec<Note>,
+}
+
+/// Why a whole file cannot be used, or a format name is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("unknown format '{0}': expected one of dnsmasq, ethers, hostsfile, kea")]
+    UnknownFormat(String),
+    #[error("Kea configuration is not valid JSON at line {line}, column {column}: {message}")]
+    KeaSyntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("Kea configuration has an unterminated /* comment starting at line {line}")]
+    KeaComment { line: usize },
+    #[error("Kea configuration is not usable: {0}")]
+    KeaStructure(String),
+}
+
+/// Reads `input` as `format`. See the format modules for what each keeps, notes and rejects.
+pub fn parse(format: Format, input: &str) -> Result<Parsed, ExchangeError> {
+    match format {
+        Format::Dnsmasq => Ok(dnsmasq::parse(input, dnsmasq::Flavour::Conf)),
+        Format::Hostsfile => Ok(dnsmasq::parse(input, dnsmasq::Flavour::Hostsfile)),
+        Format::Ethers => Ok(ethers::parse(input)),
+        Format::Kea => kea::parse(input),
+    }
+}
+
+/// Prints `snapshot` as `format`: deterministic, hosts by subnet cidr then address. A host or
+/// subnet that fails the renderer's validation is not printed; text formats say so in a comment
+/// line (without the offending value), like the renderer's skipped rows.
+pub fn export(format: Format, snapshot: &Snapshot) -> String {
+    let plan = ExportPlan::new(snapshot);
+    match format {
+        Format::Dnsmasq => dnsmasq::export(&plan, dnsmasq::Flavour::Conf),
+        Format::Hostsfile => dnsmasq::export(&plan, dnsmasq::Flavour::Hostsfile),
+        Format::Ethers => ethers::export(&plan),
+        Format::Kea => kea::export(&plan),
+    }
+}
+
+/// What every exporter prints, already validated and ordered.
+pub(crate) struct ExportPlan<'a> {
+    /// Valid subnets by cidr then id.
+    pub subnets: Vec<&'a Subnet>,
+    /// Valid hosts with their (valid) subnet, by subnet cidr then address; hosts whose subnet is
+    /// not in the snapshot come last, by address.
+    pub hosts: Vec<(Option<&'a Subnet>, &'a Host)>,
+    /// `what id: reason` for every row left out.
+    pub left_out: Vec<String>,
+}
+
+impl<'a> ExportPlan<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        let mut left_out = Vec::new();
+        let mut subnets: Vec<&Subnet> = Vec::new();
+        for subnet in &snapshot.subnets {
+            match validate::subnet(subnet) {
+                Ok(()) => subnets.push(subnet),
+                Err(reason) => left_out.push(format!("subnet {}: {reason}", subnet.id)),
+            }
+        }
+        subnets.sort_by_key(|s| (s.cidr, s.id));
+        let mut hosts = Vec::new();
+        for host in &snapshot.hosts {
+            let subnet = subnets.iter().copied().find(|s| s.id == host.subnet_id);
+            let check = match subnet {
+                Some(subnet) => validate::host(host, subnet),
+                // The subnet is unknown or invalid: the host's own fields still must be safe.
+                None => validate::hostname(&host.hostname)
+                    .and_then(|()| validate::mac(&host.mac))
+                    .and_then(|()| host.lease_seconds.map_or(Ok(()), validate::lease_seconds)),
+            };
+            match check {
+                Ok(()) => hosts.push((subnet, host)),
+                Err(reason) => left_out.push(format!("host {}: {reason}", host.id)),
+            }
+        }
+        // `None` sorts first for Option; hosts without a subnet go last, hence the flag.
+        hosts.sort_by_key(|(subnet, host)| {
+            (
+                subnet.is_none(),
+                subnet.map(|s| (s.cidr, s.id)),
+                host.ip,
+                host.id,
+            )
+        });
+        ExportPlan {
+            subnets,
+            hosts,
+            left_out,
+        }
+    }
+
+    /// The header comment of a text format, then one comment per row left out.
+    pub fn header(&self, comment: &str, format: Format) -> String {
+        let mut out = format!(
+            "{comment} Exported by ipmanager ({format}): {} reservations\n",
+            self.hosts.len()
+        );
+        for line in &self.left_out {
+            out.push_str(&format!("{comment} not exported: {line}\n"));
+        }
+        out
+    }
+}
+
+/// A MAC address as import files write it: six groups of hex digits separated by `:` or all by
+/// `-`, any case. With `:` a group may be one digit (`8:0:20:1:2:3`, as ether_aton and Kea
+/// accept); with `-` each group must be two digits, so that a hostname like `a-b-c-d-e-f` is not
+/// mistaken for a MAC. Kea's bare `1a1b1c1d1e1f` is accepted too. The error names the field and
+/// the rule without quoting the value.
+pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    if text.contains('*') {
+        return Err(
+            "MAC address contains the wildcard '*': ipmanager reserves for one \
+                    exact MAC"
+                .to_owned(),
+        );
+    }
+    let groups: Vec<&str> = if text.contains(':') {
+        text.split(':').collect()
+    } else if text.contains('-') {
+        text.split('-').collect()
+    } else if text.len() == 12 {
+        (0..6).map(|i| &text[2 * i..2 * i + 2]).collect()
+    } else {
+        return Err("MAC address is not six hex bytes separated by ':' or '-'".to_owned());
+    };
+    let dash = !text.contains(':') && text.contains('-');
+    if groups.len() != 6 {
+        return Err(format!(
+            "MAC address has {} bytes, an Ethernet MAC has 6",
+            groups.len()
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (byte, group) in mac.iter_mut().zip(&groups) {
+        let ok_len = if dash {
+            group.len() == 2
+        } else {
+            (1..=2).contains(&group.len())
+        };
+        if !ok_len || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("MAC address is not six hex bytes separated by ':' or '-'".to_owned());
+        }
+        *byte = u8::from_str_radix(group, 16).map_err(|e| e.to_string())?;
+    }
+    validate::mac(&mac)?;
+    Ok(mac)
+}
+
+/// A hostname from a file: the renderer's rule, with the field named in the message.
+pub(crate) fn check_hostname(name: &str) -> Result<String, String> {
+    validate::hostname(name)?;
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in Format::ALL {
+            assert_eq!(format.to_string().parse::<Format>(), Ok(format));
+        }
+        assert!("Kea".parse::<Format>().is_err());
+        assert_eq!(
+            "csv".parse::<Format>().unwrap_err().to_string(),
+            "unknown format 'csv': expected one of dnsmasq, ethers, hostsfile, kea"
+        );
+    }
+
+    #[test]
+    fn mac_spellings() {
+        let want = [0x52, 0x54, 0x00, 0xab, 0x0c, 0x01];
+        for text in [
+            "52:54:00:ab:0c:01",
+            "52:54:00:AB:0C:01",
+            "52-54-00-ab-0c-01",
+            "52:54:0:ab:c:1",
+            "525400ab0c01",
+        ] {
+            assert_eq!(parse_mac(text), Ok(want), "{text}");
+        }
+        for (text, reason) in [
+            ("52:54:00:ab:0c", "MAC address has 5 bytes"),
+            ("52:54:00:ab:0c:01:02", "MAC address has 7 bytes"),
+            ("52:54:00:zz:0c:01", "MAC address is not six hex bytes"),
+            ("52:54:00:ab:0c:*", "MAC address contains the wildcard"),
+            ("5-54-00-ab-0c-01", "MAC address is not six hex bytes"),
+            ("52:54:00:ab:0c:001", "MAC address is not six hex bytes"),
+            ("01:00:5e:00:00:01", "MAC address is a multicast"),
+            ("00:00:00:00:00:00", "MAC address is all zeros"),
+            ("laptop", "MAC address is not six hex bytes"),
+        ] {
+            let error = parse_mac(text).unwrap_err();
+            assert!(error.starts_with(reason), "{text}: {error}");
+        }
+    }
+}
