@@ -5,7 +5,8 @@
 //! cargo run --release --example generate_docs -- OUTDIR
 //! ```
 //!
-//! writes `OUTDIR/man/ipmanager.1`, one `OUTDIR/man/ipmanager-SUBCOMMAND.1` per subcommand, and
+//! writes `OUTDIR/man/ipmanager.1`, one `OUTDIR/man/ipmanager-SUBCOMMAND.1` per subcommand (nested ones as
+//! `ipmanager-host-add.1`), and
 //! `OUTDIR/completions/{ipmanager.bash,_ipmanager,ipmanager.fish}` (bash, zsh, fish).
 //! `tests/docs.rs` includes this file and calls [`generate`], so the test checks this code.
 
@@ -29,16 +30,19 @@ pub fn generate(outdir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut cmd = ipmanager::cli::Cli::command();
     let mut written = Vec::new();
 
-    // The top-level page, then one page per visible subcommand (named `ipmanager-SUB.1`),
+    // The top-level page, then one page per visible subcommand at any depth (`ipmanager-SUB.1`,
+    // `ipmanager-SUB-SUB.1`),
     // exactly as clap_mangen::generate_to does, but recording the file names.
     // Every page's footer names the package version (subcommands carry none of their own).
     let mut man_cmd = cmd.clone().disable_help_subcommand(true);
     man_cmd.build();
     let source = format!("ipmanager {}", env!("CARGO_PKG_VERSION"));
     let page = |c: &clap::Command| clap_mangen::Man::new(c.clone()).source(source.clone());
-    written.push(page(&man_cmd).generate_to(&man_dir)?);
-    for sub in man_cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        written.push(page(sub).generate_to(&man_dir)?);
+    // build() names nested commands `ipmanager-host-add`, which becomes the page's file name.
+    let mut pending = vec![&man_cmd];
+    while let Some(command) = pending.pop() {
+        written.push(page(command).generate_to(&man_dir)?);
+        pending.extend(command.get_subcommands().filter(|s| !s.is_hide_set()));
     }
 
     let bin_name = cmd.get_name().to_string();

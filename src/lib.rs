@@ -12,9 +12,12 @@
 //! - [`agent`]: the long-running loop that ties them together.
 //! - [`notify`]: READY, STATUS, WATCHDOG and STOPPING for systemd (`Type=notify`).
 //! - [`memory`]: allocator settings that keep an idle agent small.
+//! - [`admin`]: subnets, reservations, sync status, audit log and import, as the CLI uses them.
+//! - [`exchange`]: import and export formats (dnsmasq, ethers, dhcp-hostsfile, ISC Kea).
 //! - [`cli`]: the `ipmanager` command line; only `main.rs` uses it.
 
 pub mod activate;
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;

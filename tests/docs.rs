@@ -7,7 +7,31 @@ mod generate_docs;
 
 use std::path::Path;
 
-const SUBCOMMANDS: [&str; 4] = ["agent", "migrate", "render", "check-config"];
+/// Every command with a page of its own; the top-level page lists the first level.
+const SUBCOMMANDS: [&str; 10] = [
+    "host",
+    "subnet",
+    "status",
+    "log",
+    "import",
+    "export",
+    "agent",
+    "migrate",
+    "render",
+    "check-config",
+];
+const NESTED: [&str; 10] = [
+    "host-add",
+    "host-set",
+    "host-rm",
+    "host-show",
+    "host-list",
+    "subnet-add",
+    "subnet-set",
+    "subnet-rm",
+    "subnet-show",
+    "subnet-list",
+];
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -21,7 +45,12 @@ fn generates_man_pages_and_completions() {
 
     let mut expected: Vec<_> = ["man/ipmanager.1".to_string()]
         .into_iter()
-        .chain(SUBCOMMANDS.iter().map(|s| format!("man/ipmanager-{s}.1")))
+        .chain(
+            SUBCOMMANDS
+                .iter()
+                .chain(&NESTED)
+                .map(|s| format!("man/ipmanager-{s}.1")),
+        )
         .chain(
             ["ipmanager.bash", "_ipmanager", "ipmanager.fish"]
                 .iter()
@@ -59,7 +88,7 @@ fn generates_man_pages_and_completions() {
         man.contains("IPMANAGER_DATABASE_URL"),
         "the examples in {man}"
     );
-    assert!(man.contains("check\\-config \\-c /etc/ipmanager"), "{man}");
+    assert!(man.contains("host add \\-\\-mac"), "{man}");
 
     for sub in SUBCOMMANDS {
         let page = read(&out.join(format!("man/ipmanager-{sub}.1")));

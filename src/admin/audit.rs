@@ -1,0 +1,144 @@
+//! Reading the audit log (`ipmanager.audit_log`), which triggers fill on every change of hosts
+//! and subnets.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use eui48::MacAddress;
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use super::{subnets, timestamp, HostRef, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub db_user: String,
+    pub application_name: Option<String>,
+    pub client_addr: Option<IpAddr>,
+    pub table_name: String,
+    pub operation: String,
+    pub row_id: i64,
+    pub old: Option<serde_json::Value>,
+    pub new: Option<serde_json::Value>,
+}
+
+impl AuditEntry {
+    /// The row's state after the change, or before it for deletions.
+    fn latest(&self) -> Option<&serde_json::Value> {
+        self.new.as_ref().or(self.old.as_ref())
+    }
+
+    /// A short name for the changed row: `web1 (10.0.0.5)` or `lan (10.0.0.0/24)`.
+    pub fn subject(&self) -> String {
+        let field = |name: &str| {
+            self.latest()
+                .and_then(|row| row.get(name))
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_owned()
+        };
+        match self.table_name.as_str() {
+            "hosts" => format!("host {} ({})", field("hostname"), field("ip")),
+            "subnets" => format!("subnet {} ({})", field("name"), field("cidr")),
+            other => format!("{other} {}", self.row_id),
+        }
+    }
+
+    /// What changed: `ip: 10.0.0.5 -> 10.0.0.6` for updates; empty otherwise.
+    pub fn changes(&self) -> Vec<String> {
+        let (Some(old), Some(new)) = (
+            self.old.as_ref().and_then(|v| v.as_object()),
+            self.new.as_ref().and_then(|v| v.as_object()),
+        ) else {
+            return Vec::new();
+        };
+        new.iter()
+            .filter(|(key, _)| key.as_str() != "updated_at")
+            .filter(|(key, value)| old.get(*key) != Some(*value))
+            .map(|(key, value)| {
+                let show = |v: Option<&serde_json::Value>| match v {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => "null".to_owned(),
+                };
+                format!("{key}: {} -> {}", show(old.get(key)), show(Some(value)))
+            })
+            .collect()
+    }
+}
+
+/// Which entries `log` returns.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Changes of reservations with this MAC, IP or name (before or after the change).
+    pub host: Option<HostRef>,
+    /// Changes of this subnet and of reservations in it.
+    pub subnet: Option<String>,
+    pub since: Option<SystemTime>,
+    /// The newest this many entries.
+    pub limit: i64,
+}
+
+/// Entries matching `filter`, oldest first.
+pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<AuditEntry>> {
+    let subnet_id = match &filter.subnet {
+        Some(reference) => Some(subnets::resolve(client, reference).await?.id),
+        None => None,
+    };
+    let (mac, ip, name) = match &filter.host {
+        Some(HostRef::Mac(mac)) => (Some(MacAddress::new(*mac)), None, None),
+        Some(HostRef::Ip(ip)) => (None, Some(*ip), None),
+        Some(HostRef::Name(name)) => (None, None, Some(name.clone())),
+        None => (None, None, None),
+    };
+    let host_filter = filter.host.is_some();
+    // jsonb holds the canonical text forms (macaddr and inet output), so the parameters are
+    // compared through the same casts.
+    let rows = client
+        .query(
+            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+                    row_id, old, new \
+             FROM ( \
+                 SELECT * FROM ipmanager.audit_log a \
+                 WHERE ($1::timestamptz IS NULL OR a.at >= $1) \
+                   AND (NOT $2 OR (a.table_name = 'hosts' AND ( \
+                        ($3::macaddr IS NOT NULL AND $3::text IN (a.old->>'mac', a.new->>'mac')) \
+                     OR ($4::inet IS NOT NULL AND host($4) IN (a.old->>'ip', a.new->>'ip')) \
+                     OR ($5::text IS NOT NULL AND lower($5) IN (lower(a.old->>'hostname'), \
+                                                                lower(a.new->>'hostname')))))) \
+                   AND ($6::bigint IS NULL \
+                        OR (a.table_name = 'subnets' AND a.row_id = $6) \
+                        OR (a.table_name = 'hosts' AND $6::text IN (a.old->>'subnet_id', \
+                                                                    a.new->>'subnet_id'))) \
+                 ORDER BY a.id DESC LIMIT $7 \
+             ) newest ORDER BY id",
+            &[
+                &filter.since,
+                &host_filter,
+                &mac,
+                &ip,
+                &name,
+                &subnet_id,
+                &filter.limit,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                id: row.try_get(0)?,
+                at: timestamp(row.try_get(1)?),
+                db_user: row.try_get(2)?,
+                application_name: row.try_get(3)?,
+                client_addr: row.try_get(4)?,
+                table_name: row.try_get(5)?,
+                operation: row.try_get(6)?,
+                row_id: row.try_get(7)?,
+                old: row.try_get(8)?,
+                new: row.try_get(9)?,
+            })
+        })
+        .collect()
+}

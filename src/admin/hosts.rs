@@ -1,0 +1,326 @@
+//! Reservations (`ipmanager.hosts`): add with a given or allocated address, change, remove,
+//! find by MAC, IP or name, and list.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use eui48::MacAddress;
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row};
+
+use super::subnets::{self, SubnetRef};
+use super::validate::{self, format_mac};
+use super::{timestamp, AdminError, HostRef, Result};
+
+/// One reservation as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRow {
+    pub id: i64,
+    pub subnet: String,
+    pub mac: String,
+    pub ip: IpAddr,
+    pub hostname: String,
+    pub enabled: bool,
+    /// Per-host lease time in seconds; `None` inherits the subnet's.
+    pub lease_seconds: Option<i64>,
+    pub comment: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const SELECT_HOSTS: &str = "\
+    SELECT h.id, s.name, h.mac, h.ip, h.hostname, h.enabled, \
+           extract(epoch FROM h.lease_time)::bigint, h.comment, h.created_at, h.updated_at \
+    FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id";
+
+fn host_row(row: &Row) -> Result<HostRow> {
+    Ok(HostRow {
+        id: row.try_get(0)?,
+        subnet: row.try_get(1)?,
+        mac: format_mac(&row.try_get::<_, MacAddress>(2)?.to_array()),
+        ip: row.try_get(3)?,
+        hostname: row.try_get(4)?,
+        enabled: row.try_get(5)?,
+        lease_seconds: row.try_get(6)?,
+        comment: row.try_get(7)?,
+        created_at: timestamp(row.try_get::<_, SystemTime>(8)?),
+        updated_at: timestamp(row.try_get::<_, SystemTime>(9)?),
+    })
+}
+
+/// Where a new reservation's address comes from.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// This address; its subnet is the enabled one containing it unless one is named.
+    Ip { ip: IpAddr, subnet: Option<String> },
+    /// The next free address of this subnet (`ipmanager.allocate_host`).
+    Allocate { subnet: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub mac: [u8; 6],
+    pub hostname: String,
+    pub placement: Placement,
+    pub lease: Option<Duration>,
+    pub comment: Option<String>,
+    pub enabled: bool,
+}
+
+/// Seconds as the `bigint * interval '1 second'` the statements below multiply out.
+fn lease_param(lease: Option<Duration>) -> Option<i64> {
+    lease.map(|l| l.as_secs() as i64)
+}
+
+/// Adds a reservation and returns it as stored (with its allocated or normalised address).
+pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> {
+    validate::hostname(&new.hostname).map_err(AdminError::Invalid)?;
+    let mac = MacAddress::new(new.mac);
+    let lease = lease_param(new.lease);
+    let id: i64 = match &new.placement {
+        Placement::Ip { ip, subnet } => {
+            let subnet_id = match subnet {
+                Some(reference) => {
+                    let subnet = subnets::resolve(client, reference).await?;
+                    validate::host_address("hosts.ip", *ip, &subnet.name, subnet.cidr)
+                        .map_err(AdminError::Invalid)?;
+                    Some(subnet.id)
+                }
+                None => None,
+            };
+            client
+                .query_one(
+                    "INSERT INTO ipmanager.hosts \
+                         (subnet_id, mac, ip, hostname, enabled, lease_time, comment) \
+                     VALUES ($1, $2, $3, $4, $5, $6::bigint * interval '1 second', $7) \
+                     RETURNING id",
+                    &[
+                        &subnet_id,
+                        &mac,
+                        ip,
+                        &new.hostname,
+                        &new.enabled,
+                        &lease,
+                        &new.comment,
+                    ],
+                )
+                .await?
+                .try_get(0)?
+        }
+        Placement::Allocate { subnet } => client
+            .query_one(
+                "SELECT (ipmanager.allocate_host($1, $2, $3, \
+                         $4::bigint * interval '1 second', $5, $6)).id",
+                &[
+                    &mac,
+                    &new.hostname,
+                    subnet,
+                    &lease,
+                    &new.comment,
+                    &new.enabled,
+                ],
+            )
+            .await?
+            .try_get(0)?,
+    };
+    by_id(client, id).await
+}
+
+async fn by_id(client: &impl GenericClient, id: i64) -> Result<HostRow> {
+    let row = client
+        .query_one(&format!("{SELECT_HOSTS} WHERE h.id = $1"), &[&id])
+        .await?;
+    host_row(&row)
+}
+
+/// Every reservation `reference` names, optionally only in one subnet. A MAC address or a
+/// name may have a reservation in several subnets; an IP address has at most one.
+pub async fn find(
+    client: &impl GenericClient,
+    reference: &HostRef,
+    subnet: Option<&str>,
+) -> Result<Vec<HostRow>> {
+    find_rows(client, reference, subnet, "").await
+}
+
+async fn find_rows(
+    client: &impl GenericClient,
+    reference: &HostRef,
+    subnet: Option<&str>,
+    locking: &str,
+) -> Result<Vec<HostRow>> {
+    let subnet_id = match subnet {
+        Some(reference) => Some(subnets::resolve(client, reference).await?.id),
+        None => None,
+    };
+    let (mac, ip, name) = match reference {
+        HostRef::Mac(mac) => (Some(MacAddress::new(*mac)), None, None),
+        HostRef::Ip(ip) => (None, Some(*ip), None),
+        HostRef::Name(name) => (None, None, Some(name.as_str())),
+    };
+    let rows = client
+        .query(
+            &format!(
+                "{SELECT_HOSTS} \
+                 WHERE ($1::macaddr IS NULL OR h.mac = $1) \
+                   AND ($2::inet IS NULL OR h.ip = $2) \
+                   AND ($3::text IS NULL OR lower(h.hostname) = lower($3)) \
+                   AND ($4::bigint IS NULL OR h.subnet_id = $4) \
+                 ORDER BY s.name, h.ip {locking}"
+            ),
+            &[&mac, &ip, &name, &subnet_id],
+        )
+        .await?;
+    rows.iter().map(host_row).collect()
+}
+
+/// The one reservation `reference` names, locked for the rest of the transaction.
+async fn find_one_for_update(
+    client: &impl GenericClient,
+    reference: &HostRef,
+    subnet: Option<&str>,
+) -> Result<HostRow> {
+    let mut rows = find_rows(client, reference, subnet, "FOR UPDATE OF h").await?;
+    match rows.len() {
+        0 => Err(not_found(reference, subnet)),
+        1 => Ok(rows.remove(0)),
+        n => Err(AdminError::Ambiguous(format!(
+            "host {reference} matches {n} reservations (in subnets {}): add --subnet to pick one",
+            rows.iter()
+                .map(|h| validate::quote(&h.subnet))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+pub fn not_found(reference: &HostRef, subnet: Option<&str>) -> AdminError {
+    let place = subnet
+        .map(|s| format!(" in subnet {}", validate::quote(s)))
+        .unwrap_or_default();
+    AdminError::NotFound(format!(
+        "host {reference} not found{place}: no reservation has this MAC address, IP address or \
+         host name"
+    ))
+}
+
+/// The fields `host set` may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct HostChange {
+    pub ip: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    pub hostname: Option<String>,
+    pub enabled: Option<bool>,
+    /// `Some(None)` returns to the subnet's lease time.
+    pub lease: Option<Option<Duration>>,
+    /// `Some(None)` removes the comment.
+    pub comment: Option<Option<String>>,
+}
+
+/// Changes one reservation; returns it before and after. An IP address outside the current
+/// subnet moves the reservation to the enabled subnet that contains it.
+pub async fn set(
+    client: &impl GenericClient,
+    reference: &HostRef,
+    subnet: Option<&str>,
+    change: &HostChange,
+) -> Result<(HostRow, HostRow)> {
+    if let Some(name) = &change.hostname {
+        validate::hostname(name).map_err(AdminError::Invalid)?;
+    }
+    let old = find_one_for_update(client, reference, subnet).await?;
+    let mac = change
+        .mac
+        .map(|m| format_mac(&m))
+        .unwrap_or_else(|| old.mac.clone());
+    let ip = change.ip.unwrap_or(old.ip);
+    let hostname = change
+        .hostname
+        .clone()
+        .unwrap_or_else(|| old.hostname.clone());
+    let enabled = change.enabled.unwrap_or(old.enabled);
+    let lease_seconds = match change.lease {
+        Some(lease) => lease_param(lease),
+        None => old.lease_seconds,
+    };
+    let comment = change
+        .comment
+        .clone()
+        .unwrap_or_else(|| old.comment.clone());
+    let unchanged = mac == old.mac
+        && ip == old.ip
+        && hostname == old.hostname
+        && enabled == old.enabled
+        && lease_seconds == old.lease_seconds
+        && comment == old.comment;
+    if unchanged {
+        return Err(AdminError::NothingToDo(format!(
+            "host {reference} already has these values: nothing to change"
+        )));
+    }
+    let new_mac = change.mac.map(MacAddress::new);
+    client
+        .execute(
+            "UPDATE ipmanager.hosts h \
+             SET mac = coalesce($2, h.mac), ip = $3, hostname = $4, enabled = $5, \
+                 lease_time = $6::bigint * interval '1 second', comment = $7, \
+                 subnet_id = CASE WHEN $3::inet <<= s.cidr THEN h.subnet_id END \
+             FROM ipmanager.subnets s \
+             WHERE h.id = $1 AND s.id = h.subnet_id",
+            &[
+                &old.id,
+                &new_mac,
+                &ip,
+                &hostname,
+                &enabled,
+                &lease_seconds,
+                &comment,
+            ],
+        )
+        .await?;
+    let new = by_id(client, old.id).await?;
+    Ok((old, new))
+}
+
+/// Removes one reservation and returns it.
+pub async fn remove(
+    client: &impl GenericClient,
+    reference: &HostRef,
+    subnet: Option<&str>,
+) -> Result<HostRow> {
+    let host = find_one_for_update(client, reference, subnet).await?;
+    client
+        .execute("DELETE FROM ipmanager.hosts WHERE id = $1", &[&host.id])
+        .await?;
+    Ok(host)
+}
+
+/// Reservations, optionally of one subnet and matching a text in name, MAC, IP or comment.
+pub async fn list(
+    client: &impl GenericClient,
+    subnet: Option<&str>,
+    search: Option<&str>,
+) -> Result<Vec<HostRow>> {
+    let subnet: Option<SubnetRef> = match subnet {
+        Some(reference) => Some(subnets::resolve(client, reference).await?),
+        None => None,
+    };
+    let subnet_id = subnet.map(|s| s.id);
+    // strpos rather than LIKE, so that '%' and '_' in the search text mean themselves.
+    let rows = client
+        .query(
+            &format!(
+                "{SELECT_HOSTS} \
+                 WHERE ($1::bigint IS NULL OR h.subnet_id = $1) \
+                   AND ($2::text IS NULL \
+                        OR strpos(lower(h.hostname), lower($2)) > 0 \
+                        OR strpos(h.mac::text, lower($2)) > 0 \
+                        OR strpos(host(h.ip), lower($2)) > 0 \
+                        OR strpos(lower(coalesce(h.comment, '')), lower($2)) > 0) \
+                 ORDER BY s.name, h.ip"
+            ),
+            &[&subnet_id, &search],
+        )
+        .await?;
+    rows.iter().map(host_row).collect()
+}

@@ -1,0 +1,141 @@
+//! "Is my change live?": the agents' sync status as they record it in `ipmanager.agent_status`,
+//! read through `ipmanager.sync_status` and `ipmanager.change_applied`, and waiting until a
+//! committed change has reached every live agent.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_postgres::GenericClient;
+
+use super::{timestamp, Result};
+
+/// One agent's row of `ipmanager.sync_status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSync {
+    pub name: String,
+    pub db_user: String,
+    pub host: Option<String>,
+    pub version: Option<String>,
+    pub phase: String,
+    /// Reported within the last three heartbeats.
+    pub alive: bool,
+    pub seen_at: String,
+    pub started_at: Option<String>,
+    pub applied_at: Option<String>,
+    /// Its applied snapshot includes every committed change.
+    pub up_to_date: bool,
+    /// When the oldest change it has not applied was made.
+    pub behind_since: Option<String>,
+    pub pending_changes: i64,
+    pub files_hash: Option<String>,
+    pub hosts: Option<i32>,
+    pub rows_skipped: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+fn optional_time(at: Option<SystemTime>) -> Option<String> {
+    at.map(timestamp)
+}
+
+/// Every agent that has ever reported, by name.
+pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
+    let rows = client
+        .query(
+            "SELECT name, db_user::text, host, version, phase, alive, seen_at, started_at, \
+                    applied_at, up_to_date, behind_since, pending_changes, files_hash, hosts, \
+                    rows_skipped, last_error, last_error_at \
+             FROM ipmanager.sync_status ORDER BY name",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AgentSync {
+                name: row.try_get(0)?,
+                db_user: row.try_get(1)?,
+                host: row.try_get(2)?,
+                version: row.try_get(3)?,
+                phase: row.try_get(4)?,
+                alive: row.try_get(5)?,
+                seen_at: timestamp(row.try_get(6)?),
+                started_at: optional_time(row.try_get(7)?),
+                applied_at: optional_time(row.try_get(8)?),
+                up_to_date: row.try_get(9)?,
+                behind_since: optional_time(row.try_get(10)?),
+                pending_changes: row.try_get(11)?,
+                files_hash: row.try_get(12)?,
+                hosts: row.try_get(13)?,
+                rows_skipped: row.try_get(14)?,
+                last_error: row.try_get(15)?,
+                last_error_at: optional_time(row.try_get(16)?),
+            })
+        })
+        .collect()
+}
+
+/// The id of the caller's transaction (`pg_current_xact_id()`), to be taken inside the
+/// transaction that makes a change and waited for after it commits.
+pub async fn current_change(client: &impl GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await?
+        .try_get(0)?)
+}
+
+/// Whether one agent has applied a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentApplied {
+    pub name: String,
+    pub alive: bool,
+    pub applied: bool,
+    pub phase: String,
+    pub last_error: Option<String>,
+}
+
+pub async fn change_applied(
+    client: &impl GenericClient,
+    change: &str,
+) -> Result<Vec<AgentApplied>> {
+    let rows = client
+        .query(
+            "SELECT name, alive, applied, phase, last_error \
+             FROM ipmanager.change_applied($1::text::xid8) ORDER BY name",
+            &[&change],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AgentApplied {
+                name: row.try_get(0)?,
+                alive: row.try_get(1)?,
+                applied: row.try_get(2)?,
+                phase: row.try_get(3)?,
+                last_error: row.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// How long `wait_applied` sleeps between looks. Agents apply a change within tens of
+/// milliseconds, so a coarser poll would be most of the wait.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Polls until every live agent has applied `change` or `timeout` passes; returns the last
+/// answer. Agents that are not alive are not waited for (the caller reports them).
+pub async fn wait_applied(
+    client: &impl GenericClient,
+    change: &str,
+    timeout: Duration,
+) -> Result<Vec<AgentApplied>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let agents = change_applied(client, change).await?;
+        let done = agents.iter().all(|a| a.applied || !a.alive);
+        if done || Instant::now() >= deadline {
+            return Ok(agents);
+        }
+        tokio::time::sleep(POLL_INTERVAL.min(deadline - Instant::now())).await;
+    }
+}

@@ -1,0 +1,334 @@
+//! Checks of admin input before the database is asked, worded exactly as the database's
+//! triggers word them, so that the CLI and psql users read the same sentence for the same
+//! mistake. The database stays the authority; these only save a round trip and catch input
+//! that cannot even be sent (a MAC address in no known notation).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use cidr::IpCidr;
+
+use crate::render::validate;
+
+/// The rule text of `ipmanager.is_valid_dns_name`, as the triggers append it.
+const DNS_NAME_RULE: &str = "only letters, digits and inner hyphens in dot-separated labels of \
+    at most 63 characters, 253 in all, no trailing dot, last label not all digits (RFC 1123)";
+const UNICAST_RULE: &str = "a DHCP reservation needs the unicast MAC address of a real interface";
+const LEASE_RULE: &str =
+    "a lease time must be a whole number of seconds between 2 minutes and 10 years";
+/// `interval '10 years'` in seconds, as PostgreSQL counts it (365.25 days a year).
+const MAX_LEASE: Duration = Duration::from_secs(315_576_000);
+const MIN_LEASE: Duration = Duration::from_secs(120);
+
+/// PostgreSQL's literal quoting, as `quote_literal()` prints values in the triggers' messages.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Parses a MAC address in the notations PostgreSQL's `macaddr` accepts (colons, hyphens,
+/// Cisco dots, two halves, or twelve bare hex digits; any case) and checks that it can be
+/// reserved. Returns the six octets.
+pub fn mac(text: &str) -> Result<[u8; 6], String> {
+    let octets = parse_mac(text.trim()).ok_or_else(|| {
+        format!(
+            "hosts.mac {} is not a MAC address: give six hexadecimal octets, e.g. \
+             52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456",
+            quote(text)
+        )
+    })?;
+    let shown = format_mac(&octets);
+    if octets == [0; 6] {
+        return Err(format!(
+            "hosts.mac {shown} is the all-zero address: {UNICAST_RULE}"
+        ));
+    }
+    if octets[0] & 1 == 1 {
+        let kind = if octets == [0xff; 6] {
+            "broadcast"
+        } else {
+            "multicast"
+        };
+        return Err(format!(
+            "hosts.mac {shown} is a {kind} address (lowest bit of the first octet set): \
+             {UNICAST_RULE}"
+        ));
+    }
+    Ok(octets)
+}
+
+/// True when `text` is a MAC address in one of the accepted notations (valid or not for a
+/// reservation); used to tell `host show MAC|IP|NAME` arguments apart.
+pub fn looks_like_mac(text: &str) -> bool {
+    parse_mac(text.trim()).is_some()
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    // Group sizes between separators, as macaddr's input function accepts them.
+    let groups: Vec<&str> = text.split([':', '-', '.']).collect();
+    let sizes: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let separators: Vec<char> = text.chars().filter(|c| ":-.".contains(*c)).collect();
+    let consistent = separators.windows(2).all(|w| w[0] == w[1]);
+    let shape_ok = match sizes.as_slice() {
+        [2, 2, 2, 2, 2, 2] => consistent && separators[0] != '.',
+        [4, 4, 4] => consistent,
+        [6, 6] => separators[0] != '.',
+        [12] => true,
+        _ => false,
+    };
+    if !shape_ok
+        || !groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    let hex: String = groups.concat();
+    let mut octets = [0u8; 6];
+    for (i, octet) in octets.iter_mut().enumerate() {
+        *octet = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(octets)
+}
+
+/// The canonical form PostgreSQL prints: lowercase, colon-separated.
+pub fn format_mac(octets: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = octets;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// A host name, with the two messages of the hosts_validate trigger.
+pub fn hostname(name: &str) -> Result<(), String> {
+    let last_label_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()));
+    if validate::domain(name).is_err() || last_label_numeric {
+        return Err(format!(
+            "hosts.hostname {} is not a valid hostname: {DNS_NAME_RULE}",
+            quote(name)
+        ));
+    }
+    if validate::hostname(name).is_err() {
+        return Err(format!(
+            "hosts.hostname {} is not usable as a hostname: dnsmasq reads ignore, infinite and \
+             digits with an s/m/h/d/w suffix as a keyword or lease time",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+/// A subnet's DNS domain.
+pub fn domain(name: &str) -> Result<(), String> {
+    let last_label_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()));
+    if validate::domain(name).is_err() || last_label_numeric {
+        return Err(format!(
+            "subnets.domain {} is not a valid domain name: {DNS_NAME_RULE}",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+/// A subnet name.
+pub fn subnet_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(format!(
+            "subnets.name {} is not a valid subnet name: 1 to 63 letters, digits, '-', '_' or \
+             '.', starting with a letter or digit",
+            quote(name)
+        ))
+    }
+}
+
+/// A lease time as admins write it: `3600` (seconds), `12h`, `2h 30m`, `7d`.
+pub fn lease_time(column: &str, text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    let lease = parsed.map_err(|_| {
+        format!(
+            "{column} {} is not a lease time: give seconds or a duration such as 45m, 12h or 7d",
+            quote(text)
+        )
+    })?;
+    if lease.subsec_nanos() != 0 || !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        return Err(format!(
+            "{column} {} ({} seconds) is out of range: {LEASE_RULE}",
+            quote(text),
+            lease.as_secs_f64()
+        ));
+    }
+    Ok(lease)
+}
+
+/// An IP address, in either family.
+pub fn ip(column: &str, text: &str) -> Result<IpAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{column} {} is not an IP address: give e.g. 192.0.2.10 or 2001:db8::10",
+            quote(text)
+        )
+    })
+}
+
+/// A network in CIDR notation; host bits must be zero, as PostgreSQL's cidr type demands.
+pub fn cidr(text: &str) -> Result<IpCidr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "subnets.cidr {} is not a network: give it as address/prefix with the host bits zero, \
+             e.g. 192.0.2.0/24 or 2001:db8:1::/64",
+            quote(text)
+        )
+    })
+}
+
+/// The address-in-subnet rule, worded as `ipmanager.host_address_problem` words it.
+pub fn host_address(
+    column: &str,
+    ip: IpAddr,
+    subnet_name: &str,
+    net: IpCidr,
+) -> Result<(), String> {
+    if validate::host_address(ip, net).is_ok() {
+        return Ok(());
+    }
+    let family = |v4: bool| if v4 { 4 } else { 6 };
+    Err(if ip.is_ipv4() != net.is_ipv4() {
+        format!(
+            "{column} {ip} is an IPv{} address but subnet {} ({net:#}) is IPv{}: an address must \
+             be of its subnet's family (IPv4 and IPv6 never mix in one subnet)",
+            family(ip.is_ipv4()),
+            quote(subnet_name),
+            family(net.is_ipv4())
+        )
+    } else if !net.contains(&ip) {
+        format!(
+            "{column} {ip} is outside subnet {} ({net:#}): an address must lie inside its subnet",
+            quote(subnet_name)
+        )
+    } else {
+        let which = if ip == net.first_address() {
+            "network"
+        } else {
+            "broadcast"
+        };
+        format!(
+            "{column} {ip} is the {which} address of subnet {} ({net:#}): in an IPv4 subnet \
+             larger than /31 the network and broadcast addresses cannot be given to a machine",
+            quote(subnet_name)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_notations_normalise_to_the_canonical_form() {
+        for text in [
+            "52:54:00:AB:cd:01",
+            "52-54-00-ab-cd-01",
+            "5254.00ab.cd01",
+            "5254-00ab-cd01",
+            "525400:abcd01",
+            "525400-abcd01",
+            "525400abcd01",
+        ] {
+            assert_eq!(
+                format_mac(&mac(text).unwrap()),
+                "52:54:00:ab:cd:01",
+                "{text}"
+            );
+        }
+        for text in [
+            "52:54:00:ab:cd",
+            "52:54-00:ab:cd:01",
+            "5254.00ab.cd0g",
+            "",
+            "52:54:00:ab:cd:01:02",
+        ] {
+            assert!(
+                mac(text).unwrap_err().contains("is not a MAC address"),
+                "{text}"
+            );
+        }
+        assert!(mac("01:00:5e:00:00:01")
+            .unwrap_err()
+            .contains("is a multicast address"));
+        assert!(mac("ff:ff:ff:ff:ff:ff")
+            .unwrap_err()
+            .contains("is a broadcast address"));
+        assert!(mac("00:00:00:00:00:00").unwrap_err().contains("all-zero"));
+    }
+
+    #[test]
+    fn hostnames_get_the_triggers_words() {
+        assert!(hostname("web-1.example").is_ok());
+        assert_eq!(
+            hostname("bad_name").unwrap_err(),
+            format!("hosts.hostname 'bad_name' is not a valid hostname: {DNS_NAME_RULE}")
+        );
+        assert!(hostname("host.123")
+            .unwrap_err()
+            .contains("not a valid hostname"));
+        assert!(hostname("12h")
+            .unwrap_err()
+            .contains("not usable as a hostname"));
+        assert!(hostname("Ignore")
+            .unwrap_err()
+            .contains("not usable as a hostname"));
+    }
+
+    #[test]
+    fn lease_times_accept_seconds_and_units_within_bounds() {
+        assert_eq!(
+            lease_time("hosts.lease_time", "3600").unwrap().as_secs(),
+            3600
+        );
+        assert_eq!(
+            lease_time("hosts.lease_time", "12h").unwrap().as_secs(),
+            43_200
+        );
+        assert_eq!(
+            lease_time("hosts.lease_time", "2h 30m").unwrap().as_secs(),
+            9000
+        );
+        assert!(lease_time("hosts.lease_time", "60")
+            .unwrap_err()
+            .contains("is out of range"));
+        assert!(lease_time("hosts.lease_time", "soon")
+            .unwrap_err()
+            .contains("is not a lease time"));
+    }
+
+    #[test]
+    fn addresses_outside_or_at_the_edges_of_a_subnet_are_explained() {
+        let net: IpCidr = "10.0.0.0/24".parse().unwrap();
+        let check = |ip: &str| host_address("hosts.ip", ip.parse().unwrap(), "lan", net);
+        assert!(check("10.0.0.5").is_ok());
+        assert!(check("10.0.1.5")
+            .unwrap_err()
+            .contains("is outside subnet 'lan' (10.0.0.0/24)"));
+        assert!(check("10.0.0.0")
+            .unwrap_err()
+            .contains("is the network address"));
+        assert!(check("10.0.0.255")
+            .unwrap_err()
+            .contains("is the broadcast address"));
+        assert!(check("2001:db8::1")
+            .unwrap_err()
+            .contains("is an IPv6 address"));
+    }
+}

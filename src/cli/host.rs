@@ -1,0 +1,333 @@
+//! `ipmanager host …`: reservations from the shell.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::output::{self, Format, OutputArgs};
+use super::sync::WaitArgs;
+use super::Session;
+use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
+use crate::admin::{validate, AdminError, HostRef};
+
+const HOST_EXAMPLES: &str = "\
+Examples:
+  ipmanager host add --mac 52:54:00:12:34:56 --hostname printer --subnet office
+  ipmanager host add --mac 5254.0012.3457 --hostname nas --ip 10.1.0.20 --wait
+  ipmanager host set printer --ip 10.1.0.30 --comment 'moved to 2nd floor'
+  ipmanager host show 52:54:00:12:34:56
+  ipmanager host list --subnet office --search print -o json
+  ipmanager host rm 10.1.0.30";
+
+/// Add, change, remove, show and list DHCP reservations.
+#[derive(Debug, Subcommand)]
+#[command(after_help = HOST_EXAMPLES)]
+pub enum HostCommand {
+    /// Reserve an address for a MAC: the one given with --ip, or the next free address of a
+    /// subnet (outside its dynamic range; never the gateway, network or broadcast address).
+    #[command(after_help = HOST_EXAMPLES)]
+    Add(AddArgs),
+    /// Change a reservation's IP, MAC, name, enabled state, lease time or comment.
+    #[command(after_help = HOST_EXAMPLES)]
+    Set(SetArgs),
+    /// Remove a reservation.
+    #[command(after_help = HOST_EXAMPLES)]
+    Rm(RmArgs),
+    /// Show the reservations a MAC address, IP address or host name refers to.
+    Show(ShowArgs),
+    /// List reservations.
+    #[command(after_help = HOST_EXAMPLES)]
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("address").required(true).multiple(true).args(["ip", "subnet"]))]
+pub struct AddArgs {
+    /// Hardware address: 52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456.
+    #[arg(long)]
+    mac: String,
+    /// Host name (RFC 1123; unique within the subnet, ignoring case).
+    #[arg(long)]
+    hostname: String,
+    /// The address to reserve; its subnet is the enabled subnet containing it.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Subnet (name or CIDR) to allocate the next free address in; with --ip, the subnet the
+    /// address must belong to.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Lease time for this host, e.g. 12h or 3600 (default: the subnet's).
+    #[arg(long, value_name = "DURATION")]
+    lease_time: Option<String>,
+    /// Free text for admins; never served.
+    #[arg(long)]
+    comment: Option<String>,
+    /// Store the reservation without serving it yet.
+    #[arg(long)]
+    disabled: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The reservation: its MAC address, IP address or host name.
+    host: String,
+    /// Only look in this subnet (name or CIDR), for a MAC or name reserved in several.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// New address; one outside the current subnet moves the host to the subnet containing it.
+    #[arg(long)]
+    ip: Option<String>,
+    /// New hardware address.
+    #[arg(long)]
+    mac: Option<String>,
+    /// New host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Serve the reservation.
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Keep the reservation but stop serving it.
+    #[arg(long)]
+    disable: bool,
+    /// New lease time (e.g. 12h), or "default" for the subnet's.
+    #[arg(long, value_name = "DURATION|default")]
+    lease_time: Option<String>,
+    /// New comment; an empty one removes it.
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The reservation: its MAC address, IP address or host name.
+    host: String,
+    /// Only look in this subnet (name or CIDR).
+    #[arg(long)]
+    subnet: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A MAC address, IP address or host name.
+    host: String,
+    /// Only look in this subnet (name or CIDR).
+    #[arg(long)]
+    subnet: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only reservations in this subnet (name or CIDR).
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Only reservations whose name, MAC, IP or comment contains this text (ignoring case).
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn invalid(message: String) -> anyhow::Error {
+    AdminError::Invalid(message).into()
+}
+
+fn lease(text: Option<&str>) -> Result<Option<Option<Duration>>> {
+    Ok(match text {
+        None => None,
+        Some("default") => Some(None),
+        Some(text) => Some(Some(
+            validate::lease_time("hosts.lease_time", text).map_err(invalid)?,
+        )),
+    })
+}
+
+pub async fn run(command: HostCommand, session: &mut Session) -> Result<()> {
+    match command {
+        HostCommand::Add(args) => add(args, session).await,
+        HostCommand::Set(args) => set(args, session).await,
+        HostCommand::Rm(args) => rm(args, session).await,
+        HostCommand::Show(args) => show(args, session).await,
+        HostCommand::List(args) => list(args, session).await,
+    }
+}
+
+async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
+    let mac = validate::mac(&args.mac).map_err(invalid)?;
+    validate::hostname(&args.hostname).map_err(invalid)?;
+    let placement = match (args.ip.as_deref(), args.subnet) {
+        (Some(ip), subnet) => Placement::Ip {
+            ip: validate::ip("hosts.ip", ip).map_err(invalid)?,
+            subnet,
+        },
+        (None, Some(subnet)) => Placement::Allocate { subnet },
+        (None, None) => unreachable!("clap requires --ip or --subnet"),
+    };
+    let new = NewHost {
+        mac,
+        hostname: args.hostname,
+        placement,
+        lease: lease(args.lease_time.as_deref())?.flatten(),
+        comment: args.comment.filter(|c| !c.is_empty()),
+        enabled: !args.disabled,
+    };
+    let row = session
+        .change(&args.wait, |tx| {
+            Box::pin(async move { hosts::add(tx, &new).await })
+        })
+        .await?;
+    print_one(&row, args.output.output, "added");
+    session.finish_wait(&args.wait).await
+}
+
+async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
+    let reference = HostRef::parse(&args.host)?;
+    let change = HostChange {
+        ip: args
+            .ip
+            .as_deref()
+            .map(|ip| validate::ip("hosts.ip", ip))
+            .transpose()
+            .map_err(invalid)?,
+        mac: args
+            .mac
+            .as_deref()
+            .map(validate::mac)
+            .transpose()
+            .map_err(invalid)?,
+        hostname: args.hostname,
+        enabled: match (args.enable, args.disable) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        lease: lease(args.lease_time.as_deref())?,
+        comment: args.comment.map(|c| Some(c).filter(|c| !c.is_empty())),
+    };
+    let nothing_requested = change.ip.is_none()
+        && change.mac.is_none()
+        && change.hostname.is_none()
+        && change.enabled.is_none()
+        && change.lease.is_none()
+        && change.comment.is_none();
+    if nothing_requested {
+        return Err(AdminError::NothingToDo(
+            "nothing to change: give at least one of --ip, --mac, --hostname, --enable, \
+             --disable, --lease-time or --comment"
+                .to_owned(),
+        )
+        .into());
+    }
+    let subnet = args.subnet;
+    let (_, new) = session
+        .change(&args.wait, |tx| {
+            Box::pin(async move { hosts::set(tx, &reference, subnet.as_deref(), &change).await })
+        })
+        .await?;
+    print_one(&new, args.output.output, "changed");
+    session.finish_wait(&args.wait).await
+}
+
+async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
+    let reference = HostRef::parse(&args.host)?;
+    let subnet = args.subnet;
+    let row = session
+        .change(&args.wait, |tx| {
+            Box::pin(async move { hosts::remove(tx, &reference, subnet.as_deref()).await })
+        })
+        .await?;
+    print_one(&row, args.output.output, "removed");
+    session.finish_wait(&args.wait).await
+}
+
+async fn show(args: ShowArgs, session: &mut Session) -> Result<()> {
+    let reference = HostRef::parse(&args.host)?;
+    let rows = hosts::find(session.client(), &reference, args.subnet.as_deref()).await?;
+    if rows.is_empty() {
+        return Err(hosts::not_found(&reference, args.subnet.as_deref()).into());
+    }
+    match args.output.output {
+        Format::Json => print!("{}", output::json(&rows)),
+        Format::Table => {
+            let blocks: Vec<String> = rows.iter().map(details).collect();
+            print!("{}", blocks.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
+    let rows = hosts::list(
+        session.client(),
+        args.subnet.as_deref(),
+        args.search.as_deref(),
+    )
+    .await?;
+    match args.output.output {
+        Format::Json => print!("{}", output::json(&rows)),
+        Format::Table => print!(
+            "{}",
+            output::table(
+                &["HOSTNAME", "IP", "MAC", "SUBNET", "LEASE", "STATE", "COMMENT"],
+                &[6],
+                rows.iter().map(|h| {
+                    vec![
+                        h.hostname.clone(),
+                        h.ip.to_string(),
+                        h.mac.clone(),
+                        h.subnet.clone(),
+                        output::lease(h.lease_seconds),
+                        state(h.enabled),
+                        h.comment.clone().unwrap_or_default(),
+                    ]
+                }),
+            )
+        ),
+    }
+    Ok(())
+}
+
+fn state(enabled: bool) -> String {
+    if enabled { "on" } else { "off" }.to_owned()
+}
+
+fn details(host: &HostRow) -> String {
+    output::fields(&[
+        ("hostname", host.hostname.clone()),
+        ("ip", host.ip.to_string()),
+        ("mac", host.mac.clone()),
+        ("subnet", host.subnet.clone()),
+        (
+            "enabled",
+            if host.enabled { "yes" } else { "no" }.to_owned(),
+        ),
+        ("lease time", output::lease(host.lease_seconds)),
+        ("comment", output::or_dash(host.comment.as_deref())),
+        ("created", host.created_at.clone()),
+        ("updated", host.updated_at.clone()),
+    ])
+}
+
+fn print_one(host: &HostRow, format: Format, verb: &str) {
+    match format {
+        Format::Json => print!("{}", output::json(host)),
+        Format::Table => println!(
+            "{verb} host {} {} {} in subnet {}",
+            host.hostname, host.ip, host.mac, host.subnet
+        ),
+    }
+}

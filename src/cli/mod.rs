@@ -1,0 +1,344 @@
+//! The `ipmanager` command line: argument parsing, logging set-up, and exit codes. Only the
+//! binary uses this module; the library never imports it.
+
+mod audit;
+mod exchange;
+mod host;
+mod output;
+mod service;
+mod subnet;
+mod sync;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Transaction};
+
+use crate::admin::{self, AdminError};
+use crate::config::{Config, ConfigError};
+use crate::db::{self, DbError};
+use crate::model::Snapshot;
+use crate::write::FileError;
+
+/// sysexits-style exit codes, so that scripts and systemd can tell failures apart.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Not found, or nothing to do.
+    pub const NOT_FOUND: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const DATA_ERR: u8 = 65;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const IO_ERR: u8 = 74;
+    /// `--wait` timed out: the change is committed but not yet live everywhere.
+    pub const TEMP_FAIL: u8 = 75;
+    pub const NO_PERM: u8 = 77;
+    pub const CONFIG: u8 = 78;
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  ipmanager subnet add 10.1.0.0/24 --name office --range 10.1.0.100-10.1.0.199 --gateway 10.1.0.1
+  ipmanager host add --mac 52:54:00:12:34:56 --hostname printer --subnet office --wait
+  ipmanager host list --search printer
+  ipmanager status                           which agents have applied the latest change
+  ipmanager log --host printer --since 1d
+  ipmanager import /etc/kea/kea-dhcp4.conf --format kea --dry-run
+  ipmanager migrate                          apply the schema (as a role that may create it)
+  IPMANAGER_DATABASE_URL=postgresql://ipmanager_agent@db/ipmanager ipmanager agent
+
+Exit codes: 0 ok, 1 not found or nothing to do, 2 usage, 65 rejected data, 69 database
+unavailable, 74 I/O error, 75 --wait timed out, 77 permission denied, 78 bad configuration.
+
+Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
+overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
+
+/// Keeps dnsmasq's DHCP reservations and DNS names equal to a PostgreSQL database.
+#[derive(Debug, Parser)]
+#[command(name = "ipmanager", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Configuration file; without it, /etc/ipmanager/ipmanager.toml is read when it exists.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "IPMANAGER_CONFIG",
+        help_heading = "Global options"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, change, remove, show and list DHCP reservations.
+    #[command(subcommand)]
+    Host(host::HostCommand),
+    /// Add, change, remove, show and list subnets.
+    #[command(subcommand)]
+    Subnet(subnet::SubnetCommand),
+    /// Show every agent: up to date or behind, since when, last error.
+    Status(sync::StatusArgs),
+    /// Show the audit log of changes to hosts and subnets.
+    Log(audit::LogArgs),
+    /// Import reservations from a dnsmasq, ethers, dhcp-hostsfile or ISC Kea file.
+    Import(exchange::ImportArgs),
+    /// Write all served reservations in a dnsmasq, ethers, dhcp-hostsfile or ISC Kea format.
+    Export(exchange::ExportArgs),
+    /// Run the sync agent in the foreground (as the systemd service does) until SIGTERM/SIGINT.
+    ///
+    /// LISTENs for changes, takes a consistent snapshot, writes dnsmasq's files atomically when
+    /// they differ and signals or restarts dnsmasq. While the database is unreachable the files
+    /// on disk stay as they are and dnsmasq keeps serving them.
+    Agent,
+    /// Create or upgrade the database schema (idempotent; safe to run on every upgrade).
+    Migrate,
+    /// Print the files the agent would write, from the current database; writes nothing.
+    Render,
+    /// Validate the configuration and print the effective settings (password hidden).
+    CheckConfig,
+}
+
+/// One admin command's database connection, and the change it made for `--wait`.
+pub struct Session {
+    client: Client,
+    config: tokio_postgres::Config,
+    change: Option<String>,
+}
+
+type ChangeFuture<'t, T> = Pin<Box<dyn Future<Output = admin::Result<T>> + Send + 't>>;
+
+impl Session {
+    async fn connect(config: &Config, command: &str) -> Result<Session> {
+        let pg = db::connection_config(
+            config.database_url.expose(),
+            &format!("ipmanager {command}"),
+        )?;
+        let client = db::connect(&pg)
+            .await
+            .map_err(|e| anyhow::Error::new(Unreachable(e)))
+            .with_context(|| format!("cannot connect to {}", config.database_url))?;
+        Ok(Session {
+            client,
+            config: pg,
+            change: None,
+        })
+    }
+
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Runs `op` in a transaction of its own; with `--wait`, remembers the transaction for
+    /// [`Session::finish_wait`].
+    async fn change<T>(
+        &mut self,
+        wait: &sync::WaitArgs,
+        op: impl for<'t> FnOnce(&'t Transaction<'t>) -> ChangeFuture<'t, T>,
+    ) -> Result<T> {
+        let tx = self.client.transaction().await?;
+        let result = op(&tx).await?;
+        if wait.wait {
+            self.change = Some(admin::sync::current_change(&tx).await?);
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// [`Session::change`] without `--wait`.
+    async fn change_now<T>(
+        &mut self,
+        op: impl for<'t> FnOnce(&'t Transaction<'t>) -> ChangeFuture<'t, T>,
+    ) -> Result<T> {
+        let tx = self.client.transaction().await?;
+        let result = op(&tx).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn finish_wait(&self, wait: &sync::WaitArgs) -> Result<()> {
+        match (&self.change, wait.wait) {
+            (Some(change), true) => sync::wait_for(self, change, wait.timeout).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything the agents serve, read as the agent reads it.
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let pool = db::pool(self.config.clone());
+        Ok(db::take_snapshot(&pool, 0).await?)
+    }
+}
+
+/// The database could not be reached at all (as opposed to refusing a statement).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct Unreachable(DbError);
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    let config = match Config::from_process_env(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return report(&anyhow::Error::new(error)),
+    };
+    init_logging(&config.log_level);
+    crate::memory::tune_allocator();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return report(&anyhow::Error::new(error).context("cannot start the runtime"))
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent => service::run_agent(config).await,
+            Command::Migrate => service::migrate(&config).await,
+            Command::Render => service::render_files(&config).await,
+            Command::CheckConfig => service::check_config(&config, cli.config),
+            admin_command => run_admin(admin_command, &config).await,
+        }
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints the error with its whole cause chain and picks the exit code from its kind.
+fn report(error: &anyhow::Error) -> u8 {
+    eprintln!("ipmanager: error: {error:#}");
+    exit_code(error)
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.is::<ConfigError>() {
+            return exit::CONFIG;
+        }
+        if cause.is::<Unreachable>() {
+            return exit::UNAVAILABLE;
+        }
+        if cause.is::<sync::NotLive>() {
+            return exit::TEMP_FAIL;
+        }
+        if let Some(admin) = cause.downcast_ref::<AdminError>() {
+            return match admin {
+                AdminError::NotFound(_) | AdminError::NothingToDo(_) => exit::NOT_FOUND,
+                AdminError::Ambiguous(_) => exit::USAGE,
+                AdminError::Invalid(_) => exit::DATA_ERR,
+                AdminError::Db(db) => db_exit_code(db),
+            };
+        }
+        if let Some(db) = cause.downcast_ref::<DbError>() {
+            return db_exit_code(db);
+        }
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return db_exit_code_of(pg);
+        }
+        if cause.is::<FileError>() || cause.is::<std::io::Error>() {
+            return exit::IO_ERR;
+        }
+    }
+    exit::SOFTWARE
+}
+
+fn db_exit_code(db: &DbError) -> u8 {
+    match db {
+        DbError::InvalidUrl(_) => exit::CONFIG,
+        DbError::Postgres(e) => db_exit_code_of(e),
+        _ => exit::UNAVAILABLE,
+    }
+}
+
+fn db_exit_code_of(error: &tokio_postgres::Error) -> u8 {
+    match error.code() {
+        Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => exit::NO_PERM,
+        // The schema is missing or older than this binary: see missing_schema_hint.
+        Some(code)
+            if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION =>
+        {
+            exit::UNAVAILABLE
+        }
+        Some(_) => exit::DATA_ERR,
+        None => exit::UNAVAILABLE,
+    }
+}
+
+/// Commands that administer the database's content through one connection.
+async fn run_admin(command: Command, config: &Config) -> Result<()> {
+    let name = match &command {
+        Command::Host(_) => "host",
+        Command::Subnet(_) => "subnet",
+        Command::Status(_) => "status",
+        Command::Log(_) => "log",
+        Command::Import(_) => "import",
+        Command::Export(_) => "export",
+        _ => unreachable!("service commands are dispatched in run"),
+    };
+    let mut session = Session::connect(config, name).await?;
+    let result = match command {
+        Command::Host(command) => host::run(command, &mut session).await,
+        Command::Subnet(command) => subnet::run(command, &mut session).await,
+        Command::Status(args) => sync::status(args, &mut session).await,
+        Command::Log(args) => audit::run(args, &mut session).await,
+        Command::Import(args) => exchange::import(args, &mut session).await,
+        Command::Export(args) => exchange::export(args, &mut session).await,
+        _ => unreachable!("service commands are dispatched in run"),
+    };
+    result.map_err(missing_schema_hint)
+}
+
+/// A missing table or function means `ipmanager migrate` has not run (or is older than this
+/// binary); say so instead of leaving the admin with "relation does not exist".
+fn missing_schema_hint(error: anyhow::Error) -> anyhow::Error {
+    let missing = error.chain().any(|cause| {
+        let pg = cause.downcast_ref::<tokio_postgres::Error>().or_else(|| {
+            match cause.downcast_ref::<AdminError>() {
+                Some(AdminError::Db(DbError::Postgres(e))) => Some(e),
+                _ => None,
+            }
+        });
+        pg.and_then(|e| e.code()).is_some_and(|code| {
+            *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION
+        })
+    });
+    if missing {
+        error.context(
+            "the ipmanager schema is missing or outdated in this database: run 'ipmanager migrate'",
+        )
+    } else {
+        error
+    }
+}
+
+/// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds its own timestamp, so
+/// ours is left out, and so are colours.
+fn init_logging(configured_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(configured_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder.try_init()
+    };
+    drop(installed); // already installed (tests calling run twice) is fine
+}

@@ -1,0 +1,125 @@
+//! The service-side commands: `agent`, `migrate`, `render` and `check-config`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, DEFAULT_CONFIG_FILE};
+use crate::db;
+use crate::render;
+
+pub async fn run_agent(config: Config) -> Result<()> {
+    crate::agent::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+pub async fn migrate(config: &Config) -> Result<()> {
+    let pg = db::connection_config(config.database_url.expose(), "ipmanager-migrate")?;
+    let mut client = db::connect(&pg)
+        .await
+        .with_context(|| format!("cannot connect to {}", config.database_url))?;
+    let report = db::migrate(&mut client).await?;
+    if report.applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        for name in report.applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn render_files(config: &Config) -> Result<()> {
+    let pool = db::pool(db::connection_config(
+        config.database_url.expose(),
+        "ipmanager-render",
+    )?);
+    let snapshot = db::take_snapshot(&pool, 0)
+        .await
+        .with_context(|| format!("cannot read the database {}", config.database_url))?;
+    let layout = config.dnsmasq.layout();
+    let rendered = render::render(&snapshot, &layout);
+    let mut out = std::io::stdout().lock();
+    let mut files = Vec::new();
+    if let Some(hosts) = &rendered.hosts {
+        files.push((&layout.hosts_file, hosts));
+    }
+    if let Some(addn) = &rendered.addn_hosts {
+        files.push((&layout.addn_hosts_file, addn));
+    }
+    files.push((&config.dnsmasq.include_file, &rendered.include));
+    for (path, content) in files {
+        writeln!(out, "# ==> {} <==", path.display())?;
+        out.write_all(content.as_bytes())?;
+    }
+    for skipped in &rendered.skipped {
+        eprintln!(
+            "ipmanager: warning: {:?} not served: {}",
+            skipped.row, skipped.reason
+        );
+    }
+    Ok(())
+}
+
+/// A duration as the configuration file writes it, e.g. `"1m 30s"`.
+fn duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
+    let source = match file {
+        Some(path) => path.display().to_string(),
+        None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => DEFAULT_CONFIG_FILE.into(),
+        None => "built-in defaults and the environment".into(),
+    };
+    let d = &config.dnsmasq;
+    println!("configuration is valid (from {source})");
+    println!("database_url = {}", config.database_url);
+    println!("log_level = {:?}", config.log_level);
+    println!("agent.name = {:?}", config.agent.name);
+    println!(
+        "agent.resync_interval = {:?}",
+        duration(config.agent.resync_interval)
+    );
+    println!(
+        "agent.liveness_interval = {:?}",
+        duration(config.agent.liveness_interval)
+    );
+    println!(
+        "agent.burst_interval = {:?}",
+        duration(config.agent.burst_interval)
+    );
+    println!(
+        "agent.max_backoff = {:?}",
+        duration(config.agent.max_backoff)
+    );
+    println!(
+        "dnsmasq.layout = {:?}",
+        format!("{:?}", d.layout).to_lowercase()
+    );
+    println!("dnsmasq.include_file = {:?}", d.include_file);
+    println!("dnsmasq.hosts_file = {:?}", d.hosts_file);
+    println!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file);
+    println!("dnsmasq.pid_file = {:?}", d.pid_file);
+    println!("dnsmasq.reload_command = {:?}", d.reload_command);
+    println!("dnsmasq.restart_command = {:?}", d.restart_command);
+    println!("dnsmasq.check_command = {:?}", d.check_command);
+    println!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode);
+    println!(
+        "dnsmasq.command_timeout = {:?}",
+        duration(d.command_timeout)
+    );
+    Ok(())
+}

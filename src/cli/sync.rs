@@ -1,0 +1,121 @@
+//! `ipmanager status` and the `--wait` of changing commands: whether the agents have applied
+//! what is committed.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::output::{self, Format, OutputArgs};
+use super::Session;
+use crate::admin::sync::{self, AgentApplied};
+
+/// `--wait [--timeout]` of `host add|set|rm`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return only once every agent alive in the last heartbeat interval has applied the
+    /// change (files written, dnsmasq signalled); say which did not.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 10s or 1m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "wait",
+          value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The change was committed, but not every live agent applied it in time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotLive(String);
+
+/// Reports how far `change` got. Prints to stderr so that `-o json` output stays one document.
+pub async fn wait_for(session: &Session, change: &str, timeout: Duration) -> Result<()> {
+    let agents = sync::wait_applied(session.client(), change, timeout).await?;
+    let names = |pick: &dyn Fn(&AgentApplied) -> bool| {
+        agents
+            .iter()
+            .filter(|a| pick(a))
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let applied = names(&|a| a.alive && a.applied);
+    let dead = names(&|a| !a.alive);
+    let missing: Vec<&AgentApplied> = agents.iter().filter(|a| a.alive && !a.applied).collect();
+    if !dead.is_empty() {
+        eprintln!("ipmanager: not waiting for agents that have not reported recently: {dead}");
+    }
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|a| match &a.last_error {
+                Some(error) => format!("{} ({}: {error})", a.name, a.phase),
+                None => format!("{} ({})", a.name, a.phase),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(NotLive(format!(
+            "the change is committed but not live after {}: not applied by {list}",
+            humantime::format_duration(timeout)
+        ))
+        .into());
+    }
+    if applied.is_empty() {
+        eprintln!(
+            "ipmanager: warning: no agent is alive, so the change is not served anywhere yet"
+        );
+    } else {
+        eprintln!("ipmanager: live on {applied}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
+    let agents = sync::status(session.client()).await?;
+    match args.output.output {
+        Format::Json => print!("{}", output::json(&agents)),
+        Format::Table if agents.is_empty() => {
+            println!("no agent has reported yet (agents report once they have synced)")
+        }
+        Format::Table => print!(
+            "{}",
+            output::table(
+                &["AGENT", "HOST", "STATE", "SINCE", "HOSTS", "LAST ERROR"],
+                &[5],
+                agents.iter().map(|a| {
+                    let (state, since) = if !a.alive {
+                        ("not alive", Some(a.seen_at.clone()))
+                    } else if a.up_to_date {
+                        ("up to date", a.applied_at.clone())
+                    } else {
+                        ("behind", a.behind_since.clone())
+                    };
+                    let state = if a.alive && !a.up_to_date {
+                        format!("{state} ({} changes)", a.pending_changes)
+                    } else {
+                        state.to_owned()
+                    };
+                    vec![
+                        a.name.clone(),
+                        output::or_dash(a.host.as_deref()),
+                        state,
+                        output::or_dash(since),
+                        output::or_dash(a.hosts),
+                        match (&a.last_error, &a.last_error_at) {
+                            (Some(error), Some(at)) => format!("{at} {error}"),
+                            (Some(error), None) => error.clone(),
+                            _ => "-".to_owned(),
+                        },
+                    ]
+                }),
+            )
+        ),
+    }
+    Ok(())
+}
