@@ -448,3 +448,31 @@ proptest! {
         }
     }
 }
+
+/// Lines made of the characters the parsers branch on, so that odd combinations are reached.
+fn noise() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("dhcp-host=".to_owned()),
+        Just("52:54:00:aa:bb:01".to_owned()),
+        Just("10.0.0.5".to_owned()),
+        Just("[2001:db8::5]".to_owned()),
+        Just(
+            "{\"Dhcp4\": {\"subnet4\": [{\"subnet\": \"10.0.0.0/24\", \"reservations\": ["
+                .to_owned()
+        ),
+        Just("{\"hw-address\": \"52:54:00:aa:bb:01\"}".to_owned()),
+        Just("]}]}}".to_owned()),
+        "[,:#/*\\[\\]{}\"\\\\ \n\t=a-z0-9é.-]{0,12}",
+        any::<String>(),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(input in noise()) {
+        for format in Format::ALL {
+            let _ = parse(format, &input);
+        }
+    }
+}

@@ -608,7 +608,7 @@ fn object_lines(text: &str) -> HashMap<String, usize> {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
                 if let Some(Frame::Object(key @ None)) = stack.last_mut() {
-                    *key = Some(text[start..i.min(bytes.len())].to_owned());
+                    *key = Some(text.get(start..i).unwrap_or_default().to_owned());
                 }
             }
             _ => {}

@@ -177,8 +177,9 @@ pub fn export(format: Format, snapshot: &Snapshot) -> String {
 pub(crate) struct ExportPlan<'a> {
     /// Valid subnets by cidr then id.
     pub subnets: Vec<&'a Subnet>,
-    /// Valid hosts with their (valid) subnet, by subnet cidr then address; hosts whose subnet is
-    /// not in the snapshot come last, by address.
+    /// Valid hosts with their (valid) subnet, by subnet cidr then address. Hosts whose subnet is
+    /// missing or invalid come last, by address, with `None`: an export is a copy of the data,
+    /// so a host whose own fields are safe is kept even when the agent would not serve it.
     pub hosts: Vec<(Option<&'a Subnet>, &'a Host)>,
     /// `what id: reason` for every row left out.
     pub left_out: Vec<String>,
@@ -256,7 +257,8 @@ pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
         text.split(':').collect()
     } else if text.contains('-') {
         text.split('-').collect()
-    } else if text.len() == 12 {
+    } else if text.len() == 12 && text.is_ascii() {
+        // ASCII first: slicing a multi-byte character in half would panic.
         (0..6).map(|i| &text[2 * i..2 * i + 2]).collect()
     } else {
         return Err("MAC address is not six hex bytes separated by ':' or '-'".to_owned());
