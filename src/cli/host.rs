@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, OutputArgs};
+use super::output::{self, column, Fit, Format, OutputArgs};
 use super::sync::WaitArgs;
 use super::Session;
 use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
@@ -282,8 +282,22 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
         Format::Table => print!(
             "{}",
             output::table(
-                &["HOSTNAME", "IP", "MAC", "SUBNET", "LEASE", "STATE", "COMMENT"],
-                &[6],
+                &[
+                    column("HOSTNAME", Fit::Keep),
+                    column("IP", Fit::Keep),
+                    column("MAC", Fit::Keep),
+                    column(
+                        "SUBNET",
+                        if args.subnet.is_some() {
+                            Fit::Hidden
+                        } else {
+                            Fit::Optional(1)
+                        },
+                    ),
+                    column("LEASE", Fit::Optional(3)),
+                    column("STATE", Fit::Optional(0)),
+                    column("COMMENT", Fit::Wrap(2)),
+                ],
                 rows.iter().map(|h| {
                     vec![
                         h.hostname.clone(),

@@ -267,11 +267,7 @@ fn db_exit_code_of(error: &tokio_postgres::Error) -> u8 {
     match error.code() {
         Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => exit::NO_PERM,
         // The schema is missing or older than this binary: see missing_schema_hint.
-        Some(code)
-            if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION =>
-        {
-            exit::UNAVAILABLE
-        }
+        Some(code) if schema_missing(code) => exit::UNAVAILABLE,
         Some(_) => exit::DATA_ERR,
         None => exit::UNAVAILABLE,
     }
@@ -301,6 +297,16 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
     result.map_err(missing_schema_hint)
 }
 
+/// What PostgreSQL says when the schema, or a table or function of it, is not there.
+fn schema_missing(code: &SqlState) -> bool {
+    [
+        SqlState::INVALID_SCHEMA_NAME,
+        SqlState::UNDEFINED_TABLE,
+        SqlState::UNDEFINED_FUNCTION,
+    ]
+    .contains(code)
+}
+
 /// A missing table or function means `ipmanager migrate` has not run (or is older than this
 /// binary); say so instead of leaving the admin with "relation does not exist".
 fn missing_schema_hint(error: anyhow::Error) -> anyhow::Error {
@@ -311,9 +317,7 @@ fn missing_schema_hint(error: anyhow::Error) -> anyhow::Error {
                 _ => None,
             }
         });
-        pg.and_then(|e| e.code()).is_some_and(|code| {
-            *code == SqlState::UNDEFINED_TABLE || *code == SqlState::UNDEFINED_FUNCTION
-        })
+        pg.and_then(|e| e.code()).is_some_and(schema_missing)
     });
     if missing {
         error.context(

@@ -41,26 +41,66 @@ fn width() -> u16 {
     }
 }
 
+/// How a table column behaves when the terminal is too narrow for everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Always shown, never broken: names, addresses.
+    Keep,
+    /// Shown only when it fits whole; a lower rank is given room first.
+    Optional(u8),
+    /// Free text, wrapped to fit; shown only when at least [`MIN_WRAP`] columns are left for it.
+    Wrap(u8),
+    /// Not shown: it would say the same on every row (the subnet of a list filtered by subnet).
+    Hidden,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub header: &'static str,
+    pub fit: Fit,
+}
+
+pub const fn column(header: &'static str, fit: Fit) -> Column {
+    Column { header, fit }
+}
+
+/// The narrowest a wrapped column may become before it is left out instead.
+pub const MIN_WRAP: usize = 12;
+/// Blanks between columns.
+const GAP: usize = 2;
+
 /// A borderless table in the style of `ps` or `ip -br`: a header row, then one row per item.
-/// Only the columns listed in `wrap` (free text such as comments) are wrapped to make the whole
-/// fit the width; addresses, names and times are never broken.
-pub fn table(
-    header: &[&str],
-    wrap: &[usize],
-    rows: impl IntoIterator<Item = Vec<String>>,
-) -> String {
+/// Addresses and names are never broken; when the width is too small for everything, optional
+/// columns are left out (the least important first) and free text is wrapped. `-o json` always
+/// has every field.
+pub fn table(columns: &[Column], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let natural: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .flat_map(|row| row[i].lines())
+                .map(|line| line.chars().count())
+                .chain([c.header.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let shown = choose_columns(columns, &natural, usize::from(width()));
     let mut table = Table::new();
     table
         .load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(width())
-        .set_header(header.iter().map(Cell::new));
-    for row in rows {
-        table.add_row(row);
+        .set_header(shown.iter().map(|&i| Cell::new(columns[i].header)));
+    for row in &rows {
+        table.add_row(shown.iter().map(|&i| row[i].clone()));
     }
-    for (index, column) in table.column_iter_mut().enumerate() {
-        column.set_padding((0, 2));
-        if !wrap.contains(&index) {
+    let last = shown.len().saturating_sub(1);
+    for (position, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if position == last { 0 } else { GAP as u16 }));
+        if !matches!(columns[shown[position]].fit, Fit::Wrap(_)) {
             column.set_constraint(ColumnConstraint::ContentWidth);
         }
     }
@@ -73,6 +113,36 @@ pub fn table(
         text.push('\n');
     }
     text
+}
+
+/// The indices of the columns to show, in their order: every `Keep` column, then optional and
+/// wrapped ones by rank while they fit.
+fn choose_columns(columns: &[Column], natural: &[usize], width: usize) -> Vec<usize> {
+    let mut shown: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].fit == Fit::Keep)
+        .collect();
+    let mut used: usize = shown.iter().map(|&i| natural[i] + GAP).sum();
+    let mut candidates: Vec<(u8, usize)> = columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c.fit {
+            Fit::Keep | Fit::Hidden => None,
+            Fit::Optional(rank) | Fit::Wrap(rank) => Some((rank, i)),
+        })
+        .collect();
+    candidates.sort();
+    for (_, i) in candidates {
+        let needed = match columns[i].fit {
+            Fit::Wrap(_) => natural[i].min(MIN_WRAP),
+            _ => natural[i],
+        } + GAP;
+        if used + needed <= width + GAP {
+            used += needed;
+            shown.push(i);
+        }
+    }
+    shown.sort();
+    shown
 }
 
 /// `label: value` lines with the values aligned, for `show` commands.
@@ -117,8 +187,7 @@ mod tests {
         std::env::set_var("COLUMNS", "80");
         let long = "x".repeat(200);
         let text = table(
-            &["NAME", "COMMENT"],
-            &[1],
+            &[column("NAME", Fit::Keep), column("COMMENT", Fit::Wrap(0))],
             [
                 vec!["a".into(), "short".into()],
                 vec!["longer-name".into(), long],
@@ -127,5 +196,23 @@ mod tests {
         assert!(text.lines().all(|l| l.len() <= 80), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0].find("COMMENT"), lines[1].find("short"), "{text}");
+    }
+
+    #[test]
+    fn columns_that_do_not_fit_are_left_out_by_rank() {
+        let columns = [
+            column("A", Fit::Keep),
+            column("B", Fit::Optional(1)),
+            column("C", Fit::Optional(0)),
+            column("D", Fit::Wrap(2)),
+        ];
+        // Widths 30, 20, 20, 40: A and C fit in 60, B would need 22 more.
+        let natural = [30, 20, 20, 40];
+        assert_eq!(choose_columns(&columns, &natural, 60), vec![0, 2]);
+        assert_eq!(choose_columns(&columns, &natural, 80), vec![0, 1, 2]);
+        // D gets its minimum of 12 and is wrapped.
+        assert_eq!(choose_columns(&columns, &natural, 90), vec![0, 1, 2, 3]);
+        assert_eq!(choose_columns(&columns, &natural, 200), vec![0, 1, 2, 3]);
+        assert_eq!(choose_columns(&columns, &natural, 10), vec![0]);
     }
 }

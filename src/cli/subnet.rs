@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, OutputArgs};
+use super::output::{self, column, Fit, Format, OutputArgs};
 use super::Session;
 use crate::admin::subnets::{self, SubnetFields, SubnetRow};
 use crate::admin::{validate, AdminError};
@@ -228,8 +228,16 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                 Format::Table => print!(
                     "{}",
                     output::table(
-                        &["NAME", "CIDR", "RANGE", "GATEWAY", "HOSTS", "FREE", "USED", "STATE"],
-                        &[],
+                        &[
+                            column("NAME", Fit::Keep),
+                            column("CIDR", Fit::Keep),
+                            column("RANGE", Fit::Optional(2)),
+                            column("GATEWAY", Fit::Optional(3)),
+                            column("HOSTS", Fit::Keep),
+                            column("FREE", Fit::Keep),
+                            column("USED", Fit::Keep),
+                            column("STATE", Fit::Optional(1)),
+                        ],
                         rows.iter().map(|s| {
                             vec![
                                 s.name.clone(),
@@ -237,7 +245,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                                 range_text(s),
                                 output::or_dash(s.gateway),
                                 s.usage.reservations.to_string(),
-                                s.usage.free.to_string(),
+                                compact(s.usage.free),
                                 percent(s.usage.used_percent),
                                 if s.enabled { "on" } else { "off" }.to_owned(),
                             ]
@@ -254,6 +262,15 @@ fn range_text(subnet: &SubnetRow) -> String {
     match (subnet.range_start, subnet.range_end) {
         (Some(start), Some(end)) => format!("{start}-{end}"),
         _ => "-".to_owned(),
+    }
+}
+
+/// An address count for a table cell: exact up to a billion, then like 1.8e19 (an IPv6 /64).
+fn compact(count: u128) -> String {
+    if count < 1_000_000_000 {
+        count.to_string()
+    } else {
+        format!("{:.1e}", count as f64)
     }
 }
 

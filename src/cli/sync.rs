@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::output::{self, Format, OutputArgs};
+use super::output::{self, column, Fit, Format, OutputArgs};
 use super::Session;
 use crate::admin::sync::{self, AgentApplied};
 
@@ -86,8 +86,14 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
         Format::Table => print!(
             "{}",
             output::table(
-                &["AGENT", "HOST", "STATE", "SINCE", "HOSTS", "LAST ERROR"],
-                &[5],
+                &[
+                    column("AGENT", Fit::Keep),
+                    column("HOST", Fit::Optional(1)),
+                    column("STATE", Fit::Keep),
+                    column("SINCE", Fit::Keep),
+                    column("HOSTS", Fit::Optional(2)),
+                    column("LAST ERROR", Fit::Wrap(0)),
+                ],
                 agents.iter().map(|a| {
                     let (state, since) = if !a.alive {
                         ("not alive", Some(a.seen_at.clone()))
