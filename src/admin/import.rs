@@ -109,13 +109,11 @@ pub async fn import(
             report.rejected.push(entry(reason));
             continue;
         };
-        if let Some(ip) = reservation.ip {
-            if already_present(&tx, &new, ip).await? {
-                report
-                    .unchanged
-                    .push(entry("already reserved so".to_owned()));
-                continue;
-            }
+        if already_present(&tx, &new).await? {
+            report
+                .unchanged
+                .push(entry("already reserved so".to_owned()));
+            continue;
         }
         let savepoint = tx.savepoint("host").await?;
         match hosts::add(&savepoint, &new).await {
@@ -176,16 +174,37 @@ fn new_host(reservation: &Reservation, options: &ImportOptions) -> Option<NewHos
     })
 }
 
+/// Whether the database already holds this reservation exactly so (address, name, lease time,
+/// enabled), so that importing a file twice changes nothing. An entry whose address would be
+/// allocated matches a reservation of its MAC and name in the allocation subnet.
 async fn already_present(
     client: &impl tokio_postgres::GenericClient,
     new: &NewHost,
-    ip: IpAddr,
 ) -> Result<bool> {
+    let (ip, subnet): (Option<IpAddr>, Option<&str>) = match &new.placement {
+        Placement::Ip { ip, .. } => (Some(*ip), None),
+        Placement::Allocate { subnet } => (None, Some(subnet)),
+    };
+    let subnet_id = match subnet {
+        Some(reference) => Some(super::subnets::resolve(client, reference).await?.id),
+        None => None,
+    };
     Ok(client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM ipmanager.hosts \
-                            WHERE ip = $1 AND mac = $2 AND lower(hostname) = lower($3))",
-            &[&ip, &MacAddress::new(new.mac), &new.hostname],
+                            WHERE ($1::inet IS NULL OR ip = $1) \
+                              AND ($2::bigint IS NULL OR subnet_id = $2) \
+                              AND mac = $3 AND lower(hostname) = lower($4) \
+                              AND lease_time IS NOT DISTINCT FROM $5::bigint * interval '1 second' \
+                              AND enabled = $6)",
+            &[
+                &ip,
+                &subnet_id,
+                &MacAddress::new(new.mac),
+                &new.hostname,
+                &new.lease.map(|l| l.as_secs() as i64),
+                &new.enabled,
+            ],
         )
         .await?
         .try_get(0)?)

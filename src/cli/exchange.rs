@@ -115,7 +115,11 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
             text.push_str(&format!("  line {}: {}{reason}\n", entry.line, entry.what));
         }
     };
-    let added = if dry_run { "would add" } else { "added" };
+    let added = if report.committed {
+        "added"
+    } else {
+        "would add"
+    };
     section(&mut text, added, &report.added);
     section(&mut text, "already present", &report.unchanged);
     section(&mut text, "skipped", &report.skipped);
