@@ -204,6 +204,11 @@ async fn allocation_skips_network_gateway_range_taken_and_broadcast() {
     .await;
     assert_eq!(next_free(&c, "lan").await.as_deref(), Some("10.0.0.6"));
     assert_eq!(
+        text(&c, "SELECT host(ipmanager.next_free_address(12345))").await,
+        None,
+        "no such subnet"
+    );
+    assert_eq!(
         allocate(&c, "02:00:00:00:00:06", "six", "lan").await,
         "10.0.0.6"
     );
@@ -652,6 +657,17 @@ async fn audit_log_records_every_change_with_its_login() {
          DELETE FROM ipmanager.hosts WHERE hostname = 'two';",
     )
     .await;
+    // allocate_host works with an admin login's rights (it locks the subnet row, which needs
+    // UPDATE on subnets) and is logged like any INSERT.
+    assert_eq!(
+        allocate(&admin, "02:00:00:00:00:03", "three", "lan").await,
+        "10.0.0.2"
+    );
+    ok(
+        &admin,
+        "DELETE FROM ipmanager.hosts WHERE hostname = 'three'",
+    )
+    .await;
     let me = || (admin_login.clone(), Some("audit-test".to_owned()));
     let row = |op: &str, id: i64, old: bool, new: bool| {
         let (user, app) = me();
@@ -668,6 +684,8 @@ async fn audit_log_records_every_change_with_its_login() {
             row("INSERT", 2, false, true),
             row("UPDATE", 1, true, true),
             row("DELETE", 2, true, false),
+            row("INSERT", 3, false, true),
+            row("DELETE", 3, true, false),
         ],
         "no rows for the UPDATEs that changed nothing but updated_at"
     );
@@ -698,7 +716,7 @@ async fn audit_log_records_every_change_with_its_login() {
             "SELECT count(DISTINCT xid) FROM ipmanager.audit_log"
         )
         .await,
-        1
+        3
     );
     ok(&admin, "UPDATE ipmanager.hosts SET enabled = false").await;
     assert_eq!(
@@ -707,7 +725,7 @@ async fn audit_log_records_every_change_with_its_login() {
             "SELECT count(DISTINCT xid) FROM ipmanager.audit_log"
         )
         .await,
-        2
+        4
     );
 
     assert_eq!(
@@ -748,7 +766,7 @@ async fn audit_log_records_every_change_with_its_login() {
     };
     assert_eq!(
         truncated,
-        vec![t("hosts", 1), t("hosts", 3), t("subnets", 1)]
+        vec![t("hosts", 1), t("hosts", 4), t("subnets", 1)]
     );
     drop(admin);
 }
