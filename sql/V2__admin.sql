@@ -194,7 +194,9 @@ DECLARE
     attempt    integer := 0;
 BEGIN
     target := ipmanager.find_subnet(allocate_host.subnet);
-    PERFORM FROM ipmanager.subnets s WHERE s.id = target.id FOR NO KEY UPDATE;
+    -- Re-read under the lock: a row locked after waiting is returned in its latest version, so
+    -- the messages below describe the subnet as it is now.
+    SELECT * INTO target FROM ipmanager.subnets s WHERE s.id = target.id FOR NO KEY UPDATE;
 
     LOOP
         attempt := attempt + 1;

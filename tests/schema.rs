@@ -147,6 +147,15 @@ fn schema_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V1__initial_schema.sql")
 }
 
+fn admin_schema_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V2__admin.sql")
+}
+
+/// Every file in sql/, in the order refinery applies them.
+fn all_migrations() -> Vec<String> {
+    vec!["V1__initial_schema".to_string(), "V2__admin".to_string()]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Migrations
 // ---------------------------------------------------------------------------------------------
@@ -159,7 +168,7 @@ async fn migrate_applies_v1_once_then_nothing() {
     let first = ipmanager::db::migrate(&mut client)
         .await
         .expect("first run");
-    assert_eq!(first.applied, vec!["V1__initial_schema".to_string()]);
+    assert_eq!(first.applied, all_migrations());
 
     let second = ipmanager::db::migrate(&mut client)
         .await
@@ -171,7 +180,7 @@ async fn migrate_applies_v1_once_then_nothing() {
     );
     assert_eq!(
         scalar_i64(&client, "SELECT count(*) FROM ipmanager.schema_history").await,
-        1
+        all_migrations().len() as i64
     );
 }
 
@@ -193,7 +202,7 @@ async fn migrate_concurrently_on_several_fresh_databases() {
         let report = result
             .expect("task")
             .unwrap_or_else(|e| panic!("concurrent migration failed: {e:?}"));
-        assert_eq!(report.applied, vec!["V1__initial_schema".to_string()]);
+        assert_eq!(report.applied, all_migrations());
     }
 }
 
@@ -330,7 +339,7 @@ async fn migrate_as_database_owner_without_createrole() {
     let report = ipmanager::db::migrate(&mut client)
         .await
         .unwrap_or_else(|e| panic!("migration by the database owner failed: {e:?}"));
-    assert_eq!(report.applied, vec!["V1__initial_schema".to_string()]);
+    assert_eq!(report.applied, all_migrations());
     drop(client);
     drop(db);
 }
@@ -341,6 +350,8 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
     let output = match std::process::Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
         .arg(schema_file())
+        .arg("-f")
+        .arg(admin_schema_file())
         .arg(&db.url)
         .output()
     {
@@ -367,6 +378,19 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
     )
     .await;
     ok(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'pc')").await;
+    // V2 is there too: allocation and the audit log work.
+    assert_eq!(
+        scalar_text(
+            &client,
+            "SELECT host(ip) FROM ipmanager.allocate_host('02:00:00:00:00:02', 'pc2', 'lan')"
+        )
+        .await,
+        "10.0.0.1"
+    );
+    assert_eq!(
+        scalar_i64(&client, "SELECT count(*) FROM ipmanager.audit_log").await,
+        3
+    );
 }
 
 #[tokio::test]

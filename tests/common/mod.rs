@@ -289,3 +289,65 @@ async fn pump(
     }
 }
 pub mod netns;
+
+/// Login roles for one test, each a member of a group role (`ipmanager_agent`, ...). Roles are
+/// cluster-wide, so their names start with the test database's name; they are dropped again when
+/// this value is dropped, also when the test fails.
+pub struct LoginRoles {
+    pub names: Vec<String>,
+}
+
+impl LoginRoles {
+    /// Creates `<db name>_<suffix>` LOGIN IN ROLE `group` for every `(suffix, group)`.
+    pub async fn create(db: &TestDb, roles: &[(&str, &str)]) -> LoginRoles {
+        let names: Vec<String> = roles
+            .iter()
+            .map(|(suffix, _)| format!("{}_{suffix}", db.name))
+            .collect();
+        let sql: String = names
+            .iter()
+            .zip(roles)
+            .map(|(name, (_, group))| format!("CREATE ROLE {name} LOGIN IN ROLE {group};"))
+            .collect();
+        connect(&server_url())
+            .await
+            .batch_execute(&sql)
+            .await
+            .expect("create test login roles");
+        LoginRoles { names }
+    }
+
+    /// `db`'s URL as login `user` (the test server trusts local connections).
+    pub fn url(&self, db: &TestDb, user: &str) -> String {
+        assert!(
+            db.url.contains("postgres@"),
+            "the test expects a postgres@ URL"
+        );
+        db.url.replacen("postgres@", &format!("{user}@"), 1)
+    }
+}
+
+impl Drop for LoginRoles {
+    fn drop(&mut self) {
+        let sql: String = self
+            .names
+            .iter()
+            .map(|name| format!("DROP ROLE IF EXISTS {name};"))
+            .collect();
+        let server_url = server_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, connection)) = tokio_postgres::connect(&server_url, NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client.batch_execute(&sql).await;
+                }
+            });
+        })
+        .join();
+    }
+}
