@@ -1007,3 +1007,57 @@ async fn each_login_reports_its_own_agent_and_a_name_taken_by_another_login_is_r
         ))
         .await;
 }
+
+#[tokio::test]
+async fn a_failing_status_write_leaves_the_sync_alone_and_the_next_report_follows_its_repair() {
+    const REPORT: &str = "ipmanager.agent_report(text, text, interval, pg_snapshot, text, integer, integer, text, text, text, timestamptz)";
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let client = db.client().await;
+    // As if the schema had no agent_report (V2 not applied yet).
+    client
+        .batch_execute(&format!(
+            "ALTER FUNCTION {REPORT} RENAME TO agent_report_away"
+        ))
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_status("the status write to fail", |s| {
+        s.status_error
+            .as_deref()
+            .is_some_and(|e| e.contains("agent_report"))
+    })
+    .await;
+    h.wait_in_sync().await;
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:25', '10.64.1.25', 'unreported')",
+        )
+        .await
+        .unwrap();
+    h.wait_file(
+        "dhcp-hosts",
+        "the host despite failing status writes",
+        |c| c.contains(",unreported"),
+    )
+    .await;
+    assert!(sync_status(&client, "test").await.is_none());
+
+    client
+        .batch_execute(&format!(
+            "ALTER FUNCTION {} RENAME TO agent_report",
+            REPORT.replace("agent_report", "agent_report_away")
+        ))
+        .await
+        .unwrap();
+    // The applied snapshot that could not be written is not lost: the first report that gets
+    // through carries it.
+    let row = wait_sync_status(&client, "test", "the report after the repair", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    assert_eq!(row.get::<_, Option<i32>>("hosts"), Some(1));
+    h.wait_status("the status error to clear", |s| s.status_error.is_none())
+        .await;
+    h.stop().await;
+}
