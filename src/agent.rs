@@ -5,6 +5,12 @@
 //! while a sync runs only sets `dirty`, so a burst costs one running and one queued sync. Nothing
 //! here is needed for correctness after a crash: files are replaced atomically, and an owed
 //! activation is recorded in a marker file before the files change.
+//!
+//! After every piece of work and on every liveness tick the loop also reports to the database
+//! (`ipmanager.agent_report`, see [`crate::db::status`]) which snapshot is live. That write runs
+//! beside the work, one at a time, owned by the loop like the work itself: a slow or failing
+//! status write never delays files or activation, and its failure only shows in
+//! [`Status::status_error`] and in one log line per distinct error.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -20,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::activate::{ActivateError, Activation, Activator};
 use crate::config::Config;
+use crate::db::status::{self as db_status, Applied, Report, StatusWriter};
 use crate::db::{self, DbError};
 use crate::listen::Listener;
 use crate::notify::Notifier;
@@ -32,6 +39,8 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Newly skipped rows logged one by one per regeneration; the rest are counted.
 const MAX_SKIPPED_LOGGED: usize = 20;
+/// Longest a status report may take before it counts as failed; the sync never waits for it.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the agent is doing, for logs, tests and the service manager.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +57,20 @@ pub enum Phase {
     ActivationFailing,
     /// A new file failed a check; dnsmasq keeps the old one until the next change or resync.
     FilesRejected,
+}
+
+impl Phase {
+    /// The name reported in `ipmanager.agent_status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::DatabaseUnreachable => "database_unreachable",
+            Phase::InSync => "in_sync",
+            Phase::SyncFailing => "sync_failing",
+            Phase::ActivationFailing => "activation_failing",
+            Phase::FilesRejected => "files_rejected",
+        }
+    }
 }
 
 /// A running account of the agent's work; read it through [`Agent::status`].
@@ -69,6 +92,11 @@ pub struct Status {
     /// When a file was last replaced or dnsmasq last activated.
     pub last_applied: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Status reports written to `ipmanager.agent_status`.
+    pub status_reports: u64,
+    /// Why the last status report failed (schema without `agent_report`, permission denied, an
+    /// agent name used by another login, ...); `None` once a report succeeds again.
+    pub status_error: Option<String>,
 }
 
 /// Why a sync did not complete.
@@ -159,6 +187,21 @@ impl OutputFiles {
         targets
     }
 
+    /// [`db_status::files_hash`] of the rendered files, in writing order under their paths.
+    fn hash(&self, rendered: &Rendered) -> String {
+        let targets = self.targets(rendered);
+        let names: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        db_status::files_hash(
+            names
+                .iter()
+                .zip(&targets)
+                .map(|(name, t)| (name.as_str(), t.content.as_bytes())),
+        )
+    }
+
     /// The file whose lines are the reservations, for the log line's added/removed/changed.
     fn holds_hosts(&self, path: &Path) -> bool {
         match self.layout.kind {
@@ -211,6 +254,8 @@ struct Outcome {
 }
 
 struct RenderedSummary {
+    /// What these files are, for the status report once they are live.
+    applied: Applied,
     hosts_served: usize,
     skipped: Vec<Skipped>,
     /// How long reading the snapshot, and rendering plus writing, took: for the debug log.
@@ -232,26 +277,35 @@ impl Worker {
     async fn sync(self: Arc<Self>, pending: Option<Activation>) -> Outcome {
         let started = Instant::now();
         let expected = self.last_host_count.load(Ordering::Relaxed);
-        let snapshot =
-            match tokio::time::timeout(SNAPSHOT_TIMEOUT, db::take_snapshot(&self.pool, expected))
-                .await
-            {
-                Ok(Ok(snapshot)) => snapshot,
-                Ok(Err(error)) => return Outcome::failed(pending, error.into()),
-                Err(_) => {
-                    return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
-                }
-            };
+        let snapshot = match tokio::time::timeout(
+            SNAPSHOT_TIMEOUT,
+            db::take_snapshot_at(&self.pool, expected),
+        )
+        .await
+        {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(error)) => return Outcome::failed(pending, error.into()),
+            Err(_) => {
+                return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
+            }
+        };
         let snapshot_time = started.elapsed();
         self.last_host_count
-            .store(snapshot.hosts.len(), Ordering::Relaxed);
+            .store(snapshot.snapshot.hosts.len(), Ordering::Relaxed);
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let (summary, staged) = tokio::task::spawn_blocking(move || {
-            let rendered = render::render(&snapshot, &worker.files.layout);
-            drop(snapshot);
+            let rendered = render::render(&snapshot.snapshot, &worker.files.layout);
+            let db_snapshot = snapshot.db_snapshot;
+            drop(snapshot.snapshot);
             let staged = worker.stage_changed(&rendered);
             let summary = RenderedSummary {
+                applied: Applied {
+                    db_snapshot,
+                    files_hash: worker.files.hash(&rendered),
+                    hosts: rendered.hosts_served,
+                    rows_skipped: rendered.skipped.len(),
+                },
                 hosts_served: rendered.hosts_served,
                 skipped: rendered.skipped,
                 snapshot_time,
@@ -422,6 +476,128 @@ impl Outcome {
 
 type Work<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// What the next status report must carry besides the phase: kept until a write succeeds, so
+/// that an applied snapshot or an error is not lost to a failed write or to a newer report.
+#[derive(Debug, Default)]
+struct Unsent {
+    applied: Option<Applied>,
+    error: Option<String>,
+}
+
+impl Unsent {
+    /// `self` with anything newer on top.
+    fn under(self, newer: Option<Unsent>) -> Unsent {
+        match newer {
+            None => self,
+            Some(newer) => Unsent {
+                applied: newer.applied.or(self.applied),
+                error: newer.error.or(self.error),
+            },
+        }
+    }
+}
+
+/// The loop's bookkeeping for status reports; the write itself is a future the loop owns.
+struct Reports {
+    writer: StatusWriter,
+    /// Owed to the database; `None` when everything is written.
+    unsent: Option<Unsent>,
+    /// What the write in flight carries, put back under `unsent` if it fails.
+    sending: Option<Unsent>,
+    /// A failed write is retried after a backoff capped at the heartbeat interval.
+    not_before: Option<Instant>,
+    backoff: Backoff,
+    /// The files on disk while the activation they need is owed: they count as applied only
+    /// once it succeeds.
+    on_disk: Option<Applied>,
+}
+
+impl Reports {
+    fn new(writer: StatusWriter, heartbeat: Duration) -> Reports {
+        Reports {
+            writer,
+            unsent: None,
+            sending: None,
+            not_before: None,
+            backoff: Backoff::new(heartbeat),
+            on_disk: None,
+        }
+    }
+
+    fn queue(&mut self, report: Unsent) {
+        self.unsent = Some(self.unsent.take().unwrap_or_default().under(Some(report)));
+    }
+
+    /// Queues what a piece of work means for the database's view of this agent. A snapshot
+    /// counts as applied only when its files are on disk and dnsmasq has been told (or nothing
+    /// had to change); while an activation is owed, the applied snapshot stays where it was.
+    fn queue_outcome(&mut self, outcome: &Outcome) {
+        let report = match &outcome.result {
+            Ok(()) => {
+                let on_disk = self.on_disk.take();
+                Unsent {
+                    applied: match &outcome.rendered {
+                        Some(rendered) => Some(rendered.applied.clone()),
+                        // A retried activation: what it activated is what the failed one left.
+                        None => on_disk,
+                    },
+                    error: None,
+                }
+            }
+            Err(error) => {
+                match error {
+                    // The files of this snapshot are all on disk (or were already); dnsmasq
+                    // has not seen them yet.
+                    SyncError::Activate(_) => {
+                        if let Some(rendered) = &outcome.rendered {
+                            self.on_disk = Some(rendered.applied.clone());
+                        }
+                    }
+                    // Some files may have been replaced: nothing known is on disk.
+                    SyncError::File(_) => self.on_disk = None,
+                    // Nothing was written.
+                    _ => {}
+                }
+                Unsent {
+                    applied: None,
+                    error: Some(error_chain(error)),
+                }
+            }
+        };
+        self.queue(report);
+    }
+
+    /// Starts writing what is owed, with the current phase.
+    fn start(&mut self, phase: Phase) -> Option<Work<Result<(), DbError>>> {
+        let unsent = self.unsent.take()?;
+        let report = Report {
+            phase: phase.as_str().to_owned(),
+            applied: unsent.applied.clone(),
+            error: unsent.error.clone(),
+        };
+        self.sending = Some(unsent);
+        let writer = self.writer.clone();
+        Some(Box::pin(async move {
+            match tokio::time::timeout(REPORT_TIMEOUT, writer.report(&report)).await {
+                Ok(result) => result,
+                Err(_) => Err(DbError::Timeout(REPORT_TIMEOUT)),
+            }
+        }))
+    }
+
+    fn written(&mut self) {
+        self.sending = None;
+        self.backoff.reset();
+        self.not_before = None;
+    }
+
+    fn failed(&mut self) {
+        let sent = self.sending.take().unwrap_or_default();
+        self.unsent = Some(sent.under(self.unsent.take()));
+        self.not_before = Some(Instant::now() + self.backoff.next_delay());
+    }
+}
+
 /// Exponential backoff: 100 ms, doubling, capped.
 struct Backoff {
     next: Duration,
@@ -521,6 +697,14 @@ impl Agent {
         // When the running work started, and whether it was reported as stuck.
         let mut work_started: Option<Instant> = None;
         let mut stuck_reported = false;
+        // Status reports: one write at a time beside the work, a heartbeat at every liveness tick.
+        let mut reports = Reports::new(
+            StatusWriter::new(worker.pool.clone(), &agent.name, agent.liveness_interval),
+            agent.liveness_interval,
+        );
+        let mut report_write: Option<Work<Result<(), DbError>>> = None;
+        let mut heartbeat = tokio::time::interval(agent.liveness_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
 
         loop {
@@ -550,6 +734,15 @@ impl Agent {
                 work = Some(Box::pin(async move { worker.activate(owed).await }));
             }
             let sync_waits = work.is_none() && dirty && listener.is_some();
+            // Reports need the database; while it is away they wait, merged, and go out as soon
+            // as the LISTEN connection is back.
+            if report_write.is_none() && listener.is_some() && is_due(reports.not_before) {
+                report_write = reports.start(self.status.borrow().phase);
+            }
+            let report_waits = report_write.is_none()
+                && listener.is_some()
+                && reports.unsent.is_some()
+                && reports.not_before.is_some();
 
             tokio::select! {
                 () = &mut shutdown => {
@@ -565,6 +758,9 @@ impl Agent {
                             notifications_before = self.status.borrow().notifications;
                             listener = Some(new);
                             connect_backoff.reset();
+                            // The first report after an outage goes out at once.
+                            reports.not_before = None;
+                            reports.backoff.reset();
                             // Whatever happened while we were away: a full resync.
                             dirty = true;
                             work_not_before = None;
@@ -601,6 +797,7 @@ impl Agent {
                     }
                     pending = outcome.pending;
                     self.record(&outcome, &mut skipped);
+                    reports.queue_outcome(&outcome);
                     match &outcome.result {
                         Ok(()) => {
                             work_backoff.reset();
@@ -629,6 +826,25 @@ impl Agent {
                     connect_not_before = None;
                 }
                 () = sleep_until(sync_at), if sync_waits => {}
+                result = async { report_write.as_mut().expect("guarded").await }, if report_write.is_some() => {
+                    report_write = None;
+                    match result {
+                        Ok(()) => {
+                            reports.written();
+                            self.report_written();
+                        }
+                        Err(error) => {
+                            reports.failed();
+                            self.report_failed(&error);
+                        }
+                    }
+                }
+                () = sleep_until(reports.not_before), if report_waits => {
+                    reports.not_before = None;
+                }
+                _ = heartbeat.tick() => {
+                    reports.queue(Unsent::default());
+                }
                 () = sleep_until(work_not_before), if work.is_none() && work_not_before.is_some() => {
                     work_not_before = None;
                 }
@@ -726,6 +942,34 @@ impl Agent {
         });
         if in_sync {
             self.set_phase_ok();
+        }
+    }
+
+    fn report_written(&self) {
+        let mut recovered = false;
+        self.status.send_modify(|s| {
+            s.status_reports += 1;
+            recovered = s.status_error.take().is_some();
+        });
+        if recovered {
+            info!("this agent's status is written to the database again");
+        }
+    }
+
+    /// Logs a failed status report once per distinct error, not once per heartbeat.
+    fn report_failed(&self, error: &DbError) {
+        let message = error_chain(error);
+        let changed = self.status.send_if_modified(|s| {
+            let changed = s.status_error.as_deref() != Some(message.as_str());
+            s.status_error = Some(message.clone());
+            changed
+        });
+        if changed {
+            warn!(
+                error = %message,
+                "cannot write this agent's status to ipmanager.agent_status; the files are \
+                 still kept in sync, but `ipmanager status` cannot see this agent"
+            );
         }
     }
 

@@ -3,7 +3,8 @@
 //! The flow is one-way: database → snapshot → rendered files → atomic write → dnsmasq activation.
 //!
 //! - [`config`]: the TOML/environment configuration.
-//! - [`db`]: connection pool, schema migrations and the consistent snapshot.
+//! - [`db`]: connection pool, schema migrations, the consistent snapshot and the agent's status
+//!   reports ([`db::status`]).
 //! - [`listen`]: the dedicated LISTEN connection that turns database triggers into wake-ups.
 //! - [`model`]: the plain values a snapshot holds.
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.

@@ -678,3 +678,386 @@ async fn an_include_file_that_fails_the_check_is_not_put_in_place() {
     assert_eq!(h.restarts(), restarts + 1);
     h.stop().await;
 }
+
+/// This agent's row in `ipmanager.sync_status`, when there is one.
+async fn sync_status(client: &tokio_postgres::Client, name: &str) -> Option<tokio_postgres::Row> {
+    client
+        .query_opt(
+            "SELECT db_user::text AS db_user, host, version, phase, alive, seen_at, applied_at,
+                    up_to_date, files_hash, hosts, rows_skipped, last_error, last_error_at
+             FROM ipmanager.sync_status WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+}
+
+/// Waits until the agent's row in `ipmanager.sync_status` satisfies `condition`; returns it.
+async fn wait_sync_status(
+    client: &tokio_postgres::Client,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&tokio_postgres::Row) -> bool,
+) -> tokio_postgres::Row {
+    let condition = &condition;
+    let held = wait_until(DEADLINE, || async move {
+        sync_status(client, name)
+            .await
+            .is_some_and(|r| condition(&r))
+    })
+    .await;
+    let row = sync_status(client, name).await;
+    assert!(held, "timed out waiting for {what}; sync_status: {row:?}");
+    row.unwrap()
+}
+
+/// Commits `sql` in a transaction of its own and returns that transaction's xid8, as text.
+async fn commit_with_xid(client: &mut tokio_postgres::Client, sql: &str) -> String {
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(sql).await.unwrap();
+    let xid: String = tx
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    xid
+}
+
+/// `ipmanager.change_applied` for one agent: whether its applied snapshot includes `xid`.
+async fn change_applied(client: &tokio_postgres::Client, xid: &str, name: &str) -> bool {
+    client
+        .query_opt(
+            "SELECT applied FROM ipmanager.change_applied($1::text::xid8) WHERE name = $2",
+            &[&xid, &name],
+        )
+        .await
+        .unwrap()
+        .is_some_and(|row| row.get::<_, bool>(0))
+}
+
+#[tokio::test]
+async fn a_change_counts_as_applied_only_once_the_files_hold_it_and_dnsmasq_was_told() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let mut client = db.client().await;
+    wait_sync_status(&client, "test", "the first report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let hups = h.hup.count();
+
+    let xid = commit_with_xid(
+        &mut client,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:21', '10.64.1.21', 'live')",
+    )
+    .await;
+    let applied = wait_until(DEADLINE, || {
+        let (client, xid, h) = (&client, &xid, &h);
+        async move {
+            if !change_applied(client, xid, "test").await {
+                return false;
+            }
+            // The moment the database says "applied", the files hold the change.
+            assert!(
+                h.read("dhcp-hosts")
+                    .contains("02:00:00:00:00:21,10.64.1.21,live"),
+                "change_applied is true before the file holds the change"
+            );
+            true
+        }
+    })
+    .await;
+    assert!(
+        applied,
+        "the change was never reported applied; {:?}",
+        h.status()
+    );
+    // The SIGHUP was sent before the report; the counter may take a moment to record it.
+    h.wait_sighups(hups).await;
+    let row = wait_sync_status(&client, "test", "up to date", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    assert_eq!(row.get::<_, String>("phase"), "in_sync");
+    assert!(row.get::<_, bool>("alive"));
+    assert_eq!(row.get::<_, Option<i32>>("hosts"), Some(1));
+    assert_eq!(row.get::<_, Option<i32>>("rows_skipped"), Some(0));
+    assert_eq!(row.get::<_, String>("db_user"), "postgres");
+    assert_eq!(
+        row.get::<_, Option<String>>("version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert!(row.get::<_, Option<String>>("host").is_some());
+    assert_eq!(h.status().status_error, None);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn while_the_activation_fails_the_change_is_not_applied_and_the_error_is_reported() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let mut client = db.client().await;
+    wait_sync_status(&client, "test", "the first report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let pid_file = h.hup.pid_file.clone();
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::remove_file(&pid_file).unwrap();
+
+    let xid = commit_with_xid(
+        &mut client,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:22', '10.64.1.22', 'owed')",
+    )
+    .await;
+    h.wait_status("activation to fail", |s| {
+        s.phase == Phase::ActivationFailing
+    })
+    .await;
+    let failing = wait_sync_status(&client, "test", "the failure to be reported", |r| {
+        r.get::<_, String>("phase") == "activation_failing"
+            && r.get::<_, Option<String>>("last_error")
+                .is_some_and(|e| e.contains("pid file"))
+    })
+    .await;
+    // The files already hold the change, but dnsmasq has not been told: not applied.
+    assert!(h.read("dhcp-hosts").contains("10.64.1.22,owed"));
+    assert!(!change_applied(&client, &xid, "test").await);
+    assert!(!failing.get::<_, bool>("up_to_date"));
+    // Still not applied after the next retries have failed and been reported too.
+    let first_error_at: std::time::SystemTime = failing.get("last_error_at");
+    wait_sync_status(&client, "test", "a retried activation to fail", |r| {
+        r.get::<_, Option<std::time::SystemTime>>("last_error_at")
+            .is_some_and(|at| at > first_error_at)
+    })
+    .await;
+    assert!(!change_applied(&client, &xid, "test").await);
+
+    let hups = h.hup.count();
+    std::fs::write(&pid_file, pid).unwrap();
+    h.wait_sighups(hups).await;
+    let applied = wait_until(DEADLINE, || {
+        let (client, xid) = (&client, &xid);
+        async move { change_applied(client, xid, "test").await }
+    })
+    .await;
+    assert!(
+        applied,
+        "the change was not applied after recovery; {:?}",
+        h.status()
+    );
+    let row = wait_sync_status(&client, "test", "in sync again", |r| {
+        r.get::<_, String>("phase") == "in_sync"
+    })
+    .await;
+    assert!(row.get::<_, bool>("up_to_date"));
+    // The error stays as history.
+    assert!(row
+        .get::<_, Option<String>>("last_error")
+        .is_some_and(|e| e.contains("pid file")));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_reported_files_hash_is_the_hash_of_the_files_on_disk() {
+    use sha2::{Digest, Sha256};
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:23', '10.64.1.23', 'hashed')",
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let client = db.client().await;
+    let row = wait_sync_status(&client, "test", "an applied snapshot", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let mut hasher = Sha256::new();
+    // The order the agent writes them in, under their configured paths.
+    for name in ["dhcp-hosts", "hosts", "01-rust-managed.conf"] {
+        hasher.update(h.path(name).display().to_string().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(std::fs::read(h.path(name)).unwrap());
+        hasher.update(b"\0");
+    }
+    let expected: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(h.read("dhcp-hosts").contains("hashed"));
+    assert_eq!(row.get::<_, Option<String>>("files_hash"), Some(expected));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_heartbeat_advances_seen_at_while_the_agent_is_idle() {
+    use std::time::SystemTime;
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let client = db.client().await;
+    let first = wait_sync_status(&client, "test", "the first report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let seen_at: SystemTime = first.get("seen_at");
+    let applied_at: Option<SystemTime> = first.get("applied_at");
+    let before = h.status();
+    // liveness_interval is 1 s in these tests.
+    let later = wait_sync_status(&client, "test", "seen_at to advance", |r| {
+        r.get::<_, SystemTime>("seen_at") > seen_at
+    })
+    .await;
+    assert!(later.get::<_, bool>("alive"));
+    // A heartbeat says "alive", not "applied again".
+    assert_eq!(later.get::<_, Option<SystemTime>>("applied_at"), applied_at);
+    let after = h.status();
+    assert_eq!(
+        after.regenerations, before.regenerations,
+        "a heartbeat synced"
+    );
+    assert!(after.status_reports > before.status_reports);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_login_reports_its_own_agent_and_a_name_taken_by_another_login_is_refused() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    // Login roles are cluster-wide: unique per test database, dropped at the end.
+    let first_login = format!("{}_agent1", db.name);
+    let second_login = format!("{}_agent2", db.name);
+    let server = common::connect(&common::server_url()).await;
+    server
+        .batch_execute(&format!(
+            "CREATE ROLE {first_login} LOGIN IN ROLE ipmanager_agent;
+             CREATE ROLE {second_login} LOGIN IN ROLE ipmanager_agent;"
+        ))
+        .await
+        .unwrap();
+    let url_as = |login: &str| db.url.replacen("postgres@", &format!("{login}@"), 1);
+    let mut client = db.client().await;
+
+    let mut first = Harness::prepare().await;
+    first.spawn_agent(&url_as(&first_login), "");
+    first.wait_in_sync().await;
+    let row = wait_sync_status(&client, "test", "the first agent's report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    assert_eq!(row.get::<_, String>("db_user"), first_login);
+    assert_eq!(first.status().status_error, None);
+
+    // Same agent.name, another login: its reports are refused, its files are still kept.
+    let mut second = Harness::prepare().await;
+    second.spawn_agent(&url_as(&second_login), "");
+    second
+        .wait_status("the name to be refused", |s| {
+            s.status_error
+                .as_deref()
+                .is_some_and(|e| e.contains("already used"))
+        })
+        .await;
+    let error = second.status().status_error.unwrap();
+    assert!(error.contains(&first_login), "{error}");
+    second.wait_in_sync().await;
+
+    let xid = commit_with_xid(
+        &mut client,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:24', '10.64.1.24', 'both')",
+    )
+    .await;
+    for h in [&first, &second] {
+        h.wait_file("dhcp-hosts", "the new host", |c| c.contains(",both"))
+            .await;
+    }
+    let applied = wait_until(DEADLINE, || {
+        let (client, xid) = (&client, &xid);
+        async move { change_applied(client, xid, "test").await }
+    })
+    .await;
+    assert!(applied, "the first agent never reported the change");
+    let row = sync_status(&client, "test").await.unwrap();
+    assert_eq!(row.get::<_, String>("db_user"), first_login);
+    assert!(second
+        .status()
+        .status_error
+        .is_some_and(|e| e.contains("already used")));
+    assert_eq!(first.status().status_error, None);
+
+    first.stop().await;
+    second.stop().await;
+    drop(client);
+    drop(db);
+    let _ = server
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {first_login}; DROP ROLE IF EXISTS {second_login};"
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn a_failing_status_write_leaves_the_sync_alone_and_the_next_report_follows_its_repair() {
+    const REPORT: &str = "ipmanager.agent_report(text, text, interval, pg_snapshot, text, integer, integer, text, text, text, timestamptz)";
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let client = db.client().await;
+    // As if the schema had no agent_report (V2 not applied yet).
+    client
+        .batch_execute(&format!(
+            "ALTER FUNCTION {REPORT} RENAME TO agent_report_away"
+        ))
+        .await
+        .unwrap();
+    let mut h = Harness::start(&db).await;
+    h.wait_status("the status write to fail", |s| {
+        s.status_error
+            .as_deref()
+            .is_some_and(|e| e.contains("agent_report"))
+    })
+    .await;
+    h.wait_in_sync().await;
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:25', '10.64.1.25', 'unreported')",
+        )
+        .await
+        .unwrap();
+    h.wait_file(
+        "dhcp-hosts",
+        "the host despite failing status writes",
+        |c| c.contains(",unreported"),
+    )
+    .await;
+    assert!(sync_status(&client, "test").await.is_none());
+
+    client
+        .batch_execute(&format!(
+            "ALTER FUNCTION {} RENAME TO agent_report",
+            REPORT.replace("agent_report", "agent_report_away")
+        ))
+        .await
+        .unwrap();
+    // The applied snapshot that could not be written is not lost: the first report that gets
+    // through carries it.
+    let row = wait_sync_status(&client, "test", "the report after the repair", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    assert_eq!(row.get::<_, Option<i32>>("hosts"), Some(1));
+    h.wait_status("the status error to clear", |s| s.status_error.is_none())
+        .await;
+    h.stop().await;
+}

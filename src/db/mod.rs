@@ -1,8 +1,9 @@
 //! Everything that talks to PostgreSQL for queries: connection settings, the pool, schema
-//! migrations and the consistent snapshot. The LISTEN connection lives in [`crate::listen`].
+//! migrations, the consistent snapshot and the agent's status reports. The LISTEN connection lives in [`crate::listen`].
 
 mod migrate;
 mod snapshot;
+pub mod status;
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use migrate::{migrate, MigrationReport};
-pub use snapshot::take_snapshot;
+pub use snapshot::{take_snapshot, take_snapshot_at, SnapshotAt};
 
 /// The channel on which the schema's statement-level triggers notify every change.
 pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
@@ -62,7 +63,8 @@ pub fn connection_config(
     Ok(config)
 }
 
-/// A small pool for snapshot queries; the agent needs one connection at a time.
+/// A small pool for snapshot queries and status reports; the agent needs at most one
+/// connection for each at a time.
 pub fn pool(config: tokio_postgres::Config) -> Pool {
     let manager = Manager::from_config(
         config,

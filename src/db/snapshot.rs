@@ -1,5 +1,6 @@
 //! Reads everything the agent serves in one REPEATABLE READ transaction, so subnets and hosts
-//! come from the same committed state.
+//! come from the same committed state, and names that state with the transaction's
+//! `pg_current_snapshot()`, so that the agent can report exactly which commits it serves.
 
 use cidr::{IpCidr, IpInet};
 use deadpool_postgres::Pool;
@@ -22,10 +23,26 @@ const HOSTS: &str = "\
     FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id \
     WHERE h.enabled AND s.enabled";
 
+const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
+
+/// A snapshot of the data together with the database snapshot it was read in.
+#[derive(Debug, Clone)]
+pub struct SnapshotAt {
+    pub snapshot: Snapshot,
+    /// `pg_current_snapshot()::text` of the reading transaction, e.g. `1234:1240:1236`: a
+    /// transaction's changes are in `snapshot` exactly when it is visible in this one.
+    pub db_snapshot: String,
+}
+
 /// Takes a full, consistent snapshot. A partial read is an error, never a smaller snapshot.
 /// `expected_hosts` (e.g. the previous snapshot's count) sizes the host list up front, so that
 /// 100k hosts are not copied through ever larger buffers on the way in.
 pub async fn take_snapshot(pool: &Pool, expected_hosts: usize) -> Result<Snapshot, DbError> {
+    Ok(take_snapshot_at(pool, expected_hosts).await?.snapshot)
+}
+
+/// [`take_snapshot`], plus the `pg_current_snapshot()` of the transaction it was read in.
+pub async fn take_snapshot_at(pool: &Pool, expected_hosts: usize) -> Result<SnapshotAt, DbError> {
     let mut client = pool.get().await?;
     let tx = client
         .build_transaction()
@@ -37,6 +54,9 @@ pub async fn take_snapshot(pool: &Pool, expected_hosts: usize) -> Result<Snapsho
     // Cached statements save a round trip per query on every snapshot.
     let subnets_statement = tx.prepare_cached(SUBNETS).await?;
     let hosts_statement = tx.prepare_cached(HOSTS).await?;
+    let current_statement = tx.prepare_cached(CURRENT_SNAPSHOT).await?;
+    // REPEATABLE READ: every statement of the transaction sees this same snapshot.
+    let db_snapshot: String = tx.query_one(&current_statement, &[]).await?.try_get(0)?;
     let subnets = tx
         .query(&subnets_statement, &[])
         .await?
@@ -75,5 +95,8 @@ pub async fn take_snapshot(pool: &Pool, expected_hosts: usize) -> Result<Snapsho
         });
     }
     tx.commit().await?;
-    Ok(Snapshot { subnets, hosts })
+    Ok(SnapshotAt {
+        snapshot: Snapshot { subnets, hosts },
+        db_snapshot,
+    })
 }

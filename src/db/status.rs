@@ -1,0 +1,144 @@
+//! The agent's own row in `ipmanager.agent_status`, written through `ipmanager.agent_report`, so
+//! that `ipmanager.sync_status` and `ipmanager.change_applied` can answer "is my change live?".
+//!
+//! What an agent reports as applied is the `pg_current_snapshot()` of the REPEATABLE READ
+//! transaction its files were rendered from (see [`super::take_snapshot_at`]): a committed change
+//! is live on that agent exactly when its transaction is visible in that snapshot. The agent
+//! reports it only once the files are on disk and dnsmasq has picked them up.
+//!
+//! Writing status is best effort: the caller runs it beside the sync, never in its way.
+
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use sha2::{Digest, Sha256};
+
+use super::DbError;
+
+const REPORT: &str = "\
+    SELECT ipmanager.agent_report($1::text, $2::text, $3::text::interval, $4::text::pg_snapshot, \
+           $5::text, $6::int4, $7::int4, $8::text, $9::text, $10::text, $11::timestamptz)";
+
+/// What a sync put in place: the database state the files on disk (and in dnsmasq) describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `pg_current_snapshot()::text` of the transaction the files were rendered from.
+    pub db_snapshot: String,
+    /// [`files_hash`] of the rendered files.
+    pub files_hash: String,
+    pub hosts: usize,
+    pub rows_skipped: usize,
+}
+
+/// One call of `ipmanager.agent_report`. `applied` and `error` are only given when something
+/// was applied or failed since the last report; a heartbeat carries neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What the agent is doing, e.g. `in_sync` or `activation_failing`.
+    pub phase: String,
+    pub applied: Option<Applied>,
+    /// The error chain of the latest failure.
+    pub error: Option<String>,
+}
+
+/// Writes the reports of one agent: its name, and what stays the same for the life of the process.
+#[derive(Clone)]
+pub struct StatusWriter {
+    pool: Pool,
+    name: String,
+    heartbeat: Duration,
+    host: Option<String>,
+    version: String,
+    started_at: SystemTime,
+}
+
+impl StatusWriter {
+    /// `heartbeat` is how often the agent promises to report; the view counts an agent as alive
+    /// while its last report is younger than three of them.
+    pub fn new(pool: Pool, name: &str, heartbeat: Duration) -> StatusWriter {
+        StatusWriter {
+            pool,
+            name: name.to_owned(),
+            heartbeat,
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|host| host.into_string().ok()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// Upserts this agent's row. Fails when the schema has no `agent_report` yet (V2 not
+    /// applied), when the login may not call it, or when another login owns the agent name.
+    pub async fn report(&self, report: &Report) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(REPORT).await?;
+        let heartbeat = format!("{} microseconds", self.heartbeat.as_micros());
+        let applied = report.applied.as_ref();
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        client
+            .execute(
+                &statement,
+                &[
+                    &self.name,
+                    &report.phase,
+                    &heartbeat,
+                    &applied.map(|a| a.db_snapshot.as_str()),
+                    &applied.map(|a| a.files_hash.as_str()),
+                    &applied.map(|a| count(a.hosts)),
+                    &applied.map(|a| count(a.rows_skipped)),
+                    &report.error,
+                    &self.host,
+                    &self.version,
+                    &self.started_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// SHA-256, lower-case hex, over `files` in the order given: for each file its name, a NUL byte,
+/// its content and a NUL byte. The agent hashes its files in the order it writes them (hosts
+/// file, addn-hosts file, include file) under their configured paths.
+pub fn files_hash<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, content) in files {
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(content);
+        hasher.update([0u8]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_hash_separates_names_and_contents() {
+        let empty = files_hash([]);
+        assert_eq!(
+            empty,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let a = files_hash([("a", b"bc".as_slice())]);
+        let b = files_hash([("ab", b"c".as_slice())]);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        // sha256("a\0bc\0")
+        let mut hasher = Sha256::new();
+        hasher.update(b"a\0bc\0");
+        let expected: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(a, expected);
+    }
+}
