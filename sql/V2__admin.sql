@@ -486,7 +486,7 @@ COMMENT ON COLUMN ipmanager.agent_status.version IS 'ipmanager version of the ag
 COMMENT ON COLUMN ipmanager.agent_status.started_at IS 'When the agent process started.';
 COMMENT ON COLUMN ipmanager.agent_status.seen_at IS 'Last report (now() of its transaction).';
 COMMENT ON COLUMN ipmanager.agent_status.heartbeat IS 'Interval between the agent''s reports; alive while seen_at is within 3 heartbeats.';
-COMMENT ON COLUMN ipmanager.agent_status.phase IS 'What the agent is doing or last did, e.g. synced, waiting, error.';
+COMMENT ON COLUMN ipmanager.agent_status.phase IS 'What the agent is doing or last did: starting, database_unreachable, in_sync, sync_failing, activation_failing or files_rejected.';
 COMMENT ON COLUMN ipmanager.agent_status.applied_snapshot IS
     'pg_current_snapshot() of the transaction the agent read its last applied configuration in.';
 COMMENT ON COLUMN ipmanager.agent_status.applied_at IS 'When that configuration was applied.';

@@ -72,6 +72,7 @@ impl Default for AgentConfig {
             name: nix::unistd::gethostname()
                 .ok()
                 .and_then(|name| name.into_string().ok())
+                .filter(|name| crate::model::is_valid_name(name))
                 .unwrap_or_else(|| "ipmanager".to_owned()),
             resync_interval: Duration::from_secs(300),
             liveness_interval: Duration::from_secs(10),
@@ -272,8 +273,13 @@ impl Config {
         if self.agent.resync_interval.is_zero() || self.agent.liveness_interval.is_zero() {
             return invalid("agent intervals must be greater than zero".to_owned());
         }
-        if self.agent.name.trim().is_empty() {
-            return invalid("agent.name is empty".to_owned());
+        if !crate::model::is_valid_name(&self.agent.name) {
+            return invalid(format!(
+                "agent.name {:?} is not a valid agent name: 1 to 63 letters, digits, '-', '_' or \
+                 '.', starting with a letter or digit (it names the agent's row in \
+                 ipmanager.agent_status)",
+                self.agent.name
+            ));
         }
         Ok(())
     }
@@ -370,6 +376,28 @@ mod tests {
             let url = DatabaseUrl::new(url);
             assert_eq!(url.to_string(), shown);
             assert!(!format!("{url:?}").contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn agent_names_follow_the_status_table_rule() {
+        let env = |name: &str| {
+            [
+                (
+                    DATABASE_URL_VAR.to_owned(),
+                    "postgresql://db/ipm".to_owned(),
+                ),
+                ("IPMANAGER__AGENT__NAME".to_owned(), name.to_owned()),
+            ]
+        };
+        let load = |name: &str| Config::load(None, env(name)).map(|c| c.agent.name);
+        assert_eq!(load("dhcp1.example.org").unwrap(), "dhcp1.example.org");
+        for bad in ["", "-dhcp", "dhcp 1", &"x".repeat(64)] {
+            let error = load(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("is not a valid agent name"),
+                "{bad:?}: {error}"
+            );
         }
     }
 }

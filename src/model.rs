@@ -36,3 +36,11 @@ pub struct Snapshot {
     pub subnets: Vec<Subnet>,
     pub hosts: Vec<Host>,
 }
+
+/// The rule for the names of subnets and agents (`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` in the
+/// schema): 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    first_ok && name.len() <= 63 && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}

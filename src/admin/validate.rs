@@ -135,10 +135,7 @@ pub fn domain(name: &str) -> Result<(), String> {
 
 /// A subnet name.
 pub fn subnet_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if first_ok && rest_ok && name.len() <= 63 {
+    if crate::model::is_valid_name(name) {
         Ok(())
     } else {
         Err(format!(
