@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::agent_process::AgentProcess;
 use common::{wait_until, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
@@ -197,72 +196,6 @@ async fn migrate_is_idempotent_and_render_prints_the_files() {
         text.contains("# ==> /etc/dnsmasq.d/01-rust-managed.conf <=="),
         "{text}"
     );
-}
-
-/// The agent binary as a child process whose stderr is collected for assertions.
-struct AgentProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl AgentProcess {
-    fn spawn(mut command: Command) -> AgentProcess {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the agent starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("agent: {line}");
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        AgentProcess { child, log }
-    }
-
-    async fn wait_log(&self, what: &str) {
-        let log = Arc::clone(&self.log);
-        let found = wait_until(DEADLINE, || {
-            let found = log.lock().unwrap().contains(what);
-            async move { found }
-        })
-        .await;
-        assert!(
-            found,
-            "the agent never logged {what:?}:\n{}",
-            self.log.lock().unwrap()
-        );
-    }
-
-    /// Sends SIGTERM and returns the exit code.
-    async fn terminate(mut self) -> Option<i32> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let exited = wait_until(DEADLINE, || {
-            let done = self.child.try_wait().unwrap().is_some();
-            async move { done }
-        })
-        .await;
-        assert!(exited, "the agent did not stop on SIGTERM");
-        self.child.wait().unwrap().code()
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn wait_for_file(path: &Path, what: &str, condition: impl Fn(&str) -> bool) {

@@ -1103,3 +1103,166 @@ fn admin_help_texts_have_examples() {
         );
     }
 }
+
+/// A real `ipmanager agent` process for this test's database, writing into its own directory.
+/// `activate` is what "telling dnsmasq" (reload and restart) runs: `true` succeeds, `false` fails.
+struct RunningAgent {
+    process: common::agent_process::AgentProcess,
+    hosts_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningAgent {
+    fn start(admin: &Admin, name: &str, activate: &str) -> RunningAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let config = out.join("ipmanager.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "database_url = \"{url}\"\n\
+                 [agent]\nname = \"{name}\"\nliveness_interval = \"300ms\"\nmax_backoff = \"200ms\"\n\
+                 [dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\n\
+                 addn_hosts_file = \"{o}/hosts\"\nreload_command = [\"{activate}\"]\n\
+                 restart_command = [\"{activate}\"]\ncheck_command = []\n",
+                url = admin.db.url,
+                o = out.display()
+            ),
+        )
+        .unwrap();
+        let mut agent = Command::new(BIN);
+        agent
+            .args(["agent", "--config", config.to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        RunningAgent {
+            process: common::agent_process::AgentProcess::spawn(agent),
+            hosts_file: out.join("dhcp-hosts"),
+            _dir: dir,
+        }
+    }
+}
+
+/// Waits until `ipmanager status -o json` shows `name` in the state `pick` describes.
+async fn wait_for_agent(admin: &Admin, name: &str, what: &str, pick: impl Fn(&Value) -> bool) {
+    let reached = common::wait_until(std::time::Duration::from_secs(20), || {
+        let status = admin.json(&["status"]);
+        let found = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|agent| agent["name"] == name && pick(agent));
+        async move { found }
+    })
+    .await;
+    assert!(
+        reached,
+        "agent {name} never became {what}: {}",
+        admin.ok(&["status"])
+    );
+}
+
+#[tokio::test]
+async fn wait_returns_once_every_live_agent_serves_the_change_and_names_those_that_do_not() {
+    let admin = Admin::with_office().await;
+    let good = RunningAgent::start(&admin, "dhcp-a", "true");
+    wait_for_agent(&admin, "dhcp-a", "up to date", |a| a["up_to_date"] == true).await;
+
+    // The change is on disk when --wait returns: it waited for the agent, not for luck.
+    let out = admin.run(&[
+        "host",
+        "add",
+        "--mac",
+        "52:54:00:00:0a:01",
+        "--hostname",
+        "waited",
+        "--subnet",
+        "office",
+        "--wait",
+    ]);
+    assert_exit(&out, 0, "--wait with one healthy agent");
+    assert!(
+        stderr(&out).contains("ipmanager: live on dhcp-a"),
+        "{}",
+        stderr(&out)
+    );
+    let served = std::fs::read_to_string(&good.hosts_file).unwrap();
+    assert!(
+        served.contains("52:54:00:00:0a:01,10.1.0.2,waited"),
+        "{served}"
+    );
+
+    // An agent that cannot tell dnsmasq never applies the change: --wait gives up after its
+    // timeout, exits 75, and says which agent and why. The change itself is committed.
+    let failing = RunningAgent::start(&admin, "dhcp-b", "false");
+    wait_for_agent(&admin, "dhcp-b", "failing", |a| {
+        a["alive"] == true && a["phase"] == "activation_failing"
+    })
+    .await;
+    let out = admin.run(&[
+        "host",
+        "set",
+        "waited",
+        "--ip",
+        "10.1.0.50",
+        "--wait",
+        "--timeout",
+        "1s",
+    ]);
+    assert_exit(&out, 75, "--wait with a failing agent");
+    let error = error_text(&out);
+    assert!(
+        error.starts_with("the change is committed but not live after 1s: not applied by dhcp-b (activation_failing: "),
+        "{error}"
+    );
+    assert!(!error.contains("dhcp-a"), "dhcp-a applied it: {error}");
+    assert!(
+        stdout(&out).contains("changed host waited 10.1.0.50"),
+        "{}",
+        stdout(&out)
+    );
+    let json = admin.json(&["host", "show", "waited"]);
+    assert_eq!(json[0]["ip"], "10.1.0.50");
+
+    // An agent that stopped reporting is not waited for, and --wait says so.
+    assert_eq!(failing.process.terminate().await, Some(0));
+    wait_for_agent(&admin, "dhcp-b", "not alive", |a| a["alive"] == false).await;
+    let out = admin.run(&["host", "rm", "waited", "--wait"]);
+    assert_exit(&out, 0, "--wait with a stopped agent");
+    let log = stderr(&out);
+    assert!(
+        log.contains("not waiting for agents that have not reported recently: dhcp-b"),
+        "{log}"
+    );
+    assert!(log.contains("live on dhcp-a"), "{log}");
+    let served = std::fs::read_to_string(&good.hosts_file).unwrap();
+    assert!(!served.contains("waited"), "{served}");
+}
+
+#[tokio::test]
+async fn status_follows_a_real_agent_through_a_change() {
+    let admin = Admin::with_office().await;
+    let agent = RunningAgent::start(&admin, "dhcp-a", "true");
+    wait_for_agent(&admin, "dhcp-a", "up to date", |a| a["up_to_date"] == true).await;
+    let text = admin.ok(&["status"]);
+    assert!(
+        text.lines().nth(1).unwrap().contains("up to date"),
+        "{text}"
+    );
+    assert!(text.contains("dhcp-a"), "{text}");
+
+    // After a change the agent reports the new state: one host, in sync, a SHA-256 of its files.
+    admin.add_host("52:54:00:00:0b:01", "seen", &["--subnet", "office"]);
+    wait_for_agent(&admin, "dhcp-a", "up to date again", |a| {
+        a["up_to_date"] == true
+    })
+    .await;
+    let json = admin.json(&["status"]);
+    assert_eq!(json[0]["hosts"], 1, "{json}");
+    assert_eq!(json[0]["phase"], "in_sync");
+    assert!(
+        json[0]["files_hash"].as_str().unwrap().len() == 64,
+        "{json}"
+    );
+    drop(agent);
+}

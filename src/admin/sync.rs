@@ -27,7 +27,8 @@ pub struct AgentSync {
     pub up_to_date: bool,
     /// When the oldest change it has not applied was made.
     pub behind_since: Option<String>,
-    pub pending_changes: i64,
+    /// Committed changes it has not applied; `None` before its first applied snapshot.
+    pub pending_changes: Option<i64>,
     pub files_hash: Option<String>,
     pub hosts: Option<i32>,
     pub rows_skipped: Option<i32>,

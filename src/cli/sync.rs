@@ -103,7 +103,10 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                         ("behind", a.behind_since.clone())
                     };
                     let state = if a.alive && !a.up_to_date {
-                        format!("{state} ({} changes)", a.pending_changes)
+                        match a.pending_changes {
+                            Some(n) => format!("{state} ({n} changes)"),
+                            None => "never applied".to_owned(),
+                        }
                     } else {
                         state.to_owned()
                     };
