@@ -5,33 +5,14 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::agent_process::AgentProcess;
+use common::binary::{ipmanager, stderr, stdout, BIN};
 use common::{wait_until, TestDb};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The binary with a clean environment: only what the test gives it.
-fn ipmanager(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn write_config(dir: &Path, content: &str) -> PathBuf {
     let path = dir.join("ipmanager.toml");

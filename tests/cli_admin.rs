@@ -6,54 +6,9 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
+use common::binary::{assert_exit, command, error_text, ipmanager, stderr, stdout, BIN};
 use common::TestDb;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
-
-/// The binary with a clean environment (no COLUMNS, no terminal: tables are 80 columns wide).
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    command
-}
-
-fn ipmanager(args: &[&str], env: &[(&str, &str)]) -> Output {
-    command(args, env).output().expect("the binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// The message of the `ipmanager: error: ...` line the binary ends with.
-fn error_text(output: &Output) -> String {
-    let text = stderr(output);
-    text.lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("ipmanager: error: "))
-        .unwrap_or_else(|| panic!("no error line in stderr:\n{text}"))
-        .to_owned()
-}
-
-fn assert_exit(output: &Output, code: i32, what: &str) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "{what}\nstdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-}
 
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use common::binary::{assert_exit, error_text, stderr, stdout, BIN};
 use common::TestDb;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ipmanager");
 
 /// A fixture under `tests/fixtures/import/` (the shared samples) as a path argument.
 fn fixture(name: &str) -> String {
@@ -24,34 +23,6 @@ fn fixture(name: &str) -> String {
 /// A clean sample file of this test under `tests/fixtures/import/cli/`.
 fn cli_fixture(name: &str) -> String {
     fixture(&format!("cli/{name}"))
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32, what: &str) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "{what}\nstdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-}
-
-/// The message of the `ipmanager: error: ...` line the binary ends with.
-fn error_text(output: &Output) -> String {
-    let text = stderr(output);
-    text.lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("ipmanager: error: "))
-        .unwrap_or_else(|| panic!("no error line in stderr:\n{text}"))
-        .to_owned()
 }
 
 /// The table report of an import: entries per section title ("added", "would add", "already

@@ -83,10 +83,7 @@ pub struct LogFilter {
 
 /// Entries matching `filter`, oldest first.
 pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<AuditEntry>> {
-    let subnet_id = match &filter.subnet {
-        Some(reference) => Some(subnets::resolve(client, reference).await?.id),
-        None => None,
-    };
+    let subnet_id = subnets::resolve_id(client, filter.subnet.as_deref()).await?;
     let (mac, ip, name) = match &filter.host {
         Some(HostRef::Mac(mac)) => (Some(MacAddress::new(*mac)), None, None),
         Some(HostRef::Ip(ip)) => (None, Some(*ip), None),

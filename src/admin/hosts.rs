@@ -8,9 +8,9 @@ use eui48::MacAddress;
 use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
-use super::subnets::{self, SubnetRef};
+use super::subnets;
 use super::validate::{self, format_mac};
-use super::{timestamp, AdminError, HostRef, Result};
+use super::{seconds, timestamp, AdminError, HostRef, Result};
 
 /// One reservation as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,16 +67,11 @@ pub struct NewHost {
     pub enabled: bool,
 }
 
-/// Seconds as the `bigint * interval '1 second'` the statements below multiply out.
-fn lease_param(lease: Option<Duration>) -> Option<i64> {
-    lease.map(|l| l.as_secs() as i64)
-}
-
 /// Adds a reservation and returns it as stored (with its allocated or normalised address).
 pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> {
     validate::hostname(&new.hostname).map_err(AdminError::Invalid)?;
     let mac = MacAddress::new(new.mac);
-    let lease = lease_param(new.lease);
+    let lease = seconds(new.lease);
     let id: i64 = match &new.placement {
         Placement::Ip { ip, subnet } => {
             let subnet_id = match subnet {
@@ -149,10 +144,7 @@ async fn find_rows(
     subnet: Option<&str>,
     locking: &str,
 ) -> Result<Vec<HostRow>> {
-    let subnet_id = match subnet {
-        Some(reference) => Some(subnets::resolve(client, reference).await?.id),
-        None => None,
-    };
+    let subnet_id = subnets::resolve_id(client, subnet).await?;
     let (mac, ip, name) = match reference {
         HostRef::Mac(mac) => (Some(MacAddress::new(*mac)), None, None),
         HostRef::Ip(ip) => (None, Some(*ip), None),
@@ -240,7 +232,7 @@ pub async fn set(
         .unwrap_or_else(|| old.hostname.clone());
     let enabled = change.enabled.unwrap_or(old.enabled);
     let lease_seconds = match change.lease {
-        Some(lease) => lease_param(lease),
+        Some(lease) => seconds(lease),
         None => old.lease_seconds,
     };
     let comment = change
@@ -301,11 +293,7 @@ pub async fn list(
     subnet: Option<&str>,
     search: Option<&str>,
 ) -> Result<Vec<HostRow>> {
-    let subnet: Option<SubnetRef> = match subnet {
-        Some(reference) => Some(subnets::resolve(client, reference).await?),
-        None => None,
-    };
-    let subnet_id = subnet.map(|s| s.id);
+    let subnet_id = subnets::resolve_id(client, subnet).await?;
     // strpos rather than LIKE, so that '%' and '_' in the search text mean themselves.
     let rows = client
         .query(

@@ -185,10 +185,7 @@ async fn already_present(
         Placement::Ip { ip, .. } => (Some(*ip), None),
         Placement::Allocate { subnet } => (None, Some(subnet)),
     };
-    let subnet_id = match subnet {
-        Some(reference) => Some(super::subnets::resolve(client, reference).await?.id),
-        None => None,
-    };
+    let subnet_id = super::subnets::resolve_id(client, subnet).await?;
     Ok(client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM ipmanager.hosts \
@@ -202,7 +199,7 @@ async fn already_present(
                 &subnet_id,
                 &MacAddress::new(new.mac),
                 &new.hostname,
-                &new.lease.map(|l| l.as_secs() as i64),
+                &super::seconds(new.lease),
                 &new.enabled,
             ],
         )

@@ -118,6 +118,11 @@ fn unique_violation(constraint: &str, detail: &str) -> String {
     }
 }
 
+/// A lease time as the `$n::bigint * interval '1 second'` parameters of the statements here.
+fn seconds(lease: Option<std::time::Duration>) -> Option<i64> {
+    lease.map(|l| l.as_secs() as i64)
+}
+
 /// Renders a timestamp for tables and JSON (UTC, RFC 3339, whole seconds).
 pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()

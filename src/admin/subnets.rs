@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
 use super::validate::{self, quote};
-use super::{timestamp, AdminError, Result};
+use super::{seconds, timestamp, AdminError, Result};
 
 /// A subnet as `ipmanager.find_subnet` resolves a name or CIDR.
 #[derive(Debug, Clone)]
@@ -31,6 +31,17 @@ pub async fn resolve(client: &impl GenericClient, reference: &str) -> Result<Sub
         id: row.try_get(0)?,
         name: row.try_get(1)?,
         cidr: row.try_get(2)?,
+    })
+}
+
+/// The id of an optional subnet reference, for filters ("only in this subnet").
+pub async fn resolve_id(
+    client: &impl GenericClient,
+    reference: Option<&str>,
+) -> Result<Option<i64>> {
+    Ok(match reference {
+        Some(reference) => Some(resolve(client, reference).await?.id),
+        None => None,
     })
 }
 
@@ -135,10 +146,6 @@ impl SubnetFields {
     }
 }
 
-fn lease_param(lease: Option<Duration>) -> Option<i64> {
-    lease.map(|l| l.as_secs() as i64)
-}
-
 /// Adds a subnet; `fields.name` and `fields.cidr` are required.
 pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<SubnetRow> {
     fields.validate()?;
@@ -161,7 +168,7 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
                 &range.map(|r| r.1),
                 &fields.gateway.flatten(),
                 &fields.domain.clone().flatten(),
-                &lease_param(fields.lease.flatten()),
+                &seconds(fields.lease.flatten()),
                 &fields.enabled.unwrap_or(true),
                 &fields.comment.clone().flatten(),
             ],
@@ -176,6 +183,18 @@ async fn by_id(client: &impl GenericClient, id: i64) -> Result<SubnetRow> {
         .query_one(&format!("{SELECT_SUBNETS} WHERE s.id = $1"), &[&id])
         .await?;
     subnet_row(&row)
+}
+
+/// One subnet by name or CIDR, locked for the rest of the transaction.
+async fn lock(client: &impl GenericClient, reference: &str) -> Result<SubnetRow> {
+    let subnet = resolve(client, reference).await?;
+    client
+        .execute(
+            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR UPDATE",
+            &[&subnet.id],
+        )
+        .await?;
+    by_id(client, subnet.id).await
 }
 
 /// One subnet by name or CIDR.
@@ -199,21 +218,14 @@ pub async fn set(
     fields: &SubnetFields,
 ) -> Result<(SubnetRow, SubnetRow)> {
     fields.validate()?;
-    let subnet = resolve(client, reference).await?;
-    client
-        .execute(
-            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR UPDATE",
-            &[&subnet.id],
-        )
-        .await?;
-    let old = by_id(client, subnet.id).await?;
+    let old = lock(client, reference).await?;
     let name = fields.name.clone().unwrap_or_else(|| old.name.clone());
     let cidr = fields.cidr.unwrap_or(old.cidr);
     let range = fields.range.unwrap_or(old.range_start.zip(old.range_end));
     let gateway = fields.gateway.unwrap_or(old.gateway);
     let domain = fields.domain.clone().unwrap_or_else(|| old.domain.clone());
     let lease_seconds = match fields.lease {
-        Some(lease) => lease_param(lease),
+        Some(lease) => seconds(lease),
         None => old.lease_seconds,
     };
     let enabled = fields.enabled.unwrap_or(old.enabled);
@@ -267,14 +279,7 @@ pub async fn remove(
     reference: &str,
     cascade: bool,
 ) -> Result<(SubnetRow, u64)> {
-    let subnet = resolve(client, reference).await?;
-    client
-        .execute(
-            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR UPDATE",
-            &[&subnet.id],
-        )
-        .await?;
-    let row = by_id(client, subnet.id).await?;
+    let row = lock(client, reference).await?;
     let reservations = row.usage.reservations;
     if reservations > 0 && !cascade {
         return Err(AdminError::Invalid(format!(
@@ -288,11 +293,11 @@ pub async fn remove(
     let removed_hosts = client
         .execute(
             "DELETE FROM ipmanager.hosts WHERE subnet_id = $1",
-            &[&subnet.id],
+            &[&row.id],
         )
         .await?;
     client
-        .execute("DELETE FROM ipmanager.subnets WHERE id = $1", &[&subnet.id])
+        .execute("DELETE FROM ipmanager.subnets WHERE id = $1", &[&row.id])
         .await?;
     Ok((row, removed_hosts))
 }

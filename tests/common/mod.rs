@@ -289,6 +289,7 @@ async fn pump(
     }
 }
 pub mod agent_process;
+pub mod binary;
 pub mod netns;
 
 /// Login roles for one test, each a member of a group role (`ipmanager_agent`, ...). Roles are
