@@ -1,0 +1,2 @@
+//! placeholder replaced by the admin benchmark helper
+fn main() {}
