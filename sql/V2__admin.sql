@@ -112,55 +112,59 @@ $$;
 COMMENT ON FUNCTION ipmanager.find_subnet(text) IS
     'The subnet with this name, else the one with this CIDR (e.g. ''10.0.0.0/24''); raises P0002 (no_data_found) when there is none.';
 
--- Gap search: the taken addresses of the subnet (gateway, dynamic range, every hosts.ip inside
--- it, whatever subnet the host belongs to: hosts of a disabled overlapping subnet still own their
--- address) are sorted intervals; the answer is the first address after the running maximum of
--- the intervals before a gap, or after the last interval. This reads the hosts of the subnet once
--- through the hosts_ip_unique index (ip <<= cidr becomes an index range), so a /16 with 60,000
--- hosts or an IPv6 /64 cost the same as their number of reservations, never their size.
--- Comparisons use host addresses (/32, /128) throughout: inet ordering looks at the netmask too.
+-- A walk from the subnet's first usable address: the gateway and the dynamic range are stepped
+-- over, and a taken address (any hosts.ip, whatever subnet the host belongs to: hosts of a
+-- disabled overlapping subnet still own their address) is stepped over together with the whole
+-- run of consecutive taken addresses that starts there. That run is found by reading
+-- hosts_ip_unique in order from the candidate, with lead() on the streamed rows and LIMIT 1, so
+-- only the hosts from the candidate to the first gap are read: no sort, no other subnet's hosts,
+-- and the subnet's size (an IPv6 /64) never matters. The loop turns at most a few times: the
+-- candidate only grows, past the gateway, the range and runs that end in a gap.
+-- Comparisons use host addresses (/32, /128) throughout: inet ordering looks at the netmask too,
+-- and BETWEEN on them is what lets the planner use the index (<<= cidr would only with a
+-- constant).
 CREATE FUNCTION ipmanager.next_free_address(subnet_id bigint)
     RETURNS inet
-    LANGUAGE sql
+    LANGUAGE plpgsql
     STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH s AS (
-        SELECT sn.cidr, sn.gateway, sn.range_start, sn.range_end,
-               ipmanager.usable_first(sn.cidr) AS f, ipmanager.usable_last(sn.cidr) AS l
-        FROM ipmanager.subnets sn
-        WHERE sn.id = next_free_address.subnet_id
-    ),
-    taken AS (
-        SELECT greatest(t.lo, s.f) AS lo, least(t.hi, s.l) AS hi
-        FROM s,
-             LATERAL (SELECT s.gateway, s.gateway
-                      UNION ALL
-                      SELECT s.range_start, s.range_end
-                      UNION ALL
-                      SELECT h.ip, h.ip FROM ipmanager.hosts h WHERE h.ip <<= s.cidr) AS t(lo, hi)
-        WHERE t.lo IS NOT NULL AND t.lo <= s.l AND t.hi >= s.f
-    ),
-    ordered AS (
-        SELECT lo, max(hi) OVER (ORDER BY lo ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
-        FROM taken
-    ),
-    candidates AS (
-        -- a gap in front of an interval: right after everything before it
-        SELECT c
-        FROM (SELECT o.lo, CASE WHEN o.prev IS NULL THEN s.f
-                                WHEN o.prev >= s.l THEN NULL
-                                ELSE o.prev + 1 END AS c
-              FROM ordered o, s) g
-        WHERE g.c < g.lo
-        UNION ALL
-        -- after the last interval (or the first address when nothing is taken)
-        SELECT CASE WHEN max(t.hi) IS NULL THEN s.f
-                    WHEN max(t.hi) >= s.l THEN NULL
-                    ELSE max(t.hi) + 1 END
-        FROM s LEFT JOIN taken t ON true
-        GROUP BY s.f, s.l
-    )
-    SELECT min(c) FROM candidates, s WHERE c <= s.l
+DECLARE
+    net       ipmanager.subnets;
+    last      inet;
+    candidate inet;
+    run_end   inet;
+BEGIN
+    SELECT * INTO net FROM ipmanager.subnets sn WHERE sn.id = next_free_address.subnet_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    candidate := ipmanager.usable_first(net.cidr);
+    last := ipmanager.usable_last(net.cidr);
+    WHILE candidate <= last LOOP
+        IF candidate = ipmanager.host_address(net.gateway) THEN
+            run_end := candidate;
+        ELSIF candidate BETWEEN ipmanager.host_address(net.range_start)
+                            AND ipmanager.host_address(net.range_end) THEN
+            run_end := ipmanager.host_address(net.range_end);
+        ELSIF NOT EXISTS (SELECT 1 FROM ipmanager.hosts h WHERE h.ip = candidate) THEN
+            RETURN candidate;
+        ELSE
+            SELECT t.ip INTO run_end
+            FROM (SELECT h.ip, lead(h.ip) OVER (ORDER BY h.ip) AS next
+                  FROM ipmanager.hosts h
+                  WHERE h.ip BETWEEN candidate AND last) t
+            WHERE t.ip = last OR t.next IS NULL OR t.next <> t.ip + 1
+            ORDER BY t.ip
+            LIMIT 1;
+        END IF;
+        IF run_end >= last THEN
+            RETURN NULL;
+        END IF;
+        candidate := run_end + 1;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 COMMENT ON FUNCTION ipmanager.next_free_address(bigint) IS
@@ -281,8 +285,7 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT count(*)::numeric AS taken
     FROM ipmanager.hosts h
-    WHERE h.ip <<= s.cidr
-      AND h.ip BETWEEN a.f AND a.l
+    WHERE h.ip BETWEEN a.f AND a.l
       AND h.ip IS DISTINCT FROM s.gateway
       AND NOT coalesce(h.ip BETWEEN rc.lo AND rc.hi, false)
 ) t;

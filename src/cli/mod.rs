@@ -116,10 +116,17 @@ type ChangeFuture<'t, T> = Pin<Box<dyn Future<Output = admin::Result<T>> + Send 
 
 impl Session {
     async fn connect(config: &Config, command: &str) -> Result<Session> {
-        let pg = db::connection_config(
+        let mut pg = db::connection_config(
             config.database_url.expose(),
             &format!("ipmanager {command}"),
         )?;
+        // Admin statements read a few rows; PostgreSQL's JIT, which a poorly analysed table can
+        // trigger, would compile for ~50 ms and be most of their time.
+        let options = match pg.get_options() {
+            Some(given) => format!("{given} -c jit=off"),
+            None => "-c jit=off".to_owned(),
+        };
+        pg.options(&options);
         let client = db::connect(&pg)
             .await
             .map_err(|e| anyhow::Error::new(Unreachable(e)))
