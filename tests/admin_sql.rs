@@ -10,6 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sql::{backend_pid, describe, ok, scalar, wait_for_lock_wait};
 use common::{LoginRoles, TestDb};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -20,20 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-async fn ok(client: &Client, sql: &str) {
-    client
-        .batch_execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
-}
-
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
-}
 
 /// Runs `sql`, which must fail, and returns (SQLSTATE, message).
 async fn failure(client: &Client, sql: &str) -> (SqlState, String) {
@@ -58,33 +45,9 @@ fn assert_denied((code, message): (SqlState, String), what: &str) {
     assert!(message.contains("permission denied"), "{what}: {message}");
 }
 
-async fn text(client: &Client, sql: &str) -> Option<String> {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
-async fn int(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
-async fn boolean(client: &Client, sql: &str) -> Option<bool> {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
 /// host() of the address allocate_host returns.
 async fn allocate(client: &Client, mac: &str, hostname: &str, subnet: &str) -> String {
-    text(
+    scalar::<Option<String>>(
         client,
         &format!("SELECT host(ip) FROM ipmanager.allocate_host('{mac}', '{hostname}', '{subnet}')"),
     )
@@ -93,37 +56,13 @@ async fn allocate(client: &Client, mac: &str, hostname: &str, subnet: &str) -> S
 }
 
 async fn next_free(client: &Client, subnet: &str) -> Option<String> {
-    text(
+    scalar::<Option<String>>(
         client,
         &format!(
             "SELECT host(ipmanager.next_free_address((ipmanager.find_subnet('{subnet}')).id))"
         ),
     )
     .await
-}
-
-async fn backend_pid(client: &Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Waits until backend `pid` is blocked on a lock.
-async fn wait_for_lock_wait(observer: &Client, pid: i32) {
-    let waiting = common::wait_until(DEADLINE, || async {
-        observer
-            .query_one(
-                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .map(|row| row.get::<_, bool>(0))
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(waiting, "backend {pid} never started waiting for a lock");
 }
 
 fn mac(i: u32) -> String {
@@ -149,19 +88,19 @@ async fn find_subnet_by_name_by_cidr_and_unknown() {
     )
     .await;
     assert_eq!(
-        text(&c, "SELECT (ipmanager.find_subnet('lan')).cidr::text")
+        scalar::<Option<String>>(&c, "SELECT (ipmanager.find_subnet('lan')).cidr::text")
             .await
             .unwrap(),
         "10.0.0.0/24"
     );
     assert_eq!(
-        text(&c, "SELECT name FROM ipmanager.find_subnet('10.0.0.0/24')")
+        scalar::<Option<String>>(&c, "SELECT name FROM ipmanager.find_subnet('10.0.0.0/24')")
             .await
             .unwrap(),
         "lan"
     );
     assert_eq!(
-        text(
+        scalar::<Option<String>>(
             &c,
             "SELECT name FROM ipmanager.find_subnet('2001:db8::/64')"
         )
@@ -204,7 +143,7 @@ async fn allocation_skips_network_gateway_range_taken_and_broadcast() {
     .await;
     assert_eq!(next_free(&c, "lan").await.as_deref(), Some("10.0.0.6"));
     assert_eq!(
-        text(&c, "SELECT host(ipmanager.next_free_address(12345))").await,
+        scalar::<Option<String>>(&c, "SELECT host(ipmanager.next_free_address(12345))").await,
         None,
         "no such subnet"
     );
@@ -474,7 +413,7 @@ async fn repeatable_read_allocators_get_a_serialization_failure_not_a_duplicate(
     assert_eq!(allocate(&second, &mac(2), "b", "lan").await, "10.0.0.2");
     ok(&second, "COMMIT").await;
     assert_eq!(
-        int(&observer, "SELECT count(DISTINCT ip) FROM ipmanager.hosts").await,
+        scalar::<i64>(&observer, "SELECT count(DISTINCT ip) FROM ipmanager.hosts").await,
         2
     );
 }
@@ -597,7 +536,7 @@ async fn subnet_usage_figures() {
         some(["65534", "0", "65534", "1", "65531", "0.0"])
     );
     assert_eq!(
-        int(&c, "SELECT count(*) FROM ipmanager.subnet_usage").await,
+        scalar::<i64>(&c, "SELECT count(*) FROM ipmanager.subnet_usage").await,
         8
     );
     let (code, _) = failure(&c, "SELECT * FROM ipmanager.subnet_utilisation('nope')").await;
@@ -711,7 +650,7 @@ async fn audit_log_records_every_change_with_its_login() {
     // xid is the changing transaction's (a simple-query batch runs in one transaction); the TCP
     // client address is recorded.
     assert_eq!(
-        int(
+        scalar::<i64>(
             &admin,
             "SELECT count(DISTINCT xid) FROM ipmanager.audit_log"
         )
@@ -720,7 +659,7 @@ async fn audit_log_records_every_change_with_its_login() {
     );
     ok(&admin, "UPDATE ipmanager.hosts SET enabled = false").await;
     assert_eq!(
-        int(
+        scalar::<i64>(
             &admin,
             "SELECT count(DISTINCT xid) FROM ipmanager.audit_log"
         )
@@ -729,7 +668,7 @@ async fn audit_log_records_every_change_with_its_login() {
     );
 
     assert_eq!(
-        text(
+        scalar::<Option<String>>(
             &admin,
             "SELECT DISTINCT host(client_addr) FROM ipmanager.audit_log"
         )
@@ -830,7 +769,7 @@ async fn audit_of_a_100000_row_insert_is_one_statement_and_fast() {
         started.elapsed()
     );
     assert_eq!(
-        int(
+        scalar::<i64>(
             &c,
             "SELECT count(*) FROM ipmanager.audit_log WHERE operation = 'UPDATE'"
         )
@@ -855,7 +794,7 @@ async fn audit_log_is_append_only_for_admins() {
     )
     .await;
     assert_eq!(
-        int(&admin, "SELECT count(*) FROM ipmanager.audit_log").await,
+        scalar::<i64>(&admin, "SELECT count(*) FROM ipmanager.audit_log").await,
         1
     );
     for statement in [
@@ -874,7 +813,7 @@ async fn audit_log_is_append_only_for_admins() {
     let owner = db.client().await;
     ok(&owner, "DELETE FROM ipmanager.audit_log").await;
     assert_eq!(
-        int(&admin, "SELECT count(*) FROM ipmanager.audit_log").await,
+        scalar::<i64>(&admin, "SELECT count(*) FROM ipmanager.audit_log").await,
         0
     );
 }
@@ -1006,7 +945,7 @@ async fn agents_write_only_their_own_status_and_admins_read_and_forget() {
         "agent_status.name 'bad name' is not a valid agent name: 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
     );
     assert_eq!(
-        text(
+        scalar::<Option<String>>(
             &agent1,
             "SELECT phase FROM ipmanager.agent_status WHERE name = 'site-a'"
         )
@@ -1015,7 +954,7 @@ async fn agents_write_only_their_own_status_and_admins_read_and_forget() {
         Some("synced")
     );
     assert_eq!(
-        int(&agent1, "SELECT count(*) FROM ipmanager.agent_status").await,
+        scalar::<i64>(&agent1, "SELECT count(*) FROM ipmanager.agent_status").await,
         2,
         "agents see every row"
     );
@@ -1033,11 +972,11 @@ async fn agents_write_only_their_own_status_and_admins_read_and_forget() {
 
     // Admins read and forget, but cannot write status.
     assert_eq!(
-        int(&admin, "SELECT count(*) FROM ipmanager.agent_status").await,
+        scalar::<i64>(&admin, "SELECT count(*) FROM ipmanager.agent_status").await,
         2
     );
     assert_eq!(
-        int(&admin, "SELECT count(*) FROM ipmanager.sync_status").await,
+        scalar::<i64>(&admin, "SELECT count(*) FROM ipmanager.sync_status").await,
         2
     );
     for statement in [
@@ -1125,7 +1064,7 @@ async fn sync_status_and_change_applied_follow_the_applied_snapshot() {
     assert_eq!(sync_of(&admin, "site-a").await, (false, false, None));
 
     let snapshot = || async {
-        text(&observer, "SELECT pg_current_snapshot()::text")
+        scalar::<Option<String>>(&observer, "SELECT pg_current_snapshot()::text")
             .await
             .unwrap()
     };
@@ -1136,7 +1075,7 @@ async fn sync_status_and_change_applied_follow_the_applied_snapshot() {
     // A change: a snapshot taken while it is in progress does not contain it either.
     ok(&admin, "BEGIN").await;
     ok(&admin, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.1', 'a'), ('02:00:00:00:00:02', '10.0.0.2', 'b')").await;
-    let xid = text(&admin, "SELECT pg_current_xact_id()::text")
+    let xid = scalar::<Option<String>>(&admin, "SELECT pg_current_xact_id()::text")
         .await
         .unwrap();
     let during = snapshot().await;
@@ -1146,7 +1085,7 @@ async fn sync_status_and_change_applied_follow_the_applied_snapshot() {
     report_snapshot(&agent, "site-a", &during).await;
     assert_eq!(sync_of(&admin, "site-a").await, (false, true, Some(2)));
     assert!(!applied(&agent, &xid, "site-a").await);
-    let behind_since_is_the_change = boolean(
+    let behind_since_is_the_change = scalar::<Option<bool>>(
         &admin,
         "SELECT s.behind_since = (SELECT min(at) FROM ipmanager.audit_log WHERE table_name = 'hosts')
          FROM ipmanager.sync_status s WHERE s.name = 'site-a'",
@@ -1181,7 +1120,7 @@ async fn an_agent_is_dead_after_three_missed_heartbeats() {
     )
     .await;
     assert_eq!(
-        boolean(
+        scalar::<Option<bool>>(
             &agent,
             "SELECT alive FROM ipmanager.sync_status WHERE name = 'site-a'"
         )
@@ -1194,7 +1133,7 @@ async fn an_agent_is_dead_after_three_missed_heartbeats() {
     )
     .await;
     let dead = common::wait_until(DEADLINE, || async {
-        boolean(
+        scalar::<Option<bool>>(
             &agent,
             "SELECT alive FROM ipmanager.sync_status WHERE name = 'site-a'",
         )
@@ -1204,7 +1143,7 @@ async fn an_agent_is_dead_after_three_missed_heartbeats() {
     .await;
     assert!(dead, "alive stayed true long after 3 heartbeats of 1 ms");
     assert_eq!(
-        boolean(
+        scalar::<Option<bool>>(
             &agent,
             "SELECT alive FROM ipmanager.change_applied('1') WHERE name = 'site-a'"
         )
@@ -1218,7 +1157,7 @@ async fn an_agent_is_dead_after_three_missed_heartbeats() {
     )
     .await;
     assert_eq!(
-        boolean(
+        scalar::<Option<bool>>(
             &agent,
             "SELECT alive FROM ipmanager.sync_status WHERE name = 'site-a'"
         )

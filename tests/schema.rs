@@ -10,6 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::sql::{backend_pid, describe, ok, scalar, wait_for_lock_wait};
 use common::TestDb;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -50,13 +51,6 @@ async fn subnet_id(client: &Client, sql: &str) -> i64 {
         .get(0)
 }
 
-/// Runs `sql`, which must succeed.
-async fn ok(client: &Client, sql: &str) {
-    if let Err(e) = client.batch_execute(sql).await {
-        panic!("expected success from {sql:?}, got {}", describe(&e));
-    }
-}
-
 /// Runs `sql`, which must fail, and returns the error.
 async fn fails(client: &Client, sql: &str) -> tokio_postgres::Error {
     match client.batch_execute(sql).await {
@@ -89,58 +83,6 @@ fn assert_db_error(err: &tokio_postgres::Error, code: &SqlState, needles: &[&str
             db.message()
         );
     }
-}
-
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (hint: {:?})",
-            db.code().code(),
-            db.message(),
-            db.hint()
-        ),
-        None => e.to_string(),
-    }
-}
-
-async fn scalar_text(client: &Client, sql: &str) -> String {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
-async fn scalar_i64(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
-async fn backend_pid(client: &Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Waits until backend `pid` is blocked on a heavyweight lock (a table, row or transaction lock).
-async fn wait_for_lock_wait(observer: &Client, pid: i32) {
-    let waiting = common::wait_until(DEADLINE, || async move {
-        observer
-            .query_opt(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
-                &[&pid],
-            )
-            .await
-            .map(|row| row.is_some())
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(waiting, "backend {pid} never started waiting for a lock");
 }
 
 fn schema_file() -> PathBuf {
@@ -179,7 +121,7 @@ async fn migrate_applies_v1_once_then_nothing() {
         second.applied
     );
     assert_eq!(
-        scalar_i64(&client, "SELECT count(*) FROM ipmanager.schema_history").await,
+        scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.schema_history").await,
         all_migrations().len() as i64
     );
 }
@@ -380,7 +322,7 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
     ok(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'pc')").await;
     // V2 is there too: allocation and the audit log work.
     assert_eq!(
-        scalar_text(
+        scalar::<String>(
             &client,
             "SELECT host(ip) FROM ipmanager.allocate_host('02:00:00:00:00:02', 'pc2', 'lan')"
         )
@@ -388,7 +330,7 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
         "10.0.0.1"
     );
     assert_eq!(
-        scalar_i64(&client, "SELECT count(*) FROM ipmanager.audit_log").await,
+        scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.audit_log").await,
         3
     );
 }
@@ -754,7 +696,7 @@ async fn subnet_range_rules() {
     // Accepted, and stored as host addresses whatever netmask was typed.
     ok(&client, &insert("'10.0.0.100/24', '10.0.0.200'")).await;
     assert_eq!(
-        scalar_text(&client, "SELECT range_start::text || ' ' || range_end::text FROM ipmanager.subnets WHERE name = 'lan'").await,
+        scalar::<String>(&client, "SELECT range_start::text || ' ' || range_end::text FROM ipmanager.subnets WHERE name = 'lan'").await,
         "10.0.0.100/32 10.0.0.200/32"
     );
     // A single-address range and no range at all are fine too.
@@ -829,7 +771,7 @@ async fn subnet_gateway_rules() {
 
     ok(&client, &insert("10.0.0.1/24")).await;
     assert_eq!(
-        scalar_text(
+        scalar::<String>(
             &client,
             "SELECT gateway::text FROM ipmanager.subnets WHERE name = 'lan'"
         )
@@ -1045,7 +987,7 @@ async fn updated_at_is_maintained() {
     .await;
     // Inserts keep what they are given; updates always set updated_at to now().
     assert_eq!(
-        scalar_i64(
+        scalar::<i64>(
             &client,
             "SELECT count(*) FROM ipmanager.hosts WHERE updated_at = '2000-01-01'"
         )
@@ -1055,7 +997,7 @@ async fn updated_at_is_maintained() {
     ok(&client, &format!("UPDATE ipmanager.subnets SET comment = 'x' WHERE id = {lan}; UPDATE ipmanager.hosts SET comment = 'y'")).await;
     for table in ["subnets", "hosts"] {
         assert_eq!(
-            scalar_i64(&client, &format!(
+            scalar::<i64>(&client, &format!(
                 "SELECT count(*) FROM ipmanager.{table} \
                  WHERE created_at = '2000-01-01' AND updated_at > now() - interval '1 hour' AND comment IS NOT NULL"
             ))
@@ -1127,7 +1069,7 @@ async fn host_subnet_is_filled_in_when_omitted() {
     ))
     .await;
     assert_eq!(
-        scalar_i64(
+        scalar::<i64>(
             &client,
             "SELECT subnet_id FROM ipmanager.hosts WHERE hostname = 'd'"
         )
@@ -1149,7 +1091,7 @@ async fn host_subnet_is_filled_in_when_omitted() {
     )
     .await;
     assert_eq!(
-        scalar_i64(
+        scalar::<i64>(
             &client,
             "SELECT subnet_id FROM ipmanager.hosts WHERE hostname = 'a'"
         )
@@ -1554,7 +1496,7 @@ async fn one_notification_per_statement() {
         one("hosts")
     );
     assert_eq!(
-        scalar_i64(&writer, "SELECT count(*) FROM ipmanager.hosts").await,
+        scalar::<i64>(&writer, "SELECT count(*) FROM ipmanager.hosts").await,
         100_000
     );
     assert_eq!(
@@ -1665,7 +1607,7 @@ async fn agent_reads_only_and_admin_writes() {
 
     ok(&client, "SET ROLE ipmanager_agent").await;
     assert_eq!(
-        scalar_i64(
+        scalar::<i64>(
             &client,
             "SELECT count(*) FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id"
         )

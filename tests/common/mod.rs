@@ -291,6 +291,7 @@ async fn pump(
 pub mod agent_process;
 pub mod binary;
 pub mod netns;
+pub mod sql;
 
 /// Login roles for one test, each a member of a group role (`ipmanager_agent`, ...). Roles are
 /// cluster-wide, so their names start with the test database's name; they are dropped again when
