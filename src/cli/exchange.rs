@@ -70,11 +70,6 @@ pub struct ExportArgs {
     format: FileFormat,
 }
 
-/// Some lines were rejected, so nothing was imported.
-#[derive(Debug, thiserror::Error)]
-#[error("nothing imported: {0} line(s) rejected (listed above); fix or remove them and run the import again")]
-pub struct Rejected(usize);
-
 pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
@@ -94,7 +89,12 @@ pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
         Format::Table => print!("{}", summary(&report, args.dry_run)),
     }
     if !report.rejected.is_empty() {
-        return Err(AdminError::Invalid(Rejected(report.rejected.len()).to_string()).into());
+        return Err(AdminError::Invalid(format!(
+            "nothing imported: {} line(s) rejected (listed above); fix or remove them and run \
+             the import again",
+            report.rejected.len()
+        ))
+        .into());
     }
     Ok(())
 }

@@ -168,7 +168,6 @@ pub async fn run(command: HostCommand, session: &mut Session) -> Result<()> {
 
 async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
     let mac = validate::mac(&args.mac).map_err(invalid)?;
-    validate::hostname(&args.hostname).map_err(invalid)?;
     let placement = match (args.ip.as_deref(), args.subnet) {
         (Some(ip), subnet) => Placement::Ip {
             ip: validate::ip("hosts.ip", ip).map_err(invalid)?,
@@ -186,7 +185,7 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
         enabled: !args.disabled,
     };
     let row = session
-        .change(&args.wait, |tx| {
+        .change(args.wait.wait, |tx| {
             Box::pin(async move { hosts::add(tx, &new).await })
         })
         .await?;
@@ -234,7 +233,7 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
     }
     let subnet = args.subnet;
     let (_, new) = session
-        .change(&args.wait, |tx| {
+        .change(args.wait.wait, |tx| {
             Box::pin(async move { hosts::set(tx, &reference, subnet.as_deref(), &change).await })
         })
         .await?;
@@ -246,7 +245,7 @@ async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
     let reference = HostRef::parse(&args.host)?;
     let subnet = args.subnet;
     let row = session
-        .change(&args.wait, |tx| {
+        .change(args.wait.wait, |tx| {
             Box::pin(async move { hosts::remove(tx, &reference, subnet.as_deref()).await })
         })
         .await?;

@@ -146,37 +146,28 @@ impl Session {
         &mut self.client
     }
 
-    /// Runs `op` in a transaction of its own; with `--wait`, remembers the transaction for
-    /// [`Session::finish_wait`].
+    /// Runs `op` in a transaction of its own. With `wait` (`--wait`) the transaction's id is
+    /// kept for [`Session::finish_wait`].
     async fn change<T>(
         &mut self,
-        wait: &sync::WaitArgs,
+        wait: bool,
         op: impl for<'t> FnOnce(&'t Transaction<'t>) -> ChangeFuture<'t, T>,
     ) -> Result<T> {
         let tx = self.client.transaction().await?;
         let result = op(&tx).await?;
-        if wait.wait {
+        if wait {
             self.change = Some(admin::sync::current_change(&tx).await?);
         }
         tx.commit().await?;
         Ok(result)
     }
 
-    /// [`Session::change`] without `--wait`.
-    async fn change_now<T>(
-        &mut self,
-        op: impl for<'t> FnOnce(&'t Transaction<'t>) -> ChangeFuture<'t, T>,
-    ) -> Result<T> {
-        let tx = self.client.transaction().await?;
-        let result = op(&tx).await?;
-        tx.commit().await?;
-        Ok(result)
-    }
-
+    /// With `--wait`, waits until the agents have applied the change made by
+    /// [`Session::change`].
     async fn finish_wait(&self, wait: &sync::WaitArgs) -> Result<()> {
-        match (&self.change, wait.wait) {
-            (Some(change), true) => sync::wait_for(self, change, wait.timeout).await,
-            _ => Ok(()),
+        match &self.change {
+            Some(change) => sync::wait_for(self, change, wait.timeout).await,
+            None => Ok(()),
         }
     }
 

@@ -192,7 +192,9 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
             };
             let subnet = args.subnet;
             let (_, new) = session
-                .change_now(|tx| Box::pin(async move { subnets::set(tx, &subnet, &fields).await }))
+                .change(false, |tx| {
+                    Box::pin(async move { subnets::set(tx, &subnet, &fields).await })
+                })
                 .await?;
             match args.output.output {
                 Format::Json => print!("{}", output::json(&new)),
@@ -203,7 +205,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
             let subnet = args.subnet;
             let cascade = args.cascade;
             let (row, hosts) = session
-                .change_now(|tx| {
+                .change(false, |tx| {
                     Box::pin(async move { subnets::remove(tx, &subnet, cascade).await })
                 })
                 .await?;
