@@ -233,23 +233,28 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                         &[
                             column("NAME", Fit::Keep),
                             column("CIDR", Fit::Keep),
-                            column("RANGE", Fit::Optional(2)),
-                            column("GATEWAY", Fit::Optional(3)),
+                            column("RANGE", Fit::Optional(0)),
+                            column("GATEWAY", Fit::Optional(1)),
                             column("HOSTS", Fit::Keep),
                             column("FREE", Fit::Keep),
                             column("USED", Fit::Keep),
-                            column("STATE", Fit::Optional(1)),
                         ],
                         rows.iter().map(|s| {
+                            // A disabled subnet is rare and worth seeing beside its name; a
+                            // column of "on" would cost the gateway its room in 80 columns.
+                            let name = if s.enabled {
+                                s.name.clone()
+                            } else {
+                                format!("{} (off)", s.name)
+                            };
                             vec![
-                                s.name.clone(),
+                                name,
                                 format!("{:#}", s.cidr),
                                 range_text(s),
                                 output::or_dash(s.gateway),
                                 s.usage.reservations.to_string(),
                                 compact(s.usage.free),
                                 percent(s.usage.used_percent),
-                                if s.enabled { "on" } else { "off" }.to_owned(),
                             ]
                         }),
                     )
