@@ -163,9 +163,14 @@ async fn subnet_show_counts_addresses_range_pool_and_reservations() {
             "10.1.0.1",
             "4",
             "150",
-            "2.0%",
-            "on"
+            "2.0%"
         ],
+        "{table}"
+    );
+    admin.ok(&["subnet", "set", "office", "--disable"]);
+    let table = admin.ok(&["subnet", "list"]);
+    assert!(
+        table.lines().nth(1).unwrap_or_default().starts_with("office (off)  "),
         "{table}"
     );
 }
