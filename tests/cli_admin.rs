@@ -170,7 +170,11 @@ async fn subnet_show_counts_addresses_range_pool_and_reservations() {
     admin.ok(&["subnet", "set", "office", "--disable"]);
     let table = admin.ok(&["subnet", "list"]);
     assert!(
-        table.lines().nth(1).unwrap_or_default().starts_with("office (off)  "),
+        table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("office (off)  "),
         "{table}"
     );
 }
