@@ -191,6 +191,18 @@ fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
 
+/// Reserves `ip` for `mac` as `hostname` (in the subnet of [`add_subnet`]).
+async fn add_host(db: &TestDb, mac: &str, ip: &str, hostname: &str) {
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ($1::text::macaddr, $2::text::inet, $3)",
+            &[&mac, &ip, &hostname],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn sql_changes_reach_the_files_and_each_sends_one_sighup() {
     let db = TestDb::new().await;
@@ -406,13 +418,7 @@ async fn terminated_connections_reconnect_and_the_files_converge() {
 async fn database_down_at_start_leaves_files_untouched_until_it_comes_up() {
     let db = TestDb::new().await;
     add_subnet(&db).await;
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:03', '10.64.1.30', 'late')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:03", "10.64.1.30", "late").await;
     // A port with nothing behind it yet.
     let mut proxy = common::Proxy::reserve(&db.url);
     let down_url = proxy.url_for(&db.name);
@@ -471,13 +477,7 @@ async fn a_silently_dead_server_is_noticed_and_the_agent_moves_on() {
         frozen_at.elapsed()
     );
     proxy.stop();
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:06', '10.64.1.60', 'failover')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:06", "10.64.1.60", "failover").await;
     h.wait_file("dhcp-hosts", "the change made after the failover", |c| {
         c.contains("failover")
     })
@@ -489,13 +489,7 @@ async fn a_silently_dead_server_is_noticed_and_the_agent_moves_on() {
 async fn the_periodic_resync_repairs_a_file_changed_behind_the_agents_back() {
     let db = TestDb::new().await;
     add_subnet(&db).await;
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:07', '10.64.1.70', 'truth')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:07", "10.64.1.70", "truth").await;
     let mut h = Harness::start_with(&db, "resync_interval = \"1s\"").await;
     h.wait_in_sync().await;
     let expected = h.read("dhcp-hosts");
@@ -516,13 +510,7 @@ async fn the_periodic_resync_repairs_a_file_changed_behind_the_agents_back() {
 async fn an_owed_activation_survives_an_agent_restart() {
     let db = TestDb::new().await;
     add_subnet(&db).await;
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:04', '10.64.1.40', 'owed')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:04", "10.64.1.40", "owed").await;
     let mut h = Harness::start(&db).await;
     h.wait_in_sync().await;
     h.stop().await;
@@ -561,13 +549,7 @@ async fn a_failing_activation_is_retried_until_it_succeeds() {
     let pid_file = h.hup.pid_file.clone();
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     std::fs::remove_file(&pid_file).unwrap();
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:05', '10.64.1.50', 'retry')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:05", "10.64.1.50", "retry").await;
     h.wait_status("activation to fail", |s| {
         s.phase == Phase::ActivationFailing
     })
@@ -868,13 +850,7 @@ async fn the_reported_files_hash_is_the_hash_of_the_files_on_disk() {
     use sha2::{Digest, Sha256};
     let db = TestDb::new().await;
     add_subnet(&db).await;
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:23', '10.64.1.23', 'hashed')",
-        )
-        .await
-        .unwrap();
+    add_host(&db, "02:00:00:00:00:23", "10.64.1.23", "hashed").await;
     let mut h = Harness::start(&db).await;
     h.wait_in_sync().await;
     let client = db.client().await;
