@@ -413,6 +413,34 @@ async fn agent_follows_a_promoted_standby() {
         .await;
     let notified_after = notified.elapsed();
 
+    // The agent reports to the new primary: `host add --wait` through the multi-host
+    // configuration sees the change live on it.
+    let config = setup.config.to_str().unwrap();
+    let args = [
+        "host",
+        "add",
+        "--mac",
+        "02:00:00:03:00:03",
+        "--ip",
+        "10.31.0.103",
+        "--hostname",
+        "after-3",
+        "--wait",
+        "--config",
+        config,
+    ];
+    let added = binary::ipmanager(&args, &[]);
+    binary::assert_exit(&added, 0, "host add --wait after the failover");
+    assert!(
+        binary::stderr(&added).contains("live on failover"),
+        "{}",
+        binary::stderr(&added)
+    );
+    assert!(
+        setup.serves("after-3"),
+        "--wait returned before the files had it"
+    );
+
     report(&format!(
         "{} inserts and {} deletes acknowledged before the primary was killed, none lost \
          (in doubt, failed when the server died: {:?}); \
