@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::connect;
 use super::netns::unavailable;
-use super::{connect, wait_until};
 
 /// How long a server may take to start, stop or be promoted.
 const SERVER_DEADLINE: Duration = Duration::from_secs(60);
@@ -80,26 +80,6 @@ impl PgTools {
         };
         command.current_dir(dir).stdin(Stdio::null());
         command
-    }
-
-    /// Runs `program` with `args` to completion; `Err` carries what it printed.
-    fn run(&self, program: &str, dir: &Path, args: &[&str]) -> Result<Output, String> {
-        let output = self
-            .command(program, dir)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if output.status.success() {
-            Ok(output)
-        } else {
-            Err(format!(
-                "{program} {} failed with {}: {}{}",
-                args.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim(),
-                String::from_utf8_lossy(&output.stdout).trim()
-            ))
-        }
     }
 
     /// Makes `dir` the cluster user's, so that the server can create its files there.
@@ -187,6 +167,8 @@ impl Cluster {
                 ],
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The copied configuration names the primary's socket directory; this one wins.
+        cluster.configure(&[]);
         cluster.start_on_free_port();
         cluster
     }
@@ -205,8 +187,22 @@ impl Cluster {
         }
     }
 
+    /// Runs a server program with `args` in the cluster's directory, to completion.
     fn pg(&self, program: &str, args: &[&str]) -> Result<Output, String> {
-        self.tools.run(program, self.dir.path(), args)
+        let mut command = self.tools.command(program, self.dir.path());
+        command.args(args);
+        let output = command.output();
+        checked(&command, output)
+    }
+
+    /// `pg_ctl -D data -w ARGS`: waits up to the deadline for what it does.
+    fn pg_ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = self.tools.command("pg_ctl", self.dir.path());
+        command
+            .args(["-D", "data", "-w", "-t"])
+            .arg(SERVER_DEADLINE.as_secs().to_string())
+            .args(args);
+        command
     }
 
     fn data(&self) -> PathBuf {
@@ -254,12 +250,10 @@ impl Cluster {
         );
     }
 
-    /// `pg_ctl ARGS` against this cluster, waiting (`-w`) up to the deadline.
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
-        let timeout = SERVER_DEADLINE.as_secs().to_string();
-        let mut full = vec!["-D", "data", "-w", "-t", &timeout];
-        full.extend_from_slice(args);
-        self.pg("pg_ctl", &full).map(drop)
+        let mut command = self.pg_ctl_command(args);
+        let output = command.output();
+        checked(&command, output).map(drop)
     }
 
     /// The server log so far, for failure messages.
@@ -290,25 +284,16 @@ impl Cluster {
         self.pg_ctl_async(&["promote"]).await;
     }
 
-    /// Runs `pg_ctl` off the runtime's threads so that other tasks (writers, the agent's log
-    /// reader) keep going while a server stops or starts.
+    /// Runs `pg_ctl` without blocking the runtime, so that other tasks (writers, the agent's
+    /// log reader) keep going while a server stops or starts.
     async fn pg_ctl_async(&self, args: &[&str]) {
-        let timeout = SERVER_DEADLINE.as_secs().to_string();
-        let mut command =
-            tokio::process::Command::from(self.tools.command("pg_ctl", self.dir.path()));
-        command
-            .args(["-D", "data", "-w", "-t", &timeout])
-            .args(args);
-        let output = command.output().await.expect("pg_ctl runs");
-        assert!(
-            output.status.success(),
-            "{}: pg_ctl {} failed: {}{}\nserver.log:\n{}",
-            self.name,
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr),
-            String::from_utf8_lossy(&output.stdout),
-            self.log()
-        );
+        let command = self.pg_ctl_command(args);
+        let output = tokio::process::Command::from(self.pg_ctl_command(args))
+            .output()
+            .await;
+        if let Err(error) = checked(&command, output) {
+            panic!("{}: {error}\nserver.log:\n{}", self.name, self.log());
+        }
     }
 
     /// URL of database `dbname` on this server alone.
@@ -319,33 +304,28 @@ impl Cluster {
     pub async fn client(&self, dbname: &str) -> Client {
         connect(&self.url(dbname)).await
     }
-
-    /// Waits until the server accepts connections to `dbname` (after a start or restart).
-    pub async fn wait_ready(&self, dbname: &str) {
-        let url = self.url(dbname);
-        let ready = wait_until(SERVER_DEADLINE, || {
-            let url = url.clone();
-            async move {
-                tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
-        assert!(
-            ready,
-            "{} never accepted connections:\n{}",
-            self.name,
-            self.log()
-        );
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Stopped before the directory goes; an already stopped server makes this fail, which
         // is fine.
-        let _ = self.pg("pg_ctl", &["-D", "data", "-m", "immediate", "stop"]);
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+/// A finished command's output, or what it printed when it failed.
+fn checked(command: &Command, output: std::io::Result<Output>) -> Result<Output, String> {
+    let output = output.map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(format!(
+            "{command:?} failed with {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
     }
 }
 
