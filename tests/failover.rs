@@ -27,6 +27,8 @@ const DB: &str = "ipmanager";
 /// How long the files may take to equal the database once nothing disturbs the agent.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
+/// How long the failover test leaves the agent without a writable server.
+const FAILOVER_OUTAGE: Duration = Duration::from_secs(2);
 const CHAOS_SECS_VAR: &str = "IPMANAGER_CHAOS_SECS";
 const CHAOS_SEED_VAR: &str = "IPMANAGER_CHAOS_SEED";
 const DEFAULT_CHAOS_SECS: u64 = 40;
@@ -359,6 +361,10 @@ async fn agent_follows_a_promoted_standby() {
         "the writer stopped early: {acked:?}"
     );
 
+    // A real failover takes a moment: meanwhile the agent finds the old primary refusing
+    // connections and the standby read-only (which target_session_attrs=read-write refuses),
+    // through several rounds of its backoff.
+    tokio::time::sleep(FAILOVER_OUTAGE).await;
     let promotion = Instant::now();
     standby.promote().await;
     let promote_took = promotion.elapsed();
