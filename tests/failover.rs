@@ -33,6 +33,9 @@ const CHAOS_SECS_VAR: &str = "IPMANAGER_CHAOS_SECS";
 const CHAOS_SEED_VAR: &str = "IPMANAGER_CHAOS_SEED";
 const DEFAULT_CHAOS_SECS: u64 = 40;
 const CHAOS_WRITERS: u64 = 3;
+/// A reservation by MAC, address and name; the subnet is the one containing the address.
+const INSERT_HOST: &str = "INSERT INTO ipmanager.hosts (mac, ip, hostname) \
+                           VALUES ($1::text::macaddr, $2::text::inet, $3)";
 
 /// These tests run servers, writers and an agent each and measure how fast the agent recovers;
 /// one at a time keeps the figures honest on a small machine. (A tokio mutex: it is held across
@@ -237,8 +240,7 @@ async fn write_until_failure(client: Client) -> Acknowledged {
         let hostname = format!("flow-{n}");
         let inserted = client
             .execute(
-                "INSERT INTO ipmanager.hosts (mac, ip, hostname) \
-                 VALUES ($1::text::macaddr, $2::text::inet, $3)",
+                INSERT_HOST,
                 &[
                     &format!("02:00:00:01:{:02x}:{:02x}", n >> 8, n & 0xff),
                     &format!("10.30.{}.{}", n / 250, n % 250 + 1),
@@ -274,11 +276,7 @@ async fn write_until_failure(client: Client) -> Acknowledged {
 
 async fn insert_host(client: &Client, mac: &str, ip: &str, hostname: &str) {
     client
-        .execute(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname) \
-             VALUES ($1::text::macaddr, $2::text::inet, $3)",
-            &[&mac, &ip, &hostname],
-        )
+        .execute(INSERT_HOST, &[&mac, &ip, &hostname])
         .await
         .unwrap_or_else(|e| panic!("insert {hostname}: {e}"));
 }
@@ -504,8 +502,6 @@ const RANDOM_HOST: &str = "(SELECT id FROM ipmanager.hosts ORDER BY random() LIM
 /// or a transaction of several. Returns the rows changed.
 async fn random_change(client: &mut Client, rng: &mut Rng) -> Result<u64, tokio_postgres::Error> {
     let subnet = rng.below(2) as usize;
-    let insert = "INSERT INTO ipmanager.hosts (mac, ip, hostname) \
-                  VALUES ($1::text::macaddr, $2::text::inet, $3)";
     match rng.below(100) {
         0..=44 => {
             let (mac, ip, name) = (
@@ -513,7 +509,7 @@ async fn random_change(client: &mut Client, rng: &mut Rng) -> Result<u64, tokio_
                 random_ip(rng, subnet),
                 random_hostname(rng),
             );
-            client.execute(insert, &[&mac, &ip, &name]).await
+            client.execute(INSERT_HOST, &[&mac, &ip, &name]).await
         }
         45..=59 => {
             let sql = format!("UPDATE ipmanager.hosts SET hostname = $1 WHERE id = {RANDOM_HOST}");
@@ -546,7 +542,9 @@ async fn random_change(client: &mut Client, rng: &mut Rng) -> Result<u64, tokio_
                     random_ip(rng, subnet),
                     random_hostname(rng),
                 );
-                changed += transaction.execute(insert, &[&mac, &ip, &name]).await?;
+                changed += transaction
+                    .execute(INSERT_HOST, &[&mac, &ip, &name])
+                    .await?;
             }
             let sql = format!("DELETE FROM ipmanager.hosts WHERE id = {RANDOM_HOST}");
             changed += transaction.execute(&sql, &[]).await?;
