@@ -128,15 +128,22 @@ impl Staged {
     }
 }
 
+/// Random characters in a temporary file's name: `.NAME.XXXXXX.tmp`.
+const TEMP_RANDOM_LEN: usize = 6;
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// A dot-named temporary file beside `path` holding `contents` with mode `mode`, not yet synced.
 fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile, FileError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    remove_leftovers(parent_dir(path), &prefix);
     let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM_LEN)
         .tempfile_in(parent_dir(path))
         .map_err(FileError::new(
             "cannot create a temporary file beside",
@@ -152,6 +159,30 @@ fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempF
     temp.write_all(contents)
         .map_err(FileError::new("cannot write the temporary file for", path))?;
     Ok(temp)
+}
+
+/// Removes the temporary files (`PREFIX` + random + `.tmp`) that a process killed between
+/// staging and rename left in `dir`; without this every `kill -9` at the wrong moment leaves a
+/// full copy of a file behind for good. The agent is the only writer of its files and stages
+/// one target at a time, so none of them is in use. Best effort: a leftover that cannot be
+/// removed only costs disk space, and a real problem with the directory shows in the stage.
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_leftover = entry.file_name().to_str().is_some_and(|name| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+                .is_some_and(|random| {
+                    random.len() == TEMP_RANDOM_LEN
+                        && random.chars().all(|c| c.is_ascii_alphanumeric())
+                })
+        });
+        if is_leftover {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Runs `f` on every item, on threads of their own when there is more than one.
@@ -261,6 +292,35 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["hosts", "other"].map(std::ffi::OsString::from));
+    }
+
+    #[test]
+    fn staging_removes_the_temporary_files_a_killed_writer_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dhcp-hosts");
+        // What a SIGKILL between staging and rename leaves, and dot-files that are not ours.
+        let leftover = dir.path().join(".dhcp-hosts.a1B2c3.tmp");
+        let keep = [
+            ".dhcp-hosts.activation-pending",
+            ".dhcp-hosts.toolong1.tmp",
+            ".dhcp-hosts.a1B2c3",
+            ".hosts.a1B2c3.tmp",
+            "..dhcp-hosts.activation-pending.a1B2c3.tmp",
+        ];
+        fs::write(&leftover, b"stale\n").unwrap();
+        for name in keep {
+            fs::write(dir.path().join(name), b"other\n").unwrap();
+        }
+        replace_files(&[(&path, b"new\n")], 0o644).unwrap();
+        assert!(!leftover.exists(), "the leftover temporary file is gone");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut expected: Vec<&str> = keep.into_iter().chain(["dhcp-hosts"]).collect();
+        expected.sort();
+        assert_eq!(names, expected);
     }
 
     #[test]

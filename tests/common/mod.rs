@@ -290,6 +290,7 @@ async fn pump(
 }
 pub mod agent_process;
 pub mod binary;
+pub mod cluster;
 pub mod netns;
 pub mod sql;
 

@@ -94,7 +94,7 @@ pub fn prerequisites() -> Result<Tools, String> {
 }
 
 /// Turns a missing prerequisite into a panic (`IPMANAGER_REQUIRE_E2E=1`) or a loud skip.
-fn unavailable(reason: &str) {
+pub fn unavailable(reason: &str) {
     if std::env::var(REQUIRE_E2E_VAR).as_deref() == Ok("1") {
         panic!("end-to-end test cannot run and {REQUIRE_E2E_VAR}=1: {reason}");
     }
