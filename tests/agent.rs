@@ -563,6 +563,54 @@ async fn a_failing_activation_is_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
+async fn a_pid_file_naming_another_process_is_an_activation_failure_and_it_is_not_signalled() {
+    use std::os::unix::process::ExitStatusExt;
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    // A stale pid file whose pid now belongs to something else; SIGHUP would end `sleep`.
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = sleep.id();
+    let exec_done = wait_until(DEADLINE, || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        async move { comm.trim() == "sleep" }
+    })
+    .await;
+    assert!(exec_done, "sleep did not start");
+    let pid_file = h.hup.pid_file.clone();
+    let counter_pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::write(&pid_file, pid.to_string()).unwrap();
+
+    add_host(&db, "02:00:00:00:00:07", "10.64.1.70", "stale").await;
+    h.wait_status("activation to fail", |s| {
+        s.phase == Phase::ActivationFailing
+    })
+    .await;
+    let error = h.status().last_error.unwrap();
+    for part in [
+        format!("{} names pid {pid}", pid_file.display()),
+        "\"sleep\"".to_owned(),
+        "not dnsmasq".to_owned(),
+    ] {
+        assert!(error.contains(&part), "{error:?} lacks {part:?}");
+    }
+    // Alive, and never hung up: a SIGHUP sent earlier would be its exit status, not SIGKILL.
+    assert!(sleep.try_wait().unwrap().is_none(), "sleep ended");
+    sleep.kill().unwrap();
+    assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
+
+    let hups = h.hup.count();
+    std::fs::write(&pid_file, counter_pid).unwrap();
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn rows_that_bypassed_the_database_checks_are_skipped_and_the_rest_served() {
     let db = TestDb::new().await;
     add_subnet(&db).await;
