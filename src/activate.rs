@@ -291,7 +291,10 @@ mod tests {
 
         let error = activator(&pid_file).send_sighup().unwrap_err();
         let message = error.to_string();
-        assert!(matches!(error, ActivateError::NotDnsmasq { .. }), "{error:?}");
+        assert!(
+            matches!(error, ActivateError::NotDnsmasq { .. }),
+            "{error:?}"
+        );
         for part in [
             pid_file.display().to_string(),
             format!("pid {}", sleep.id()),

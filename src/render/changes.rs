@@ -292,7 +292,10 @@ mod tests {
             "h0 (52:54:00:00:01:00), h1 (52:54:00:00:01:01), h2 (52:54:00:00:01:02) and 5 more"
         );
         assert_eq!(details.removed_text(), "-");
-        assert_eq!(describe_host_changes("", &many, 0).added_text(), "and 8 more");
+        assert_eq!(
+            describe_host_changes("", &many, 0).added_text(),
+            "and 8 more"
+        );
     }
 
     #[test]
