@@ -6,6 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::agent_process::AgentProcess;
+use common::binary::BIN;
 use common::{wait_until, SighupCounter, TestDb};
 use ipmanager::agent::{Agent, Phase, Status};
 use ipmanager::config::Config;
@@ -1084,4 +1086,60 @@ async fn a_failing_status_write_leaves_the_sync_alone_and_the_next_report_follow
     h.wait_status("the status error to clear", |s| s.status_error.is_none())
         .await;
     h.stop().await;
+}
+
+#[tokio::test]
+async fn the_applied_line_names_the_hosts_and_each_line_of_a_sync_carries_its_id() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    add_host(&db, "02:00:00:00:01:00", "10.64.3.100", "leaving").await;
+    let h = Harness::prepare().await;
+    h.config(&db.url, "");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["agent", "--config"])
+        .arg(h.path("ipmanager.toml"))
+        .env("RUST_LOG", "ipmanager=debug")
+        .env("NO_COLOR", "1");
+    let agent = AgentProcess::spawn(command);
+    agent.wait_log("in sync").await;
+
+    // One commit: seven hosts added, one removed, one changed.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname)
+               SELECT ('02:00:00:00:00:0' || i)::macaddr, ('10.64.3.' || i)::inet, 'new' || i
+               FROM generate_series(1, 7) i;
+             DELETE FROM ipmanager.hosts WHERE hostname = 'leaving';",
+        )
+        .await
+        .unwrap();
+    agent.wait_log("hosts_added=7").await;
+    let log = agent.log();
+    let applied = log
+        .lines()
+        .find(|line| line.contains("hosts_added=7"))
+        .unwrap();
+    for part in [
+        "hosts_removed=1",
+        "added=\"new1 (02:00:00:00:00:01), new2 (02:00:00:00:00:02), new3 (02:00:00:00:00:03), \
+         new4 (02:00:00:00:00:04), new5 (02:00:00:00:00:05) and 2 more\"",
+        "removed=\"leaving (02:00:00:00:01:00)\"",
+        "changed=\"\"",
+    ] {
+        assert!(applied.contains(part), "{applied:?} lacks {part:?}");
+    }
+    // The sync's span names it on every line it logs: its regeneration and what it applied.
+    let start = applied
+        .find("sync{id=")
+        .expect("the applied line names its sync");
+    let end = start + applied[start..].find('}').unwrap() + 1;
+    let sync = &applied[start..end];
+    let regenerated = log
+        .lines()
+        .filter(|line| line.contains(sync) && line.contains("regenerated"))
+        .count();
+    assert_eq!(regenerated, 1, "one regeneration logged in {sync}:\n{log}");
+    assert_eq!(agent.terminate().await, Some(0));
 }

@@ -246,9 +246,9 @@ fn log_applied(outcome: &Outcome) {
         hosts_added = hosts.counts.added,
         hosts_removed = hosts.counts.removed,
         hosts_changed = hosts.counts.changed,
-        added = %hosts.added_text(),
-        removed = %hosts.removed_text(),
-        changed = %hosts.changed_text(),
+        added = ?hosts.added_text(),
+        removed = ?hosts.removed_text(),
+        changed = ?hosts.changed_text(),
         activation = outcome.activated.map(Activation::as_str),
         "applied"
     );

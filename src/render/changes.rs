@@ -17,7 +17,7 @@ pub struct HostChangeDetails {
 }
 
 impl HostChangeDetails {
-    /// `alpha (52:54:…), beta (52:54:…) and 3 more` for the added hosts; `-` when none.
+    /// `alpha (52:54:…), beta (52:54:…) and 3 more` for the added hosts; empty when none.
     pub fn added_text(&self) -> String {
         named_list(&self.added, self.counts.added)
     }
@@ -33,9 +33,6 @@ impl HostChangeDetails {
 
 /// `names` joined with commas, then how many of `total` were left unnamed.
 fn named_list(names: &[String], total: usize) -> String {
-    if total == 0 {
-        return "-".to_owned();
-    }
     let mut text = names.join(", ");
     if total > names.len() {
         if !names.is_empty() {
@@ -291,7 +288,7 @@ mod tests {
             details.added_text(),
             "h0 (52:54:00:00:01:00), h1 (52:54:00:00:01:01), h2 (52:54:00:00:01:02) and 5 more"
         );
-        assert_eq!(details.removed_text(), "-");
+        assert_eq!(details.removed_text(), "");
         assert_eq!(
             describe_host_changes("", &many, 0).added_text(),
             "and 8 more"
