@@ -207,9 +207,13 @@ impl std::fmt::Display for Process {
 }
 
 async fn run_command(command: &[String], timeout: Duration) -> Result<(), ActivateError> {
-    let (program, args) = command
-        .split_first()
-        .expect("config validation keeps activation commands non-empty");
+    // Configuration refuses empty commands; this only keeps a mistake from panicking.
+    let Some((program, args)) = command.split_first() else {
+        return Err(ActivateError::Spawn {
+            command: Vec::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        });
+    };
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
