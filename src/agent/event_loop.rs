@@ -244,7 +244,9 @@ impl EventLoop {
                     return;
                 }
                 event = self.connection.next() => self.on_connection(event),
-                (outcome, span) = self.work.finished() => span.in_scope(|| self.on_work_done(outcome)),
+                (outcome, span) = self.work.finished() => {
+                    span.in_scope(|| self.on_work_done(outcome));
+                }
                 () = wake_at(work_at) => {}
                 event = self.reports.next(connected) => self.on_report(event),
                 _ = self.heartbeat.tick() => self.reports.queue(Unsent::default()),
