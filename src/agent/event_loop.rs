@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
-use super::backoff::{is_due, wake_at, Backoff};
+use super::backoff::{wake_at, Backoff};
 use super::reports::{ReportEvent, Reports, Unsent};
+use super::schedule::{Job, Schedule};
 use super::status::{Phase, StatusBoard};
 use super::worker::{Outcome, Worker};
-use super::{error_chain, Recovery};
-use crate::activate::Activation;
+use super::{error_chain, SyncError};
 use crate::config::Config;
 use crate::db::status::StatusWriter;
 use crate::db::{self, DbError};
@@ -98,13 +98,6 @@ impl Work {
     }
 }
 
-/// Work the loop may start.
-enum Job {
-    Sync,
-    /// Retry an activation that is owed, without a new snapshot.
-    Activate(Activation),
-}
-
 /// The service manager's watchdog: pings at half its period.
 struct Watchdog {
     tick: Interval,
@@ -145,21 +138,13 @@ pub(super) struct EventLoop {
     /// The database as logs show it: never with the password.
     database: String,
     liveness_interval: Duration,
-    /// Sync starts are at least this far apart; an isolated change never waits for it.
-    burst_interval: Duration,
     connection: Connection,
     connect_backoff: Backoff,
     /// Notifications counted on earlier connections; the current one counts its own.
     notifications_before: u64,
     work: Work,
-    /// A change (or a reconnect, or the periodic resync) that no sync has read yet.
-    dirty: bool,
-    /// The activation dnsmasq owes the files on disk.
-    pending: Option<Activation>,
-    /// After failed work, nothing starts before this.
-    work_not_before: Option<Instant>,
-    work_backoff: Backoff,
-    last_sync_start: Option<Instant>,
+    /// What work is owed and when it may start.
+    schedule: Schedule,
     /// Numbers the pieces of work for their spans, so that a journal can be read sync by sync.
     work_count: u64,
     /// The rows the last regeneration skipped, so that each is logged once.
@@ -201,18 +186,13 @@ impl EventLoop {
             listen_config: db::connection_config(url, "ipmanager-agent-listen")?,
             database: config.database_url.to_string(),
             liveness_interval: agent.liveness_interval,
-            burst_interval: agent.burst_interval,
             connection: Connection::Down {
                 retry_at: Instant::now(),
             },
             connect_backoff: Backoff::new(agent.max_backoff),
             notifications_before: 0,
             work: Work::Idle,
-            dirty: false,
-            pending,
-            work_not_before: None,
-            work_backoff: Backoff::new(agent.max_backoff),
-            last_sync_start: None,
+            schedule: Schedule::new(pending, agent.max_backoff, agent.burst_interval),
             work_count: 0,
             skipped: HashSet::new(),
             reports: Reports::new(
@@ -252,7 +232,7 @@ impl EventLoop {
                 _ = self.heartbeat.tick() => self.reports.queue(Unsent::default()),
                 _ = self.resync.tick() => {
                     debug!("periodic resync");
-                    self.dirty = true;
+                    self.schedule.changed();
                 }
                 period = Watchdog::tick(&mut self.watchdog) => self.on_watchdog(period),
             }
@@ -280,24 +260,12 @@ impl EventLoop {
         }
     }
 
-    /// The work to start next, and when it may start (`None`: now); nothing while work runs
-    /// or when nothing is wanted. A sync needs LISTEN first; a retried activation needs no
-    /// database, but waits while a sync is wanted, since that sync carries it out.
+    /// The work to start next and when it may start (`None`: now); nothing while work runs.
     fn wanted_work(&self) -> Option<(Job, Option<Instant>)> {
-        if !matches!(self.work, Work::Idle) {
-            return None;
+        match self.work {
+            Work::Idle => self.schedule.next(self.connection.is_up(), Instant::now()),
+            Work::Running { .. } => None,
         }
-        if self.dirty {
-            if !self.connection.is_up() {
-                return None;
-            }
-            let burst_over = self.last_sync_start.map(|t| t + self.burst_interval);
-            let at = self.work_not_before.max(burst_over);
-            return Some((Job::Sync, at.filter(|at| !is_due(Some(*at)))));
-        }
-        let owed = self.pending?;
-        let at = self.work_not_before.filter(|at| !is_due(Some(*at)));
-        Some((Job::Activate(owed), at))
     }
 
     /// When wanted work becomes due; `None` when nothing waits for a time.
@@ -310,12 +278,11 @@ impl EventLoop {
         let id = self.work_count;
         let worker = Arc::clone(&self.worker);
         let started = Instant::now();
+        self.schedule.started(job, started);
         let (task, span): (Task<Outcome>, Span) = match job {
-            Job::Sync => {
-                self.dirty = false;
-                self.last_sync_start = Some(started);
+            Job::Sync { pending } => {
                 let span = info_span!("sync", id);
-                let task = worker.sync(self.pending).instrument(span.clone());
+                let task = worker.sync(pending).instrument(span.clone());
                 (Box::pin(task), span)
             }
             Job::Activate(owed) => {
@@ -342,9 +309,7 @@ impl EventLoop {
                 self.connection = Connection::Up(listener);
                 self.connect_backoff.reset();
                 self.reports.reconnected();
-                // Whatever happened while we were away: a full resync, at once.
-                self.dirty = true;
-                self.work_not_before = None;
+                self.schedule.reconnected();
             }
             ConnectionEvent::Connected(Err(error)) => {
                 let retry_at = self.connect_backoff.next_at();
@@ -354,7 +319,7 @@ impl EventLoop {
             }
             ConnectionEvent::Changed(Ok(())) => {
                 debug!("change notification");
-                self.dirty = true;
+                self.schedule.changed();
                 self.status
                     .set_notifications(self.notifications_before + self.connection.notifications());
             }
@@ -372,24 +337,15 @@ impl EventLoop {
         if outcome.rendered.is_some() {
             crate::memory::release_free_memory();
         }
-        self.pending = outcome.pending;
         self.status.record(&outcome, &mut self.skipped);
         self.reports.queue_outcome(&outcome);
-        let Err(error) = &outcome.result else {
-            self.work_backoff.reset();
-            self.work_not_before = None;
-            return;
-        };
-        let recovery = error.recovery();
-        self.status.set_phase(recovery.phase(), error);
-        match recovery {
-            Recovery::Resync => {
-                self.dirty = true;
-                self.work_not_before = Some(self.work_backoff.next_at());
-            }
-            Recovery::Reactivate => self.work_not_before = Some(self.work_backoff.next_at()),
-            Recovery::AwaitChange => {}
+        let failure = outcome.result.as_ref().err();
+        if let Some(error) = failure {
+            self.status.set_phase(error.recovery().phase(), error);
         }
+        let recovery = failure.map(SyncError::recovery);
+        self.schedule
+            .finished(outcome.pending, recovery, Instant::now());
     }
 
     fn on_report(&mut self, event: ReportEvent) {

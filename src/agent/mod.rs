@@ -19,6 +19,7 @@
 mod backoff;
 mod event_loop;
 mod reports;
+mod schedule;
 mod status;
 mod worker;
 
