@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 use crate::config::{DnsmasqConfig, FILE_PLACEHOLDER};
 
@@ -59,7 +58,7 @@ pub enum ActivateError {
     Signal {
         pid: i32,
         #[source]
-        source: nix::Error,
+        source: std::io::Error,
     },
     #[error("cannot run {command:?}")]
     Spawn {
@@ -149,17 +148,33 @@ impl Activator {
                 content: content.clone(),
             })?;
         // A stale pid file can name a reused pid, and a file others can write can name anything:
-        // only a dnsmasq gets the signal.
+        // only a dnsmasq gets the signal. The pidfd holds on to the process that is checked: if
+        // it exits and its pid is reused meanwhile, the signal fails instead of going astray.
+        let not_dnsmasq = |found: String| ActivateError::NotDnsmasq {
+            path: self.pid_file.clone(),
+            pid,
+            found,
+        };
+        let pidfd = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            Some(Ok(pidfd)) => pidfd,
+            Some(Err(rustix::io::Errno::SRCH)) | None => {
+                return Err(not_dnsmasq(Process::NONE.to_owned()))
+            }
+            Some(Err(errno)) => {
+                return Err(ActivateError::Signal {
+                    pid,
+                    source: errno.into(),
+                })
+            }
+        };
         let process = Process::read(pid);
         if !process.is_dnsmasq() {
-            return Err(ActivateError::NotDnsmasq {
-                path: self.pid_file.clone(),
-                pid,
-                found: process.to_string(),
-            });
+            return Err(not_dnsmasq(process.to_string()));
         }
-        kill(Pid::from_raw(pid), Signal::SIGHUP)
-            .map_err(|source| ActivateError::Signal { pid, source })
+        pidfd_send_signal(&pidfd, Signal::HUP).map_err(|errno| ActivateError::Signal {
+            pid,
+            source: errno.into(),
+        })
     }
 }
 
@@ -173,6 +188,8 @@ struct Process {
 
 impl Process {
     const DNSMASQ: &'static str = "dnsmasq";
+    /// What a pid without a process is.
+    const NONE: &'static str = "no running process";
 
     fn read(pid: i32) -> Process {
         let proc = PathBuf::from(format!("/proc/{pid}"));
@@ -199,7 +216,7 @@ impl Process {
 impl std::fmt::Display for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.comm, &self.exe) {
-            (None, _) => f.write_str("no running process"),
+            (None, _) => f.write_str(Process::NONE),
             (Some(comm), None) => write!(f, "{comm:?}"),
             (Some(comm), Some(exe)) => write!(f, "{comm:?} ({})", exe.display()),
         }
