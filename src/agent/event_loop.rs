@@ -40,8 +40,13 @@ enum Connection {
 /// What [`Connection::next`] waited for.
 enum ConnectionEvent {
     RetryDue,
-    Connected(Result<Listener, DbError>),
-    Changed(Result<(), ListenError>),
+    /// Now `Up`.
+    Connected,
+    /// Now `Down`, due at once; the caller sets the backoff.
+    ConnectFailed(DbError),
+    Changed,
+    /// Now `Down`, due at once.
+    Lost(ListenError),
 }
 
 impl Connection {
@@ -57,16 +62,34 @@ impl Connection {
         }
     }
 
-    /// Waits for what the current state can bring. Cancel-safe: the attempt or the connection
-    /// stays as it is. The caller replaces the state after `Connected` or a lost connection.
+    /// Waits for what the current state can bring, and moves to the state that follows.
+    /// Cancel-safe: until it completes, the attempt or the connection stays as it is.
     async fn next(&mut self) -> ConnectionEvent {
+        let down_now = Connection::Down {
+            retry_at: Instant::now(),
+        };
         match self {
             Connection::Down { retry_at } => {
                 wake_at(Some(*retry_at)).await;
                 ConnectionEvent::RetryDue
             }
-            Connection::Connecting(task) => ConnectionEvent::Connected(task.as_mut().await),
-            Connection::Up(listener) => ConnectionEvent::Changed(listener.changed().await),
+            Connection::Connecting(task) => match task.as_mut().await {
+                Ok(listener) => {
+                    *self = Connection::Up(listener);
+                    ConnectionEvent::Connected
+                }
+                Err(error) => {
+                    *self = down_now;
+                    ConnectionEvent::ConnectFailed(error)
+                }
+            },
+            Connection::Up(listener) => match listener.changed().await {
+                Ok(()) => ConnectionEvent::Changed,
+                Err(error) => {
+                    *self = down_now;
+                    ConnectionEvent::Lost(error)
+                }
+            },
         }
     }
 }
@@ -303,30 +326,26 @@ impl EventLoop {
         match event {
             // `start_due` starts the attempt.
             ConnectionEvent::RetryDue => {}
-            ConnectionEvent::Connected(Ok(listener)) => {
+            ConnectionEvent::Connected => {
                 info!(database = %self.database, "connected; listening for changes");
                 self.notifications_before = self.status.notifications();
-                self.connection = Connection::Up(listener);
                 self.connect_backoff.reset();
                 self.reports.reconnected();
                 self.schedule.reconnected();
             }
-            ConnectionEvent::Connected(Err(error)) => {
+            ConnectionEvent::ConnectFailed(error) => {
                 let retry_at = self.connect_backoff.next_at();
                 self.status.set_phase(Phase::DatabaseUnreachable, &error);
                 debug!(error = %error_chain(&error), "connect failed; retrying");
                 self.connection = Connection::Down { retry_at };
             }
-            ConnectionEvent::Changed(Ok(())) => {
+            ConnectionEvent::Changed => {
                 debug!("change notification");
                 self.schedule.changed();
                 self.status
                     .set_notifications(self.notifications_before + self.connection.notifications());
             }
-            ConnectionEvent::Changed(Err(error)) => {
-                self.connection = Connection::Down {
-                    retry_at: Instant::now(),
-                };
+            ConnectionEvent::Lost(error) => {
                 self.status.set_phase(Phase::DatabaseUnreachable, &error);
             }
         }
