@@ -3,7 +3,8 @@
 //! and memory. Run with `scripts/bench`; results go to docs/benchmarks.md.
 //!
 //! The benchmark process itself stands in for dnsmasq: the agent's pid file holds our pid, and a
-//! received SIGHUP marks "files written and SIGHUP sent".
+//! received SIGHUP marks "files written and SIGHUP sent". It takes the command name dnsmasq,
+//! since the agent signals nothing else.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -31,6 +32,8 @@ fn main() {
         eprintln!("run the benchmark with scripts/bench (it provides a PostgreSQL server)");
         std::process::exit(2);
     }
+    // The main thread's name is the process's command name, which the agent checks.
+    nix::sys::prctl::set_name(c"dnsmasq").expect("the benchmark names itself dnsmasq");
     // `cargo bench` passes --bench; a filter argument is not supported, so ignore arguments.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

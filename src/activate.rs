@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 use crate::config::{DnsmasqConfig, FILE_PLACEHOLDER};
 
@@ -45,11 +44,21 @@ pub enum ActivateError {
     },
     #[error("dnsmasq's pid file {path} holds {content:?}, not a process id")]
     BadPid { path: PathBuf, content: String },
+    #[error(
+        "dnsmasq's pid file {path} names pid {pid}, which is {found}, not dnsmasq; \
+         not sending it SIGHUP"
+    )]
+    NotDnsmasq {
+        path: PathBuf,
+        pid: i32,
+        /// What runs under that pid instead, e.g. `sleep (/usr/bin/sleep)`, or that nothing does.
+        found: String,
+    },
     #[error("cannot send SIGHUP to dnsmasq (pid {pid})")]
     Signal {
         pid: i32,
         #[source]
-        source: nix::Error,
+        source: std::io::Error,
     },
     #[error("cannot run {command:?}")]
     Spawn {
@@ -138,15 +147,90 @@ impl Activator {
                 path: self.pid_file.clone(),
                 content: content.clone(),
             })?;
-        kill(Pid::from_raw(pid), Signal::SIGHUP)
-            .map_err(|source| ActivateError::Signal { pid, source })
+        // A stale pid file can name a reused pid, and a file others can write can name anything:
+        // only a dnsmasq gets the signal. The pidfd holds on to the process that is checked: if
+        // it exits and its pid is reused meanwhile, the signal fails instead of going astray.
+        let not_dnsmasq = |found: String| ActivateError::NotDnsmasq {
+            path: self.pid_file.clone(),
+            pid,
+            found,
+        };
+        let pidfd = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            Some(Ok(pidfd)) => pidfd,
+            Some(Err(rustix::io::Errno::SRCH)) | None => {
+                return Err(not_dnsmasq(Process::NONE.to_owned()))
+            }
+            Some(Err(errno)) => {
+                return Err(ActivateError::Signal {
+                    pid,
+                    source: errno.into(),
+                })
+            }
+        };
+        let process = Process::read(pid);
+        if !process.is_dnsmasq() {
+            return Err(not_dnsmasq(process.to_string()));
+        }
+        pidfd_send_signal(&pidfd, Signal::HUP).map_err(|errno| ActivateError::Signal {
+            pid,
+            source: errno.into(),
+        })
+    }
+}
+
+/// What `/proc` says runs under a pid: its command name (readable for every process) and its
+/// executable (readable only for our own processes, or as root).
+#[derive(Debug)]
+struct Process {
+    comm: Option<String>,
+    exe: Option<PathBuf>,
+}
+
+impl Process {
+    const DNSMASQ: &'static str = "dnsmasq";
+    /// What a pid without a process is.
+    const NONE: &'static str = "no running process";
+
+    fn read(pid: i32) -> Process {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        Process {
+            comm: std::fs::read_to_string(proc.join("comm"))
+                .ok()
+                .map(|comm| comm.trim_end_matches('\n').to_owned()),
+            exe: std::fs::read_link(proc.join("exe")).ok(),
+        }
+    }
+
+    /// The command name is the executable's name at exec time; the executable's own name also
+    /// counts, for a dnsmasq started through a differently named link.
+    fn is_dnsmasq(&self) -> bool {
+        self.comm.as_deref() == Some(Self::DNSMASQ)
+            || self
+                .exe
+                .as_deref()
+                .and_then(Path::file_name)
+                .is_some_and(|name| name == Self::DNSMASQ)
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.comm, &self.exe) {
+            (None, _) => f.write_str(Process::NONE),
+            (Some(comm), None) => write!(f, "{comm:?}"),
+            (Some(comm), Some(exe)) => write!(f, "{comm:?} ({})", exe.display()),
+        }
     }
 }
 
 async fn run_command(command: &[String], timeout: Duration) -> Result<(), ActivateError> {
-    let (program, args) = command
-        .split_first()
-        .expect("config validation keeps activation commands non-empty");
+    // Configuration refuses empty commands; this only keeps a mistake from panicking.
+    let Some((program, args)) = command.split_first() else {
+        return Err(ActivateError::Spawn {
+            command: Vec::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        });
+    };
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -176,5 +260,99 @@ async fn run_command(command: &[String], timeout: Duration) -> Result<(), Activa
             status: output.status,
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn activator(pid_file: &Path) -> Activator {
+        Activator {
+            pid_file: pid_file.to_owned(),
+            reload_command: Vec::new(),
+            restart_command: vec!["true".to_owned()],
+            check_command: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Whether `child` was running until now and never got SIGHUP: SIGHUP ends `sleep`, and a
+    /// fatal signal sent earlier would be its exit status instead of the SIGKILL sent here.
+    fn alive_and_never_hung_up(mut child: Child) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let running = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        running && child.wait().unwrap().signal() == Some(libc::SIGKILL)
+    }
+
+    /// Waits until `child` has exec'd (its comm is no longer the test's).
+    fn wait_for_exec(child: &Child, comm: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let now = std::fs::read_to_string(format!("/proc/{}/comm", child.id()));
+            if now.is_ok_and(|c| c.trim() == comm) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{} never became {comm}", child.id());
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_process_is_an_error_and_the_process_is_not_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let sleep = Command::new("sleep").arg("60").spawn().unwrap();
+        wait_for_exec(&sleep, "sleep");
+        let pid_file = dir.path().join("dnsmasq.pid");
+        std::fs::write(&pid_file, format!("{}\n", sleep.id())).unwrap();
+
+        let error = activator(&pid_file).send_sighup().unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, ActivateError::NotDnsmasq { .. }),
+            "{error:?}"
+        );
+        for part in [
+            pid_file.display().to_string(),
+            format!("pid {}", sleep.id()),
+            "\"sleep\"".to_owned(),
+            "not dnsmasq".to_owned(),
+        ] {
+            assert!(message.contains(&part), "{message:?} lacks {part:?}");
+        }
+        assert!(alive_and_never_hung_up(sleep), "sleep received SIGHUP");
+    }
+
+    #[test]
+    fn a_pid_file_naming_no_process_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let pid_file = dir.path().join("dnsmasq.pid");
+        std::fs::write(&pid_file, pid.to_string()).unwrap();
+        let message = activator(&pid_file).send_sighup().unwrap_err().to_string();
+        assert!(message.contains("no running process"), "{message}");
+    }
+
+    #[test]
+    fn a_process_called_dnsmasq_gets_the_signal() {
+        // Started through a link named dnsmasq, `sleep` runs with the command name dnsmasq.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("dnsmasq");
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let mut fake = Command::new(&link).arg("60").spawn().unwrap();
+        wait_for_exec(&fake, "dnsmasq");
+        let pid_file = dir.path().join("dnsmasq.pid");
+        std::fs::write(&pid_file, fake.id().to_string()).unwrap();
+
+        activator(&pid_file).send_sighup().unwrap();
+        let status = fake.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGHUP));
     }
 }

@@ -6,6 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::agent_process::AgentProcess;
+use common::binary::BIN;
 use common::{wait_until, SighupCounter, TestDb};
 use ipmanager::agent::{Agent, Phase, Status};
 use ipmanager::config::Config;
@@ -563,6 +565,54 @@ async fn a_failing_activation_is_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
+async fn a_pid_file_naming_another_process_is_an_activation_failure_and_it_is_not_signalled() {
+    use std::os::unix::process::ExitStatusExt;
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    // A stale pid file whose pid now belongs to something else; SIGHUP would end `sleep`.
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = sleep.id();
+    let exec_done = wait_until(DEADLINE, || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        async move { comm.trim() == "sleep" }
+    })
+    .await;
+    assert!(exec_done, "sleep did not start");
+    let pid_file = h.hup.pid_file.clone();
+    let counter_pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::write(&pid_file, pid.to_string()).unwrap();
+
+    add_host(&db, "02:00:00:00:00:07", "10.64.1.70", "stale").await;
+    h.wait_status("activation to fail", |s| {
+        s.phase == Phase::ActivationFailing
+    })
+    .await;
+    let error = h.status().last_error.unwrap();
+    for part in [
+        format!("{} names pid {pid}", pid_file.display()),
+        "\"sleep\"".to_owned(),
+        "not dnsmasq".to_owned(),
+    ] {
+        assert!(error.contains(&part), "{error:?} lacks {part:?}");
+    }
+    // Alive, and never hung up: a SIGHUP sent earlier would be its exit status, not SIGKILL.
+    assert!(sleep.try_wait().unwrap().is_none(), "sleep ended");
+    sleep.kill().unwrap();
+    assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
+
+    let hups = h.hup.count();
+    std::fs::write(&pid_file, counter_pid).unwrap();
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn rows_that_bypassed_the_database_checks_are_skipped_and_the_rest_served() {
     let db = TestDb::new().await;
     add_subnet(&db).await;
@@ -1036,4 +1086,60 @@ async fn a_failing_status_write_leaves_the_sync_alone_and_the_next_report_follow
     h.wait_status("the status error to clear", |s| s.status_error.is_none())
         .await;
     h.stop().await;
+}
+
+#[tokio::test]
+async fn the_applied_line_names_the_hosts_and_each_line_of_a_sync_carries_its_id() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    add_host(&db, "02:00:00:00:01:00", "10.64.3.100", "leaving").await;
+    let h = Harness::prepare().await;
+    h.config(&db.url, "");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["agent", "--config"])
+        .arg(h.path("ipmanager.toml"))
+        .env("RUST_LOG", "ipmanager=debug")
+        .env("NO_COLOR", "1");
+    let agent = AgentProcess::spawn(command);
+    agent.wait_log("in sync").await;
+
+    // One commit: seven hosts added, one removed, one changed.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname)
+               SELECT ('02:00:00:00:00:0' || i)::macaddr, ('10.64.3.' || i)::inet, 'new' || i
+               FROM generate_series(1, 7) i;
+             DELETE FROM ipmanager.hosts WHERE hostname = 'leaving';",
+        )
+        .await
+        .unwrap();
+    agent.wait_log("hosts_added=7").await;
+    let log = agent.log();
+    let applied = log
+        .lines()
+        .find(|line| line.contains("hosts_added=7"))
+        .unwrap();
+    for part in [
+        "hosts_removed=1",
+        "added=\"new1 (02:00:00:00:00:01), new2 (02:00:00:00:00:02), new3 (02:00:00:00:00:03), \
+         new4 (02:00:00:00:00:04), new5 (02:00:00:00:00:05) and 2 more\"",
+        "removed=\"leaving (02:00:00:00:01:00)\"",
+        "changed=\"\"",
+    ] {
+        assert!(applied.contains(part), "{applied:?} lacks {part:?}");
+    }
+    // The sync's span names it on every line it logs: its regeneration and what it applied.
+    let start = applied
+        .find("sync{id=")
+        .expect("the applied line names its sync");
+    let end = start + applied[start..].find('}').unwrap() + 1;
+    let sync = &applied[start..end];
+    let regenerated = log
+        .lines()
+        .filter(|line| line.contains(sync) && line.contains("regenerated"))
+        .count();
+    assert_eq!(regenerated, 1, "one regeneration logged in {sync}:\n{log}");
+    assert_eq!(agent.terminate().await, Some(0));
 }

@@ -13,17 +13,17 @@ use crate::model::{Host, Snapshot, Subnet};
 
 const SUBNETS: &str = "\
     SELECT id, cidr, range_start, range_end, gateway, \
-           extract(epoch FROM lease_time)::bigint, domain \
+           extract(epoch FROM lease_time)::bigint AS lease_seconds, domain \
     FROM ipmanager.subnets WHERE enabled";
 
 // Sorting is left to the renderer, which must be deterministic whatever order it is given.
 const HOSTS: &str = "\
     SELECT h.id, h.subnet_id, h.mac, h.ip, h.hostname, \
-           extract(epoch FROM h.lease_time)::bigint \
+           extract(epoch FROM h.lease_time)::bigint AS lease_seconds \
     FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id \
     WHERE h.enabled AND s.enabled";
 
-const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
+const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text AS snapshot";
 
 /// A snapshot of the data together with the database snapshot it was read in.
 #[derive(Debug, Clone)]
@@ -56,23 +56,28 @@ pub async fn take_snapshot_at(pool: &Pool, expected_hosts: usize) -> Result<Snap
     let hosts_statement = tx.prepare_cached(HOSTS).await?;
     let current_statement = tx.prepare_cached(CURRENT_SNAPSHOT).await?;
     // REPEATABLE READ: every statement of the transaction sees this same snapshot.
-    let db_snapshot: String = tx.query_one(&current_statement, &[]).await?.try_get(0)?;
+    let db_snapshot: String = tx
+        .query_one(&current_statement, &[])
+        .await?
+        .try_get("snapshot")?;
     let subnets = tx
         .query(&subnets_statement, &[])
         .await?
         .iter()
         .map(|row| {
-            let range_start: Option<IpInet> = row.try_get(2)?;
-            let range_end: Option<IpInet> = row.try_get(3)?;
+            let range_start: Option<IpInet> = row.try_get("range_start")?;
+            let range_end: Option<IpInet> = row.try_get("range_end")?;
             Ok(Subnet {
-                id: row.try_get(0)?,
-                cidr: row.try_get::<_, IpCidr>(1)?,
+                id: row.try_get("id")?,
+                cidr: row.try_get::<_, IpCidr>("cidr")?,
                 range: range_start
                     .zip(range_end)
                     .map(|(start, end)| (start.address(), end.address())),
-                gateway: row.try_get::<_, Option<IpInet>>(4)?.map(|g| g.address()),
-                lease_seconds: row.try_get(5)?,
-                domain: row.try_get(6)?,
+                gateway: row
+                    .try_get::<_, Option<IpInet>>("gateway")?
+                    .map(|g| g.address()),
+                lease_seconds: row.try_get("lease_seconds")?,
+                domain: row.try_get("domain")?,
             })
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
@@ -84,14 +89,14 @@ pub async fn take_snapshot_at(pool: &Pool, expected_hosts: usize) -> Result<Snap
     pin_mut!(rows);
     let mut hosts = Vec::with_capacity(expected_hosts + expected_hosts / 64);
     while let Some(row) = rows.try_next().await? {
-        let ip: IpInet = row.try_get(3)?;
+        let ip: IpInet = row.try_get("ip")?;
         hosts.push(Host {
-            id: row.try_get(0)?,
-            subnet_id: row.try_get(1)?,
-            mac: row.try_get::<_, MacAddress>(2)?.to_array(),
+            id: row.try_get("id")?,
+            subnet_id: row.try_get("subnet_id")?,
+            mac: row.try_get::<_, MacAddress>("mac")?.to_array(),
             ip: ip.address(),
-            hostname: row.try_get(4)?,
-            lease_seconds: row.try_get(5)?,
+            hostname: row.try_get("hostname")?,
+            lease_seconds: row.try_get("lease_seconds")?,
         });
     }
     tx.commit().await?;

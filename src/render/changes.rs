@@ -1,9 +1,47 @@
-//! How many reservations a new hosts file adds, removes and changes compared with the old one;
-//! the agent logs it once per write.
+//! Which reservations a new hosts file adds, removes and changes compared with the old one; the
+//! agent logs it once per write, naming the first few hosts of each kind and counting the rest.
 
 use std::cmp::Ordering;
 
 use super::HostChanges;
+
+/// [`HostChanges`] with the first few hosts of each kind named, as `hostname (MAC)`, in MAC
+/// order; what [`describe_host_changes`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostChangeDetails {
+    pub counts: HostChanges,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Named as in the new file; a renamed host appears under its new name.
+    pub changed: Vec<String>,
+}
+
+impl HostChangeDetails {
+    /// `alpha (52:54:…), beta (52:54:…) and 3 more` for the added hosts; empty when none.
+    pub fn added_text(&self) -> String {
+        named_list(&self.added, self.counts.added)
+    }
+
+    pub fn removed_text(&self) -> String {
+        named_list(&self.removed, self.counts.removed)
+    }
+
+    pub fn changed_text(&self) -> String {
+        named_list(&self.changed, self.counts.changed)
+    }
+}
+
+/// `names` joined with commas, then how many of `total` were left unnamed.
+fn named_list(names: &[String], total: usize) -> String {
+    let mut text = names.join(", ");
+    if total > names.len() {
+        if !names.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!("and {} more", total - names.len()));
+    }
+    text
+}
 
 /// Compares two files holding reservations, either dhcp-hostsfile lines (`MAC,IP,name[,lease]`)
 /// or a conf include whose `dhcp-host=` lines carry them; every other line is ignored. The two
@@ -14,12 +52,24 @@ use super::HostChanges;
 /// on both sides are unchanged, the remaining ones pair up as `changed`, and whatever is left
 /// over counts as `added` or `removed`. With one line per key that is the plain definition.
 pub fn summarize_host_changes(old: &str, new: &str) -> HostChanges {
+    describe_host_changes(old, new, 0).counts
+}
+
+/// [`summarize_host_changes`], naming up to `named` hosts of each kind.
+pub fn describe_host_changes(old: &str, new: &str, named: usize) -> HostChangeDetails {
     // Lines both files share at their start and end pair up as unchanged whatever their key,
     // and for a one-row change in 100,000 that is nearly everything: leave them out.
     let (old, new) = strip_common_lines(old, new);
     let old = reservations(old);
     let new = reservations(new);
-    let mut changes = HostChanges::default();
+    let mut details = HostChangeDetails::default();
+    let note = |names: &mut Vec<String>, line: &str| {
+        if names.len() < named {
+            names.push(label(line));
+        }
+    };
+    // Reused for every key: a rewrite of 100,000 lines allocates them once.
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     loop {
         let key = match (old.get(i), new.get(j)) {
@@ -32,19 +82,34 @@ pub fn summarize_host_changes(old: &str, new: &str) -> HostChanges {
         let new_group = group(&new[j..], key);
         i += old_group.len();
         j += new_group.len();
-        let same = common(old_group, new_group);
-        let gone = old_group.len() - same;
-        let came = new_group.len() - same;
-        let changed = gone.min(came);
-        changes.changed += changed;
-        changes.removed += gone - changed;
-        changes.added += came - changed;
+        unshared(old_group, new_group, &mut gone, &mut came);
+        let changed = gone.len().min(came.len());
+        details.counts.changed += changed;
+        details.counts.removed += gone.len() - changed;
+        details.counts.added += came.len() - changed;
+        for line in &came[..changed] {
+            note(&mut details.changed, line);
+        }
+        for line in &gone[changed..] {
+            note(&mut details.removed, line);
+        }
+        for line in &came[changed..] {
+            note(&mut details.added, line);
+        }
     }
-    changes
+    details
 }
 
-/// `(key, line)` for every reservation line, sorted so that equal keys are adjacent and each
-/// key's lines are in order.
+/// `hostname (MAC)` of a reservation line `MAC,IP,hostname[,lease]`; the line itself when it
+/// has no third field.
+fn label(line: &str) -> String {
+    let mut fields = line.split(',');
+    match (fields.next(), fields.nth(1)) {
+        (Some(mac), Some(hostname)) => format!("{hostname} ({mac})"),
+        _ => line.to_owned(),
+    }
+}
+
 /// `old` and `new` without the whole lines they share at the start and at the end.
 fn strip_common_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
     let prefix = old
@@ -65,6 +130,8 @@ fn strip_common_lines<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
     (&old[..old.len() - suffix], &new[..new.len() - suffix])
 }
 
+/// `(key, line)` for every reservation line, sorted so that equal keys are adjacent and each
+/// key's lines are in order.
 fn reservations(text: &str) -> Vec<(&str, &str)> {
     let mut entries: Vec<(&str, &str)> = text
         .lines()
@@ -92,21 +159,35 @@ fn group<'a, 'b>(entries: &'b [(&'a str, &'a str)], key: &str) -> &'b [(&'a str,
     &entries[..len]
 }
 
-/// How many lines two sorted groups share, counting repeats (multiset intersection).
-fn common(a: &[(&str, &str)], b: &[(&str, &str)]) -> usize {
-    let (mut i, mut j, mut same) = (0, 0, 0);
+/// The lines of two sorted groups that the other lacks, counting repeats (multiset
+/// differences): `a`'s into `only_a`, `b`'s into `only_b`, both in order.
+fn unshared<'a>(
+    a: &[(&str, &'a str)],
+    b: &[(&str, &'a str)],
+    only_a: &mut Vec<&'a str>,
+    only_b: &mut Vec<&'a str>,
+) {
+    only_a.clear();
+    only_b.clear();
+    let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].1.cmp(b[j].1) {
-            Ordering::Less => i += 1,
-            Ordering::Greater => j += 1,
+            Ordering::Less => {
+                only_a.push(a[i].1);
+                i += 1;
+            }
+            Ordering::Greater => {
+                only_b.push(b[j].1);
+                j += 1;
+            }
             Ordering::Equal => {
-                same += 1;
                 i += 1;
                 j += 1;
             }
         }
     }
-    same
+    only_a.extend(a[i..].iter().map(|e| e.1));
+    only_b.extend(b[j..].iter().map(|e| e.1));
 }
 
 #[cfg(test)]
@@ -185,6 +266,42 @@ mod tests {
         let new = "52:54:00:00:00:0a,10.0.0.10,alpha\n52:54:00:00:00:0a,10.0.1.20,alpha\n\
                    52:54:00:00:00:0a,10.0.2.10,alpha\n";
         assert_eq!(summarize_host_changes(old, new), changes(1, 0, 1));
+    }
+
+    #[test]
+    fn names_the_first_hosts_of_each_kind_and_counts_the_rest() {
+        let old = format!("{A}\n{B}\n");
+        let new = format!("52:54:00:00:00:0a,10.0.0.99,alpha\n{C}\n");
+        let details = describe_host_changes(&old, &new, 5);
+        assert_eq!(details.counts, changes(1, 1, 1));
+        assert_eq!(details.added, ["gamma (52:54:00:00:00:0c)"]);
+        assert_eq!(details.removed, ["beta (52:54:00:00:00:0b)"]);
+        assert_eq!(details.changed, ["alpha (52:54:00:00:00:0a)"]);
+        assert_eq!(details.added_text(), "gamma (52:54:00:00:00:0c)");
+
+        let many: String = (0..8)
+            .map(|i| format!("52:54:00:00:01:{i:02x},10.0.1.{i},h{i}\n"))
+            .collect();
+        let details = describe_host_changes("", &many, 3);
+        assert_eq!(details.counts, changes(8, 0, 0));
+        assert_eq!(
+            details.added_text(),
+            "h0 (52:54:00:00:01:00), h1 (52:54:00:00:01:01), h2 (52:54:00:00:01:02) and 5 more"
+        );
+        assert_eq!(details.removed_text(), "");
+        assert_eq!(
+            describe_host_changes("", &many, 0).added_text(),
+            "and 8 more"
+        );
+    }
+
+    #[test]
+    fn a_renamed_host_is_changed_under_its_new_name_in_a_conf_include() {
+        let old = format!("dhcp-host={A}\n");
+        let new = "dhcp-host=52:54:00:00:00:0a,10.0.0.10,omega\n";
+        let details = describe_host_changes(&old, new, 5);
+        assert_eq!(details.counts, changes(0, 0, 1));
+        assert_eq!(details.changed_text(), "omega (52:54:00:00:00:0a)");
     }
 
     #[test]

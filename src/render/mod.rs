@@ -56,7 +56,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use changes::summarize_host_changes;
+pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
 
 use crate::model::{Host, Snapshot, Subnet};
 

@@ -37,6 +37,11 @@ impl AgentProcess {
         AgentProcess { child, log }
     }
 
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     pub async fn wait_log(&self, what: &str) {
         let log = Arc::clone(&self.log);
         let found = wait_until(DEADLINE, || {
