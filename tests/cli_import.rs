@@ -25,8 +25,8 @@ fn cli_fixture(name: &str) -> String {
     fixture(&format!("cli/{name}"))
 }
 
-/// The table report of an import: entries per section title ("added", "would add", "already
-/// present", "skipped", "rejected"), each `line N: what[: reason]`, and the closing outcome line.
+/// The table report of an import: entries per section title ("added", "would add", "not added",
+/// "already present", "skipped", "rejected"), each `line N: what[: reason]`, and the closing outcome line.
 #[derive(Debug)]
 struct Report {
     sections: BTreeMap<String, Vec<String>>,
@@ -341,7 +341,10 @@ async fn check_clean_import(clean: &Clean) -> Db {
     assert_eq!(present.len(), clean.added.len(), "{}", again.text);
     for entry in &present {
         assert!(
-            entry.ends_with(": already reserved so") || entry.ends_with(": subnet exists"),
+            entry.ends_with(
+                ": the database already holds this reservation with the same address, name and \
+                 lease time"
+            ) || entry.ends_with(": subnet exists"),
             "{entry}\n{}",
             again.text
         );
@@ -442,6 +445,19 @@ async fn dnsmasq_fixture_dry_run_lists_every_line_and_a_real_import_is_all_or_no
     let out = db.import(&file, "dnsmasq", &[], 65);
     let real = Report::of(&out);
     assert_eq!(real.section("rejected"), rejected, "{}", real.text);
+    // A refused import added nothing, so it does not speak of what it "would add".
+    assert_eq!(
+        real.titles(),
+        ["not added", "rejected", "skipped"],
+        "{}",
+        real.text
+    );
+    assert_eq!(
+        real.section("not added"),
+        report.section("would add"),
+        "{}",
+        real.text
+    );
     assert_eq!(real.outcome, "nothing imported");
     assert!(error_text(&out).starts_with("nothing imported: 8 line(s) rejected"));
     assert!(
@@ -556,7 +572,7 @@ async fn an_entry_differing_from_the_database_only_in_lease_time_is_not_already_
             .section("already present")
             .iter()
             .any(|e| e.starts_with("line 6: ")),
-        "line 6 asks for a 1h lease, the database has 2h: it is not 'already reserved so'\n{}",
+        "line 6 asks for a 1h lease, the database has 2h: it is not already present\n{}",
         report.text
     );
     assert_exit(&out, 65, "a line the import cannot apply is rejected");

@@ -13,6 +13,10 @@ use super::validate::{format_mac, quote};
 use super::{AdminError, Result};
 use crate::exchange::{Note, Parsed, Reservation, SubnetHint};
 
+/// The reason given for an entry the database already holds exactly as the file asks.
+pub const ALREADY_PRESENT: &str = "the database already holds this reservation with the same \
+                                   address, name and lease time";
+
 /// What happened to one input line (or Kea object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
@@ -110,9 +114,7 @@ pub async fn import(
             continue;
         };
         if already_present(&tx, &new).await? {
-            report
-                .unchanged
-                .push(entry("already reserved so".to_owned()));
+            report.unchanged.push(entry(ALREADY_PRESENT.to_owned()));
             continue;
         }
         let savepoint = tx.savepoint("host").await?;

@@ -115,10 +115,11 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
             text.push_str(&format!("  line {}: {}{reason}\n", entry.line, entry.what));
         }
     };
-    let added = if report.committed {
-        "added"
-    } else {
-        "would add"
+    // A refused real import added nothing; only a dry run speaks of what it would add.
+    let added = match (report.committed, dry_run) {
+        (true, _) => "added",
+        (false, true) => "would add",
+        (false, false) => "not added",
     };
     section(&mut text, added, &report.added);
     section(&mut text, "already present", &report.unchanged);
