@@ -750,3 +750,123 @@ async fn unreadable_files_exit_74_and_invalid_kea_exits_65_with_the_position() {
     assert!(db.hosts().await.is_empty());
     assert_eq!(db.subnet_count().await, CLEAN_SUBNETS.len() as i64);
 }
+
+/// A dhcp-hostsfile of `count` reservations in 10.128.0.0/14 (the subnet [`LARGE_SUBNET`]).
+fn large_hostsfile(count: u32) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let mut text = String::new();
+    for i in 0..count {
+        let [_, b, c, d] = (i + 1).to_be_bytes();
+        let [_, _, hi, lo] = (i + 10).to_be_bytes();
+        text.push_str(&format!(
+            "52:54:01:{b:02x}:{c:02x}:{d:02x},10.{}.{hi}.{lo},host-{i}\n",
+            128 + (i + 10) / 65_536
+        ));
+    }
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+const LARGE_SUBNET: &[&[&str]] = &[&["10.128.0.0/14", "--name", "large"]];
+
+/// Before, every line ran under a savepoint: each kept its own transaction id and lock until
+/// the commit, which exhausted the server's lock table at 177k lines (`out of shared memory`).
+/// Transaction ids are counted server-wide, so the bound leaves room for other clients; per
+/// line would be at least 20,000.
+#[tokio::test]
+async fn a_large_import_is_one_transaction_without_a_transaction_id_per_line() {
+    const LINES: u32 = 20_000;
+    let db = Db::with_subnets(LARGE_SUBNET).await;
+    let file = large_hostsfile(LINES);
+    let client = db.db.client().await;
+    let next_xid = || async {
+        client
+            .query_one("SELECT pg_current_xact_id()::text::bigint AS xid", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>("xid")
+    };
+    let before = next_xid().await;
+    let out = db.import(
+        file.path().to_str().unwrap(),
+        "hostsfile",
+        &["-o", "json"],
+        0,
+    );
+    let used = next_xid().await - before;
+    let value = json_report(&out);
+    assert_eq!(value["committed"], true);
+    assert_eq!(json_entries(&value, "added").len(), LINES as usize);
+    assert_eq!(db.hosts().await.len(), LINES as usize);
+    assert!(
+        used < i64::from(LINES) / 2,
+        "the import used {used} transaction ids for {LINES} lines"
+    );
+}
+
+/// A resource or timeout failure of the database is not bad data: exit 75 (try again), not 65.
+#[tokio::test]
+async fn an_import_that_times_out_on_a_lock_exits_75_not_65() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let mut holder = db.db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE ipmanager.hosts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let url = format!("{}?options=-c%20lock_timeout%3D300", db.db.url);
+    let out = db
+        .command(&[
+            "import",
+            &cli_fixture("clean.dnsmasq.conf"),
+            "--format",
+            "dnsmasq",
+        ])
+        .env("IPMANAGER_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert_exit(&out, 75, "a lock timeout is a temporary failure");
+    assert!(
+        error_text(&out).contains("lock timeout"),
+        "{}",
+        stderr(&out)
+    );
+    tx.rollback().await.unwrap();
+}
+
+/// Two imports of the same file at the same time end where each asked: one adds every line, the
+/// other finds every line already present; neither fails. Before, the second collided with the
+/// first's uncommitted rows and was refused with "is already reserved". Several rounds, since
+/// the collision needs the two to overlap.
+#[tokio::test]
+async fn two_identical_imports_at_once_both_succeed() {
+    const LINES: usize = 300;
+    const ROUNDS: usize = 4;
+    let db = Db::with_subnets(LARGE_SUBNET).await;
+    let file = large_hostsfile(LINES as u32);
+    let path = file.path().to_str().unwrap();
+    let client = db.db.client().await;
+    for round in 0..ROUNDS {
+        client
+            .batch_execute("DELETE FROM ipmanager.hosts")
+            .await
+            .unwrap();
+        let args = ["import", path, "--format", "hostsfile", "-o", "json"];
+        let first = db.command(&args).spawn().unwrap();
+        let second = db.command(&args).spawn().unwrap();
+        let outputs = [first, second].map(|child| child.wait_with_output().unwrap());
+        let mut added = 0;
+        let mut unchanged = 0;
+        for out in &outputs {
+            assert_exit(
+                out,
+                0,
+                &format!("round {round}: an identical concurrent import"),
+            );
+            let value = json_report(out);
+            added += json_entries(&value, "added").len();
+            unchanged += json_entries(&value, "unchanged").len();
+        }
+        assert_eq!((added, unchanged), (LINES, LINES), "round {round}");
+        assert_eq!(db.hosts().await.len(), LINES);
+    }
+}
