@@ -870,3 +870,45 @@ async fn two_identical_imports_at_once_both_succeed() {
         assert_eq!(db.hosts().await.len(), LINES);
     }
 }
+
+/// Before, the whole input was read into memory without a bound: `/dev/zero` grew the process
+/// to 24 GB. Now the default limit (64 MiB) refuses it, quickly and with a message.
+#[tokio::test]
+async fn an_endless_input_file_is_refused_at_the_default_limit() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let out = db.import("/dev/zero", "dnsmasq", &["--dry-run"], 65);
+    assert_eq!(
+        error_text(&out),
+        "/dev/zero is larger than the import limit of 64MiB: nothing imported; give \
+         --max-input-size if the file really is this large"
+    );
+    assert_eq!(stdout(&out), "", "no report for input that was not read");
+}
+
+/// Standard input has the same limit; `--max-input-size` sets it. A file within the limit is
+/// imported as usual.
+#[tokio::test]
+async fn standard_input_beyond_max_input_size_is_refused() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let text = std::fs::read_to_string(cli_fixture("clean.hostsfile")).unwrap();
+    let padded = format!("{text}{}", "# padding\n".repeat(200));
+    let args = [
+        "import",
+        "-",
+        "--format",
+        "hostsfile",
+        "--max-input-size",
+        "1KiB",
+    ];
+    let out = db.run_with_stdin(&args, &padded);
+    assert_exit(&out, 65, "input beyond --max-input-size");
+    assert_eq!(
+        error_text(&out),
+        "standard input is larger than the import limit of 1KiB: nothing imported; give \
+         --max-input-size if the file really is this large"
+    );
+    assert!(db.hosts().await.is_empty());
+    let out = db.run_with_stdin(&args, &text);
+    assert_exit(&out, 0, "input within --max-input-size");
+    assert_eq!(db.hosts().await, HOSTSFILE_HOSTS);
+}

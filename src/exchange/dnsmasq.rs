@@ -25,7 +25,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{check_hostname, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
+use super::{check_hostname, note_text, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
 use crate::render::{lines, validate};
 
 /// Which of the two dnsmasq spellings a file uses.
@@ -49,7 +49,7 @@ pub fn parse(input: &str, flavour: Flavour) -> Parsed {
         }
         let note = |reason: String| Note {
             line,
-            text: raw.trim().to_owned(),
+            text: note_text(raw),
             reason,
         };
         if raw.len() >= validate::MAX_LINE_BYTES {

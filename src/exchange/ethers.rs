@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{check_hostname, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
+use super::{check_hostname, note_text, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
 use crate::render::lines;
 
 /// Reads an ethers file.
@@ -28,7 +28,7 @@ pub fn parse(input: &str) -> Parsed {
         }
         let reject = |reason: String| Note {
             line,
-            text: raw.trim().to_owned(),
+            text: note_text(raw),
             reason,
         };
         match reservation(&fields, comment, line) {

@@ -286,6 +286,23 @@ pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
+/// Longest line text a [`Note`] repeats; the rest is counted, not shown.
+const MAX_NOTE_TEXT: usize = 200;
+
+/// A line as a [`Note`] shows it: trimmed, and cut short when it is long, so that a runaway
+/// line (a file without newlines) does not fill the report.
+pub(crate) fn note_text(raw: &str) -> String {
+    let text = raw.trim();
+    if text.len() <= MAX_NOTE_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_NOTE_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 /// A hostname from a file: the renderer's rule, with the field named in the message.
 pub(crate) fn check_hostname(name: &str) -> Result<String, String> {
     validate::hostname(name)?;
@@ -306,6 +323,16 @@ mod tests {
             "csv".parse::<Format>().unwrap_err().to_string(),
             "unknown format 'csv': expected one of dnsmasq, ethers, hostsfile, kea"
         );
+    }
+
+    #[test]
+    fn long_lines_are_cut_short_in_notes() {
+        assert_eq!(note_text("  short  "), "short");
+        let long = format!("é{}", "x".repeat(300));
+        let shown = note_text(&long);
+        assert!(shown.starts_with("éxx"), "{shown}");
+        assert!(shown.ends_with("… (302 bytes in all)"), "{shown}");
+        assert!(shown.len() < 230, "{shown}");
     }
 
     #[test]
