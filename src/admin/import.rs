@@ -10,9 +10,12 @@
 //! 3. One statement judges every reservation against the database and the rest of the file:
 //!    already present, or the problem the triggers and unique constraints would report, in
 //!    their words ([`super::duplicate`], `ipmanager.host_address_problem`).
-//! 4. One `INSERT … SELECT` adds the reservations with an address; the triggers check them once
-//!    more. Entries to allocate get the next free address of `--subnet` one by one (each needs
-//!    the previous one's), without savepoints.
+//! 4. A line the triggers would refuse for its own values (a lease time out of bounds) is tried
+//!    alone under a savepoint that is always rolled back, which releases its lock, to report the
+//!    trigger's words. One `INSERT … SELECT` then adds every reservation with an address; the
+//!    triggers check them once more. Should it still fail, every line is tried alone that way
+//!    and the rest inserted again. Entries to allocate get the next free address of `--subnet`
+//!    one by one (each needs the previous one's), without savepoints.
 //!
 //! A concurrent writer that takes an address between steps 3 and 4 makes the insert fail with a
 //! unique violation: the whole import is then tried again (a bounded number of times), and the
@@ -128,47 +131,9 @@ async fn import_once(
         add_subnet(&mut tx, subnet, &mut report).await?;
     }
     let allocation = allocation_subnet(&mut tx, parsed, options).await?;
-    let mut candidates = Vec::new();
-    for (index, reservation) in parsed.reservations.iter().enumerate() {
-        match candidate(reservation, &allocation) {
-            Ok(()) => candidates.push(index),
-            Err(reason) => report.rejected.push(entry(reservation, reason)),
-        }
-    }
-    let verdicts = judge(&tx, parsed, &candidates, &allocation).await?;
-    let mut with_address = Vec::new();
-    let mut to_allocate = Vec::new();
-    let mut suspects = Vec::new();
-    for (index, verdict) in candidates.into_iter().zip(verdicts) {
-        let reservation = &parsed.reservations[index];
-        match verdict {
-            Verdict::Add if reservation.ip.is_some() => with_address.push(reservation),
-            Verdict::Add => to_allocate.push(reservation),
-            Verdict::Probe => suspects.push(reservation),
-            Verdict::Unchanged(reason) => report.unchanged.push(entry(reservation, reason)),
-            Verdict::Rejected(reason) => report.rejected.push(entry(reservation, reason)),
-        }
-    }
-    with_address.extend(probe(&mut tx, &suspects, &mut report).await?);
-    if let Err(error) = insert_with_address(&mut tx, &with_address).await {
-        if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            return Ok(Attempt::Raced(error));
-        }
-        // Refused for a reason the judgement does not foresee: learn which lines, and why.
-        with_address = probe(&mut tx, &with_address, &mut report).await?;
-        if let Err(error) = insert_with_address(&mut tx, &with_address).await {
-            return raced_or_failed(error);
-        }
-    }
-    for reservation in with_address {
-        report
-            .added
-            .push(entry(reservation, reservation.notes.join("; ")));
-    }
-    if let (Allocation::Subnet(subnet), false) = (&allocation, to_allocate.is_empty()) {
-        if let Err(error) = allocate(&mut tx, subnet, &to_allocate, &mut report).await {
-            return raced_or_failed(error);
-        }
+    let plan = plan(&tx, parsed, &allocation, &mut report).await?;
+    if let Err(error) = add_hosts(&mut tx, plan, &allocation, &mut report).await {
+        return raced_or_failed(error);
     }
     // Rejections found while parsing and those from the database, in file order.
     report.rejected.sort_by_key(|entry| entry.line);
@@ -184,12 +149,100 @@ async fn import_once(
 
 /// A unique violation at insert time means a concurrent writer won a race: try again. Anything
 /// else the triggers refuse is reported as it stands.
-fn raced_or_failed(error: tokio_postgres::Error) -> Result<Attempt> {
-    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        Ok(Attempt::Raced(error))
-    } else {
-        Err(error.into())
+fn raced_or_failed(error: AddError) -> Result<Attempt> {
+    match error {
+        AddError::Postgres(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Ok(Attempt::Raced(error))
+        }
+        AddError::Postgres(error) => Err(error.into()),
+        AddError::Admin(error) => Err(error),
     }
+}
+
+/// Why [`add_hosts`] stopped: the statement's own error (to tell a race), or one already
+/// turned into words.
+enum AddError {
+    Postgres(tokio_postgres::Error),
+    Admin(AdminError),
+}
+
+impl From<tokio_postgres::Error> for AddError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        AddError::Postgres(error)
+    }
+}
+
+impl From<AdminError> for AddError {
+    fn from(error: AdminError) -> Self {
+        AddError::Admin(error)
+    }
+}
+
+/// The candidates the judgement lets through, by how they are added.
+#[derive(Default)]
+struct Plan<'a> {
+    with_address: Vec<&'a Reservation>,
+    to_allocate: Vec<&'a Reservation>,
+    /// To be tried alone first (see [`Verdict::Probe`]).
+    suspects: Vec<&'a Reservation>,
+}
+
+/// Judges every reservation; those that cannot be added go to the report, the rest to the plan.
+async fn plan<'a>(
+    tx: &Transaction<'_>,
+    parsed: &'a Parsed,
+    allocation: &Allocation,
+    report: &mut ImportReport,
+) -> Result<Plan<'a>> {
+    let mut candidates = Vec::new();
+    for (index, reservation) in parsed.reservations.iter().enumerate() {
+        match candidate(reservation, allocation) {
+            Ok(()) => candidates.push(index),
+            Err(reason) => report.rejected.push(entry(reservation, reason)),
+        }
+    }
+    let verdicts = judge(tx, parsed, &candidates, allocation).await?;
+    let mut plan = Plan::default();
+    for (index, verdict) in candidates.into_iter().zip(verdicts) {
+        let reservation = &parsed.reservations[index];
+        match verdict {
+            Verdict::Add if reservation.ip.is_some() => plan.with_address.push(reservation),
+            Verdict::Add => plan.to_allocate.push(reservation),
+            Verdict::Probe => plan.suspects.push(reservation),
+            Verdict::Unchanged(reason) => report.unchanged.push(entry(reservation, reason)),
+            Verdict::Rejected(reason) => report.rejected.push(entry(reservation, reason)),
+        }
+    }
+    Ok(plan)
+}
+
+/// Adds what the plan holds: suspects alone, then every reservation with an address in one
+/// statement (each alone after all, should that fail for a reason the judgement did not
+/// foresee), then the allocations.
+async fn add_hosts(
+    tx: &mut Transaction<'_>,
+    plan: Plan<'_>,
+    allocation: &Allocation,
+    report: &mut ImportReport,
+) -> Result<(), AddError> {
+    let mut with_address = plan.with_address;
+    with_address.extend(probe(tx, &plan.suspects, report).await?);
+    if let Err(error) = insert_with_address(tx, &with_address).await {
+        if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            return Err(error.into());
+        }
+        with_address = probe(tx, &with_address, report).await?;
+        insert_with_address(tx, &with_address).await?;
+    }
+    for reservation in with_address {
+        report
+            .added
+            .push(entry(reservation, reservation.notes.join("; ")));
+    }
+    if let Allocation::Subnet(subnet) = allocation {
+        allocate(tx, subnet, &plan.to_allocate, report).await?;
+    }
+    Ok(())
 }
 
 fn entry(reservation: &Reservation, reason: String) -> Entry {
@@ -284,7 +337,7 @@ fn candidate(reservation: &Reservation, allocation: &Allocation) -> Result<(), S
 /// What the database says about one candidate.
 enum Verdict {
     Add,
-    /// A trigger would refuse it: insert it alone to learn the trigger's words.
+    /// A trigger would refuse its lease time: insert it alone to learn the trigger's words.
     Probe,
     Unchanged(String),
     Rejected(String),
