@@ -912,3 +912,62 @@ async fn standard_input_beyond_max_input_size_is_refused() {
     assert_exit(&out, 0, "input within --max-input-size");
     assert_eq!(db.hosts().await, HOSTSFILE_HOSTS);
 }
+
+/// Lines of one file are judged together: a repeated line is reported as a repeat (and added
+/// once), a line that collides with an earlier one names it, and nothing is imported.
+#[tokio::test]
+async fn lines_colliding_within_the_file_name_the_earlier_line() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let text = "52:54:00:72:00:01,10.72.0.5,a\n\
+                52:54:00:72:00:01,10.72.0.5,a\n\
+                52:54:00:72:00:02,10.72.0.5,b\n\
+                52:54:00:72:00:03,10.72.0.7,A\n";
+    let out = db.run_with_stdin(&["import", "-", "--format", "hostsfile"], text);
+    assert_exit(&out, 65, "colliding lines");
+    let report = Report::of(&out);
+    assert_eq!(
+        report.section("already present"),
+        ["line 2: 52:54:00:72:00:01 10.72.0.5 a: the same reservation as line 1"],
+        "{}",
+        report.text
+    );
+    assert_eq!(
+        report.section("rejected"),
+        [
+            "line 3: 52:54:00:72:00:02 10.72.0.5 b: hosts.ip 10.72.0.5 is already reserved: an IP \
+             address can have only one reservation (by line 1 of this file)",
+            "line 4: 52:54:00:72:00:03 10.72.0.7 A: hosts.hostname 'A' is already used in this \
+             subnet: host names are unique per subnet, ignoring case (by line 1 of this file)",
+        ],
+        "{}",
+        report.text
+    );
+    assert!(db.hosts().await.is_empty());
+}
+
+/// Names without an address are allocated in `--subnet` in file order; once it is full, the
+/// rest are rejected in `ipmanager.allocate_host`'s words.
+#[tokio::test]
+async fn allocation_into_a_full_subnet_rejects_the_rest_in_the_database_words() {
+    let db = Db::with_subnets(&[&["10.75.0.0/30", "--name", "tiny"]]).await;
+    let text = "52:54:00:75:00:01 one\n52:54:00:75:00:02 two\n52:54:00:75:00:03 three\n";
+    let args = ["import", "-", "--format", "ethers", "--subnet", "tiny"];
+    let out = db.run_with_stdin(&args, text);
+    assert_exit(&out, 65, "more names than free addresses");
+    let report = Report::of(&out);
+    assert_eq!(
+        report.section("not added"),
+        [
+            "line 1: 52:54:00:75:00:01 one: allocated 10.75.0.1",
+            "line 2: 52:54:00:75:00:02 two: allocated 10.75.0.2",
+        ],
+        "{}",
+        report.text
+    );
+    let rejected = report.entry("rejected", 3);
+    assert!(
+        rejected.contains("subnet 'tiny' (10.75.0.0/30) has no free address"),
+        "{rejected}"
+    );
+    assert!(db.hosts().await.is_empty());
+}
