@@ -25,8 +25,8 @@ fn cli_fixture(name: &str) -> String {
     fixture(&format!("cli/{name}"))
 }
 
-/// The table report of an import: entries per section title ("added", "would add", "already
-/// present", "skipped", "rejected"), each `line N: what[: reason]`, and the closing outcome line.
+/// The table report of an import: entries per section title ("added", "would add", "not added",
+/// "already present", "skipped", "rejected"), each `line N: what[: reason]`, and the closing outcome line.
 #[derive(Debug)]
 struct Report {
     sections: BTreeMap<String, Vec<String>>,
@@ -341,7 +341,10 @@ async fn check_clean_import(clean: &Clean) -> Db {
     assert_eq!(present.len(), clean.added.len(), "{}", again.text);
     for entry in &present {
         assert!(
-            entry.ends_with(": already reserved so") || entry.ends_with(": subnet exists"),
+            entry.ends_with(
+                ": the database already holds this reservation with the same address, name and \
+                 lease time"
+            ) || entry.ends_with(": subnet exists"),
             "{entry}\n{}",
             again.text
         );
@@ -442,6 +445,19 @@ async fn dnsmasq_fixture_dry_run_lists_every_line_and_a_real_import_is_all_or_no
     let out = db.import(&file, "dnsmasq", &[], 65);
     let real = Report::of(&out);
     assert_eq!(real.section("rejected"), rejected, "{}", real.text);
+    // A refused import added nothing, so it does not speak of what it "would add".
+    assert_eq!(
+        real.titles(),
+        ["not added", "rejected", "skipped"],
+        "{}",
+        real.text
+    );
+    assert_eq!(
+        real.section("not added"),
+        report.section("would add"),
+        "{}",
+        real.text
+    );
     assert_eq!(real.outcome, "nothing imported");
     assert!(error_text(&out).starts_with("nothing imported: 8 line(s) rejected"));
     assert!(
@@ -556,7 +572,7 @@ async fn an_entry_differing_from_the_database_only_in_lease_time_is_not_already_
             .section("already present")
             .iter()
             .any(|e| e.starts_with("line 6: ")),
-        "line 6 asks for a 1h lease, the database has 2h: it is not 'already reserved so'\n{}",
+        "line 6 asks for a 1h lease, the database has 2h: it is not already present\n{}",
         report.text
     );
     assert_exit(&out, 65, "a line the import cannot apply is rejected");
@@ -733,4 +749,225 @@ async fn unreadable_files_exit_74_and_invalid_kea_exits_65_with_the_position() {
     assert_eq!(stdout(&out), "", "no report for a file that does not parse");
     assert!(db.hosts().await.is_empty());
     assert_eq!(db.subnet_count().await, CLEAN_SUBNETS.len() as i64);
+}
+
+/// A dhcp-hostsfile of `count` reservations in 10.128.0.0/14 (the subnet [`LARGE_SUBNET`]).
+fn large_hostsfile(count: u32) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let mut text = String::new();
+    for i in 0..count {
+        let [_, b, c, d] = (i + 1).to_be_bytes();
+        let [_, _, hi, lo] = (i + 10).to_be_bytes();
+        text.push_str(&format!(
+            "52:54:01:{b:02x}:{c:02x}:{d:02x},10.{}.{hi}.{lo},host-{i}\n",
+            128 + (i + 10) / 65_536
+        ));
+    }
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+const LARGE_SUBNET: &[&[&str]] = &[&["10.128.0.0/14", "--name", "large"]];
+
+/// Before, every line ran under a savepoint: each kept its own transaction id and lock until
+/// the commit, which exhausted the server's lock table at 177k lines (`out of shared memory`).
+/// Transaction ids are counted server-wide, so the bound leaves room for other clients; per
+/// line would be at least 20,000.
+#[tokio::test]
+async fn a_large_import_is_one_transaction_without_a_transaction_id_per_line() {
+    const LINES: u32 = 20_000;
+    let db = Db::with_subnets(LARGE_SUBNET).await;
+    let file = large_hostsfile(LINES);
+    let client = db.db.client().await;
+    let next_xid = || async {
+        client
+            .query_one("SELECT pg_current_xact_id()::text::bigint AS xid", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>("xid")
+    };
+    let before = next_xid().await;
+    let out = db.import(
+        file.path().to_str().unwrap(),
+        "hostsfile",
+        &["-o", "json"],
+        0,
+    );
+    let used = next_xid().await - before;
+    let value = json_report(&out);
+    assert_eq!(value["committed"], true);
+    assert_eq!(json_entries(&value, "added").len(), LINES as usize);
+    assert_eq!(db.hosts().await.len(), LINES as usize);
+    assert!(
+        used < i64::from(LINES) / 2,
+        "the import used {used} transaction ids for {LINES} lines"
+    );
+}
+
+/// A resource or timeout failure of the database is not bad data: exit 75 (try again), not 65.
+#[tokio::test]
+async fn an_import_that_times_out_on_a_lock_exits_75_not_65() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let mut holder = db.db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE ipmanager.hosts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let url = format!("{}?options=-c%20lock_timeout%3D300", db.db.url);
+    let out = db
+        .command(&[
+            "import",
+            &cli_fixture("clean.dnsmasq.conf"),
+            "--format",
+            "dnsmasq",
+        ])
+        .env("IPMANAGER_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert_exit(&out, 75, "a lock timeout is a temporary failure");
+    assert!(
+        error_text(&out).contains("lock timeout"),
+        "{}",
+        stderr(&out)
+    );
+    tx.rollback().await.unwrap();
+}
+
+/// Two imports of the same file at the same time end where each asked: one adds every line, the
+/// other finds every line already present; neither fails. Before, the second collided with the
+/// first's uncommitted rows and was refused with "is already reserved". Several rounds, since
+/// the collision needs the two to overlap.
+#[tokio::test]
+async fn two_identical_imports_at_once_both_succeed() {
+    const LINES: usize = 300;
+    const ROUNDS: usize = 4;
+    let db = Db::with_subnets(LARGE_SUBNET).await;
+    let file = large_hostsfile(LINES as u32);
+    let path = file.path().to_str().unwrap();
+    let client = db.db.client().await;
+    for round in 0..ROUNDS {
+        client
+            .batch_execute("DELETE FROM ipmanager.hosts")
+            .await
+            .unwrap();
+        let args = ["import", path, "--format", "hostsfile", "-o", "json"];
+        let first = db.command(&args).spawn().unwrap();
+        let second = db.command(&args).spawn().unwrap();
+        let outputs = [first, second].map(|child| child.wait_with_output().unwrap());
+        let mut added = 0;
+        let mut unchanged = 0;
+        for out in &outputs {
+            assert_exit(
+                out,
+                0,
+                &format!("round {round}: an identical concurrent import"),
+            );
+            let value = json_report(out);
+            added += json_entries(&value, "added").len();
+            unchanged += json_entries(&value, "unchanged").len();
+        }
+        assert_eq!((added, unchanged), (LINES, LINES), "round {round}");
+        assert_eq!(db.hosts().await.len(), LINES);
+    }
+}
+
+/// Before, the whole input was read into memory without a bound: `/dev/zero` grew the process
+/// to 24 GB. Now the default limit (64 MiB) refuses it, quickly and with a message.
+#[tokio::test]
+async fn an_endless_input_file_is_refused_at_the_default_limit() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let out = db.import("/dev/zero", "dnsmasq", &["--dry-run"], 65);
+    assert_eq!(
+        error_text(&out),
+        "/dev/zero is larger than the import limit of 64MiB: nothing imported; give \
+         --max-input-size if the file really is this large"
+    );
+    assert_eq!(stdout(&out), "", "no report for input that was not read");
+}
+
+/// Standard input has the same limit; `--max-input-size` sets it. A file within the limit is
+/// imported as usual.
+#[tokio::test]
+async fn standard_input_beyond_max_input_size_is_refused() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let text = std::fs::read_to_string(cli_fixture("clean.hostsfile")).unwrap();
+    let padded = format!("{text}{}", "# padding\n".repeat(200));
+    let args = [
+        "import",
+        "-",
+        "--format",
+        "hostsfile",
+        "--max-input-size",
+        "1KiB",
+    ];
+    let out = db.run_with_stdin(&args, &padded);
+    assert_exit(&out, 65, "input beyond --max-input-size");
+    assert_eq!(
+        error_text(&out),
+        "standard input is larger than the import limit of 1KiB: nothing imported; give \
+         --max-input-size if the file really is this large"
+    );
+    assert!(db.hosts().await.is_empty());
+    let out = db.run_with_stdin(&args, &text);
+    assert_exit(&out, 0, "input within --max-input-size");
+    assert_eq!(db.hosts().await, HOSTSFILE_HOSTS);
+}
+
+/// Lines of one file are judged together: a repeated line is reported as a repeat (and added
+/// once), a line that collides with an earlier one names it, and nothing is imported.
+#[tokio::test]
+async fn lines_colliding_within_the_file_name_the_earlier_line() {
+    let db = Db::with_subnets(CLEAN_SUBNETS).await;
+    let text = "52:54:00:72:00:01,10.72.0.5,a\n\
+                52:54:00:72:00:01,10.72.0.5,a\n\
+                52:54:00:72:00:02,10.72.0.5,b\n\
+                52:54:00:72:00:03,10.72.0.7,A\n";
+    let out = db.run_with_stdin(&["import", "-", "--format", "hostsfile"], text);
+    assert_exit(&out, 65, "colliding lines");
+    let report = Report::of(&out);
+    assert_eq!(
+        report.section("already present"),
+        ["line 2: 52:54:00:72:00:01 10.72.0.5 a: the same reservation as line 1"],
+        "{}",
+        report.text
+    );
+    assert_eq!(
+        report.section("rejected"),
+        [
+            "line 3: 52:54:00:72:00:02 10.72.0.5 b: hosts.ip 10.72.0.5 is already reserved: an IP \
+             address can have only one reservation (by line 1 of this file)",
+            "line 4: 52:54:00:72:00:03 10.72.0.7 A: hosts.hostname 'A' is already used in this \
+             subnet: host names are unique per subnet, ignoring case (by line 1 of this file)",
+        ],
+        "{}",
+        report.text
+    );
+    assert!(db.hosts().await.is_empty());
+}
+
+/// Names without an address are allocated in `--subnet` in file order; once it is full, the
+/// rest are rejected in `ipmanager.allocate_host`'s words.
+#[tokio::test]
+async fn allocation_into_a_full_subnet_rejects_the_rest_in_the_database_words() {
+    let db = Db::with_subnets(&[&["10.75.0.0/30", "--name", "tiny"]]).await;
+    let text = "52:54:00:75:00:01 one\n52:54:00:75:00:02 two\n52:54:00:75:00:03 three\n";
+    let args = ["import", "-", "--format", "ethers", "--subnet", "tiny"];
+    let out = db.run_with_stdin(&args, text);
+    assert_exit(&out, 65, "more names than free addresses");
+    let report = Report::of(&out);
+    assert_eq!(
+        report.section("not added"),
+        [
+            "line 1: 52:54:00:75:00:01 one: allocated 10.75.0.1",
+            "line 2: 52:54:00:75:00:02 two: allocated 10.75.0.2",
+        ],
+        "{}",
+        report.text
+    );
+    let rejected = report.entry("rejected", 3);
+    assert!(
+        rejected.contains("subnet 'tiny' (10.75.0.0/30) has no free address"),
+        "{rejected}"
+    );
+    assert!(db.hosts().await.is_empty());
 }

@@ -1,17 +1,49 @@
-//! Importing parsed reservations ([`crate::exchange`]) in one transaction: every line is tried
-//! (each under a savepoint, so that one rejection does not hide the next), and the transaction
-//! commits only when no line was rejected and this is not a dry run.
+//! Importing parsed reservations ([`crate::exchange`]) in one transaction that commits only when
+//! no line was rejected and this is not a dry run.
+//!
+//! The work is set-based, so that its cost does not grow with savepoints or locks per line (a
+//! savepoint per line once exhausted the server's lock table at 177k lines):
+//!
+//! 1. Imports queue behind one another on an advisory lock, so that a second identical import
+//!    sees the first one's rows as already present instead of colliding with them.
+//! 2. Subnets a Kea file describes are created (a savepoint each: files have few).
+//! 3. One statement judges every reservation against the database and the rest of the file:
+//!    already present, or the problem the triggers and unique constraints would report, in
+//!    their words ([`super::duplicate`], `ipmanager.host_address_problem`).
+//! 4. A line the triggers would refuse for its own values (a lease time out of bounds) is tried
+//!    alone under a savepoint that is always rolled back, which releases its lock, to report the
+//!    trigger's words. One `INSERT … SELECT` then adds every reservation with an address; the
+//!    triggers check them once more. Should it still fail, every line is tried alone that way
+//!    and the rest inserted again. Entries to allocate get the next free address of `--subnet`
+//!    one by one (each needs the previous one's), without savepoints.
+//!
+//! A concurrent writer that takes an address between steps 3 and 4 makes the insert fail with a
+//! unique violation: the whole import is then tried again (a bounded number of times), and the
+//! judgement now sees that row.
 
 use std::net::IpAddr;
 
 use eui48::MacAddress;
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Row, Transaction};
 
-use super::hosts::{self, NewHost, Placement};
 use super::validate::{format_mac, quote};
-use super::{AdminError, Result};
+use super::{duplicate, AdminError, Result};
 use crate::exchange::{Note, Parsed, Reservation, SubnetHint};
+
+/// The reason given for an entry the database already holds exactly as the file asks.
+pub const ALREADY_PRESENT: &str = "the database already holds this reservation with the same \
+                                   address, name and lease time";
+
+/// Key of the transaction-level advisory lock that queues imports (ASCII "ipm-impt").
+const IMPORT_LOCK: i64 = 0x6970_6d2d_696d_7074;
+
+/// Reservations are numbered with PostgreSQL `int`s in the statements.
+const MAX_RESERVATIONS: usize = i32::MAX as usize;
+
+/// How many times an import starts over after losing a race with a concurrent writer.
+const ATTEMPTS: usize = 3;
 
 /// What happened to one input line (or Kea object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,12 +82,39 @@ pub struct ImportOptions {
     pub dry_run: bool,
 }
 
-/// Imports `parsed`; see the module documentation for the all-or-nothing rule.
+/// Imports `parsed`; see the module documentation for how.
 pub async fn import(
     client: &mut Client,
     parsed: &Parsed,
     options: &ImportOptions,
 ) -> Result<ImportReport> {
+    if parsed.reservations.len() > MAX_RESERVATIONS {
+        return Err(AdminError::Invalid(format!(
+            "the file holds {} reservations; one import takes at most {MAX_RESERVATIONS}",
+            parsed.reservations.len()
+        )));
+    }
+    let mut attempt = 1;
+    loop {
+        match import_once(client, parsed, options).await? {
+            Attempt::Done(report) => return Ok(report),
+            Attempt::Raced(_) if attempt < ATTEMPTS => attempt += 1,
+            Attempt::Raced(error) => return Err(error.into()),
+        }
+    }
+}
+
+enum Attempt {
+    Done(ImportReport),
+    /// A concurrent writer took an address, MAC or name after the judgement: start over.
+    Raced(tokio_postgres::Error),
+}
+
+async fn import_once(
+    client: &mut Client,
+    parsed: &Parsed,
+    options: &ImportOptions,
+) -> Result<Attempt> {
     let mut report = ImportReport::default();
     for note in &parsed.skipped {
         ImportReport::note(&mut report.skipped, note);
@@ -64,82 +123,134 @@ pub async fn import(
         ImportReport::note(&mut report.rejected, note);
     }
     let mut tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK])
+        .await?;
+    // The judgement sorts every line four ways; in memory rather than in temporary files.
+    tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
     for subnet in &parsed.subnets {
-        let entry = |reason: String| Entry {
-            line: subnet.line,
-            what: format!("subnet {}", subnet.cidr),
-            reason,
-        };
-        let exists: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM ipmanager.subnets WHERE cidr = $1::cidr)",
-                &[&subnet.cidr],
-            )
-            .await?
-            .try_get(0)?;
-        if exists {
-            report.unchanged.push(entry("subnet exists".to_owned()));
-            continue;
-        }
-        let savepoint = tx.savepoint("subnet").await?;
-        match add_subnet(&savepoint, subnet).await {
-            Ok(name) => {
-                savepoint.commit().await?;
-                report
-                    .added
-                    .push(entry(format!("new subnet {}", quote(&name))));
-            }
-            Err(AdminError::Invalid(reason)) => report.rejected.push(entry(reason)),
-            Err(other) => return Err(other),
-        }
+        add_subnet(&mut tx, subnet, &mut report).await?;
     }
-    for reservation in &parsed.reservations {
-        let what = describe(reservation);
-        let entry = |reason: String| Entry {
-            line: reservation.line,
-            what: what.clone(),
-            reason,
-        };
-        let Some(new) = new_host(reservation, options) else {
-            let reason = if reservation.hostname.is_none() {
-                "no host name: a reservation needs one".to_owned()
-            } else {
-                "no IP address, and no --subnet to allocate one in".to_owned()
-            };
-            report.rejected.push(entry(reason));
-            continue;
-        };
-        if already_present(&tx, &new).await? {
-            report
-                .unchanged
-                .push(entry("already reserved so".to_owned()));
-            continue;
-        }
-        let savepoint = tx.savepoint("host").await?;
-        match hosts::add(&savepoint, &new).await {
-            Ok(row) => {
-                savepoint.commit().await?;
-                let mut notes = reservation.notes.clone();
-                if reservation.ip.is_none() {
-                    notes.insert(0, format!("allocated {}", row.ip));
-                }
-                report.added.push(entry(notes.join("; ")));
-            }
-            Err(AdminError::Invalid(reason) | AdminError::NotFound(reason)) => {
-                report.rejected.push(entry(reason))
-            }
-            Err(other) => return Err(other),
-        }
+    let allocation = allocation_subnet(&mut tx, parsed, options).await?;
+    let plan = plan(&tx, parsed, &allocation, &mut report).await?;
+    if let Err(error) = add_hosts(&mut tx, plan, &allocation, &mut report).await {
+        return raced_or_failed(error);
     }
     // Rejections found while parsing and those from the database, in file order.
     report.rejected.sort_by_key(|entry| entry.line);
+    report.added.sort_by_key(|entry| entry.line);
     if options.dry_run || !report.rejected.is_empty() {
         tx.rollback().await?;
     } else {
         tx.commit().await?;
         report.committed = true;
     }
-    Ok(report)
+    Ok(Attempt::Done(report))
+}
+
+/// A unique violation at insert time means a concurrent writer won a race: try again. Anything
+/// else the triggers refuse is reported as it stands.
+fn raced_or_failed(error: AddError) -> Result<Attempt> {
+    match error {
+        AddError::Postgres(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Ok(Attempt::Raced(error))
+        }
+        AddError::Postgres(error) => Err(error.into()),
+        AddError::Admin(error) => Err(error),
+    }
+}
+
+/// Why [`add_hosts`] stopped: the statement's own error (to tell a race), or one already
+/// turned into words.
+enum AddError {
+    Postgres(tokio_postgres::Error),
+    Admin(AdminError),
+}
+
+impl From<tokio_postgres::Error> for AddError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        AddError::Postgres(error)
+    }
+}
+
+impl From<AdminError> for AddError {
+    fn from(error: AdminError) -> Self {
+        AddError::Admin(error)
+    }
+}
+
+/// The candidates the judgement lets through, by how they are added.
+#[derive(Default)]
+struct Plan<'a> {
+    with_address: Vec<&'a Reservation>,
+    to_allocate: Vec<&'a Reservation>,
+    /// To be tried alone first (see [`Verdict::Probe`]).
+    suspects: Vec<&'a Reservation>,
+}
+
+/// Judges every reservation; those that cannot be added go to the report, the rest to the plan.
+async fn plan<'a>(
+    tx: &Transaction<'_>,
+    parsed: &'a Parsed,
+    allocation: &Allocation,
+    report: &mut ImportReport,
+) -> Result<Plan<'a>> {
+    let mut candidates = Vec::new();
+    for (index, reservation) in parsed.reservations.iter().enumerate() {
+        match candidate(reservation, allocation) {
+            Ok(()) => candidates.push(index),
+            Err(reason) => report.rejected.push(entry(reservation, reason)),
+        }
+    }
+    let verdicts = judge(tx, parsed, &candidates, allocation).await?;
+    let mut plan = Plan::default();
+    for (index, verdict) in candidates.into_iter().zip(verdicts) {
+        let reservation = &parsed.reservations[index];
+        match verdict {
+            Verdict::Add if reservation.ip.is_some() => plan.with_address.push(reservation),
+            Verdict::Add => plan.to_allocate.push(reservation),
+            Verdict::Probe => plan.suspects.push(reservation),
+            Verdict::Unchanged(reason) => report.unchanged.push(entry(reservation, reason)),
+            Verdict::Rejected(reason) => report.rejected.push(entry(reservation, reason)),
+        }
+    }
+    Ok(plan)
+}
+
+/// Adds what the plan holds: suspects alone, then every reservation with an address in one
+/// statement (each alone after all, should that fail for a reason the judgement did not
+/// foresee), then the allocations.
+async fn add_hosts(
+    tx: &mut Transaction<'_>,
+    plan: Plan<'_>,
+    allocation: &Allocation,
+    report: &mut ImportReport,
+) -> Result<(), AddError> {
+    let mut with_address = plan.with_address;
+    with_address.extend(probe(tx, &plan.suspects, report).await?);
+    if let Err(error) = insert_with_address(tx, &with_address).await {
+        if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            return Err(error.into());
+        }
+        with_address = probe(tx, &with_address, report).await?;
+        insert_with_address(tx, &with_address).await?;
+    }
+    for reservation in with_address {
+        report
+            .added
+            .push(entry(reservation, reservation.notes.join("; ")));
+    }
+    if let Allocation::Subnet(subnet) = allocation {
+        allocate(tx, subnet, &plan.to_allocate, report).await?;
+    }
+    Ok(())
+}
+
+fn entry(reservation: &Reservation, reason: String) -> Entry {
+    Entry {
+        line: reservation.line,
+        what: describe(reservation),
+        reason,
+    }
 }
 
 fn describe(reservation: &Reservation) -> String {
@@ -153,65 +264,435 @@ fn describe(reservation: &Reservation) -> String {
     what
 }
 
-fn new_host(reservation: &Reservation, options: &ImportOptions) -> Option<NewHost> {
-    // --subnet is where addresses are allocated; an entry's own address finds its own subnet.
-    let placement = match (reservation.ip, &options.subnet) {
-        (Some(ip), _) => Placement::Ip { ip, subnet: None },
-        (None, Some(subnet)) => Placement::Allocate {
-            subnet: subnet.clone(),
-        },
-        (None, None) => return None,
+/// Where entries without an address get one.
+enum Allocation {
+    /// No such entries, or no `--subnet`.
+    None,
+    /// `--subnet` names this subnet, locked against concurrent allocators.
+    Subnet(AllocationSubnet),
+    /// `--subnet` names no subnet: why.
+    Missing(String),
+}
+
+struct AllocationSubnet {
+    id: i64,
+    reference: String,
+}
+
+/// Resolves `--subnet` once, when some entry needs an address, and locks its row as
+/// `ipmanager.allocate_host` does, so that allocators of one subnet queue.
+async fn allocation_subnet(
+    tx: &mut Transaction<'_>,
+    parsed: &Parsed,
+    options: &ImportOptions,
+) -> Result<Allocation> {
+    let Some(reference) = &options.subnet else {
+        return Ok(Allocation::None);
     };
-    Some(NewHost {
-        mac: reservation.mac,
-        hostname: reservation.hostname.clone()?,
-        placement,
-        lease: reservation
-            .lease_seconds
-            .map(|s| std::time::Duration::from_secs(s as u64)),
-        comment: None,
-        enabled: true,
+    if parsed.reservations.iter().all(|r| r.ip.is_some()) {
+        return Ok(Allocation::None);
+    }
+    // find_subnet raises for an unknown subnet: its message is every such line's reason.
+    let savepoint = tx.savepoint("allocation_subnet").await?;
+    let found = savepoint
+        .query_one(
+            "SELECT s.id FROM ipmanager.find_subnet($1) f \
+             JOIN ipmanager.subnets s ON s.id = f.id FOR NO KEY UPDATE OF s",
+            &[reference],
+        )
+        .await;
+    match found {
+        Ok(row) => {
+            savepoint.commit().await?;
+            Ok(Allocation::Subnet(AllocationSubnet {
+                id: row.try_get("id")?,
+                reference: reference.clone(),
+            }))
+        }
+        Err(error) => match AdminError::from(error) {
+            AdminError::Invalid(reason) | AdminError::NotFound(reason) => {
+                savepoint.rollback().await?;
+                Ok(Allocation::Missing(reason))
+            }
+            other => Err(other),
+        },
+    }
+}
+
+/// Whether a reservation can be judged at all: it needs a name, and an address or a subnet to
+/// allocate one in.
+fn candidate(reservation: &Reservation, allocation: &Allocation) -> Result<(), String> {
+    if reservation.hostname.is_none() {
+        return Err("no host name: a reservation needs one".to_owned());
+    }
+    match (reservation.ip, allocation) {
+        (Some(_), _) | (None, Allocation::Subnet(_)) => Ok(()),
+        (None, Allocation::Missing(reason)) => Err(reason.clone()),
+        (None, Allocation::None) => {
+            Err("no IP address, and no --subnet to allocate one in".to_owned())
+        }
+    }
+}
+
+/// What the database says about one candidate.
+enum Verdict {
+    Add,
+    /// A trigger would refuse its lease time: insert it alone to learn the trigger's words.
+    Probe,
+    Unchanged(String),
+    Rejected(String),
+}
+
+/// The candidates (indexes into `parsed.reservations`) as arrays, in one order.
+struct Columns {
+    seq: Vec<i32>,
+    mac: Vec<MacAddress>,
+    ip: Vec<Option<IpAddr>>,
+    hostname: Vec<String>,
+    lease: Vec<Option<i64>>,
+}
+
+impl Columns {
+    /// `seq` is below [`MAX_RESERVATIONS`], which [`import`] checks first.
+    fn of<'a>(reservations: impl Iterator<Item = (usize, &'a Reservation)>) -> Columns {
+        let mut columns = Columns {
+            seq: Vec::new(),
+            mac: Vec::new(),
+            ip: Vec::new(),
+            hostname: Vec::new(),
+            lease: Vec::new(),
+        };
+        for (seq, reservation) in reservations {
+            columns.seq.push(seq as i32);
+            columns.mac.push(MacAddress::new(reservation.mac));
+            columns.ip.push(reservation.ip);
+            columns
+                .hostname
+                .push(reservation.hostname.clone().unwrap_or_default());
+            columns.lease.push(reservation.lease_seconds);
+        }
+        columns
+    }
+}
+
+/// The candidates as a relation (seq, mac, ip, hostname, lease_time) from parameters $1 to $5.
+const STAGED: &str = "\
+    SELECT r.seq, r.mac, ipmanager.host_address(r.ip) AS ip, r.hostname, \
+           r.lease * interval '1 second' AS lease_time \
+    FROM unnest($1::int[], $2::macaddr[], $3::inet[], $4::text[], $5::bigint[]) \
+         AS r(seq, mac, ip, hostname, lease)";
+
+/// Judges every candidate in one statement: its subnet (the enabled one containing its address,
+/// or the allocation subnet $6), whether the database holds it already, what in the database or
+/// in an earlier line of the file it collides with, and whether its address fits its subnet.
+const JUDGE: &str = "\
+    WITH staged AS ({STAGED}), \
+    placed AS ( \
+        SELECT t.*, coalesce(s.id, $6) AS subnet_id, s.name AS subnet_name, s.cidr \
+        FROM staged t \
+        LEFT JOIN LATERAL ( \
+            SELECT s.id, s.name, s.cidr FROM ipmanager.subnets s \
+            WHERE t.ip IS NOT NULL AND s.enabled AND s.cidr >>= t.ip \
+            ORDER BY masklen(s.cidr) DESC LIMIT 1) s ON true \
+        WHERE t.ip IS NOT NULL OR $6 IS NOT NULL), \
+    judged AS ( \
+        SELECT p.*, \
+            EXISTS (SELECT 1 FROM ipmanager.hosts h \
+                    WHERE h.subnet_id = p.subnet_id AND h.mac = p.mac \
+                      AND lower(h.hostname) = lower(p.hostname) \
+                      AND (p.ip IS NULL OR h.ip = p.ip) \
+                      AND h.lease_time IS NOT DISTINCT FROM p.lease_time AND h.enabled) \
+                AS present, \
+            EXISTS (SELECT 1 FROM ipmanager.hosts h WHERE h.ip = p.ip) AS ip_taken, \
+            EXISTS (SELECT 1 FROM ipmanager.hosts h \
+                    WHERE h.subnet_id = p.subnet_id AND h.mac = p.mac) AS mac_taken, \
+            EXISTS (SELECT 1 FROM ipmanager.hosts h \
+                    WHERE h.subnet_id = p.subnet_id \
+                      AND lower(h.hostname) = lower(p.hostname)) AS name_taken \
+        FROM placed p) \
+    SELECT j.seq, j.present, j.ip_taken, j.mac_taken, j.name_taken, \
+        host(j.ip) AS ip_text, j.subnet_id IS NOT NULL AS placed, \
+        NOT ipmanager.is_valid_lease_time(j.lease_time) AS suspect, \
+        CASE WHEN j.subnet_id IS NOT NULL AND j.ip IS NOT NULL \
+                  AND NOT ipmanager.is_host_address_of(j.ip, j.cidr) \
+             THEN ipmanager.host_address_problem('hosts.ip', j.ip, j.subnet_name, j.cidr) \
+        END AS address_problem, \
+        min(j.seq) OVER (PARTITION BY j.subnet_id, j.mac, lower(j.hostname), j.ip, j.lease_time) \
+            AS same_as, \
+        CASE WHEN j.ip IS NOT NULL THEN min(j.seq) OVER (PARTITION BY j.ip) END AS same_ip, \
+        min(j.seq) OVER (PARTITION BY j.subnet_id, j.mac) AS same_mac, \
+        min(j.seq) OVER (PARTITION BY j.subnet_id, lower(j.hostname)) AS same_name \
+    FROM judged j \
+    ORDER BY j.seq";
+
+async fn judge(
+    tx: &Transaction<'_>,
+    parsed: &Parsed,
+    candidates: &[usize],
+    allocation: &Allocation,
+) -> Result<Vec<Verdict>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = Columns::of(
+        candidates
+            .iter()
+            .map(|&index| (index, &parsed.reservations[index])),
+    );
+    let allocation_id = match allocation {
+        Allocation::Subnet(subnet) => Some(subnet.id),
+        Allocation::None | Allocation::Missing(_) => None,
+    };
+    let rows = tx
+        .query(
+            &JUDGE.replace("{STAGED}", STAGED),
+            &[
+                &columns.seq,
+                &columns.mac,
+                &columns.ip,
+                &columns.hostname,
+                &columns.lease,
+                &allocation_id,
+            ],
+        )
+        .await?;
+    let mut verdicts = Vec::with_capacity(candidates.len());
+    let mut rows = rows.iter().peekable();
+    for &index in candidates {
+        let row = rows.next_if(|row| {
+            row.try_get::<_, i32>("seq")
+                .is_ok_and(|seq| seq as usize == index)
+        });
+        let verdict = match row {
+            Some(row) => verdict(row, parsed)?,
+            // Only entries to allocate without an allocation subnet drop out, and those are
+            // not candidates.
+            None => Verdict::Rejected("no subnet to allocate an address in".to_owned()),
+        };
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
+}
+
+/// One row of [`JUDGE`] as a verdict; the first problem found is the one reported.
+fn verdict(row: &Row, parsed: &Parsed) -> Result<Verdict> {
+    let seq: i32 = row.try_get("seq")?;
+    let line_of = |column: &str| -> Result<Option<usize>> {
+        let first: Option<i32> = row.try_get(column)?;
+        Ok(first
+            .filter(|&first| first != seq)
+            .map(|first| parsed.reservations[first as usize].line))
+    };
+    let reservation = &parsed.reservations[seq as usize];
+    let ip = row.try_get::<_, Option<String>>("ip_text")?;
+    let mac = format_mac(&reservation.mac);
+    let name = reservation.hostname.clone().unwrap_or_default();
+    let duplicate_of = |constraint: &str, value: &str| {
+        duplicate(constraint, value).unwrap_or_else(|| format!("{constraint}: {value}"))
+    };
+    if row.try_get("present")? {
+        return Ok(Verdict::Unchanged(ALREADY_PRESENT.to_owned()));
+    }
+    if !row.try_get::<_, bool>("placed")? {
+        return Ok(Verdict::Rejected(format!(
+            "hosts.ip {} is not inside any enabled subnet: create or enable a subnet containing \
+             it first",
+            ip.unwrap_or_default()
+        )));
+    }
+    if let Some(problem) = row.try_get::<_, Option<String>>("address_problem")? {
+        return Ok(Verdict::Rejected(problem));
+    }
+    if let Some(line) = line_of("same_as")? {
+        return Ok(Verdict::Unchanged(format!(
+            "the same reservation as line {line}"
+        )));
+    }
+    let in_database = [
+        (
+            "ip_taken",
+            "hosts_ip_unique",
+            ip.clone().unwrap_or_default(),
+        ),
+        ("mac_taken", "hosts_subnet_mac_unique", mac.clone()),
+        ("name_taken", "hosts_subnet_hostname_unique", name.clone()),
+    ];
+    for (column, constraint, value) in in_database {
+        if row.try_get(column)? {
+            return Ok(Verdict::Rejected(duplicate_of(constraint, &value)));
+        }
+    }
+    let in_file = [
+        ("same_ip", "hosts_ip_unique", ip.unwrap_or_default()),
+        ("same_mac", "hosts_subnet_mac_unique", mac),
+        ("same_name", "hosts_subnet_hostname_unique", name),
+    ];
+    for (column, constraint, value) in in_file {
+        if let Some(line) = line_of(column)? {
+            return Ok(Verdict::Rejected(format!(
+                "{} (by line {line} of this file)",
+                duplicate_of(constraint, &value)
+            )));
+        }
+    }
+    if row.try_get("suspect")? {
+        return Ok(Verdict::Probe);
+    }
+    Ok(Verdict::Add)
+}
+
+/// Tries each reservation alone under a savepoint that is always rolled back (so no lock stays
+/// behind): those the triggers refuse are rejected in the triggers' words, the others returned
+/// to be inserted with the rest.
+async fn probe<'a>(
+    tx: &mut Transaction<'_>,
+    reservations: &[&'a Reservation],
+    report: &mut ImportReport,
+) -> Result<Vec<&'a Reservation>> {
+    let mut passed = Vec::new();
+    for &reservation in reservations {
+        let savepoint = tx.savepoint("probe").await?;
+        let result = insert_rows(&savepoint, &[reservation]).await;
+        savepoint.rollback().await?;
+        match result.map_err(AdminError::from) {
+            Ok(()) => passed.push(reservation),
+            Err(AdminError::Invalid(reason) | AdminError::NotFound(reason)) => {
+                report.rejected.push(entry(reservation, reason))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(passed)
+}
+
+/// Adds every reservation with an address in one statement under a savepoint, which is
+/// released when the statement succeeds and rolled back when it fails (the transaction goes on).
+async fn insert_with_address(
+    tx: &mut Transaction<'_>,
+    reservations: &[&Reservation],
+) -> Result<(), tokio_postgres::Error> {
+    if reservations.is_empty() {
+        return Ok(());
+    }
+    let savepoint = tx.savepoint("insert").await?;
+    match insert_rows(&savepoint, reservations).await {
+        Ok(()) => savepoint.commit().await,
+        Err(error) => {
+            savepoint.rollback().await?;
+            Err(error)
+        }
+    }
+}
+
+/// The statement: the triggers place and check every row.
+async fn insert_rows(
+    tx: &Transaction<'_>,
+    reservations: &[&Reservation],
+) -> Result<(), tokio_postgres::Error> {
+    let columns = Columns::of(reservations.iter().copied().enumerate());
+    tx.execute(
+        &format!(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname, lease_time, enabled) \
+             SELECT mac, ip, hostname, lease_time, true FROM ({STAGED}) staged ORDER BY seq"
+        ),
+        &[
+            &columns.seq,
+            &columns.mac,
+            &columns.ip,
+            &columns.hostname,
+            &columns.lease,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Gives each reservation the next free address of the allocation subnet, in file order. When
+/// the subnet is full, `ipmanager.allocate_host` explains why (under a savepoint that is rolled
+/// back, once), and that is the reason for this and every later entry.
+async fn allocate(
+    tx: &mut Transaction<'_>,
+    subnet: &AllocationSubnet,
+    reservations: &[&Reservation],
+    report: &mut ImportReport,
+) -> Result<(), tokio_postgres::Error> {
+    let mut full: Option<String> = None;
+    for reservation in reservations {
+        let lease = reservation.lease_seconds;
+        let mac = MacAddress::new(reservation.mac);
+        let name = reservation.hostname.clone().unwrap_or_default();
+        if full.is_none() {
+            let allocated = tx
+                .query_opt(
+                    "INSERT INTO ipmanager.hosts \
+                         (subnet_id, mac, ip, hostname, lease_time, enabled) \
+                     SELECT $1, $2, free.ip, $3, $4::bigint * interval '1 second', true \
+                     FROM ipmanager.next_free_address($1) AS free(ip) \
+                     WHERE free.ip IS NOT NULL \
+                     RETURNING host(ip) AS ip",
+                    &[&subnet.id, &mac, &name, &lease],
+                )
+                .await?;
+            if let Some(row) = allocated {
+                let ip: String = row.try_get("ip")?;
+                let mut notes = vec![format!("allocated {ip}")];
+                notes.extend(reservation.notes.iter().cloned());
+                report.added.push(entry(reservation, notes.join("; ")));
+                continue;
+            }
+            full = Some(subnet_full_reason(tx, subnet, &mac, &name).await?);
+        }
+        let reason = full.clone().unwrap_or_default();
+        report.rejected.push(entry(reservation, reason));
+    }
+    Ok(())
+}
+
+/// `ipmanager.allocate_host`'s own words for a full subnet.
+async fn subnet_full_reason(
+    tx: &mut Transaction<'_>,
+    subnet: &AllocationSubnet,
+    mac: &MacAddress,
+    name: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let savepoint = tx.savepoint("subnet_full").await?;
+    let result = savepoint
+        .execute(
+            "SELECT ipmanager.allocate_host($1, $2, $3)",
+            &[mac, &name, &subnet.reference],
+        )
+        .await;
+    savepoint.rollback().await?;
+    Ok(match result {
+        Err(error) => AdminError::from(error).to_string(),
+        Ok(_) => format!("subnet {} has no free address", quote(&subnet.reference)),
     })
 }
 
-/// Whether the database already holds this reservation exactly so (address, name, lease time,
-/// enabled), so that importing a file twice changes nothing. An entry whose address would be
-/// allocated matches a reservation of its MAC and name in the allocation subnet.
-async fn already_present(
-    client: &impl tokio_postgres::GenericClient,
-    new: &NewHost,
-) -> Result<bool> {
-    let (ip, subnet): (Option<IpAddr>, Option<&str>) = match &new.placement {
-        Placement::Ip { ip, .. } => (Some(*ip), None),
-        Placement::Allocate { subnet } => (None, Some(subnet)),
+/// Adds a subnet found in the import (Kea) under a name made from its address, unless one with
+/// its CIDR exists. A savepoint each: a rejected subnet must not hide the next (Kea files
+/// describe few subnets).
+async fn add_subnet(
+    tx: &mut Transaction<'_>,
+    subnet: &SubnetHint,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let entry = |reason: String| Entry {
+        line: subnet.line,
+        what: format!("subnet {}", subnet.cidr),
+        reason,
     };
-    let subnet_id = super::subnets::resolve_id(client, subnet).await?;
-    Ok(client
+    let exists: bool = tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM ipmanager.hosts \
-                            WHERE ($1::inet IS NULL OR ip = $1) \
-                              AND ($2::bigint IS NULL OR subnet_id = $2) \
-                              AND mac = $3 AND lower(hostname) = lower($4) \
-                              AND lease_time IS NOT DISTINCT FROM $5::bigint * interval '1 second' \
-                              AND enabled = $6)",
-            &[
-                &ip,
-                &subnet_id,
-                &MacAddress::new(new.mac),
-                &new.hostname,
-                &super::seconds(new.lease),
-                &new.enabled,
-            ],
+            "SELECT EXISTS (SELECT 1 FROM ipmanager.subnets WHERE cidr = $1::cidr) AS exists",
+            &[&subnet.cidr],
         )
         .await?
-        .try_get(0)?)
-}
-
-/// Adds a subnet found in the import (Kea) under a name made from its address; returns it.
-async fn add_subnet(
-    client: &impl tokio_postgres::GenericClient,
-    subnet: &SubnetHint,
-) -> Result<String> {
+        .try_get("exists")?;
+    if exists {
+        report.unchanged.push(entry("subnet exists".to_owned()));
+        return Ok(());
+    }
     let name = format!("{:#}", subnet.cidr).replace(['/', ':'], "_");
     let fields = super::subnets::SubnetFields {
         name: Some(name.clone()),
@@ -227,6 +708,16 @@ async fn add_subnet(
         enabled: Some(true),
         comment: Some(Some("imported".to_owned())),
     };
-    super::subnets::add(client, &fields).await?;
-    Ok(name)
+    let savepoint = tx.savepoint("subnet").await?;
+    match super::subnets::add(&savepoint, &fields).await {
+        Ok(_) => {
+            savepoint.commit().await?;
+            report
+                .added
+                .push(entry(format!("new subnet {}", quote(&name))));
+        }
+        Err(AdminError::Invalid(reason)) => report.rejected.push(entry(reason)),
+        Err(other) => return Err(other),
+    }
+    Ok(())
 }

@@ -95,8 +95,14 @@ fn unique_violation(constraint: &str, detail: &str) -> String {
         .and_then(|(_, rest)| rest.rsplit_once(") already exists"))
         .map(|(values, _)| values.rsplit(", ").next().unwrap_or(values).to_owned())
         .unwrap_or_default();
-    let quoted = validate::quote(&value);
-    match constraint {
+    duplicate(constraint, &value).unwrap_or_else(|| format!("{constraint}: {detail}"))
+}
+
+/// What a unique constraint of ours says about `value`, in the triggers' words; `None` for a
+/// constraint that is not ours.
+pub(crate) fn duplicate(constraint: &str, value: &str) -> Option<String> {
+    let quoted = validate::quote(value);
+    Some(match constraint {
         "hosts_ip_unique" => format!(
             "hosts.ip {value} is already reserved: an IP address can have only one reservation"
         ),
@@ -114,8 +120,8 @@ fn unique_violation(constraint: &str, detail: &str) -> String {
         "subnets_cidr_unique" => {
             format!("subnets.cidr {value} already exists: every network is entered once")
         }
-        other => format!("{other}: {detail}"),
-    }
+        _ => return None,
+    })
 }
 
 /// A lease time as the `$n::bigint * interval '1 second'` parameters of the statements here.

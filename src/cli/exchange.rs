@@ -1,7 +1,8 @@
 //! `ipmanager import` and `ipmanager export`: moving reservations in and out in the formats of
 //! dnsmasq, /etc/ethers, dnsmasq's dhcp-hostsfile and ISC Kea.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -20,7 +21,12 @@ Examples:
 
 Every line is checked; the import is one transaction: when any line is rejected, nothing is
 imported and every rejected line is listed. Lines already in the database are left alone, so
-an import can be repeated.";
+an import can be repeated. Input larger than --max-input-size (64MiB unless given) is refused
+before anything is imported.";
+
+/// The default of `--max-input-size`: far above any real reservation file (200,000 dhcp-host
+/// lines are about 10 MiB), far below what would hurt the machine.
+const DEFAULT_MAX_INPUT: &str = "64MiB";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileFormat {
@@ -59,6 +65,10 @@ pub struct ImportArgs {
     /// Check everything against the database, print what would be added, then roll back.
     #[arg(long)]
     dry_run: bool,
+    /// Refuse input larger than this (files and standard input alike): bytes, or a number
+    /// with KiB, MiB or GiB.
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_INPUT, value_parser = parse_size)]
+    max_input_size: u64,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -71,12 +81,7 @@ pub struct ExportArgs {
 }
 
 pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
-    } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?
-    };
+    let text = read_input(&args.file, args.max_input_size)?;
     let parsed = exchange::parse(args.format.into(), &text)
         .map_err(|e| AdminError::Invalid(format!("{}: {e}", args.file.display())))?;
     let options = ImportOptions {
@@ -99,6 +104,74 @@ pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
     Ok(())
 }
 
+/// The whole input as text, reading at most `limit` bytes (plus one, to notice more): a file
+/// that never ends (`/dev/zero`) or a runaway pipe is refused instead of filling the memory.
+fn read_input(file: &Path, limit: u64) -> Result<String> {
+    let (name, reader): (String, Box<dyn Read>) = if file.as_os_str() == "-" {
+        ("standard input".to_owned(), Box::new(std::io::stdin()))
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        (file.display().to_string(), Box::new(opened))
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(AdminError::Invalid(format!(
+            "{name} is larger than the import limit of {}: nothing imported; give \
+             --max-input-size if the file really is this large",
+            show_size(limit)
+        ))
+        .into());
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
+        })
+        .with_context(|| format!("cannot read {name}"))
+}
+
+/// Units of `--max-input-size`, largest first.
+const SIZE_UNITS: [(&str, u64); 4] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("", 1),
+];
+
+/// `--max-input-size`: a number of bytes, optionally with a binary unit (`64MiB`, `512KiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, factor) = SIZE_UNITS
+        .iter()
+        .find_map(|(unit, factor)| Some((text.trim().strip_suffix(unit)?, *factor)))
+        .unwrap_or((text, 1));
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&size| size > 0)
+        .ok_or_else(|| {
+            format!("'{text}' is not a size: give bytes, or a number with KiB, MiB or GiB")
+        })
+}
+
+/// A size as the largest unit that divides it (`64MiB`, `1000`).
+fn show_size(size: u64) -> String {
+    let (unit, factor) = SIZE_UNITS
+        .iter()
+        .find(|(_, factor)| size % factor == 0)
+        .copied()
+        .unwrap_or(("", 1));
+    format!("{}{unit}", size / factor)
+}
+
 fn summary(report: &ImportReport, dry_run: bool) -> String {
     let mut text = String::new();
     let section = |text: &mut String, title: &str, entries: &[Entry]| {
@@ -115,10 +188,11 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
             text.push_str(&format!("  line {}: {}{reason}\n", entry.line, entry.what));
         }
     };
-    let added = if report.committed {
-        "added"
-    } else {
-        "would add"
+    // A refused real import added nothing; only a dry run speaks of what it would add.
+    let added = match (report.committed, dry_run) {
+        (true, _) => "added",
+        (false, true) => "would add",
+        (false, false) => "not added",
     };
     section(&mut text, added, &report.added);
     section(&mut text, "already present", &report.unchanged);
@@ -141,4 +215,28 @@ pub async fn export(args: ExportArgs, session: &mut Session) -> Result<()> {
     let snapshot = session.snapshot().await?;
     print!("{}", exchange::export(args.format.into(), &snapshot));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_and_without_units() {
+        for (text, size) in [
+            ("64MiB", 64 << 20),
+            ("512KiB", 512 << 10),
+            ("1GiB", 1 << 30),
+            ("1000", 1000),
+            (" 2 MiB", 2 << 20),
+        ] {
+            assert_eq!(parse_size(text), Ok(size), "{text}");
+        }
+        for text in ["", "0", "-1", "64MB", "1.5MiB", "99999999999999GiB"] {
+            assert!(parse_size(text).is_err(), "{text}");
+        }
+        assert_eq!(show_size(64 << 20), "64MiB");
+        assert_eq!(show_size(1000), "1000");
+        assert_eq!(parse_size(DEFAULT_MAX_INPUT), Ok(64 << 20));
+    }
 }

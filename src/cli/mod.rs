@@ -52,7 +52,8 @@ Examples:
   IPMANAGER_DATABASE_URL=postgresql://ipmanager_agent@db/ipmanager ipmanager agent
 
 Exit codes: 0 ok, 1 not found or nothing to do, 2 usage, 65 rejected data, 69 database
-unavailable, 74 I/O error, 75 --wait timed out, 77 permission denied, 78 bad configuration.
+unavailable, 74 I/O error, 75 --wait timed out or a temporary database failure (out of
+locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad configuration.
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
 overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
@@ -266,9 +267,27 @@ fn db_exit_code_of(error: &tokio_postgres::Error) -> u8 {
         Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => exit::NO_PERM,
         // The schema is missing or older than this binary: see missing_schema_hint.
         Some(code) if schema_missing(code) => exit::UNAVAILABLE,
+        Some(code) if transient(code) => exit::TEMP_FAIL,
+        Some(code) if server_unavailable(code) => exit::UNAVAILABLE,
         Some(_) => exit::DATA_ERR,
         None => exit::UNAVAILABLE,
     }
+}
+
+/// A failure that says nothing about the data and may pass if the command is run again: the
+/// server ran short of a resource (class 53: memory, disk, locks, connections), a lock or
+/// statement timed out or was cancelled, or the transaction lost a serialization race or a
+/// deadlock (class 40).
+fn transient(code: &SqlState) -> bool {
+    let class = &code.code()[..2];
+    class == "53"
+        || class == "40"
+        || [SqlState::LOCK_NOT_AVAILABLE, SqlState::QUERY_CANCELED].contains(code)
+}
+
+/// The server is shutting down, in recovery, or failed on its own side (classes 57, 58).
+fn server_unavailable(code: &SqlState) -> bool {
+    matches!(&code.code()[..2], "57" | "58")
 }
 
 /// Commands that administer the database's content through one connection.
@@ -343,4 +362,33 @@ fn init_logging(configured_level: &str) {
         builder.try_init()
     };
     drop(installed); // already installed (tests calling run twice) is fine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_and_race_failures_are_temporary_not_bad_data() {
+        for (code, exit) in [
+            (SqlState::OUT_OF_MEMORY, exit::TEMP_FAIL),
+            (SqlState::from_code("53200"), exit::TEMP_FAIL),
+            (SqlState::TOO_MANY_CONNECTIONS, exit::TEMP_FAIL),
+            (SqlState::T_R_SERIALIZATION_FAILURE, exit::TEMP_FAIL),
+            (SqlState::T_R_DEADLOCK_DETECTED, exit::TEMP_FAIL),
+            (SqlState::LOCK_NOT_AVAILABLE, exit::TEMP_FAIL),
+            (SqlState::QUERY_CANCELED, exit::TEMP_FAIL),
+            (SqlState::ADMIN_SHUTDOWN, exit::UNAVAILABLE),
+            (SqlState::CHECK_VIOLATION, exit::DATA_ERR),
+        ] {
+            let got = if transient(&code) {
+                exit::TEMP_FAIL
+            } else if server_unavailable(&code) {
+                exit::UNAVAILABLE
+            } else {
+                exit::DATA_ERR
+            };
+            assert_eq!(got, exit, "{}", code.code());
+        }
+    }
 }

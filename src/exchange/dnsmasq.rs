@@ -17,15 +17,20 @@
 //! A line without a MAC is rejected (ipmanager keys reservations by MAC), as is one with several
 //! MACs, several hostnames or several lease times. A line with an IPv4 and an IPv6 address
 //! becomes two reservations (ipmanager keeps one address per host, and one MAC may be reserved in
-//! a v4 and a v6 subnet). `#` starts a comment anywhere on a line, as in dnsmasq; dnsmasq's
-//! `"…"` quoting is not supported (no field ipmanager keeps can contain a quote). Lines of
+//! a v4 and a v6 subnet). `#` starts a comment at the start of a line or after whitespace, as
+//! dnsmasq's `read_file` has it; a `#` inside a field (`…,h#x`) is part of the field, which is
+//! then refused by the field's rule rather than cut short. dnsmasq's `"…"` quoting is not
+//! supported (no field ipmanager keeps can contain a quote). Lines of
 //! [`validate::MAX_LINE_BYTES`] or more are rejected: dnsmasq would read their tail as a new line.
 //!
 //! In a config file every other option goes to `skipped` as "not a reservation (option)".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{check_hostname, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
+use super::{
+    check_hostname, note_text, parse_mac, strip_comment, ExportPlan, Format, Note, Parsed,
+    Reservation,
+};
 use crate::render::{lines, validate};
 
 /// Which of the two dnsmasq spellings a file uses.
@@ -42,14 +47,13 @@ pub fn parse(input: &str, flavour: Flavour) -> Parsed {
     let mut parsed = Parsed::default();
     for (at, raw) in input.lines().enumerate() {
         let line = at + 1;
-        // Everything after '#' is a comment to dnsmasq, wherever it starts.
-        let content = raw.split('#').next().unwrap_or_default().trim();
+        let content = strip_comment(raw).trim();
         if content.is_empty() {
             continue;
         }
         let note = |reason: String| Note {
             line,
-            text: raw.trim().to_owned(),
+            text: note_text(raw),
             reason,
         };
         if raw.len() >= validate::MAX_LINE_BYTES {
@@ -519,6 +523,40 @@ mod tests {
             ]
         );
         assert_eq!(parsed.rejected[0].line, 6);
+    }
+
+    #[test]
+    fn a_hash_inside_a_field_is_refused_not_a_comment() {
+        for flavour in [Flavour::Conf, Flavour::Hostsfile] {
+            let prefix = if flavour == Flavour::Conf {
+                "dhcp-host="
+            } else {
+                ""
+            };
+            let parsed = parse(
+                &format!(
+                    "{prefix}52:54:00:aa:bb:01,10.0.0.5,h#x\n\
+                     {prefix}52:54:00:aa:bb:02,10.0.0.6,pc #x\n\
+                     {prefix}52:54:00:aa:bb:03,10.0.0.7,12h#x\n"
+                ),
+                flavour,
+            );
+            let rejected: Vec<_> = parsed
+                .rejected
+                .iter()
+                .map(|n| (n.line, n.reason.as_str()))
+                .collect();
+            assert_eq!(
+                rejected,
+                [
+                    (1, "field 3: hostname contains '#' at byte 1; only ASCII letters, digits, '-' and '.' are allowed"),
+                    (3, "field 3: hostname contains '#' at byte 3; only ASCII letters, digits, '-' and '.' are allowed"),
+                ],
+                "{flavour:?}"
+            );
+            assert_eq!(parsed.reservations.len(), 1);
+            assert_eq!(parsed.reservations[0].hostname.as_deref(), Some("pc"));
+        }
     }
 
     #[test]

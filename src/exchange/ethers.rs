@@ -1,5 +1,10 @@
 //! `/etc/ethers` (ethers(5)): `MAC  IP-or-hostname` per line, `#` comments.
 //!
+//! A `#` at the start of a line or after whitespace starts a comment, as every reader agrees.
+//! One inside a field (`MAC name#c`) is read two ways: glibc cuts the line there (the name is
+//! `name`), Linux's ethers(5) starts comments only at the line start (the name is `name#c`).
+//! Such a line is rejected, saying so, rather than imported as either.
+//!
 //! The MAC may use one-digit groups (`8:0:20:1:2:3`, as ether_aton accepts) or dashes. When the
 //! second field is an IPv4 address it is the reservation's address and the hostname is unknown,
 //! unless the line ends in a comment that is exactly one valid hostname (`… 10.0.0.5 # printer`,
@@ -10,7 +15,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::{check_hostname, parse_mac, ExportPlan, Format, Note, Parsed, Reservation};
+use super::{
+    check_hostname, note_text, parse_mac, strip_comment, ExportPlan, Format, Note, Parsed,
+    Reservation,
+};
 use crate::render::lines;
 
 /// Reads an ethers file.
@@ -18,17 +26,15 @@ pub fn parse(input: &str) -> Parsed {
     let mut parsed = Parsed::default();
     for (at, raw) in input.lines().enumerate() {
         let line = at + 1;
-        let (content, comment) = match raw.split_once('#') {
-            Some((content, comment)) => (content, Some(comment.trim())),
-            None => (raw, None),
-        };
+        let content = strip_comment(raw);
+        let comment = raw[content.len()..].strip_prefix('#').map(str::trim);
         let fields: Vec<&str> = content.split_whitespace().collect();
         if fields.is_empty() {
             continue;
         }
         let reject = |reason: String| Note {
             line,
-            text: raw.trim().to_owned(),
+            text: note_text(raw),
             reason,
         };
         match reservation(&fields, comment, line) {
@@ -46,6 +52,13 @@ fn reservation(fields: &[&str], comment: Option<&str>, line: usize) -> Result<Re
             fields.len()
         ));
     };
+    if let Some(n) = fields.iter().position(|field| field.contains('#')) {
+        return Err(format!(
+            "field {} contains '#': glibc reads the rest of the line as a comment, ethers(5) as \
+             part of the field; write a space before '#' to start a comment",
+            n + 1
+        ));
+    }
     let mac = parse_mac(mac).map_err(|reason| format!("field 1: {reason}"))?;
     let mut notes = Vec::new();
     let (ip, hostname) = if let Ok(ip) = second.parse::<Ipv4Addr>() {
@@ -156,6 +169,15 @@ mod tests {
                 "52:54:00:aa:bb:01 ignore",
                 "field 2: hostname ignore is a dnsmasq",
             ),
+            (
+                "52:54:00:aa:bb:01 name#c",
+                "field 2 contains '#': glibc reads the rest of the line as a comment",
+            ),
+            (
+                "52:54:00:aa:bb:01 10.0.0.5#c",
+                "field 2 contains '#': glibc reads",
+            ),
+            ("52:54:00:aa:bb:01#c pc", "field 1 contains '#'"),
         ] {
             let parsed = parse(line);
             assert!(

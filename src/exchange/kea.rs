@@ -769,6 +769,29 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_inside_a_string_is_part_of_the_value() {
+        let parsed = parse(
+            "{ \"Dhcp4\": { \"subnet4\": [ { \"subnet\": \"10.0.0.0/24\", # c\n\
+               \"reservations\": [\n\
+                 { \"hw-address\": \"52:54:00:aa:bb:01\", \"hostname\": \"h#x\" }, # c\n\
+                 { \"hw-address\": \"52:54:00:aa:bb:02\", \"hostname\": \"pc\" } // c\n\
+               ] } ] } }",
+        )
+        .unwrap();
+        assert_eq!(parsed.reservations.len(), 1, "{parsed:?}");
+        assert_eq!(parsed.reservations[0].hostname.as_deref(), Some("pc"));
+        assert_eq!(parsed.rejected.len(), 1, "{parsed:?}");
+        assert_eq!(parsed.rejected[0].line, 3);
+        assert!(
+            parsed.rejected[0]
+                .reason
+                .contains("hostname contains '#' at byte 1"),
+            "{:?}",
+            parsed.rejected[0]
+        );
+    }
+
+    #[test]
     fn reservation_rules() {
         let net: IpCidr = "10.0.0.0/24".parse().unwrap();
         let fields = |value: Value| reservation(&value, Family::V4, Some(net));

@@ -286,6 +286,38 @@ pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
+/// `raw` up to the `#` that starts a comment: one at the start of the line or after whitespace
+/// (C's `isspace`, which includes vertical tab and form feed), as dnsmasq's `read_file` and
+/// glibc read it. A `#` inside a field is left in place, for the field's rule to refuse it.
+pub(crate) fn strip_comment(raw: &str) -> &str {
+    let mut after_space = true;
+    for (at, byte) in raw.bytes().enumerate() {
+        match byte {
+            b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => after_space = true,
+            b'#' if after_space => return &raw[..at],
+            _ => after_space = false,
+        }
+    }
+    raw
+}
+
+/// Longest line text a [`Note`] repeats; the rest is counted, not shown.
+const MAX_NOTE_TEXT: usize = 200;
+
+/// A line as a [`Note`] shows it: trimmed, and cut short when it is long, so that a runaway
+/// line (a file without newlines) does not fill the report.
+pub(crate) fn note_text(raw: &str) -> String {
+    let text = raw.trim();
+    if text.len() <= MAX_NOTE_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_NOTE_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 /// A hostname from a file: the renderer's rule, with the field named in the message.
 pub(crate) fn check_hostname(name: &str) -> Result<String, String> {
     validate::hostname(name)?;
@@ -306,6 +338,32 @@ mod tests {
             "csv".parse::<Format>().unwrap_err().to_string(),
             "unknown format 'csv': expected one of dnsmasq, ethers, hostsfile, kea"
         );
+    }
+
+    #[test]
+    fn comments_start_at_the_line_start_or_after_whitespace() {
+        for (line, content) in [
+            ("# all comment", ""),
+            ("a,b # c", "a,b "),
+            ("a,b\t#c", "a,b\t"),
+            ("a,b\x0b#c", "a,b\x0b"),
+            ("a,h#x", "a,h#x"),
+            ("a,h#x # c", "a,h#x "),
+            ("a,#x", "a,#x"),
+            ("  #x", "  "),
+        ] {
+            assert_eq!(strip_comment(line), content, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_cut_short_in_notes() {
+        assert_eq!(note_text("  short  "), "short");
+        let long = format!("é{}", "x".repeat(300));
+        let shown = note_text(&long);
+        assert!(shown.starts_with("éxx"), "{shown}");
+        assert!(shown.ends_with("… (302 bytes in all)"), "{shown}");
+        assert!(shown.len() < 230, "{shown}");
     }
 
     #[test]
