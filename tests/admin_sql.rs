@@ -442,6 +442,140 @@ async fn plain_inserts_are_not_blocked_by_an_allocation_in_progress() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Subnet edits and host writers
+// ---------------------------------------------------------------------------------------------
+
+/// Subnets `a` (10.1.0.0/24) and `b` (10.2.0.0/24).
+async fn two_subnets(c: &Client) {
+    ok(
+        c,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('a', '10.1.0.0/24'), ('b', '10.2.0.0/24')",
+    )
+    .await;
+}
+
+fn comment(text: &str) -> ipmanager::admin::subnets::SubnetFields {
+    ipmanager::admin::subnets::SubnetFields {
+        comment: Some(Some(text.to_owned())),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_subnet_comment_does_not_wait_for_an_open_host_insert() {
+    let db = TestDb::new().await;
+    let writer = db.client().await;
+    two_subnets(&writer).await;
+    ok(&writer, "BEGIN").await;
+    ok(
+        &writer,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.1.0.5', 'open')",
+    )
+    .await;
+
+    // A wait shows up as a lock timeout instead of a hang: the edit must not wait at all.
+    let editor = db.client().await;
+    ok(&editor, "SET lock_timeout = '3s'").await;
+    ipmanager::admin::subnets::set(&editor, "a", &comment("x"))
+        .await
+        .expect("subnet set a --comment while a host insert in a is open");
+
+    // The real CLI, in its own session, too.
+    let out = common::binary::command(
+        &["subnet", "set", "a", "--comment", "y"],
+        &[
+            ("IPMANAGER_DATABASE_URL", &db.url),
+            ("PGOPTIONS", "-c lock_timeout=3s"),
+        ],
+    )
+    .output()
+    .unwrap();
+    common::binary::assert_exit(&out, 0, "ipmanager subnet set a --comment y");
+    ok(&writer, "COMMIT").await;
+    assert_eq!(
+        scalar::<String>(
+            &writer,
+            "SELECT comment FROM ipmanager.subnets WHERE name = 'a'"
+        )
+        .await,
+        "y"
+    );
+}
+
+/// The order that deadlocked: a host writer has a row in `a`, the edit of `b` starts, the host
+/// writer goes on to `b`. Neither may wait for the other.
+#[tokio::test]
+async fn a_subnet_comment_and_a_host_writer_spanning_subnets_do_not_deadlock() {
+    let db = TestDb::new().await;
+    let writer = db.client().await;
+    two_subnets(&writer).await;
+    ok(&writer, "SET lock_timeout = '3s'; BEGIN").await;
+    ok(
+        &writer,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.1.0.5', 'in-a')",
+    )
+    .await;
+    let mut editor = db.client().await;
+    ok(&editor, "SET lock_timeout = '3s'").await;
+    let edit = editor.transaction().await.unwrap();
+    ipmanager::admin::subnets::set(&edit, "b", &comment("x"))
+        .await
+        .expect("subnet set b while a host writer has a row in a");
+    ok(
+        &writer,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.2.0.5', 'in-b')",
+    )
+    .await;
+    edit.commit().await.unwrap();
+    ok(&writer, "COMMIT").await;
+}
+
+/// Real imports spanning both subnets against `subnet set b --comment` in a loop: every round
+/// both succeed (a deadlock would abort one of them with 40P01).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_and_subnet_comments_run_concurrently_without_deadlock() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    two_subnets(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let editor = db.client().await;
+    for round in 0..8u32 {
+        let file = dir.path().join(format!("round{round}.conf"));
+        let lines: String = (1..=40u32)
+            .map(|i| {
+                let net = if i <= 20 { 1 } else { 2 };
+                format!(
+                    "dhcp-host={},10.{net}.0.{},r{round}h{i}\n",
+                    mac(round * 100 + i),
+                    round * 20 + (i - 1) % 20 + 1
+                )
+            })
+            .collect();
+        std::fs::write(&file, lines).unwrap();
+        let url = db.url.clone();
+        let import = tokio::task::spawn_blocking(move || {
+            common::binary::command(
+                &["import", file.to_str().unwrap(), "--format", "dnsmasq"],
+                &[("IPMANAGER_DATABASE_URL", &url)],
+            )
+            .output()
+            .unwrap()
+        });
+        for edit in 0..5 {
+            ipmanager::admin::subnets::set(&editor, "b", &comment(&format!("{round}.{edit}")))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: subnet set b: {e}"));
+        }
+        let out = import.await.unwrap();
+        common::binary::assert_exit(&out, 0, &format!("round {round}: import"));
+    }
+    assert_eq!(
+        scalar::<i64>(&c, "SELECT count(*) FROM ipmanager.hosts").await,
+        8 * 40
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // subnet_usage
 // ---------------------------------------------------------------------------------------------
 

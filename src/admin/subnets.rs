@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use cidr::IpCidr;
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::validate::{self, quote};
@@ -185,12 +186,16 @@ async fn by_id(client: &impl GenericClient, id: i64) -> Result<SubnetRow> {
     subnet_row(&row)
 }
 
-/// One subnet by name or CIDR, locked for the rest of the transaction.
+/// One subnet by name or CIDR, locked against other edits for the rest of the transaction.
+/// FOR NO KEY UPDATE, not FOR UPDATE: host writers hold FOR KEY SHARE on their subnet's row
+/// (the foreign key check), and an edit must neither wait for them nor block them. A change of
+/// the CIDR, a key, takes the stronger lock in its UPDATE, after the hosts lock of the
+/// `subnets_lock_hosts` trigger, so the order stays deadlock-free.
 async fn lock(client: &impl GenericClient, reference: &str) -> Result<SubnetRow> {
     let subnet = resolve(client, reference).await?;
     client
         .execute(
-            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR UPDATE",
+            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR NO KEY UPDATE",
             &[&subnet.id],
         )
         .await?;
@@ -233,43 +238,69 @@ pub async fn set(
         .comment
         .clone()
         .unwrap_or_else(|| old.comment.clone());
-    let unchanged = name == old.name
-        && cidr == old.cidr
-        && range == old.range_start.zip(old.range_end)
-        && gateway == old.gateway
-        && domain == old.domain
-        && lease_seconds == old.lease_seconds
-        && enabled == old.enabled
-        && comment == old.comment;
-    if unchanged {
+    let range_start = range.map(|r| r.0);
+    let range_end = range.map(|r| r.1);
+    // Only the columns that change are named: an UPDATE naming cidr fires subnets_lock_hosts
+    // (LOCK hosts IN SHARE MODE), which waits for every open host transaction.
+    let mut changes = Changes::default();
+    changes.add("name", &name, name != old.name);
+    changes.add("cidr", &cidr, cidr != old.cidr);
+    changes.add("range_start", &range_start, range_start != old.range_start);
+    changes.add("range_end", &range_end, range_end != old.range_end);
+    changes.add("gateway", &gateway, gateway != old.gateway);
+    changes.add("domain", &domain, domain != old.domain);
+    changes.add_lease(&lease_seconds, lease_seconds != old.lease_seconds);
+    changes.add("enabled", &enabled, enabled != old.enabled);
+    changes.add("comment", &comment, comment != old.comment);
+    if changes.columns.is_empty() {
         return Err(AdminError::NothingToDo(format!(
             "subnet {} already has these values: nothing to change",
             quote(&old.name)
         )));
     }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&old.id];
+    params.extend(changes.values.iter().copied());
     client
         .execute(
-            "UPDATE ipmanager.subnets \
-             SET name = $2, cidr = $3, range_start = $4, range_end = $5, gateway = $6, \
-                 domain = $7, lease_time = $8::bigint * interval '1 second', enabled = $9, \
-                 comment = $10 \
-             WHERE id = $1",
-            &[
-                &old.id,
-                &name,
-                &cidr,
-                &range.map(|r| r.0),
-                &range.map(|r| r.1),
-                &gateway,
-                &domain,
-                &lease_seconds,
-                &enabled,
-                &comment,
-            ],
+            &format!(
+                "UPDATE ipmanager.subnets SET {} WHERE id = $1",
+                changes.columns.join(", ")
+            ),
+            &params,
         )
         .await?;
     let new = by_id(client, old.id).await?;
     Ok((old, new))
+}
+
+/// The `column = $n` assignments of an UPDATE and their values (`$1` is the row's id).
+#[derive(Default)]
+struct Changes<'a> {
+    columns: Vec<String>,
+    values: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+impl<'a> Changes<'a> {
+    fn add(&mut self, column: &str, value: &'a (dyn ToSql + Sync), changed: bool) {
+        self.push(column, "", value, changed);
+    }
+
+    fn add_lease(&mut self, seconds: &'a Option<i64>, changed: bool) {
+        self.push(
+            "lease_time",
+            "::bigint * interval '1 second'",
+            seconds,
+            changed,
+        );
+    }
+
+    fn push(&mut self, column: &str, cast: &str, value: &'a (dyn ToSql + Sync), changed: bool) {
+        if changed {
+            self.values.push(value);
+            self.columns
+                .push(format!("{column} = ${}{cast}", self.values.len() + 1));
+        }
+    }
 }
 
 /// Removes a subnet. With reservations in it, refuses unless `cascade`, which removes them
