@@ -576,6 +576,246 @@ async fn imports_and_subnet_comments_run_concurrently_without_deadlock() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Duplicates: the same words in psql and the CLI
+// ---------------------------------------------------------------------------------------------
+
+/// What the CLI says (its `ipmanager: error:` line) when `args` make a mistake.
+fn cli_error(db: &TestDb, args: &[&str]) -> String {
+    let out = common::binary::command(args, &[("IPMANAGER_DATABASE_URL", &db.url)])
+        .output()
+        .unwrap();
+    common::binary::assert_exit(&out, 65, &format!("ipmanager {}", args.join(" ")));
+    common::binary::error_text(&out)
+}
+
+#[tokio::test]
+async fn duplicates_read_the_same_in_psql_and_in_the_cli() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    ok(
+        &c,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.0.0.0/24'); \
+         INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'printer')",
+    )
+    .await;
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.0.0.5', 'other')",
+            &["host", "add", "--mac", "02:00:00:00:00:02", "--ip", "10.0.0.5", "--hostname", "other"],
+        ),
+        (
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.6', 'other')",
+            &["host", "add", "--mac", "02:00:00:00:00:01", "--ip", "10.0.0.6", "--hostname", "other"],
+        ),
+        (
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.0.0.6', 'Printer')",
+            &["host", "add", "--mac", "02:00:00:00:00:02", "--subnet", "lan", "--hostname", "Printer"],
+        ),
+        (
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.9.0.0/24')",
+            &["subnet", "add", "10.9.0.0/24", "--name", "lan"],
+        ),
+        (
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan2', '10.0.0.0/24')",
+            &["subnet", "add", "10.0.0.0/24", "--name", "lan2"],
+        ),
+    ];
+    for (sql, args) in cases {
+        let (code, psql) = failure(&c, sql).await;
+        assert_eq!(code, SqlState::UNIQUE_VIOLATION, "{sql}: {psql}");
+        assert!(!psql.contains("duplicate key"), "{sql}: {psql}");
+        assert_eq!(cli_error(&db, args), psql, "ipmanager {}", args.join(" "));
+    }
+    // allocate_host, the SQL function, says it in the same words.
+    let (_, allocated) = failure(
+        &c,
+        "SELECT ipmanager.allocate_host('02:00:00:00:00:03', 'PRINTER', 'lan')",
+    )
+    .await;
+    assert_eq!(
+        allocated,
+        cli_error(
+            &db,
+            &[
+                "host",
+                "add",
+                "--mac",
+                "02:00:00:00:00:03",
+                "--subnet",
+                "lan",
+                "--hostname",
+                "PRINTER"
+            ]
+        )
+    );
+}
+
+/// Hints speak of the CLI's options too, or of neither, never only of `subnet_id`: checked on
+/// the source of every function in the schema as migrated.
+#[tokio::test]
+async fn no_hint_speaks_only_of_subnet_id() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let rows = c
+        .query(
+            r"SELECT p.proname::text, h[1]
+              FROM pg_proc p, regexp_matches(p.prosrc, 'HINT = ''((?:[^'']|'''')*)''', 'g') h
+              WHERE p.pronamespace = 'ipmanager'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 5, "hints found: {}", rows.len());
+    for row in rows {
+        let (function, hint): (String, String) = (row.get(0), row.get(1));
+        assert!(
+            !hint.contains("subnet_id") || hint.contains("--subnet"),
+            "{function}: {hint}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One MAC grammar
+// ---------------------------------------------------------------------------------------------
+
+/// Every notation of the grammar, each for 52:54:00:0a:0b:0c.
+const MAC_NOTATIONS: [&str; 7] = [
+    "52:54:00:0a:0b:0c",
+    "52:54:00:0A:0B:0C",
+    "52:54:0:a:b:c",
+    "52-54-00-0a-0b-0c",
+    "5254.000a.0b0c",
+    "5254.000A.0B0C",
+    "5254000a0b0c",
+];
+
+/// Refused by every entry point: wrong counts, mixed separators, PostgreSQL's extra macaddr
+/// forms, one-digit groups with hyphens, a trailing space, non-hex.
+const NOT_MACS: [&str; 9] = [
+    "52:54:00:0a:0b",
+    "52:54:00:0a:0b:0c:0d",
+    "52-54-00:0a:0b:0c",
+    "525400:0a0b0c",
+    "5254-000a-0b0c",
+    "52-54-0-a-b-c",
+    "52:54:00:0a:0b:0c ",
+    "52:54:00:0a:0b:0g",
+    "5254.000a.0b0",
+];
+
+const CANONICAL: [u8; 6] = [0x52, 0x54, 0x00, 0x0a, 0x0b, 0x0c];
+
+/// The import formats that can hold `mac`, each as a file with one reservation.
+fn import_files(mac: &str) -> Vec<(ipmanager::exchange::Format, String)> {
+    use ipmanager::exchange::Format;
+    let kea = format!(
+        r#"{{"Dhcp4": {{"subnet4": [{{"id": 1, "subnet": "10.0.0.0/24",
+            "reservations": [{{"hw-address": "{mac}", "ip-address": "10.0.0.5"}}]}}]}}}}"#
+    );
+    let mut files = vec![
+        (Format::Ethers, format!("{mac} 10.0.0.5\n")),
+        (Format::Kea, kea),
+    ];
+    // dnsmasq decides by its own rule which field is the hardware address: one with ':' or six
+    // hyphen-separated pairs. Cisco dots and bare digits are names or lease times to dnsmasq.
+    if mac.contains(':') || mac.contains('-') {
+        files.push((Format::Dnsmasq, format!("dhcp-host={mac},10.0.0.5\n")));
+        files.push((Format::Hostsfile, format!("{mac},10.0.0.5\n")));
+    }
+    files
+}
+
+#[tokio::test]
+async fn every_entry_point_accepts_the_same_mac_notations() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    ok(
+        &c,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.0.0.0/24')",
+    )
+    .await;
+    for (i, text) in MAC_NOTATIONS.into_iter().enumerate() {
+        assert_eq!(
+            ipmanager::mac::parse(text),
+            Ok(CANONICAL),
+            "library: {text}"
+        );
+        assert_eq!(
+            ipmanager::admin::validate::mac(text),
+            Ok(CANONICAL),
+            "CLI: {text}"
+        );
+        for (format, file) in import_files(text) {
+            let parsed = ipmanager::exchange::parse(format, &file).unwrap();
+            assert_eq!(parsed.rejected, [], "{format}: {text}");
+            assert_eq!(parsed.reservations[0].mac, CANONICAL, "{format}: {text}");
+        }
+        let allocated: String = scalar(
+            &c,
+            &format!("SELECT mac::text FROM ipmanager.allocate_host('{text}', 'h{i}', 'lan')"),
+        )
+        .await;
+        assert_eq!(allocated, "52:54:00:0a:0b:0c", "allocate_host: {text}");
+        ok(&c, "DELETE FROM ipmanager.hosts").await;
+        let parsed: String =
+            scalar(&c, &format!("SELECT ipmanager.parse_mac('{text}')::text")).await;
+        assert_eq!(parsed, "52:54:00:0a:0b:0c", "parse_mac: {text}");
+    }
+    // The /etc/ethers short form with one-digit octets.
+    assert_eq!(
+        scalar::<String>(&c, "SELECT ipmanager.parse_mac('8:0:20:1:2:3')::text").await,
+        "08:00:20:01:02:03"
+    );
+}
+
+#[tokio::test]
+async fn every_entry_point_refuses_the_same_non_macs_in_the_same_words() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    ok(
+        &c,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.0.0.0/24')",
+    )
+    .await;
+    for text in NOT_MACS {
+        let library = ipmanager::mac::parse(text).unwrap_err().to_string();
+        assert_eq!(
+            ipmanager::admin::validate::mac(text),
+            Err(library.clone()),
+            "CLI: {text}"
+        );
+        // In a file, spaces separate fields rather than belong to one.
+        let files = if text.trim() == text {
+            import_files(text)
+        } else {
+            Vec::new()
+        };
+        for (format, file) in files {
+            let parsed = ipmanager::exchange::parse(format, &file).unwrap();
+            assert_eq!(parsed.reservations, [], "{format}: {text}");
+        }
+        let (code, message) = failure(
+            &c,
+            &format!("SELECT ipmanager.allocate_host('{text}', 'h', 'lan')"),
+        )
+        .await;
+        assert_eq!(code, SqlState::INVALID_TEXT_REPRESENTATION, "{text}");
+        assert_eq!(message, library, "allocate_host: {text}");
+    }
+    // The unicast rule is the trigger's, word for word.
+    let (_, message) = failure(
+        &c,
+        "SELECT ipmanager.allocate_host('0100.5e00.0001', 'h', 'lan')",
+    )
+    .await;
+    assert_eq!(
+        message,
+        ipmanager::admin::validate::mac("0100.5e00.0001").unwrap_err()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // subnet_usage
 // ---------------------------------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
         }
         Placement::Allocate { subnet } => client
             .query_one(
-                "SELECT (ipmanager.allocate_host($1, $2, $3, \
+                "SELECT (ipmanager.allocate_host($1::macaddr, $2, $3, \
                          $4::bigint * interval '1 second', $5, $6)).id",
                 &[
                     &mac,

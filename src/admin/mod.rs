@@ -1,9 +1,9 @@
 //! Administrative operations on subnets, reservations, sync status and the audit log: what the
 //! `ipmanager` CLI does, as library functions over one database connection.
 //!
-//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`), so that
-//! psql users get the same protection; this module validates input first only to answer
-//! without a round trip, in the database's own words ([`validate`]), and turns database errors
+//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql` and
+//! `sql/V3__hardening.sql`), so that psql users get the same protection; this module validates
+//! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
 pub mod audit;
@@ -59,7 +59,10 @@ impl From<tokio_postgres::Error> for AdminError {
         if *code == SqlState::NO_DATA_FOUND {
             return AdminError::NotFound(db.message().to_owned());
         }
-        if *code == SqlState::UNIQUE_VIOLATION {
+        // The triggers explain duplicates themselves (pass their words through); PostgreSQL's
+        // own text only comes from the unique constraints, when the other row was not yet
+        // committed as the trigger looked.
+        if *code == SqlState::UNIQUE_VIOLATION && db.message().starts_with("duplicate key value") {
             return AdminError::Invalid(unique_violation(
                 db.constraint().unwrap_or_default(),
                 db.detail().unwrap_or_default(),
@@ -87,7 +90,8 @@ impl From<tokio_postgres::Error> for AdminError {
 }
 
 /// PostgreSQL's unique-violation text names an index and a key tuple; this names the column,
-/// the value and the rule instead, like the triggers' messages.
+/// the value and the rule instead, like the triggers' messages (which also name the row that
+/// holds the value; the constraint's detail does not say).
 fn unique_violation(constraint: &str, detail: &str) -> String {
     // detail: Key (subnet_id, mac)=(1, 52:54:00:00:00:01) already exists.
     let value = detail
