@@ -1,6 +1,6 @@
 -- ipmanager hardening (issue 9): duplicates explained by the triggers in the same words as the
 -- CLI, hints that speak of the CLI's options too, and one MAC address grammar (parse_mac) for
--- the functions that take a MAC, the same as the CLI's and the imports'.
+-- the functions that take a MAC, the same as the CLI's and the imports'; infinite leases.
 --
 -- How this file is applied: like V1 and V2 (refinery in one transaction, or by hand with
 -- psql -v ON_ERROR_STOP=1 -f sql/V1__initial_schema.sql -f sql/V2__admin.sql -f sql/V3__hardening.sql
@@ -78,12 +78,13 @@ BEGIN
                   COLUMN = 'domain', CONSTRAINT = 'subnets_domain_valid';
     END IF;
 
+    NEW.lease_time := ipmanager.normalise_lease_time(NEW.lease_time);
     IF NOT ipmanager.is_valid_lease_time(NEW.lease_time) THEN
-        RAISE EXCEPTION 'subnets.lease_time % (% seconds) is out of range: a lease time must be a whole number of seconds between 2 minutes and 10 years',
+        RAISE EXCEPTION 'subnets.lease_time % (% seconds) is out of range: a lease time must be a whole number of seconds between 2 minutes and 10 years, or infinite',
                 quote_literal(NEW.lease_time), extract(epoch FROM NEW.lease_time)::float8
             USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'subnets',
                   COLUMN = 'lease_time', CONSTRAINT = 'subnets_lease_time_valid',
-                  HINT = 'Use NULL for dnsmasq''s default lease time.';
+                  HINT = 'Use NULL for dnsmasq''s default lease time, or ipmanager.infinite_lease() (--lease-time infinite in the CLI) for one that never ends.';
     END IF;
 
     IF NEW.cidr IS NULL THEN
@@ -226,12 +227,13 @@ BEGIN
         END IF;
     END IF;
 
+    NEW.lease_time := ipmanager.normalise_lease_time(NEW.lease_time);
     IF NOT ipmanager.is_valid_lease_time(NEW.lease_time) THEN
-        RAISE EXCEPTION 'hosts.lease_time % (% seconds) is out of range: a lease time must be a whole number of seconds between 2 minutes and 10 years',
+        RAISE EXCEPTION 'hosts.lease_time % (% seconds) is out of range: a lease time must be a whole number of seconds between 2 minutes and 10 years, or infinite',
                 quote_literal(NEW.lease_time), extract(epoch FROM NEW.lease_time)::float8
             USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
                   COLUMN = 'lease_time', CONSTRAINT = 'hosts_lease_time_valid',
-                  HINT = 'Use NULL to inherit the subnet''s lease time.';
+                  HINT = 'Use NULL to inherit the subnet''s lease time, or ipmanager.infinite_lease() (--lease-time infinite in the CLI) for one that never ends.';
     END IF;
 
     -- Said here rather than left to NOT NULL: subnet_id comes first in the table, so PostgreSQL
@@ -452,3 +454,61 @@ COMMENT ON FUNCTION ipmanager.allocate_host(macaddr, text, text, interval, text,
 
 REVOKE ALL ON FUNCTION ipmanager.allocate_host(text, text, text, interval, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ipmanager.allocate_host(text, text, text, interval, text, boolean) TO ipmanager_admin;
+
+--------------------------------------------------------------------------------------------------
+-- Infinite leases
+--------------------------------------------------------------------------------------------------
+
+-- dnsmasq's `infinite` lease. interval has no infinity before PostgreSQL 17, so it is stored as
+-- a sentinel: 4294967295 seconds (2^32 - 1, what DHCPv4 and Kea send for an infinite lease, and
+-- far beyond the 10-year bound of finite leases, so no finite lease can be mistaken for it). The
+-- triggers store every spelling of it in this one form (e.g. '4294967295 seconds', or
+-- 'infinity' on PostgreSQL 17), and the agent renders it as `infinite`.
+CREATE FUNCTION ipmanager.infinite_lease()
+    RETURNS interval
+    LANGUAGE sql
+    IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT interval '4294967295 seconds'
+$$;
+
+COMMENT ON FUNCTION ipmanager.infinite_lease() IS
+    'The lease_time that stands for an infinite lease (4294967295 seconds): SET lease_time = ipmanager.infinite_lease().';
+
+-- As V1's, plus the sentinel.
+CREATE OR REPLACE FUNCTION ipmanager.is_valid_lease_time(lease interval)
+    RETURNS boolean
+    LANGUAGE sql
+    IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT lease IS NULL
+        OR extract(epoch FROM lease) = 4294967295
+        OR (extract(epoch FROM lease) BETWEEN 120 AND extract(epoch FROM interval '10 years')
+            AND extract(epoch FROM lease) = trunc(extract(epoch FROM lease)))
+$$;
+
+COMMENT ON FUNCTION ipmanager.is_valid_lease_time(interval) IS
+    'True for NULL (use the default), a whole number of seconds between 2 minutes and 10 years, or infinite_lease().';
+
+-- The one form of the infinite lease: 'infinity' (PostgreSQL 17 and later; isfinite() is true
+-- for every interval before) and any interval of 4294967295 seconds become infinite_lease().
+-- Anything else is returned unchanged for is_valid_lease_time to judge.
+CREATE FUNCTION ipmanager.normalise_lease_time(lease interval)
+    RETURNS interval
+    LANGUAGE sql
+    IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN NOT isfinite(lease) AND lease > interval '0' THEN ipmanager.infinite_lease()
+        WHEN isfinite(lease) AND extract(epoch FROM lease) = 4294967295 THEN ipmanager.infinite_lease()
+        ELSE lease
+    END
+$$;
+
+COMMENT ON FUNCTION ipmanager.normalise_lease_time(interval) IS
+    'infinite_lease() for any spelling of an infinite lease (''infinity'' on PostgreSQL 17, 4294967295 seconds in any units), else the argument.';
+
+COMMENT ON COLUMN ipmanager.subnets.lease_time IS
+    'DHCP lease time: NULL for dnsmasq''s default, a whole number of seconds between 2 minutes and 10 years, or infinite: ipmanager.infinite_lease() (4294967295 seconds, since interval has no infinity before PostgreSQL 17; rendered as dnsmasq''s `infinite`).';
+COMMENT ON COLUMN ipmanager.hosts.lease_time IS
+    'Per-host lease time override: NULL for the subnet''s, a whole number of seconds between 2 minutes and 10 years, or infinite: ipmanager.infinite_lease() (4294967295 seconds, since interval has no infinity before PostgreSQL 17; rendered as dnsmasq''s `infinite`).';

@@ -816,6 +816,166 @@ async fn every_entry_point_refuses_the_same_non_macs_in_the_same_words() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Infinite leases
+// ---------------------------------------------------------------------------------------------
+
+/// The binary against `db`, which must succeed; its stdout.
+fn cli_ok(db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut command = common::binary::command(args, &[("IPMANAGER_DATABASE_URL", &db.url)]);
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    common::binary::assert_exit(&out, 0, &format!("ipmanager {}", args.join(" ")));
+    common::binary::stdout(&out)
+}
+
+const IS_INFINITE: &str = "SELECT bool_and(lease_time = ipmanager.infinite_lease()) \
+     FROM (SELECT lease_time FROM ipmanager.hosts UNION ALL SELECT lease_time FROM ipmanager.subnets) l";
+
+#[tokio::test]
+async fn infinite_leases_are_stored_shown_rendered_and_round_trip() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    cli_ok(
+        &db,
+        &[
+            "subnet",
+            "add",
+            "10.0.0.0/24",
+            "--name",
+            "lan",
+            "--lease-time",
+            "infinite",
+        ],
+        None,
+    );
+    cli_ok(
+        &db,
+        &[
+            "host",
+            "add",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--ip",
+            "10.0.0.5",
+            "--hostname",
+            "pc",
+            "--lease-time",
+            "infinite",
+        ],
+        None,
+    );
+    assert!(scalar::<bool>(&c, IS_INFINITE).await);
+
+    // Shown as infinite in tables and JSON.
+    let json: serde_json::Value =
+        serde_json::from_str(&cli_ok(&db, &["host", "show", "pc", "-o", "json"], None)).unwrap();
+    assert_eq!(json[0]["lease_seconds"], "infinite", "{json}");
+    assert!(cli_ok(&db, &["host", "show", "pc"], None).contains("infinite"));
+    assert!(cli_ok(&db, &["subnet", "show", "lan"], None).contains("infinite"));
+
+    // Rendered as dnsmasq's word, for the subnet's range line and the host alike.
+    let rendered = cli_ok(&db, &["render"], None);
+    assert!(
+        rendered.contains("52:54:00:00:00:01,10.0.0.5,pc,infinite\n"),
+        "{rendered}"
+    );
+    assert!(rendered.contains(",infinite\n"), "{rendered}");
+    assert!(!rendered.contains("4294967295"), "{rendered}");
+
+    // Every format that can carry a lease takes it back out and in again.
+    for format in ["dnsmasq", "hostsfile", "kea"] {
+        let exported = cli_ok(&db, &["export", "--format", format], None);
+        let copy = TestDb::new().await;
+        let copy_client = copy.client().await;
+        if format != "kea" {
+            cli_ok(
+                &copy,
+                &[
+                    "subnet",
+                    "add",
+                    "10.0.0.0/24",
+                    "--name",
+                    "lan",
+                    "--lease-time",
+                    "infinite",
+                ],
+                None,
+            );
+        }
+        cli_ok(&copy, &["import", "-", "--format", format], Some(&exported));
+        assert_eq!(
+            scalar::<i64>(&copy_client, "SELECT count(*) FROM ipmanager.hosts").await,
+            1,
+            "{format}: {exported}"
+        );
+        assert!(
+            scalar::<bool>(&copy_client, IS_INFINITE).await,
+            "{format}: {exported}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_spelling_of_an_infinite_lease_is_stored_as_one() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    ok(
+        &c,
+        "INSERT INTO ipmanager.subnets (name, cidr, lease_time) \
+         VALUES ('lan', '10.0.0.0/24', '1193046:28:15')",
+    )
+    .await;
+    for (i, lease) in [
+        "ipmanager.infinite_lease()",
+        "'4294967295 seconds'",
+        "'49710 days 6:28:15'",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ok(
+            &c,
+            &format!(
+                "INSERT INTO ipmanager.hosts (mac, ip, hostname, lease_time) \
+                 VALUES ('52:54:00:00:00:0{i}', '10.0.0.{}', 'h{i}', {lease})",
+                i + 5
+            ),
+        )
+        .await;
+    }
+    assert!(scalar::<bool>(&c, IS_INFINITE).await);
+    assert_eq!(
+        scalar::<String>(&c, "SELECT DISTINCT lease_time::text FROM ipmanager.hosts").await,
+        "1193046:28:15"
+    );
+    // Beyond ten years and not the sentinel: refused, naming infinite as the way out.
+    let (code, message) = failure(
+        &c,
+        "UPDATE ipmanager.hosts SET lease_time = '4294967294 seconds'",
+    )
+    .await;
+    assert_eq!(code, SqlState::CHECK_VIOLATION);
+    assert!(
+        message.ends_with("between 2 minutes and 10 years, or infinite"),
+        "{message}"
+    );
+    assert_eq!(
+        message,
+        ipmanager::lease::parse("hosts.lease_time", "4294967294")
+            .unwrap_err()
+            .replace("'4294967294'", "'1193046:28:14'")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // subnet_usage
 // ---------------------------------------------------------------------------------------------
 

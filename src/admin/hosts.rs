@@ -22,6 +22,7 @@ pub struct HostRow {
     pub hostname: String,
     pub enabled: bool,
     /// Per-host lease time in seconds; `None` inherits the subnet's.
+    #[serde(serialize_with = "crate::lease::serialize")]
     pub lease_seconds: Option<i64>,
     pub comment: Option<String>,
     pub created_at: String,

@@ -72,6 +72,7 @@ pub struct SubnetRow {
     pub range_end: Option<IpAddr>,
     pub gateway: Option<IpAddr>,
     pub domain: Option<String>,
+    #[serde(serialize_with = "crate::lease::serialize")]
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,

@@ -13,11 +13,6 @@ use crate::render::validate;
 /// The rule text of `ipmanager.is_valid_dns_name`, as the triggers append it.
 const DNS_NAME_RULE: &str = "only letters, digits and inner hyphens in dot-separated labels of \
     at most 63 characters, 253 in all, no trailing dot, last label not all digits (RFC 1123)";
-const LEASE_RULE: &str =
-    "a lease time must be a whole number of seconds between 2 minutes and 10 years";
-/// `interval '10 years'` in seconds, as PostgreSQL counts it (365.25 days a year).
-const MAX_LEASE: Duration = Duration::from_secs(315_576_000);
-const MIN_LEASE: Duration = Duration::from_secs(120);
 
 /// PostgreSQL's literal quoting, as `quote_literal()` prints values in the triggers' messages.
 pub fn quote(value: &str) -> String {
@@ -90,27 +85,10 @@ pub fn subnet_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A lease time as admins write it: `3600` (seconds), `12h`, `2h 30m`, `7d`.
+/// A lease time as admins write it (see [`crate::lease`]); infinite is
+/// [`crate::lease::INFINITE`] seconds.
 pub fn lease_time(column: &str, text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(text),
-    };
-    let lease = parsed.map_err(|_| {
-        format!(
-            "{column} {} is not a lease time: give seconds or a duration such as 45m, 12h or 7d",
-            quote(text)
-        )
-    })?;
-    if lease.subsec_nanos() != 0 || !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
-        return Err(format!(
-            "{column} {} ({} seconds) is out of range: {LEASE_RULE}",
-            quote(text),
-            lease.as_secs_f64()
-        ));
-    }
-    Ok(lease)
+    crate::lease::parse(column, text.trim()).map(|seconds| Duration::from_secs(seconds as u64))
 }
 
 /// An IP address, in either family.

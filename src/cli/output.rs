@@ -170,12 +170,13 @@ pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// Seconds as admins write lease times: `12h`, `1day 12h`.
+/// Seconds as admins write lease times: `12h`, `1day 12h`, `infinite`.
 pub fn lease(seconds: Option<i64>) -> String {
-    seconds.map_or_else(
-        || "default".to_owned(),
-        |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
-    )
+    match seconds {
+        None => "default".to_owned(),
+        Some(crate::lease::INFINITE) => "infinite".to_owned(),
+        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
+    }
 }
 
 #[cfg(test)]
