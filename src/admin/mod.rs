@@ -14,8 +14,6 @@ pub mod sync;
 pub mod validate;
 
 use std::net::IpAddr;
-use std::time::SystemTime;
-
 use tokio_postgres::error::SqlState;
 
 use crate::db::DbError;
@@ -127,9 +125,22 @@ fn seconds(lease: Option<std::time::Duration>) -> Option<i64> {
     lease.map(|l| l.as_secs() as i64)
 }
 
-/// Renders a timestamp for tables and JSON (UTC, RFC 3339, whole seconds).
-pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+/// Timestamps stay `SystemTime` in the library (comparable, and `cli` formats them for
+/// tables); in JSON they are RFC 3339 in UTC with whole seconds, as `-o json` has always shown
+/// them. For `#[serde(serialize_with = "...")]` on the fields.
+pub(crate) mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*at))
+    }
+
+    pub fn option<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => serialize(at, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// What a `MAC|IP|NAME` argument refers to.

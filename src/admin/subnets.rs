@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::validate::{self, quote};
-use super::{seconds, timestamp, AdminError, Result};
+use super::{seconds, AdminError, Result};
 
 /// A subnet as `ipmanager.find_subnet` resolves a name or CIDR.
 #[derive(Debug, Clone)]
@@ -29,9 +29,9 @@ pub async fn resolve(client: &impl GenericClient, reference: &str) -> Result<Sub
         )
         .await?;
     Ok(SubnetRef {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        cidr: row.try_get(2)?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cidr: row.try_get("cidr")?,
     })
 }
 
@@ -76,21 +76,24 @@ pub struct SubnetRow {
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub updated_at: SystemTime,
     pub usage: Usage,
 }
 
 const SELECT_SUBNETS: &str = "\
     SELECT s.id, s.name, s.cidr, s.range_start, s.range_end, s.gateway, s.domain, \
-           extract(epoch FROM s.lease_time)::bigint, s.enabled, s.comment, \
+           extract(epoch FROM s.lease_time)::bigint AS lease_seconds, s.enabled, s.comment, \
            s.created_at, s.updated_at, \
-           u.addresses::text, u.range_size::text, u.static_pool::text, u.reservations, \
-           u.free::text, u.used_percent::float8 \
+           u.addresses::text AS addresses, u.range_size::text AS range_size, \
+           u.static_pool::text AS static_pool, u.reservations, u.free::text AS free, \
+           u.used_percent::float8 AS used_percent \
     FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id";
 
-fn count(row: &Row, index: usize) -> Result<u128> {
-    let text: String = row.try_get(index)?;
+fn count(row: &Row, column: &str) -> Result<u128> {
+    let text: String = row.try_get(column)?;
     // numeric without fraction; the view never produces anything else.
     text.parse()
         .map_err(|_| AdminError::Invalid(format!("unexpected address count {text}")))
@@ -98,25 +101,25 @@ fn count(row: &Row, index: usize) -> Result<u128> {
 
 fn subnet_row(row: &Row) -> Result<SubnetRow> {
     Ok(SubnetRow {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        cidr: row.try_get(2)?,
-        range_start: row.try_get(3)?,
-        range_end: row.try_get(4)?,
-        gateway: row.try_get(5)?,
-        domain: row.try_get(6)?,
-        lease_seconds: row.try_get(7)?,
-        enabled: row.try_get(8)?,
-        comment: row.try_get(9)?,
-        created_at: timestamp(row.try_get::<_, SystemTime>(10)?),
-        updated_at: timestamp(row.try_get::<_, SystemTime>(11)?),
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cidr: row.try_get("cidr")?,
+        range_start: row.try_get("range_start")?,
+        range_end: row.try_get("range_end")?,
+        gateway: row.try_get("gateway")?,
+        domain: row.try_get("domain")?,
+        lease_seconds: row.try_get("lease_seconds")?,
+        enabled: row.try_get("enabled")?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
         usage: Usage {
-            addresses: count(row, 12)?,
-            range_size: count(row, 13)?,
-            static_pool: count(row, 14)?,
-            reservations: row.try_get(15)?,
-            free: count(row, 16)?,
-            used_percent: row.try_get(17)?,
+            addresses: count(row, "addresses")?,
+            range_size: count(row, "range_size")?,
+            static_pool: count(row, "static_pool")?,
+            reservations: row.try_get("reservations")?,
+            free: count(row, "free")?,
+            used_percent: row.try_get("used_percent")?,
         },
     })
 }
@@ -176,7 +179,7 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
             ],
         )
         .await?
-        .try_get(0)?;
+        .try_get("id")?;
     by_id(client, id).await
 }
 

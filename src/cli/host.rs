@@ -330,8 +330,8 @@ fn details(host: &HostRow) -> String {
         ),
         ("lease time", output::lease(host.lease_seconds)),
         ("comment", output::or_dash(host.comment.as_deref())),
-        ("created", host.created_at.clone()),
-        ("updated", host.updated_at.clone()),
+        ("created", output::timestamp(host.created_at)),
+        ("updated", output::timestamp(host.updated_at)),
     ])
 }
 

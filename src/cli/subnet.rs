@@ -305,7 +305,7 @@ fn details(subnet: &SubnetRow) -> String {
         ("reservations", usage.reservations.to_string()),
         ("free", usage.free.to_string()),
         ("used", percent(usage.used_percent)),
-        ("created", subnet.created_at.clone()),
-        ("updated", subnet.updated_at.clone()),
+        ("created", output::timestamp(subnet.created_at)),
+        ("updated", output::timestamp(subnet.updated_at)),
     ])
 }
