@@ -60,7 +60,7 @@ struct Settings {
     /// DNS domain of the subnet's hosts, or "none".
     #[arg(long, value_name = "DOMAIN|none")]
     domain: Option<String>,
-    /// Lease time, e.g. 12h or 3600, or "default" for dnsmasq's.
+    /// Lease time, e.g. 12h, 3600 or infinite, or "default" for dnsmasq's.
     #[arg(long, value_name = "DURATION|default")]
     lease_time: Option<String>,
     /// Free text for admins; an empty one removes it.
