@@ -530,6 +530,54 @@ async fn a_subnet_comment_and_a_host_writer_spanning_subnets_do_not_deadlock() {
     ok(&writer, "COMMIT").await;
 }
 
+/// A renumbering still waits for open host writers (so no host slips outside the new CIDR), but
+/// holds only a FOR NO KEY UPDATE row lock while it waits: a writer with a host in another subnet
+/// can go on adding hosts to the renumbered one instead of deadlocking with it.
+#[tokio::test]
+async fn a_renumbering_waits_for_a_host_writer_without_deadlocking_it() {
+    let db = TestDb::new().await;
+    let writer = db.client().await;
+    two_subnets(&writer).await;
+    ok(&writer, "SET lock_timeout = '3s'; BEGIN").await;
+    ok(
+        &writer,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.2.0.5', 'in-b')",
+    )
+    .await;
+    let mut editor = db.client().await;
+    let editor_pid = backend_pid(&editor).await;
+    let renumber = tokio::spawn(async move {
+        let edit = editor.transaction().await.unwrap();
+        let fields = ipmanager::admin::subnets::SubnetFields {
+            cidr: Some("10.1.0.0/23".parse().unwrap()),
+            ..Default::default()
+        };
+        let result = ipmanager::admin::subnets::set(&edit, "a", &fields).await;
+        edit.commit().await.unwrap();
+        result.map(|_| ())
+    });
+    let observer = db.client().await;
+    wait_for_lock_wait(&observer, editor_pid).await;
+    ok(
+        &writer,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.1.0.6', 'two')",
+    )
+    .await;
+    ok(&writer, "COMMIT").await;
+    renumber
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("renumbering: {e}"));
+    assert_eq!(
+        scalar::<String>(
+            &observer,
+            "SELECT cidr::text FROM ipmanager.subnets WHERE name = 'a'"
+        )
+        .await,
+        "10.1.0.0/23"
+    );
+}
+
 /// Real imports spanning both subnets against `subnet set b --comment` in a loop: every round
 /// both succeed (a deadlock would abort one of them with 40P01).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
