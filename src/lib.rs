@@ -7,6 +7,8 @@
 //!   reports ([`db::status`]).
 //! - [`listen`]: the dedicated LISTEN connection that turns database triggers into wake-ups.
 //! - [`model`]: the plain values a snapshot holds.
+//! - [`lease`]: the one lease time parser (seconds, durations, `infinite`), shared like [`mac`].
+//! - [`mac`]: the one MAC address grammar, shared by the CLI, every import format and the SQL.
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
 //! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
@@ -24,7 +26,9 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod exchange;
+pub mod lease;
 pub mod listen;
+pub mod mac;
 pub mod memory;
 pub mod model;
 pub mod notify;

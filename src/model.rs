@@ -13,7 +13,8 @@ pub struct Subnet {
     /// The dynamic DHCP range; `None` serves reservations only (dnsmasq's `static` mode).
     pub range: Option<(IpAddr, IpAddr)>,
     pub gateway: Option<IpAddr>,
-    /// Lease time in seconds; `None` leaves dnsmasq's default.
+    /// Lease time in seconds; `None` leaves dnsmasq's default, [`crate::lease::INFINITE`] is
+    /// an infinite lease.
     pub lease_seconds: Option<i64>,
     pub domain: Option<String>,
 }
@@ -26,7 +27,7 @@ pub struct Host {
     pub mac: [u8; 6],
     pub ip: IpAddr,
     pub hostname: String,
-    /// Per-host lease time override in seconds.
+    /// Per-host lease time override in seconds; [`crate::lease::INFINITE`] is infinite.
     pub lease_seconds: Option<i64>,
 }
 

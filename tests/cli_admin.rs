@@ -403,8 +403,8 @@ async fn rejected_hosts_get_the_databases_own_words() {
             ],
             65
         ),
-        "hosts.mac '52:54:00:zz:00:01' is not a MAC address: give six hexadecimal octets, e.g. \
-         52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456"
+        "hosts.mac '52:54:00:zz:00:01' is not a MAC address: give six hexadecimal octets as \
+         52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456, 525400123456 or 8:0:20:1:2:3"
     );
     assert_eq!(
         admin.fails(
@@ -441,7 +441,8 @@ async fn rejected_hosts_get_the_databases_own_words() {
             ],
             65
         ),
-        "hosts.ip 10.1.0.20 is already reserved: an IP address can have only one reservation"
+        "hosts.ip 10.1.0.20 is already reserved (for 'printer', 52:54:00:00:03:04): an IP address \
+         can have only one reservation"
     );
     assert_eq!(
         admin.fails(
@@ -457,8 +458,8 @@ async fn rejected_hosts_get_the_databases_own_words() {
             ],
             65
         ),
-        "hosts.hostname 'printer' is already used in this subnet: host names are unique per \
-         subnet, ignoring case"
+        "hosts.hostname 'printer' is already used in subnet 'office' (52:54:00:00:03:04, \
+         10.1.0.20): host names are unique per subnet, ignoring case"
     );
     assert_eq!(
         admin.fails(
@@ -474,8 +475,8 @@ async fn rejected_hosts_get_the_databases_own_words() {
             ],
             65
         ),
-        "hosts.mac 52:54:00:00:03:04 already has a reservation in this subnet: a MAC address has \
-         at most one reservation per subnet"
+        "hosts.mac 52:54:00:00:03:04 already has a reservation in subnet 'office' ('printer', \
+         10.1.0.20): a MAC address has at most one reservation per subnet"
     );
 
     let out = admin.run(&[

@@ -85,6 +85,16 @@ fn assert_db_error(err: &tokio_postgres::Error, code: &SqlState, needles: &[&str
     }
 }
 
+/// A duplicate explained by the trigger: SQLSTATE 23505, the unique constraint it stands in
+/// for, and exactly `message`.
+#[track_caller]
+fn assert_duplicate(err: &tokio_postgres::Error, constraint: &str, message: &str) {
+    assert_db_error(err, &SqlState::UNIQUE_VIOLATION, &[message]);
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.message(), message);
+    assert_eq!(db.constraint(), Some(constraint));
+}
+
 fn schema_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V1__initial_schema.sql")
 }
@@ -93,9 +103,38 @@ fn admin_schema_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V2__admin.sql")
 }
 
+fn hardening_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V3__hardening.sql")
+}
+
 /// Every file in sql/, in the order refinery applies them.
 fn all_migrations() -> Vec<String> {
-    vec!["V1__initial_schema".to_string(), "V2__admin".to_string()]
+    let names = std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    let listed = vec![
+        "V1__initial_schema".to_string(),
+        "V2__admin".to_string(),
+        "V3__hardening".to_string(),
+    ];
+    let mut on_disk: Vec<String> = names
+        .iter()
+        .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
+        .collect();
+    on_disk.sort_by_key(|name| {
+        name[1..]
+            .split("__")
+            .next()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    });
+    assert_eq!(
+        on_disk, listed,
+        "a file in sql/ that this test does not know"
+    );
+    listed
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,6 +333,8 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
         .arg(schema_file())
         .arg("-f")
         .arg(admin_schema_file())
+        .arg("-f")
+        .arg(hardening_file())
         .arg(&db.url)
         .output()
     {
@@ -440,20 +481,53 @@ async fn subnet_name_and_cidr_are_unique() {
         "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.0.0.0/24')",
     )
     .await;
-    rejected(
+    let err = fails(
         &client,
         "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lan', '10.0.1.0/24')",
-        &SqlState::UNIQUE_VIOLATION,
-        &["subnets_name_unique"],
     )
     .await;
+    assert_duplicate(
+        &err,
+        "subnets_name_unique",
+        "subnets.name 'lan' is already used (by 10.0.0.0/24): subnet names are unique",
+    );
     // Disabled subnets may overlap, but the same CIDR twice is never useful.
     ok(&client, "INSERT INTO ipmanager.subnets (name, cidr, enabled) VALUES ('staged', '10.0.0.0/25', false)").await;
-    rejected(
+    let err = fails(
         &client,
         "INSERT INTO ipmanager.subnets (name, cidr, enabled) VALUES ('again', '10.0.0.0/24', false)",
-        &SqlState::UNIQUE_VIOLATION,
-        &["subnets_cidr_unique"],
+    )
+    .await;
+    assert_duplicate(
+        &err,
+        "subnets_cidr_unique",
+        "subnets.cidr 10.0.0.0/24 already exists (subnet 'lan'): every network is entered once",
+    );
+    // An enabled duplicate is a duplicate first, not an overlap.
+    let err = fails(
+        &client,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('again', '10.0.0.0/24')",
+    )
+    .await;
+    assert_duplicate(
+        &err,
+        "subnets_cidr_unique",
+        "subnets.cidr 10.0.0.0/24 already exists (subnet 'lan'): every network is entered once",
+    );
+    // Updates too; an update keeping its own name is no duplicate.
+    let err = fails(
+        &client,
+        "UPDATE ipmanager.subnets SET name = 'lan' WHERE name = 'staged'",
+    )
+    .await;
+    assert_duplicate(
+        &err,
+        "subnets_name_unique",
+        "subnets.name 'lan' is already used (by 10.0.0.0/24): subnet names are unique",
+    );
+    ok(
+        &client,
+        "UPDATE ipmanager.subnets SET name = 'lan', comment = 'x' WHERE name = 'lan'",
     )
     .await;
 }
@@ -1031,7 +1105,7 @@ async fn host_ip_is_stored_without_netmask() {
         &client,
         "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:03', '10.0.0.5/25', 'c')",
         &SqlState::UNIQUE_VIOLATION,
-        &["hosts_ip_unique"],
+        &["hosts.ip 10.0.0.5 is already reserved"],
     )
     .await;
 }
@@ -1200,9 +1274,49 @@ async fn host_ip_is_unique() {
     let (_db, client, _, _) = with_subnets().await;
     ok(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'a'), ('02:00:00:00:00:02', '10.0.0.6', 'b')").await;
     let err = fails(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:03', '10.0.0.5', 'c')").await;
+    assert_duplicate(
+        &err,
+        "hosts_ip_unique",
+        "hosts.ip 10.0.0.5 is already reserved (for 'a', 02:00:00:00:00:01): an IP address can \
+         have only one reservation",
+    );
+    // Moving another host onto the address, too; re-saving a host is no duplicate.
+    let err = fails(
+        &client,
+        "UPDATE ipmanager.hosts SET ip = '10.0.0.5' WHERE hostname = 'b'",
+    )
+    .await;
+    assert_duplicate(
+        &err,
+        "hosts_ip_unique",
+        "hosts.ip 10.0.0.5 is already reserved (for 'a', 02:00:00:00:00:01): an IP address can \
+         have only one reservation",
+    );
+    ok(
+        &client,
+        "UPDATE ipmanager.hosts SET ip = '10.0.0.5', hostname = 'A' WHERE hostname = 'a'",
+    )
+    .await;
+}
+
+/// The unique constraint stays the backstop for a row the trigger cannot see yet.
+#[tokio::test]
+async fn a_concurrent_duplicate_is_caught_by_the_constraint() {
+    let (db, client, _, _) = with_subnets().await;
+    let other = db.client().await;
+    ok(&other, "BEGIN; INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'a')").await;
+    let pid = common::sql::backend_pid(&client).await;
+    let insert = tokio::spawn(async move {
+        let result = client
+            .batch_execute("INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:02', '10.0.0.5', 'b')")
+            .await;
+        (client, result)
+    });
+    common::sql::wait_for_lock_wait(&other, pid).await;
+    ok(&other, "COMMIT").await;
+    let (_client, result) = insert.await.unwrap();
+    let err = result.unwrap_err();
     assert_db_error(&err, &SqlState::UNIQUE_VIOLATION, &["hosts_ip_unique"]);
-    let detail = err.as_db_error().unwrap().detail().unwrap_or_default();
-    assert!(detail.contains("(ip)=(10.0.0.5)"), "detail {detail:?}");
 }
 
 #[tokio::test]
@@ -1222,13 +1336,12 @@ async fn host_mac_is_unique_per_subnet() {
     )
     .await;
     let err = fails(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.6', 'b')").await;
-    assert_db_error(
+    assert_duplicate(
         &err,
-        &SqlState::UNIQUE_VIOLATION,
-        &["hosts_subnet_mac_unique"],
+        "hosts_subnet_mac_unique",
+        "hosts.mac 02:00:00:00:00:01 already has a reservation in subnet 'lan' ('a', 10.0.0.5): a \
+         MAC address has at most one reservation per subnet",
     );
-    let detail = err.as_db_error().unwrap().detail().unwrap_or_default();
-    assert!(detail.contains("02:00:00:00:00:01"), "detail {detail:?}");
 }
 
 #[tokio::test]
@@ -1394,13 +1507,12 @@ async fn hostname_is_unique_per_subnet_ignoring_case() {
     ok(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES \
                  ('02:00:00:00:00:01', '10.0.0.5', 'pc'), ('02:00:00:00:00:02', '2001:db8::5', 'PC')").await;
     let err = fails(&client, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:03', '10.0.0.6', 'Pc')").await;
-    assert_db_error(
+    assert_duplicate(
         &err,
-        &SqlState::UNIQUE_VIOLATION,
-        &["hosts_subnet_hostname_unique"],
+        "hosts_subnet_hostname_unique",
+        "hosts.hostname 'Pc' is already used in subnet 'lan' (02:00:00:00:00:01, 10.0.0.5): host \
+         names are unique per subnet, ignoring case",
     );
-    let detail = err.as_db_error().unwrap().detail().unwrap_or_default();
-    assert!(detail.contains("pc"), "detail {detail:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ use eui48::MacAddress;
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::{subnets, timestamp, HostRef, Result};
+use super::{subnets, HostRef, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     pub id: i64,
-    pub at: String,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub at: SystemTime,
     pub db_user: String,
     pub application_name: Option<String>,
     pub client_addr: Option<IpAddr>,
@@ -125,16 +126,16 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
     rows.iter()
         .map(|row| {
             Ok(AuditEntry {
-                id: row.try_get(0)?,
-                at: timestamp(row.try_get(1)?),
-                db_user: row.try_get(2)?,
-                application_name: row.try_get(3)?,
-                client_addr: row.try_get(4)?,
-                table_name: row.try_get(5)?,
-                operation: row.try_get(6)?,
-                row_id: row.try_get(7)?,
-                old: row.try_get(8)?,
-                new: row.try_get(9)?,
+                id: row.try_get("id")?,
+                at: row.try_get("at")?,
+                db_user: row.try_get("db_user")?,
+                application_name: row.try_get("application_name")?,
+                client_addr: row.try_get("client_addr")?,
+                table_name: row.try_get("table_name")?,
+                operation: row.try_get("operation")?,
+                row_id: row.try_get("row_id")?,
+                old: row.try_get("old")?,
+                new: row.try_get("new")?,
             })
         })
         .collect()

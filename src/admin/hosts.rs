@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::subnets;
 use super::validate::{self, format_mac};
-use super::{seconds, timestamp, AdminError, HostRef, Result};
+use super::{seconds, AdminError, HostRef, Result};
 
 /// One reservation as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,29 +22,33 @@ pub struct HostRow {
     pub hostname: String,
     pub enabled: bool,
     /// Per-host lease time in seconds; `None` inherits the subnet's.
+    #[serde(serialize_with = "crate::lease::serialize")]
     pub lease_seconds: Option<i64>,
     pub comment: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub updated_at: SystemTime,
 }
 
 const SELECT_HOSTS: &str = "\
-    SELECT h.id, s.name, h.mac, h.ip, h.hostname, h.enabled, \
-           extract(epoch FROM h.lease_time)::bigint, h.comment, h.created_at, h.updated_at \
+    SELECT h.id, s.name AS subnet, h.mac, h.ip, h.hostname, h.enabled, \
+           extract(epoch FROM h.lease_time)::bigint AS lease_seconds, h.comment, h.created_at, \
+           h.updated_at \
     FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id";
 
 fn host_row(row: &Row) -> Result<HostRow> {
     Ok(HostRow {
-        id: row.try_get(0)?,
-        subnet: row.try_get(1)?,
-        mac: format_mac(&row.try_get::<_, MacAddress>(2)?.to_array()),
-        ip: row.try_get(3)?,
-        hostname: row.try_get(4)?,
-        enabled: row.try_get(5)?,
-        lease_seconds: row.try_get(6)?,
-        comment: row.try_get(7)?,
-        created_at: timestamp(row.try_get::<_, SystemTime>(8)?),
-        updated_at: timestamp(row.try_get::<_, SystemTime>(9)?),
+        id: row.try_get("id")?,
+        subnet: row.try_get("subnet")?,
+        mac: format_mac(&row.try_get::<_, MacAddress>("mac")?.to_array()),
+        ip: row.try_get("ip")?,
+        hostname: row.try_get("hostname")?,
+        enabled: row.try_get("enabled")?,
+        lease_seconds: row.try_get("lease_seconds")?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -100,11 +104,11 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
                     ],
                 )
                 .await?
-                .try_get(0)?
+                .try_get("id")?
         }
         Placement::Allocate { subnet } => client
             .query_one(
-                "SELECT (ipmanager.allocate_host($1, $2, $3, \
+                "SELECT (ipmanager.allocate_host($1::macaddr, $2, $3, \
                          $4::bigint * interval '1 second', $5, $6)).id",
                 &[
                     &mac,
@@ -116,7 +120,7 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
                 ],
             )
             .await?
-            .try_get(0)?,
+            .try_get("id")?,
     };
     by_id(client, id).await
 }

@@ -1,9 +1,9 @@
 //! Administrative operations on subnets, reservations, sync status and the audit log: what the
 //! `ipmanager` CLI does, as library functions over one database connection.
 //!
-//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`), so that
-//! psql users get the same protection; this module validates input first only to answer
-//! without a round trip, in the database's own words ([`validate`]), and turns database errors
+//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql` and
+//! `sql/V3__hardening.sql`), so that psql users get the same protection; this module validates
+//! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
 pub mod audit;
@@ -14,8 +14,6 @@ pub mod sync;
 pub mod validate;
 
 use std::net::IpAddr;
-use std::time::SystemTime;
-
 use tokio_postgres::error::SqlState;
 
 use crate::db::DbError;
@@ -59,7 +57,10 @@ impl From<tokio_postgres::Error> for AdminError {
         if *code == SqlState::NO_DATA_FOUND {
             return AdminError::NotFound(db.message().to_owned());
         }
-        if *code == SqlState::UNIQUE_VIOLATION {
+        // The triggers explain duplicates themselves (pass their words through); PostgreSQL's
+        // own text only comes from the unique constraints, when the other row was not yet
+        // committed as the trigger looked.
+        if *code == SqlState::UNIQUE_VIOLATION && db.message().starts_with("duplicate key value") {
             return AdminError::Invalid(unique_violation(
                 db.constraint().unwrap_or_default(),
                 db.detail().unwrap_or_default(),
@@ -87,7 +88,8 @@ impl From<tokio_postgres::Error> for AdminError {
 }
 
 /// PostgreSQL's unique-violation text names an index and a key tuple; this names the column,
-/// the value and the rule instead, like the triggers' messages.
+/// the value and the rule instead, like the triggers' messages (which also name the row that
+/// holds the value; the constraint's detail does not say).
 fn unique_violation(constraint: &str, detail: &str) -> String {
     // detail: Key (subnet_id, mac)=(1, 52:54:00:00:00:01) already exists.
     let value = detail
@@ -129,9 +131,22 @@ fn seconds(lease: Option<std::time::Duration>) -> Option<i64> {
     lease.map(|l| l.as_secs() as i64)
 }
 
-/// Renders a timestamp for tables and JSON (UTC, RFC 3339, whole seconds).
-pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+/// Timestamps stay `SystemTime` in the library (comparable, and `cli` formats them for
+/// tables); in JSON they are RFC 3339 in UTC with whole seconds, as `-o json` has always shown
+/// them. For `#[serde(serialize_with = "...")]` on the fields.
+pub(crate) mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*at))
+    }
+
+    pub fn option<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => serialize(at, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// What a `MAC|IP|NAME` argument refers to.

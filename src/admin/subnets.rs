@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use cidr::IpCidr;
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::validate::{self, quote};
-use super::{seconds, timestamp, AdminError, Result};
+use super::{seconds, AdminError, Result};
 
 /// A subnet as `ipmanager.find_subnet` resolves a name or CIDR.
 #[derive(Debug, Clone)]
@@ -28,9 +29,9 @@ pub async fn resolve(client: &impl GenericClient, reference: &str) -> Result<Sub
         )
         .await?;
     Ok(SubnetRef {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        cidr: row.try_get(2)?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cidr: row.try_get("cidr")?,
     })
 }
 
@@ -71,24 +72,28 @@ pub struct SubnetRow {
     pub range_end: Option<IpAddr>,
     pub gateway: Option<IpAddr>,
     pub domain: Option<String>,
+    #[serde(serialize_with = "crate::lease::serialize")]
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub updated_at: SystemTime,
     pub usage: Usage,
 }
 
 const SELECT_SUBNETS: &str = "\
     SELECT s.id, s.name, s.cidr, s.range_start, s.range_end, s.gateway, s.domain, \
-           extract(epoch FROM s.lease_time)::bigint, s.enabled, s.comment, \
+           extract(epoch FROM s.lease_time)::bigint AS lease_seconds, s.enabled, s.comment, \
            s.created_at, s.updated_at, \
-           u.addresses::text, u.range_size::text, u.static_pool::text, u.reservations, \
-           u.free::text, u.used_percent::float8 \
+           u.addresses::text AS addresses, u.range_size::text AS range_size, \
+           u.static_pool::text AS static_pool, u.reservations, u.free::text AS free, \
+           u.used_percent::float8 AS used_percent \
     FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id";
 
-fn count(row: &Row, index: usize) -> Result<u128> {
-    let text: String = row.try_get(index)?;
+fn count(row: &Row, column: &str) -> Result<u128> {
+    let text: String = row.try_get(column)?;
     // numeric without fraction; the view never produces anything else.
     text.parse()
         .map_err(|_| AdminError::Invalid(format!("unexpected address count {text}")))
@@ -96,25 +101,25 @@ fn count(row: &Row, index: usize) -> Result<u128> {
 
 fn subnet_row(row: &Row) -> Result<SubnetRow> {
     Ok(SubnetRow {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        cidr: row.try_get(2)?,
-        range_start: row.try_get(3)?,
-        range_end: row.try_get(4)?,
-        gateway: row.try_get(5)?,
-        domain: row.try_get(6)?,
-        lease_seconds: row.try_get(7)?,
-        enabled: row.try_get(8)?,
-        comment: row.try_get(9)?,
-        created_at: timestamp(row.try_get::<_, SystemTime>(10)?),
-        updated_at: timestamp(row.try_get::<_, SystemTime>(11)?),
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cidr: row.try_get("cidr")?,
+        range_start: row.try_get("range_start")?,
+        range_end: row.try_get("range_end")?,
+        gateway: row.try_get("gateway")?,
+        domain: row.try_get("domain")?,
+        lease_seconds: row.try_get("lease_seconds")?,
+        enabled: row.try_get("enabled")?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
         usage: Usage {
-            addresses: count(row, 12)?,
-            range_size: count(row, 13)?,
-            static_pool: count(row, 14)?,
-            reservations: row.try_get(15)?,
-            free: count(row, 16)?,
-            used_percent: row.try_get(17)?,
+            addresses: count(row, "addresses")?,
+            range_size: count(row, "range_size")?,
+            static_pool: count(row, "static_pool")?,
+            reservations: row.try_get("reservations")?,
+            free: count(row, "free")?,
+            used_percent: row.try_get("used_percent")?,
         },
     })
 }
@@ -174,7 +179,7 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
             ],
         )
         .await?
-        .try_get(0)?;
+        .try_get("id")?;
     by_id(client, id).await
 }
 
@@ -185,12 +190,16 @@ async fn by_id(client: &impl GenericClient, id: i64) -> Result<SubnetRow> {
     subnet_row(&row)
 }
 
-/// One subnet by name or CIDR, locked for the rest of the transaction.
+/// One subnet by name or CIDR, locked against other edits for the rest of the transaction.
+/// FOR NO KEY UPDATE, not FOR UPDATE: host writers hold FOR KEY SHARE on their subnet's row
+/// (the foreign key check), and an edit must neither wait for them nor block them. A change of
+/// the CIDR, a key, takes the stronger lock in its UPDATE, after the hosts lock of the
+/// `subnets_lock_hosts` trigger, so the order stays deadlock-free.
 async fn lock(client: &impl GenericClient, reference: &str) -> Result<SubnetRow> {
     let subnet = resolve(client, reference).await?;
     client
         .execute(
-            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR UPDATE",
+            "SELECT 1 FROM ipmanager.subnets WHERE id = $1 FOR NO KEY UPDATE",
             &[&subnet.id],
         )
         .await?;
@@ -233,43 +242,69 @@ pub async fn set(
         .comment
         .clone()
         .unwrap_or_else(|| old.comment.clone());
-    let unchanged = name == old.name
-        && cidr == old.cidr
-        && range == old.range_start.zip(old.range_end)
-        && gateway == old.gateway
-        && domain == old.domain
-        && lease_seconds == old.lease_seconds
-        && enabled == old.enabled
-        && comment == old.comment;
-    if unchanged {
+    let range_start = range.map(|r| r.0);
+    let range_end = range.map(|r| r.1);
+    // Only the columns that change are named: an UPDATE naming cidr fires subnets_lock_hosts
+    // (LOCK hosts IN SHARE MODE), which waits for every open host transaction.
+    let mut changes = Changes::default();
+    changes.add("name", &name, name != old.name);
+    changes.add("cidr", &cidr, cidr != old.cidr);
+    changes.add("range_start", &range_start, range_start != old.range_start);
+    changes.add("range_end", &range_end, range_end != old.range_end);
+    changes.add("gateway", &gateway, gateway != old.gateway);
+    changes.add("domain", &domain, domain != old.domain);
+    changes.add_lease(&lease_seconds, lease_seconds != old.lease_seconds);
+    changes.add("enabled", &enabled, enabled != old.enabled);
+    changes.add("comment", &comment, comment != old.comment);
+    if changes.columns.is_empty() {
         return Err(AdminError::NothingToDo(format!(
             "subnet {} already has these values: nothing to change",
             quote(&old.name)
         )));
     }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&old.id];
+    params.extend(changes.values.iter().copied());
     client
         .execute(
-            "UPDATE ipmanager.subnets \
-             SET name = $2, cidr = $3, range_start = $4, range_end = $5, gateway = $6, \
-                 domain = $7, lease_time = $8::bigint * interval '1 second', enabled = $9, \
-                 comment = $10 \
-             WHERE id = $1",
-            &[
-                &old.id,
-                &name,
-                &cidr,
-                &range.map(|r| r.0),
-                &range.map(|r| r.1),
-                &gateway,
-                &domain,
-                &lease_seconds,
-                &enabled,
-                &comment,
-            ],
+            &format!(
+                "UPDATE ipmanager.subnets SET {} WHERE id = $1",
+                changes.columns.join(", ")
+            ),
+            &params,
         )
         .await?;
     let new = by_id(client, old.id).await?;
     Ok((old, new))
+}
+
+/// The `column = $n` assignments of an UPDATE and their values (`$1` is the row's id).
+#[derive(Default)]
+struct Changes<'a> {
+    columns: Vec<String>,
+    values: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+impl<'a> Changes<'a> {
+    fn add(&mut self, column: &str, value: &'a (dyn ToSql + Sync), changed: bool) {
+        self.push(column, "", value, changed);
+    }
+
+    fn add_lease(&mut self, seconds: &'a Option<i64>, changed: bool) {
+        self.push(
+            "lease_time",
+            "::bigint * interval '1 second'",
+            seconds,
+            changed,
+        );
+    }
+
+    fn push(&mut self, column: &str, cast: &str, value: &'a (dyn ToSql + Sync), changed: bool) {
+        if changed {
+            self.values.push(value);
+            self.columns
+                .push(format!("{column} = ${}{cast}", self.values.len() + 1));
+        }
+    }
 }
 
 /// Removes a subnet. With reservations in it, refuses unless `cascade`, which removes them

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_postgres::GenericClient;
 
-use super::{timestamp, Result};
+use super::Result;
 
 /// One agent's row of `ipmanager.sync_status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,31 +20,32 @@ pub struct AgentSync {
     pub phase: String,
     /// Reported within the last three heartbeats.
     pub alive: bool,
-    pub seen_at: String,
-    pub started_at: Option<String>,
-    pub applied_at: Option<String>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub seen_at: SystemTime,
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub started_at: Option<SystemTime>,
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub applied_at: Option<SystemTime>,
     /// Its applied snapshot includes every committed change.
     pub up_to_date: bool,
     /// When the oldest change it has not applied was made.
-    pub behind_since: Option<String>,
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub behind_since: Option<SystemTime>,
     /// Committed changes it has not applied; `None` before its first applied snapshot.
     pub pending_changes: Option<i64>,
     pub files_hash: Option<String>,
     pub hosts: Option<i32>,
     pub rows_skipped: Option<i32>,
     pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-}
-
-fn optional_time(at: Option<SystemTime>) -> Option<String> {
-    at.map(timestamp)
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub last_error_at: Option<SystemTime>,
 }
 
 /// Every agent that has ever reported, by name.
 pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
     let rows = client
         .query(
-            "SELECT name, db_user::text, host, version, phase, alive, seen_at, started_at, \
+            "SELECT name, db_user::text AS db_user, host, version, phase, alive, seen_at, started_at, \
                     applied_at, up_to_date, behind_since, pending_changes, files_hash, hosts, \
                     rows_skipped, last_error, last_error_at \
              FROM ipmanager.sync_status ORDER BY name",
@@ -54,23 +55,23 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
     rows.iter()
         .map(|row| {
             Ok(AgentSync {
-                name: row.try_get(0)?,
-                db_user: row.try_get(1)?,
-                host: row.try_get(2)?,
-                version: row.try_get(3)?,
-                phase: row.try_get(4)?,
-                alive: row.try_get(5)?,
-                seen_at: timestamp(row.try_get(6)?),
-                started_at: optional_time(row.try_get(7)?),
-                applied_at: optional_time(row.try_get(8)?),
-                up_to_date: row.try_get(9)?,
-                behind_since: optional_time(row.try_get(10)?),
-                pending_changes: row.try_get(11)?,
-                files_hash: row.try_get(12)?,
-                hosts: row.try_get(13)?,
-                rows_skipped: row.try_get(14)?,
-                last_error: row.try_get(15)?,
-                last_error_at: optional_time(row.try_get(16)?),
+                name: row.try_get("name")?,
+                db_user: row.try_get("db_user")?,
+                host: row.try_get("host")?,
+                version: row.try_get("version")?,
+                phase: row.try_get("phase")?,
+                alive: row.try_get("alive")?,
+                seen_at: row.try_get("seen_at")?,
+                started_at: row.try_get("started_at")?,
+                applied_at: row.try_get("applied_at")?,
+                up_to_date: row.try_get("up_to_date")?,
+                behind_since: row.try_get("behind_since")?,
+                pending_changes: row.try_get("pending_changes")?,
+                files_hash: row.try_get("files_hash")?,
+                hosts: row.try_get("hosts")?,
+                rows_skipped: row.try_get("rows_skipped")?,
+                last_error: row.try_get("last_error")?,
+                last_error_at: row.try_get("last_error_at")?,
             })
         })
         .collect()
@@ -80,9 +81,9 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
 /// transaction that makes a change and waited for after it commits.
 pub async fn current_change(client: &impl GenericClient) -> Result<String> {
     Ok(client
-        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .query_one("SELECT pg_current_xact_id()::text AS change", &[])
         .await?
-        .try_get(0)?)
+        .try_get("change")?)
 }
 
 /// Whether one agent has applied a change.
@@ -109,11 +110,11 @@ pub async fn change_applied(
     rows.iter()
         .map(|row| {
             Ok(AgentApplied {
-                name: row.try_get(0)?,
-                alive: row.try_get(1)?,
-                applied: row.try_get(2)?,
-                phase: row.try_get(3)?,
-                last_error: row.try_get(4)?,
+                name: row.try_get("name")?,
+                alive: row.try_get("alive")?,
+                applied: row.try_get("applied")?,
+                phase: row.try_get("phase")?,
+                last_error: row.try_get("last_error")?,
             })
         })
         .collect()

@@ -1,7 +1,7 @@
 //! Checks of admin input before the database is asked, worded exactly as the database's
 //! triggers word them, so that the CLI and psql users read the same sentence for the same
 //! mistake. The database stays the authority; these only save a round trip and catch input
-//! that cannot even be sent (a MAC address in no known notation).
+//! that cannot even be sent. MAC addresses follow the one grammar of [`crate::mac`].
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,87 +13,26 @@ use crate::render::validate;
 /// The rule text of `ipmanager.is_valid_dns_name`, as the triggers append it.
 const DNS_NAME_RULE: &str = "only letters, digits and inner hyphens in dot-separated labels of \
     at most 63 characters, 253 in all, no trailing dot, last label not all digits (RFC 1123)";
-const UNICAST_RULE: &str = "a DHCP reservation needs the unicast MAC address of a real interface";
-const LEASE_RULE: &str =
-    "a lease time must be a whole number of seconds between 2 minutes and 10 years";
-/// `interval '10 years'` in seconds, as PostgreSQL counts it (365.25 days a year).
-const MAX_LEASE: Duration = Duration::from_secs(315_576_000);
-const MIN_LEASE: Duration = Duration::from_secs(120);
 
 /// PostgreSQL's literal quoting, as `quote_literal()` prints values in the triggers' messages.
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Parses a MAC address in the notations PostgreSQL's `macaddr` accepts (colons, hyphens,
-/// Cisco dots, two halves, or twelve bare hex digits; any case) and checks that it can be
-/// reserved. Returns the six octets.
+/// A MAC address in any notation of [`crate::mac`] that can be reserved; the six octets.
 pub fn mac(text: &str) -> Result<[u8; 6], String> {
-    let octets = parse_mac(text.trim()).ok_or_else(|| {
-        format!(
-            "hosts.mac {} is not a MAC address: give six hexadecimal octets, e.g. \
-             52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456",
-            quote(text)
-        )
-    })?;
-    let shown = format_mac(&octets);
-    if octets == [0; 6] {
-        return Err(format!(
-            "hosts.mac {shown} is the all-zero address: {UNICAST_RULE}"
-        ));
-    }
-    if octets[0] & 1 == 1 {
-        let kind = if octets == [0xff; 6] {
-            "broadcast"
-        } else {
-            "multicast"
-        };
-        return Err(format!(
-            "hosts.mac {shown} is a {kind} address (lowest bit of the first octet set): \
-             {UNICAST_RULE}"
-        ));
-    }
-    Ok(octets)
+    crate::mac::parse_reservable(text).map_err(|e| e.to_string())
 }
 
 /// True when `text` is a MAC address in one of the accepted notations (valid or not for a
 /// reservation); used to tell `host show MAC|IP|NAME` arguments apart.
 pub fn looks_like_mac(text: &str) -> bool {
-    parse_mac(text.trim()).is_some()
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    // Group sizes between separators, as macaddr's input function accepts them.
-    let groups: Vec<&str> = text.split([':', '-', '.']).collect();
-    let sizes: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    let separators: Vec<char> = text.chars().filter(|c| ":-.".contains(*c)).collect();
-    let consistent = separators.windows(2).all(|w| w[0] == w[1]);
-    let shape_ok = match sizes.as_slice() {
-        [2, 2, 2, 2, 2, 2] => consistent && separators[0] != '.',
-        [4, 4, 4] => consistent,
-        [6, 6] => separators[0] != '.',
-        [12] => true,
-        _ => false,
-    };
-    if !shape_ok
-        || !groups
-            .iter()
-            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    let hex: String = groups.concat();
-    let mut octets = [0u8; 6];
-    for (i, octet) in octets.iter_mut().enumerate() {
-        *octet = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(octets)
+    crate::mac::is_mac(text)
 }
 
 /// The canonical form PostgreSQL prints: lowercase, colon-separated.
 pub fn format_mac(octets: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = octets;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    crate::mac::Mac(*octets).to_string()
 }
 
 /// A host name, with the two messages of the hosts_validate trigger.
@@ -146,27 +85,10 @@ pub fn subnet_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A lease time as admins write it: `3600` (seconds), `12h`, `2h 30m`, `7d`.
+/// A lease time as admins write it (see [`crate::lease`]); infinite is
+/// [`crate::lease::INFINITE`] seconds.
 pub fn lease_time(column: &str, text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(text),
-    };
-    let lease = parsed.map_err(|_| {
-        format!(
-            "{column} {} is not a lease time: give seconds or a duration such as 45m, 12h or 7d",
-            quote(text)
-        )
-    })?;
-    if lease.subsec_nanos() != 0 || !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
-        return Err(format!(
-            "{column} {} ({} seconds) is out of range: {LEASE_RULE}",
-            quote(text),
-            lease.as_secs_f64()
-        ));
-    }
-    Ok(lease)
+    crate::lease::parse(column, text.trim()).map(|seconds| Duration::from_secs(seconds as u64))
 }
 
 /// An IP address, in either family.
@@ -231,44 +153,6 @@ pub fn host_address(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_notations_normalise_to_the_canonical_form() {
-        for text in [
-            "52:54:00:AB:cd:01",
-            "52-54-00-ab-cd-01",
-            "5254.00ab.cd01",
-            "5254-00ab-cd01",
-            "525400:abcd01",
-            "525400-abcd01",
-            "525400abcd01",
-        ] {
-            assert_eq!(
-                format_mac(&mac(text).unwrap()),
-                "52:54:00:ab:cd:01",
-                "{text}"
-            );
-        }
-        for text in [
-            "52:54:00:ab:cd",
-            "52:54-00:ab:cd:01",
-            "5254.00ab.cd0g",
-            "",
-            "52:54:00:ab:cd:01:02",
-        ] {
-            assert!(
-                mac(text).unwrap_err().contains("is not a MAC address"),
-                "{text}"
-            );
-        }
-        assert!(mac("01:00:5e:00:00:01")
-            .unwrap_err()
-            .contains("is a multicast address"));
-        assert!(mac("ff:ff:ff:ff:ff:ff")
-            .unwrap_err()
-            .contains("is a broadcast address"));
-        assert!(mac("00:00:00:00:00:00").unwrap_err().contains("all-zero"));
-    }
 
     #[test]
     fn hostnames_get_the_triggers_words() {

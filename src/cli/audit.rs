@@ -71,7 +71,9 @@ fn entry_text(entry: &AuditEntry) -> String {
         .unwrap_or_default();
     let mut text = format!(
         "{}  {}{program}  {} {}\n",
-        entry.at.replace('T', " ").trim_end_matches('Z'),
+        output::timestamp(entry.at)
+            .replace('T', " ")
+            .trim_end_matches('Z'),
         entry.db_user,
         entry.operation.to_lowercase(),
         entry.subject()

@@ -44,7 +44,8 @@ pub enum HostCommand {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("address").required(true).multiple(true).args(["ip", "subnet"]))]
 pub struct AddArgs {
-    /// Hardware address: 52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456.
+    /// Hardware address: 52:54:00:12:34:56, 8:0:20:1:2:3, 52-54-00-12-34-56, 5254.0012.3456 or
+    /// 525400123456.
     #[arg(long)]
     mac: String,
     /// Host name (RFC 1123; unique within the subnet, ignoring case).
@@ -57,7 +58,7 @@ pub struct AddArgs {
     /// address must belong to.
     #[arg(long)]
     subnet: Option<String>,
-    /// Lease time for this host, e.g. 12h or 3600 (default: the subnet's).
+    /// Lease time for this host, e.g. 12h, 3600 or infinite (default: the subnet's).
     #[arg(long, value_name = "DURATION")]
     lease_time: Option<String>,
     /// Free text for admins; never served.
@@ -94,7 +95,7 @@ pub struct SetArgs {
     /// Keep the reservation but stop serving it.
     #[arg(long)]
     disable: bool,
-    /// New lease time (e.g. 12h), or "default" for the subnet's.
+    /// New lease time (e.g. 12h or infinite), or "default" for the subnet's.
     #[arg(long, value_name = "DURATION|default")]
     lease_time: Option<String>,
     /// New comment; an empty one removes it.
@@ -330,8 +331,8 @@ fn details(host: &HostRow) -> String {
         ),
         ("lease time", output::lease(host.lease_seconds)),
         ("comment", output::or_dash(host.comment.as_deref())),
-        ("created", host.created_at.clone()),
-        ("updated", host.updated_at.clone()),
+        ("created", output::timestamp(host.created_at)),
+        ("updated", output::timestamp(host.updated_at)),
     ])
 }
 

@@ -170,12 +170,18 @@ pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// Seconds as admins write lease times: `12h`, `1day 12h`.
+/// A timestamp as tables and messages show it: UTC, RFC 3339, whole seconds (as in JSON).
+pub fn timestamp(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Seconds as admins write lease times: `12h`, `1day 12h`, `infinite`.
 pub fn lease(seconds: Option<i64>) -> String {
-    seconds.map_or_else(
-        || "default".to_owned(),
-        |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
-    )
+    match seconds {
+        None => "default".to_owned(),
+        Some(crate::lease::INFINITE) => "infinite".to_owned(),
+        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ struct Settings {
     /// DNS domain of the subnet's hosts, or "none".
     #[arg(long, value_name = "DOMAIN|none")]
     domain: Option<String>,
-    /// Lease time, e.g. 12h or 3600, or "default" for dnsmasq's.
+    /// Lease time, e.g. 12h, 3600 or infinite, or "default" for dnsmasq's.
     #[arg(long, value_name = "DURATION|default")]
     lease_time: Option<String>,
     /// Free text for admins; an empty one removes it.
@@ -305,7 +305,7 @@ fn details(subnet: &SubnetRow) -> String {
         ("reservations", usage.reservations.to_string()),
         ("free", usage.free.to_string()),
         ("used", percent(usage.used_percent)),
-        ("created", subnet.created_at.clone()),
-        ("updated", subnet.updated_at.clone()),
+        ("created", output::timestamp(subnet.created_at)),
+        ("updated", output::timestamp(subnet.updated_at)),
     ])
 }

@@ -96,11 +96,11 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                 ],
                 agents.iter().map(|a| {
                     let (state, since) = if !a.alive {
-                        ("not alive", Some(a.seen_at.clone()))
+                        ("not alive", Some(a.seen_at))
                     } else if a.up_to_date {
-                        ("up to date", a.applied_at.clone())
+                        ("up to date", a.applied_at)
                     } else {
-                        ("behind", a.behind_since.clone())
+                        ("behind", a.behind_since)
                     };
                     let state = if a.alive && !a.up_to_date {
                         match a.pending_changes {
@@ -114,10 +114,12 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                         a.name.clone(),
                         output::or_dash(a.host.as_deref()),
                         state,
-                        output::or_dash(since),
+                        output::or_dash(since.map(output::timestamp)),
                         output::or_dash(a.hosts),
                         match (&a.last_error, &a.last_error_at) {
-                            (Some(error), Some(at)) => format!("{at} {error}"),
+                            (Some(error), Some(at)) => {
+                                format!("{} {error}", output::timestamp(*at))
+                            }
                             (Some(error), None) => error.clone(),
                             _ => "-".to_owned(),
                         },

@@ -273,34 +273,17 @@ fn host_fields(value: &str, line: usize) -> Result<Vec<Reservation>, String> {
         .collect())
 }
 
-/// `None` when `field` is not a lease time at all; otherwise its seconds, or why they are out
-/// of bounds. dnsmasq's spelling: `infinite`, or digits with an optional unit s/m/h/d/w.
+/// `None` when dnsmasq would not read `field` as a lease time (`infinite`, or digits with an
+/// optional unit s/m/h/d/w, any case); otherwise its seconds from the shared parser
+/// ([`crate::lease`]), or why they are out of bounds.
 fn lease_time(field: &str) -> Option<Result<i64, String>> {
-    if field.eq_ignore_ascii_case("infinite") {
-        return Some(Ok(validate::MAX_LEASE_SECONDS));
-    }
-    let (digits, unit) = match field.as_bytes().split_last() {
-        Some((&last, rest)) if last.is_ascii_alphabetic() => (rest, Some(last)),
-        _ => (field.as_bytes(), None),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let factor: i64 = match unit.map(|u| u.to_ascii_lowercase()) {
-        None | Some(b's') => 1,
-        Some(b'm') => 60,
-        Some(b'h') => 3600,
-        Some(b'd') => 86_400,
-        Some(b'w') => 604_800,
-        // `12x` is neither a lease nor a valid hostname; the hostname rule explains it.
-        Some(_) => return None,
-    };
-    let seconds = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|text| text.parse::<i64>().ok())
-        .and_then(|n| n.checked_mul(factor))
-        .unwrap_or(i64::MAX);
-    Some(validate::lease_seconds(seconds).map(|()| seconds))
+    let digits = field.trim_end_matches(|c: char| "smhdwSMHDW".contains(c));
+    let dnsmasq_lease = field.eq_ignore_ascii_case("infinite")
+        || (!digits.is_empty()
+            && field.len() - digits.len() <= 1
+            && digits.bytes().all(|b| b.is_ascii_digit()));
+    // `12x` is neither a lease nor a valid hostname; the hostname rule explains it.
+    dnsmasq_lease.then(|| crate::lease::parse("lease time", &field.to_ascii_lowercase()))
 }
 
 /// Whether dnsmasq would read `field` as a hardware address: it has a ':' (no hostname or lease
@@ -403,7 +386,8 @@ mod tests {
         assert_eq!(lease_time("12x"), None);
         assert!(lease_time("1m").unwrap().is_err());
         assert!(lease_time("99999999999999999999w").unwrap().is_err());
-        assert!(reason("52:54:00:aa:bb:01,60").starts_with("field 2: lease time 60 s"));
+        assert!(reason("52:54:00:aa:bb:01,60")
+            .starts_with("field 2: lease time '60' (60 seconds) is out of range"));
     }
 
     #[test]

@@ -152,7 +152,10 @@ mod tests {
         for (line, expected) in [
             ("52:54:00:aa:bb:01", "line has 1 fields"),
             ("52:54:00:aa:bb:01 pc extra", "line has 3 fields"),
-            ("52:54:00:aa:bb pc", "field 1: MAC address has 5 bytes"),
+            (
+                "52:54:00:aa:bb pc",
+                "field 1: hosts.mac '52:54:00:aa:bb' is not a MAC",
+            ),
             (
                 "52:54:00:aa:bb:01 10.0.0.256",
                 "field 2: IPv4 address is not",

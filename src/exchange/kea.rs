@@ -815,7 +815,7 @@ mod tests {
             ),
             (
                 json!({ "hw-address": "52:54:00:aa:bb" }),
-                "hw-address: MAC address has 5 bytes",
+                "hw-address: hosts.mac '52:54:00:aa:bb' is not a MAC",
             ),
             (
                 json!({ "hw-address": "52:54:00:aa:bb:01", "ip-address": "10.0.0.255" }),

@@ -240,11 +240,8 @@ impl<'a> ExportPlan<'a> {
     }
 }
 
-/// A MAC address as import files write it: six groups of hex digits separated by `:` or all by
-/// `-`, any case. With `:` a group may be one digit (`8:0:20:1:2:3`, as ether_aton and Kea
-/// accept); with `-` each group must be two digits, so that a hostname like `a-b-c-d-e-f` is not
-/// mistaken for a MAC. Kea's bare `1a1b1c1d1e1f` is accepted too. The error names the field and
-/// the rule without quoting the value.
+/// A MAC address as import files write it, in the one grammar of [`crate::mac`] (the CLI's and
+/// the database's), and reservable. dnsmasq's wildcard `*` gets a message of its own.
 pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     if text.contains('*') {
         return Err(
@@ -253,37 +250,7 @@ pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
                 .to_owned(),
         );
     }
-    let groups: Vec<&str> = if text.contains(':') {
-        text.split(':').collect()
-    } else if text.contains('-') {
-        text.split('-').collect()
-    } else if text.len() == 12 && text.is_ascii() {
-        // ASCII first: slicing a multi-byte character in half would panic.
-        (0..6).map(|i| &text[2 * i..2 * i + 2]).collect()
-    } else {
-        return Err("MAC address is not six hex bytes separated by ':' or '-'".to_owned());
-    };
-    let dash = !text.contains(':') && text.contains('-');
-    if groups.len() != 6 {
-        return Err(format!(
-            "MAC address has {} bytes, an Ethernet MAC has 6",
-            groups.len()
-        ));
-    }
-    let mut mac = [0u8; 6];
-    for (byte, group) in mac.iter_mut().zip(&groups) {
-        let ok_len = if dash {
-            group.len() == 2
-        } else {
-            (1..=2).contains(&group.len())
-        };
-        if !ok_len || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("MAC address is not six hex bytes separated by ':' or '-'".to_owned());
-        }
-        *byte = u8::from_str_radix(group, 16).map_err(|e| e.to_string())?;
-    }
-    validate::mac(&mac)?;
-    Ok(mac)
+    crate::mac::parse_reservable(text).map_err(|e| e.to_string())
 }
 
 /// `raw` up to the `#` that starts a comment: one at the start of the line or after whitespace
@@ -366,31 +333,4 @@ mod tests {
         assert!(shown.len() < 230, "{shown}");
     }
 
-    #[test]
-    fn mac_spellings() {
-        let want = [0x52, 0x54, 0x00, 0xab, 0x0c, 0x01];
-        for text in [
-            "52:54:00:ab:0c:01",
-            "52:54:00:AB:0C:01",
-            "52-54-00-ab-0c-01",
-            "52:54:0:ab:c:1",
-            "525400ab0c01",
-        ] {
-            assert_eq!(parse_mac(text), Ok(want), "{text}");
-        }
-        for (text, reason) in [
-            ("52:54:00:ab:0c", "MAC address has 5 bytes"),
-            ("52:54:00:ab:0c:01:02", "MAC address has 7 bytes"),
-            ("52:54:00:zz:0c:01", "MAC address is not six hex bytes"),
-            ("52:54:00:ab:0c:*", "MAC address contains the wildcard"),
-            ("5-54-00-ab-0c-01", "MAC address is not six hex bytes"),
-            ("52:54:00:ab:0c:001", "MAC address is not six hex bytes"),
-            ("01:00:5e:00:00:01", "MAC address is a multicast"),
-            ("00:00:00:00:00:00", "MAC address is all zeros"),
-            ("laptop", "MAC address is not six hex bytes"),
-        ] {
-            let error = parse_mac(text).unwrap_err();
-            assert!(error.starts_with(reason), "{text}: {error}");
-        }
-    }
 }

@@ -699,8 +699,11 @@ fn number(text: &str) -> Option<u32> {
     text.parse().ok()
 }
 
-/// A lease time: plain seconds (digits without a leading zero), in range.
+/// A lease time: `infinite`, or plain seconds (digits without a leading zero) in range.
 fn lease(text: &str) -> Result<(), String> {
+    if text == "infinite" {
+        return Ok(());
+    }
     let plain = !text.is_empty()
         && text.len() <= 18
         && !text.starts_with('0')

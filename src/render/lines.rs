@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use cidr::IpCidr;
 
 use super::validate::MAX_LINE_BYTES;
+use crate::lease;
 use crate::model::{Host, Subnet};
 
 /// The first line of the include file.
@@ -54,9 +55,7 @@ pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
             let _ = write!(out, "{}", cidr.network_length());
         }
     }
-    if let Some(seconds) = subnet.lease_seconds {
-        let _ = write!(out, ",{seconds}");
-    }
+    push_lease(out, subnet.lease_seconds);
     out.push('\n');
     if let (IpCidr::V4(_), Some(gateway)) = (cidr, subnet.gateway) {
         let _ = writeln!(out, "dhcp-option=tag:{TAG}{id},option:router,{gateway}");
@@ -80,10 +79,19 @@ pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host) {
     }
     out.push(',');
     out.push_str(&host.hostname);
-    if let Some(seconds) = host.lease_seconds {
-        let _ = write!(out, ",{seconds}");
-    }
+    push_lease(out, host.lease_seconds);
     out.push('\n');
+}
+
+/// `,SECONDS`, or `,infinite` for [`lease::INFINITE`] (dnsmasq's word; it never expires).
+fn push_lease(out: &mut String, seconds: Option<i64>) {
+    match seconds {
+        Some(lease::INFINITE) => out.push_str(",infinite"),
+        Some(seconds) => {
+            let _ = write!(out, ",{seconds}");
+        }
+        None => {}
+    }
 }
 
 /// An addn-hosts line, `IP [fqdn] hostname`: the first name is the one a PTR query answers.
