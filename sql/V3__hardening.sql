@@ -178,6 +178,31 @@ COMMENT ON FUNCTION ipmanager.subnets_validate() IS
 -- Host validation: duplicates in words, hints in the CLI's words too
 --------------------------------------------------------------------------------------------------
 
+-- The words for a duplicate host value, naming the reservation that holds it: one text for the
+-- trigger below and for `ipmanager import`, which judges a whole file in one statement and must
+-- say what psql says. rule: 1 the IP, 2 the MAC in the subnet, 3 the host name in the subnet.
+CREATE FUNCTION ipmanager.host_duplicate_message(rule int, ip inet, mac macaddr, hostname text,
+                                                 subnet_id bigint, other_ip inet,
+                                                 other_mac macaddr, other_hostname text)
+    RETURNS text
+    LANGUAGE sql
+    STABLE
+AS $$
+    SELECT CASE rule
+        WHEN 1 THEN format('hosts.ip %s is already reserved (for %s, %s): an IP address can have only one reservation',
+                           host(ip), quote_literal(other_hostname), other_mac)
+        WHEN 2 THEN format('hosts.mac %s already has a reservation in subnet %s (%s, %s): a MAC address has at most one reservation per subnet',
+                           mac, quote_literal((SELECT s.name FROM ipmanager.subnets s WHERE s.id = subnet_id)),
+                           quote_literal(other_hostname), host(other_ip))
+        WHEN 3 THEN format('hosts.hostname %s is already used in subnet %s (%s, %s): host names are unique per subnet, ignoring case',
+                           quote_literal(hostname), quote_literal((SELECT s.name FROM ipmanager.subnets s WHERE s.id = subnet_id)),
+                           other_mac, host(other_ip))
+    END
+$$;
+
+COMMENT ON FUNCTION ipmanager.host_duplicate_message(int, inet, macaddr, text, bigint, inet, macaddr, text) IS
+    'The message for a duplicate host IP (rule 1), MAC (2) or host name (3), naming the reservation that holds it; used by hosts_validate and by ipmanager import.';
+
 -- As V1's, plus the duplicate check at the end. The subnet is looked up only when the address or
 -- subnet changes, as before; the duplicate check only when a unique value changes.
 CREATE OR REPLACE FUNCTION ipmanager.hosts_validate()
@@ -300,23 +325,14 @@ BEGIN
                 AND h.id <> NEW.id
               ORDER BY 1
               LIMIT 1) d;
-        IF other.rule = 1 THEN
-            RAISE EXCEPTION 'hosts.ip % is already reserved (for %, %): an IP address can have only one reservation',
-                    host(NEW.ip), quote_literal(other.hostname), other.mac
-                USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
-                      COLUMN = 'ip', CONSTRAINT = 'hosts_ip_unique';
-        ELSIF other.rule = 2 THEN
-            RAISE EXCEPTION 'hosts.mac % already has a reservation in subnet % (%, %): a MAC address has at most one reservation per subnet',
-                    NEW.mac, quote_literal((SELECT s.name FROM ipmanager.subnets s WHERE s.id = NEW.subnet_id)),
-                    quote_literal(other.hostname), host(other.ip)
-                USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
-                      COLUMN = 'mac', CONSTRAINT = 'hosts_subnet_mac_unique';
-        ELSIF other.rule = 3 THEN
-            RAISE EXCEPTION 'hosts.hostname % is already used in subnet % (%, %): host names are unique per subnet, ignoring case',
-                    quote_literal(NEW.hostname), quote_literal((SELECT s.name FROM ipmanager.subnets s WHERE s.id = NEW.subnet_id)),
-                    other.mac, host(other.ip)
-                USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
-                      COLUMN = 'hostname', CONSTRAINT = 'hosts_subnet_hostname_unique';
+        IF other.rule IS NOT NULL THEN
+            RAISE EXCEPTION USING
+                MESSAGE = ipmanager.host_duplicate_message(other.rule, NEW.ip, NEW.mac, NEW.hostname,
+                              NEW.subnet_id, other.ip, other.mac, other.hostname),
+                ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                COLUMN = (ARRAY['ip', 'mac', 'hostname'])[other.rule],
+                CONSTRAINT = (ARRAY['hosts_ip_unique', 'hosts_subnet_mac_unique',
+                                    'hosts_subnet_hostname_unique'])[other.rule];
         END IF;
     END IF;
 

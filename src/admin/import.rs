@@ -403,12 +403,13 @@ const JUDGE: &str = "\
                       AND (p.ip IS NULL OR h.ip = p.ip) \
                       AND h.lease_time IS NOT DISTINCT FROM p.lease_time AND h.enabled) \
                 AS present, \
-            EXISTS (SELECT 1 FROM ipmanager.hosts h WHERE h.ip = p.ip) AS ip_taken, \
-            EXISTS (SELECT 1 FROM ipmanager.hosts h \
-                    WHERE h.subnet_id = p.subnet_id AND h.mac = p.mac) AS mac_taken, \
-            EXISTS (SELECT 1 FROM ipmanager.hosts h \
-                    WHERE h.subnet_id = p.subnet_id \
-                      AND lower(h.hostname) = lower(p.hostname)) AS name_taken \
+            (SELECT ipmanager.host_duplicate_message(1, p.ip, p.mac, p.hostname, p.subnet_id, h.ip, h.mac, h.hostname) FROM ipmanager.hosts h \
+             WHERE h.ip = p.ip LIMIT 1) AS ip_taken, \
+            (SELECT ipmanager.host_duplicate_message(2, p.ip, p.mac, p.hostname, p.subnet_id, h.ip, h.mac, h.hostname) FROM ipmanager.hosts h \
+             WHERE h.subnet_id = p.subnet_id AND h.mac = p.mac LIMIT 1) AS mac_taken, \
+            (SELECT ipmanager.host_duplicate_message(3, p.ip, p.mac, p.hostname, p.subnet_id, h.ip, h.mac, h.hostname) FROM ipmanager.hosts h \
+             WHERE h.subnet_id = p.subnet_id AND lower(h.hostname) = lower(p.hostname) \
+             LIMIT 1) AS name_taken \
         FROM placed p) \
     SELECT j.seq, j.present, j.ip_taken, j.mac_taken, j.name_taken, \
         host(j.ip) AS ip_text, j.subnet_id IS NOT NULL AS placed, \
@@ -508,18 +509,10 @@ fn verdict(row: &Row, parsed: &Parsed) -> Result<Verdict> {
             "the same reservation as line {line}"
         )));
     }
-    let in_database = [
-        (
-            "ip_taken",
-            "hosts_ip_unique",
-            ip.clone().unwrap_or_default(),
-        ),
-        ("mac_taken", "hosts_subnet_mac_unique", mac.clone()),
-        ("name_taken", "hosts_subnet_hostname_unique", name.clone()),
-    ];
-    for (column, constraint, value) in in_database {
-        if row.try_get(column)? {
-            return Ok(Verdict::Rejected(duplicate_of(constraint, &value)));
+    // A clash with the database in the triggers' own words (ipmanager.host_duplicate_message).
+    for column in ["ip_taken", "mac_taken", "name_taken"] {
+        if let Some(message) = row.try_get::<_, Option<String>>(column)? {
+            return Ok(Verdict::Rejected(message));
         }
     }
     let in_file = [
@@ -658,7 +651,7 @@ async fn subnet_full_reason(
     let savepoint = tx.savepoint("subnet_full").await?;
     let result = savepoint
         .execute(
-            "SELECT ipmanager.allocate_host($1, $2, $3)",
+            "SELECT ipmanager.allocate_host($1::macaddr, $2, $3)",
             &[mac, &name, &subnet.reference],
         )
         .await;
