@@ -59,7 +59,7 @@ fn check_config_works_with_only_the_database_url_and_hides_the_password() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
     assert!(
-        text.contains("postgresql://agent:********@db1,db2/ipm"),
+        text.contains("host=db1,db2 port=5432 user=agent password=******** dbname=ipm"),
         "{text}"
     );
     assert!(text.contains("agent.name = \"dhcp7\""), "{text}");
@@ -90,7 +90,7 @@ fn file_settings_are_overridden_by_the_environment() {
         ],
     );
     assert!(stdout(&out).contains("agent.name = \"from-env\""));
-    assert!(stdout(&out).contains("postgresql://env@db/ipm"));
+    assert!(stdout(&out).contains("host=db port=5432 user=env dbname=ipm"));
 }
 
 #[test]
@@ -246,4 +246,138 @@ async fn the_agent_keeps_the_old_file_while_its_directory_is_unwritable_and_reco
     .await;
     agent.wait_log("in sync").await;
     assert_eq!(agent.terminate().await, Some(0), "SIGTERM is a clean exit");
+}
+
+/// A port on which nothing listens, so that connecting fails at once.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// database_url forms with their password: URL user info and query (percent-encoded), key=value
+/// plain, with blanks around `=`, quoted, and with blanks, quotes, `@`, `%` and `=` inside.
+fn password_forms(port: u16) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            format!("postgresql://agent:hunter2@127.0.0.1:{port}/ipm?connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("postgresql://agent@127.0.0.1:{port}/ipm?password=hunter2&connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("postgresql://agent:a%20b%27c%40d%25e%3Dhunter2@127.0.0.1:{port}/ipm?connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password=hunter2 dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password = hunter2 dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password='a hunter2 c' dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!(r"host=127.0.0.1 port={port} user=x password='it\'s@hunter2%=' dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+    ]
+}
+
+#[test]
+fn no_password_form_shows_up_in_check_config_or_connection_errors() {
+    let port = closed_port();
+    for (url, secret) in password_forms(port) {
+        let env = [("IPMANAGER_DATABASE_URL", url.as_str())];
+        let out = ipmanager(&["check-config"], &env);
+        assert_eq!(out.status.code(), Some(0), "{url}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            !text.contains(secret),
+            "check-config shows the password of {url}:\n{text}"
+        );
+        assert!(text.contains("password=********"), "{text}");
+        assert!(text.contains(&format!("port={port}")), "{text}");
+        for command in [&["migrate"][..], &["host", "list"], &["render"]] {
+            let out = ipmanager(command, &env);
+            assert_eq!(
+                out.status.code(),
+                Some(69),
+                "{command:?} {url}: {}",
+                stderr(&out)
+            );
+            let text = stderr(&out) + &stdout(&out);
+            assert!(
+                !text.contains(secret),
+                "{command:?} shows the password of {url}:\n{text}"
+            );
+            assert!(
+                text.contains("127.0.0.1"),
+                "the error names the server: {text}"
+            );
+        }
+    }
+    // A string tokio-postgres cannot parse: its complaint would quote the word after the blank.
+    let out = ipmanager(
+        &["check-config"],
+        &[("IPMANAGER_DATABASE_URL", "host=db password=top hunter2")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("single quotes"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn the_agents_start_up_log_shows_the_target_without_the_password() {
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().display();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[agent]\nmax_backoff = \"200ms\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\nreload_command = [\"true\"]\nrestart_command = [\"true\"]\ncheck_command = []\n",
+        ),
+    );
+    for (url, secret) in password_forms(port) {
+        let mut command = Command::new(BIN);
+        command
+            .args(["agent", "--config", file.to_str().unwrap()])
+            .env("IPMANAGER_DATABASE_URL", &url)
+            .env("RUST_LOG", "debug");
+        let agent = AgentProcess::spawn(command);
+        agent.wait_log("agent starting").await;
+        agent.wait_log(&format!("port={port}")).await;
+        agent.wait_log("retrying").await;
+        let log = agent.log();
+        assert_eq!(agent.terminate().await, Some(0));
+        assert!(
+            !log.contains(secret),
+            "the agent logs the password of {url}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_database_url_says_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "[agent]\nname = \"a\"\n");
+    for args in [
+        &["check-config", "-c", file.to_str().unwrap()][..],
+        &["host", "list", "-c", file.to_str().unwrap()],
+    ] {
+        let out = ipmanager(args, &[]);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        let text = stderr(&out);
+        for way in ["IPMANAGER_DATABASE_URL", "--config FILE", "database_url = "] {
+            assert!(text.contains(way), "{args:?} does not mention {way}: {text}");
+        }
+    }
 }

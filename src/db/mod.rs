@@ -10,6 +10,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::config::describe_parse_error;
+
 pub use migrate::{migrate, MigrationReport};
 pub use snapshot::{take_snapshot, take_snapshot_at, SnapshotAt};
 
@@ -19,8 +21,9 @@ pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
 /// Errors of the database layer that callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The parser's complaint without the text of the string (see [`describe_parse_error`]).
     #[error("invalid database_url: {0}")]
-    InvalidUrl(#[source] tokio_postgres::Error),
+    InvalidUrl(String),
     #[error("cannot get a database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -47,7 +50,9 @@ pub fn connection_config(
     database_url: &str,
     application_name: &str,
 ) -> Result<tokio_postgres::Config, DbError> {
-    let mut config: tokio_postgres::Config = database_url.parse().map_err(DbError::InvalidUrl)?;
+    let mut config: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|error| DbError::InvalidUrl(describe_parse_error(&error)))?;
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }

@@ -51,6 +51,11 @@ impl AgentProcess {
         );
     }
 
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Sends SIGTERM and returns the exit code.
     pub async fn terminate(mut self) -> Option<i32> {
         nix::sys::signal::kill(
