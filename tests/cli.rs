@@ -377,7 +377,10 @@ fn a_missing_database_url_says_how_to_give_one() {
         assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
         let text = stderr(&out);
         for way in ["IPMANAGER_DATABASE_URL", "--config FILE", "database_url = "] {
-            assert!(text.contains(way), "{args:?} does not mention {way}: {text}");
+            assert!(
+                text.contains(way),
+                "{args:?} does not mention {way}: {text}"
+            );
         }
     }
 }

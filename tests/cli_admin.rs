@@ -1230,3 +1230,47 @@ async fn status_follows_a_real_agent_through_a_change() {
     );
     drop(agent);
 }
+
+/// Runs `args` with stdout into a pipe whose reader takes `keep` bytes and then closes it,
+/// the way `| head -c` does; returns the exit status and stderr.
+fn run_into_closed_pipe(admin: &Admin, args: &[&str], keep: usize) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = command(args, &[("IPMANAGER_DATABASE_URL", &admin.db.url)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0; keep];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The reader is dropped here, with far more than a pipe buffer still to come.
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+#[tokio::test]
+async fn a_closed_stdout_ends_export_and_host_list_quietly_with_exit_0() {
+    let admin = Admin::new().await;
+    admin
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('big', '10.64.0.0/16');
+             INSERT INTO ipmanager.hosts (mac, ip, hostname)
+             SELECT ('02:00:00:00:' || lpad(to_hex(i / 256), 2, '0') || ':' || lpad(to_hex(i % 256), 2, '0'))::macaddr,
+                    '10.64.0.0'::inet + i, 'host-' || i
+             FROM generate_series(1, 6000) AS i",
+        )
+        .await
+        .unwrap();
+    for (args, keep) in [
+        (&["export", "--format", "dnsmasq"][..], 40),
+        (&["host", "list", "-o", "json"], 100),
+        (&["host", "list"], 100),
+        (&["render"], 100),
+    ] {
+        let (code, stderr) = run_into_closed_pipe(&admin, args, keep);
+        assert_eq!(code, Some(0), "ipmanager {args:?} | head: {stderr}");
+        assert_eq!(stderr, "", "ipmanager {args:?} | head says something");
+    }
+}

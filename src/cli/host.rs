@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{self, column, Fit, Format, OutputArgs};
+use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::sync::WaitArgs;
 use super::Session;
 use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
@@ -189,7 +189,7 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
             Box::pin(async move { hosts::add(tx, &new).await })
         })
         .await?;
-    print_one(&row, args.output.output, "added");
+    print_one(&row, args.output.output, "added")?;
     session.finish_wait(&args.wait).await
 }
 
@@ -237,7 +237,7 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
             Box::pin(async move { hosts::set(tx, &reference, subnet.as_deref(), &change).await })
         })
         .await?;
-    print_one(&new, args.output.output, "changed");
+    print_one(&new, args.output.output, "changed")?;
     session.finish_wait(&args.wait).await
 }
 
@@ -249,7 +249,7 @@ async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
             Box::pin(async move { hosts::remove(tx, &reference, subnet.as_deref()).await })
         })
         .await?;
-    print_one(&row, args.output.output, "removed");
+    print_one(&row, args.output.output, "removed")?;
     session.finish_wait(&args.wait).await
 }
 
@@ -260,10 +260,10 @@ async fn show(args: ShowArgs, session: &mut Session) -> Result<()> {
         return Err(hosts::not_found(&reference, args.subnet.as_deref()).into());
     }
     match args.output.output {
-        Format::Json => print!("{}", output::json(&rows)),
+        Format::Json => out!("{}", output::json(&rows))?,
         Format::Table => {
             let blocks: Vec<String> = rows.iter().map(details).collect();
-            print!("{}", blocks.join("\n"));
+            out!("{}", blocks.join("\n"))?;
         }
     }
     Ok(())
@@ -277,8 +277,8 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
     )
     .await?;
     match args.output.output {
-        Format::Json => print!("{}", output::json(&rows)),
-        Format::Table => print!(
+        Format::Json => out!("{}", output::json(&rows))?,
+        Format::Table => out!(
             "{}",
             output::table(
                 &[
@@ -309,7 +309,7 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
                     ]
                 }),
             )
-        ),
+        )?,
     }
     Ok(())
 }
@@ -335,12 +335,15 @@ fn details(host: &HostRow) -> String {
     ])
 }
 
-fn print_one(host: &HostRow, format: Format, verb: &str) {
+fn print_one(host: &HostRow, format: Format, verb: &str) -> Result<()> {
     match format {
-        Format::Json => print!("{}", output::json(host)),
-        Format::Table => println!(
+        Format::Json => out!("{}", output::json(host)),
+        Format::Table => outln!(
             "{verb} host {} {} {} in subnet {}",
-            host.hostname, host.ip, host.mac, host.subnet
+            host.hostname,
+            host.ip,
+            host.mac,
+            host.subnet
         ),
     }
 }

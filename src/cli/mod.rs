@@ -211,13 +211,22 @@ pub fn run(cli: Cli) -> u8 {
     });
     match result {
         Ok(()) => exit::OK,
+        Err(error)
+            if error
+                .chain()
+                .any(|cause| cause.is::<output::StdoutClosed>()) =>
+        {
+            exit::OK
+        }
         Err(error) => report(&error),
     }
 }
 
-/// Prints the error with its whole cause chain and picks the exit code from its kind.
+/// Prints the error with its whole cause chain and picks the exit code from its kind. A
+/// closed stderr leaves only the exit code to tell.
 fn report(error: &anyhow::Error) -> u8 {
-    eprintln!("ipmanager: error: {error:#}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "ipmanager: error: {error:#}");
     exit_code(error)
 }
 
