@@ -140,23 +140,49 @@ fn default_log_level() -> String {
     "info".to_owned()
 }
 
-/// Accepts `file_mode = 0o644`-style integers and octal strings such as `"0644"`.
+/// Reads `file_mode` as admins write it, in octal digits: the string `"0644"` (or `"644"`,
+/// `"0o644"`), or the bare TOML integer `644`, whose digits are taken as octal too (so that
+/// `IPMANAGER__DNSMASQ__FILE_MODE=0644`, which arrives as a number, means the same). Errors
+/// repeat what was written.
 fn deserialize_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Mode {
-        Number(u32),
-        Octal(String),
+    enum Written {
+        Number(u64),
+        Text(String),
     }
-    match Mode::deserialize(deserializer)? {
-        Mode::Number(mode) => Ok(mode),
-        Mode::Octal(text) => {
-            let digits = text.trim_start_matches("0o");
-            u32::from_str_radix(digits, 8).map_err(|_| {
-                serde::de::Error::custom(format!("file_mode {text:?} is not an octal mode"))
-            })
+    let written = match Written::deserialize(deserializer)? {
+        Written::Number(number) => number.to_string(),
+        Written::Text(text) => text,
+    };
+    parse_mode(&written).map_err(serde::de::Error::custom)
+}
+
+/// `written` as a file mode for the rendered files, or why it cannot be one.
+fn parse_mode(written: &str) -> Result<u32, String> {
+    let digits = written.trim().trim_start_matches("0o");
+    let mode = match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && digits.len() <= 4 => mode,
+        _ => {
+            return Err(format!(
+                "dnsmasq.file_mode {written:?} is not a file mode: write up to four octal digits \
+                 (0-7) in quotes, e.g. file_mode = \"0644\""
+            ))
         }
+    };
+    if mode & !0o777 != 0 {
+        return Err(format!(
+            "dnsmasq.file_mode {written:?} sets setuid, setgid or sticky bits, which make no \
+             sense on data files: give permission bits only, e.g. \"0644\""
+        ));
     }
+    if mode & 0o044 == 0 {
+        return Err(format!(
+            "dnsmasq.file_mode {written:?} keeps the files from dnsmasq's unprivileged user; \
+             every reservation would be dropped at the next reload: e.g. \"0644\""
+        ));
+    }
+    Ok(mode)
 }
 
 impl Config {
@@ -260,19 +286,6 @@ impl Config {
                 "dnsmasq.check_command {:?} does not name the file to check: put {FILE_PLACEHOLDER} \
                  where the staged include file goes, e.g. [\"dnsmasq\", \"--test\", \"--conf-file={FILE_PLACEHOLDER}\"]",
                 d.check_command
-            ));
-        }
-        if d.file_mode & !0o7777 != 0 {
-            return invalid(format!(
-                "dnsmasq.file_mode {:o} is not a file mode",
-                d.file_mode
-            ));
-        }
-        if d.file_mode & 0o044 == 0 {
-            return invalid(format!(
-                "dnsmasq.file_mode {:o} keeps the files from dnsmasq's unprivileged user; every \
-                 reservation would be dropped at the next reload",
-                d.file_mode
             ));
         }
         if self.agent.resync_interval.is_zero() || self.agent.liveness_interval.is_zero() {
@@ -520,6 +533,25 @@ mod tests {
             .parse::<tokio_postgres::Config>()
             .unwrap_err();
         assert!(describe_parse_error(&error).contains("`port`"));
+    }
+
+    #[test]
+    fn file_modes_are_read_as_the_octal_digits_written_and_echoed_in_errors() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("640"), Ok(0o640));
+        assert_eq!(parse_mode("0o604"), Ok(0o604));
+        for (written, says) in [
+            ("7777", "setuid"),
+            ("0600", "unprivileged"),
+            ("0948", "octal digits"),
+            ("rw-r--r--", "octal digits"),
+            ("", "octal digits"),
+            ("00644", "octal digits"),
+        ] {
+            let error = parse_mode(written).unwrap_err();
+            assert!(error.contains(&format!("{written:?}")), "{error}");
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     #[test]

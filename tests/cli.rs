@@ -384,3 +384,55 @@ fn a_missing_database_url_says_how_to_give_one() {
         }
     }
 }
+
+#[test]
+fn file_mode_is_read_as_octal_digits_and_errors_repeat_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |mode: &str| {
+        let file = write_config(
+            dir.path(),
+            &format!("database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\nfile_mode = {mode}\n"),
+        );
+        ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[])
+    };
+    for (mode, shown) in [
+        ("\"0644\"", "\"0644\""),
+        ("\"640\"", "\"0640\""),
+        ("604", "\"0604\""),
+    ] {
+        let out = check(mode);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("dnsmasq.file_mode = {shown}")),
+            "{mode}: {}",
+            stdout(&out)
+        );
+    }
+    for (mode, echoed) in [
+        ("7777", "\"7777\""),
+        ("\"7777\"", "\"7777\""),
+        ("\"0600\"", "\"0600\""),
+        ("\"0x1a4\"", "\"0x1a4\""),
+    ] {
+        let out = check(mode);
+        assert_eq!(out.status.code(), Some(78), "{mode}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("dnsmasq.file_mode {echoed}")),
+            "{mode}: {text}"
+        );
+        assert!(!text.contains("17141"), "{text}");
+    }
+    let out = ipmanager(
+        &["check-config"],
+        &[
+            ("IPMANAGER_DATABASE_URL", "postgresql://x@db/ipm"),
+            ("IPMANAGER__DNSMASQ__FILE_MODE", "0640"),
+        ],
+    );
+    assert!(
+        stdout(&out).contains("dnsmasq.file_mode = \"0640\""),
+        "{}",
+        stderr(&out)
+    );
+}
