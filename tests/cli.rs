@@ -436,3 +436,75 @@ fn file_mode_is_read_as_octal_digits_and_errors_repeat_what_was_written() {
         stderr(&out)
     );
 }
+
+/// The agent's first log lines, with stderr a pipe or (through `script`) a terminal.
+fn agent_start_up_log(terminal: bool, no_color: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().display();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "database_url = \"postgresql://x@127.0.0.1:{}/x\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\n",
+            closed_port()
+        ),
+    );
+    let agent = format!("{BIN} agent -c {}", file.display());
+    let mut command = if terminal {
+        let mut script = Command::new("script");
+        script.args(["-qec", &format!("exec {agent}"), "/dev/null"]);
+        script
+    } else {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", &format!("exec {agent} 2>&1")]);
+        shell
+    };
+    command.env_remove("NO_COLOR").env_remove("JOURNAL_STREAM");
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let output = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = String::new();
+    while !log.contains("agent starting") {
+        match received.recv_timeout(DEADLINE) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("agent starting"), "no start-up line: {log}");
+    log
+}
+
+#[test]
+fn log_lines_have_colour_only_on_a_terminal_without_no_color() {
+    let escape = '\x1b';
+    let piped = agent_start_up_log(false, None);
+    assert!(!piped.contains(escape), "colour codes in a pipe: {piped:?}");
+    let terminal = agent_start_up_log(true, None);
+    assert!(
+        terminal.contains(escape),
+        "no colour on a terminal: {terminal:?}"
+    );
+    let no_color = agent_start_up_log(true, Some("1"));
+    assert!(
+        !no_color.contains(escape),
+        "colour despite NO_COLOR: {no_color:?}"
+    );
+}

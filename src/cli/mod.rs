@@ -336,7 +336,8 @@ fn missing_schema_hint(error: anyhow::Error) -> anyhow::Error {
 }
 
 /// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds its own timestamp, so
-/// ours is left out, and so are colours.
+/// ours is left out. Colours only on a terminal and without NO_COLOR: escape codes in a log
+/// file, a pipe or the journal are noise.
 fn init_logging(configured_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
@@ -345,11 +346,20 @@ fn init_logging(configured_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(wants_colour());
     let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).try_init()
+        builder.without_time().try_init()
     } else {
         builder.try_init()
     };
     drop(installed); // already installed (tests calling run twice) is fine
+}
+
+/// Whether log lines may carry colour: stderr is a terminal and NO_COLOR (no-color.org) is
+/// unset or empty.
+fn wants_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
