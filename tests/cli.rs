@@ -508,3 +508,27 @@ fn log_lines_have_colour_only_on_a_terminal_without_no_color() {
         "colour despite NO_COLOR: {no_color:?}"
     );
 }
+
+#[tokio::test]
+async fn migrate_prints_no_notices_on_a_fresh_or_a_current_database() {
+    let db = TestDb::empty().await;
+    let env = [("IPMANAGER_DATABASE_URL", db.url.as_str())];
+    for run in ["fresh", "current"] {
+        let out = ipmanager(&["migrate"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stderr(&out) + &stdout(&out);
+        assert!(
+            !text.contains("NOTICE"),
+            "migrate on a {run} database: {text}"
+        );
+    }
+    // The setting is the migration's own: the connection it was given is as before.
+    let mut client = db.client().await;
+    ipmanager::db::migrate(&mut client).await.unwrap();
+    let level: String = client
+        .query_one("SHOW client_min_messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "notice");
+}
