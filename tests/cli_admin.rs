@@ -1274,3 +1274,69 @@ async fn a_closed_stdout_ends_export_and_host_list_quietly_with_exit_0() {
         assert_eq!(stderr, "", "ipmanager {args:?} | head says something");
     }
 }
+
+#[tokio::test]
+async fn a_name_that_reads_as_a_mac_is_ambiguous_until_a_prefix_says_which() {
+    let admin = Admin::with_office().await;
+    admin.ok(&[
+        "host",
+        "add",
+        "--mac",
+        "de:ad:be:ef:00:01",
+        "--hostname",
+        "victimhost",
+        "--ip",
+        "10.1.0.21",
+    ]);
+    admin.ok(&[
+        "host",
+        "add",
+        "--mac",
+        "02:00:00:00:00:02",
+        "--hostname",
+        "deadbeef0001",
+        "--ip",
+        "10.1.0.22",
+    ]);
+    for command in ["show", "rm"] {
+        let error = admin.fails(&["host", command, "deadbeef0001"], 2);
+        for candidate in [
+            "victimhost",
+            "10.1.0.21",
+            "mac:de:ad:be:ef:00:01",
+            "10.1.0.22",
+            "name:deadbeef0001",
+        ] {
+            assert!(
+                error.contains(candidate),
+                "host {command}: {error} lacks {candidate}"
+            );
+        }
+    }
+    let error = admin.fails(&["host", "set", "deadbeef0001", "--comment", "x"], 2);
+    assert!(error.contains("ambiguous"), "{error}");
+    // Nothing was removed or changed.
+    let listed = admin.ok(&["host", "list", "-o", "json"]);
+    assert_eq!(parse_json(&listed).as_array().unwrap().len(), 2, "{listed}");
+    assert!(!listed.contains("\"x\""), "{listed}");
+
+    let shown = admin.ok(&["host", "show", "mac:deadbeef0001"]);
+    assert!(
+        shown.contains("victimhost") && !shown.contains("10.1.0.22"),
+        "{shown}"
+    );
+    let removed = admin.ok(&["host", "rm", "name:deadbeef0001"]);
+    assert!(
+        removed.contains("removed host deadbeef0001 10.1.0.22"),
+        "{removed}"
+    );
+    let listed = admin.ok(&["host", "list"]);
+    assert!(
+        listed.contains("victimhost"),
+        "the other host is still there: {listed}"
+    );
+    // With one kind left matching, the plain text is no longer ambiguous.
+    let removed = admin.ok(&["host", "rm", "deadbeef0001"]);
+    assert!(removed.contains("removed host victimhost"), "{removed}");
+    admin.fails(&["host", "show", "ip:victimhost"], 65);
+}

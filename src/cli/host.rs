@@ -9,7 +9,7 @@ use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::sync::WaitArgs;
 use super::Session;
 use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
-use crate::admin::{validate, AdminError, HostRef};
+use crate::admin::{validate, AdminError, HostQuery};
 
 const HOST_EXAMPLES: &str = "\
 Examples:
@@ -18,7 +18,8 @@ Examples:
   ipmanager host set printer --ip 10.1.0.30 --comment 'moved to 2nd floor'
   ipmanager host show 52:54:00:12:34:56
   ipmanager host list --subnet office --search print -o json
-  ipmanager host rm 10.1.0.30";
+  ipmanager host rm 10.1.0.30
+  ipmanager host rm name:deadbeef0001        a name that is also a MAC address";
 
 /// Add, change, remove, show and list DHCP reservations.
 #[derive(Debug, Subcommand)]
@@ -35,6 +36,7 @@ pub enum HostCommand {
     #[command(after_help = HOST_EXAMPLES)]
     Rm(RmArgs),
     /// Show the reservations a MAC address, IP address or host name refers to.
+    #[command(after_help = HOST_EXAMPLES)]
     Show(ShowArgs),
     /// List reservations.
     #[command(after_help = HOST_EXAMPLES)]
@@ -74,7 +76,8 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
-    /// The reservation: its MAC address, IP address or host name.
+    /// The reservation: its MAC address, IP address or host name. Text that could be more than
+    /// one of them (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR), for a MAC or name reserved in several.
     #[arg(long)]
@@ -108,7 +111,8 @@ pub struct SetArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// The reservation: its MAC address, IP address or host name.
+    /// The reservation: its MAC address, IP address or host name. Text that could be more than
+    /// one of them (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR).
     #[arg(long)]
@@ -121,7 +125,8 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A MAC address, IP address or host name.
+    /// A MAC address, IP address or host name. Text that could be more than one of them
+    /// (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR).
     #[arg(long)]
@@ -194,7 +199,7 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
 }
 
 async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let change = HostChange {
         ip: args
             .ip
@@ -242,7 +247,7 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
 }
 
 async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let subnet = args.subnet;
     let row = session
         .change(args.wait.wait, |tx| {
@@ -254,7 +259,7 @@ async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
 }
 
 async fn show(args: ShowArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let rows = hosts::find(session.client(), &reference, args.subnet.as_deref()).await?;
     if rows.is_empty() {
         return Err(hosts::not_found(&reference, args.subnet.as_deref()).into());
