@@ -532,3 +532,20 @@ async fn migrate_prints_no_notices_on_a_fresh_or_a_current_database() {
         .get(0);
     assert_eq!(level, "notice");
 }
+
+#[tokio::test]
+async fn the_test_server_is_new_enough_and_its_version_is_what_the_check_reads() {
+    let db = TestDb::new().await;
+    let config = ipmanager::db::connection_config(&db.url, "version-test").unwrap();
+    let client = ipmanager::db::connect(&config)
+        .await
+        .expect("PostgreSQL 13+ is accepted");
+    let num: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let num: i32 = num.parse().unwrap();
+    assert!(num >= ipmanager::db::MIN_SERVER_MAJOR * 10_000);
+    assert!(ipmanager::db::check_server_version(num, "x").is_ok());
+}

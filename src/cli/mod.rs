@@ -52,7 +52,8 @@ Examples:
   IPMANAGER_DATABASE_URL=postgresql://ipmanager_agent@db/ipmanager ipmanager agent
 
 Exit codes: 0 ok, 1 not found or nothing to do, 2 usage, 65 rejected data, 69 database
-unavailable, 74 I/O error, 75 --wait timed out, 77 permission denied, 78 bad configuration.
+unavailable, 74 I/O error, 75 --wait timed out, 77 permission denied, 78 bad configuration
+(also: a PostgreSQL server older than 13).
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
 overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
@@ -129,7 +130,10 @@ impl Session {
         pg.options(&options);
         let client = db::connect(&pg)
             .await
-            .map_err(|e| anyhow::Error::new(Unreachable(e)))
+            .map_err(|e| match e {
+                DbError::UnsupportedServer { .. } => anyhow::Error::new(e),
+                e => anyhow::Error::new(Unreachable(e)),
+            })
             .with_context(|| format!("cannot connect to {}", config.database_url))?;
         Ok(Session {
             client,
@@ -264,7 +268,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn db_exit_code(db: &DbError) -> u8 {
     match db {
-        DbError::InvalidUrl(_) => exit::CONFIG,
+        DbError::InvalidUrl(_) | DbError::UnsupportedServer { .. } => exit::CONFIG,
         DbError::Postgres(e) => db_exit_code_of(e),
         _ => exit::UNAVAILABLE,
     }

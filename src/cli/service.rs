@@ -11,8 +11,20 @@ use crate::db;
 use crate::render;
 
 pub async fn run_agent(config: Config) -> Result<()> {
+    refuse_an_old_server(&config).await?;
     crate::agent::run(config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Exits (78) when the server answers and is older than PostgreSQL 13, rather than retrying
+/// forever against it. An unreachable server is the agent's to wait for.
+async fn refuse_an_old_server(config: &Config) -> Result<()> {
+    let pg = db::connection_config(config.database_url.expose(), "ipmanager-agent")?;
+    match db::connect(&pg).await {
+        Err(error @ db::DbError::UnsupportedServer { .. }) => Err(anyhow::Error::new(error)
+            .context(format!("refusing to run against {}", config.database_url))),
+        _ => Ok(()),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
