@@ -35,6 +35,8 @@ pub enum ConfigError {
 pub struct Config {
     /// libpq-style connection string, URL or key=value form; several hosts and
     /// `target_session_attrs=read-write` are allowed so that a failover is followed.
+    /// Empty when not given anywhere; `validate` then says how to give one.
+    #[serde(default)]
     pub database_url: DatabaseUrl,
     /// Log filter used when `RUST_LOG` is unset, e.g. `info` or `ipmanager=debug`.
     #[serde(default = "default_log_level")]
@@ -138,23 +140,49 @@ fn default_log_level() -> String {
     "info".to_owned()
 }
 
-/// Accepts `file_mode = 0o644`-style integers and octal strings such as `"0644"`.
+/// Reads `file_mode` as admins write it, in octal digits: the string `"0644"` (or `"644"`,
+/// `"0o644"`), or the bare TOML integer `644`, whose digits are taken as octal too (so that
+/// `IPMANAGER__DNSMASQ__FILE_MODE=0644`, which arrives as a number, means the same). Errors
+/// repeat what was written.
 fn deserialize_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Mode {
-        Number(u32),
-        Octal(String),
+    enum Written {
+        Number(u64),
+        Text(String),
     }
-    match Mode::deserialize(deserializer)? {
-        Mode::Number(mode) => Ok(mode),
-        Mode::Octal(text) => {
-            let digits = text.trim_start_matches("0o");
-            u32::from_str_radix(digits, 8).map_err(|_| {
-                serde::de::Error::custom(format!("file_mode {text:?} is not an octal mode"))
-            })
+    let written = match Written::deserialize(deserializer)? {
+        Written::Number(number) => number.to_string(),
+        Written::Text(text) => text,
+    };
+    parse_mode(&written).map_err(serde::de::Error::custom)
+}
+
+/// `written` as a file mode for the rendered files, or why it cannot be one.
+fn parse_mode(written: &str) -> Result<u32, String> {
+    let digits = written.trim().trim_start_matches("0o");
+    let mode = match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && digits.len() <= 4 => mode,
+        _ => {
+            return Err(format!(
+                "dnsmasq.file_mode {written:?} is not a file mode: write up to four octal digits \
+                 (0-7) in quotes, e.g. file_mode = \"0644\""
+            ))
         }
+    };
+    if mode & !0o777 != 0 {
+        return Err(format!(
+            "dnsmasq.file_mode {written:?} sets setuid, setgid or sticky bits, which make no \
+             sense on data files: give permission bits only, e.g. \"0644\""
+        ));
     }
+    if mode & 0o044 == 0 {
+        return Err(format!(
+            "dnsmasq.file_mode {written:?} keeps the files from dnsmasq's unprivileged user; \
+             every reservation would be dropped at the next reload: e.g. \"0644\""
+        ));
+    }
+    Ok(mode)
 }
 
 impl Config {
@@ -208,13 +236,16 @@ impl Config {
         let url = self.database_url.expose();
         if url.trim().is_empty() {
             return invalid(format!(
-                "database_url is empty: set it in the file or with {DATABASE_URL_VAR}"
+                "database_url is not set: give it in the environment \
+                 ({DATABASE_URL_VAR}=postgresql://user@host/dbname), or as database_url = \"...\" \
+                 in the configuration file ({DEFAULT_CONFIG_FILE}, or the file named by \
+                 --config FILE)"
             ));
         }
         if let Err(error) = url.parse::<tokio_postgres::Config>() {
             return invalid(format!(
-                "database_url {} is not valid: {error}",
-                self.database_url
+                "database_url is not a valid connection string: {}",
+                describe_parse_error(&error)
             ));
         }
         let d = &self.dnsmasq;
@@ -257,19 +288,6 @@ impl Config {
                 d.check_command
             ));
         }
-        if d.file_mode & !0o7777 != 0 {
-            return invalid(format!(
-                "dnsmasq.file_mode {:o} is not a file mode",
-                d.file_mode
-            ));
-        }
-        if d.file_mode & 0o044 == 0 {
-            return invalid(format!(
-                "dnsmasq.file_mode {:o} keeps the files from dnsmasq's unprivileged user; every \
-                 reservation would be dropped at the next reload",
-                d.file_mode
-            ));
-        }
         if self.agent.resync_interval.is_zero() || self.agent.liveness_interval.is_zero() {
             return invalid("agent intervals must be greater than zero".to_owned());
         }
@@ -285,8 +303,10 @@ impl Config {
     }
 }
 
-/// The connection string; its `Debug` and `Display` hide the password.
-#[derive(Clone, Deserialize)]
+/// The connection string. `Display` and `Debug` show the connection target built from the
+/// parsed settings ([`connection_target`]), never the string itself: whatever way the password
+/// is written (quoted, with blanks around `=`, percent-encoded), it is not in the output.
+#[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct DatabaseUrl(String);
 
@@ -303,79 +323,234 @@ impl DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_password(&self.0))
+        match self.0.parse::<tokio_postgres::Config>() {
+            Ok(config) => f.write_str(&connection_target(&config)),
+            Err(_) => f.write_str("(database_url that does not parse)"),
+        }
     }
 }
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({:?})", redact_password(&self.0))
+        write!(f, "DatabaseUrl({:?})", self.to_string())
     }
 }
 
-/// Replaces the password of a URL (`user:secret@host`) or key=value string (`password=secret`).
-fn redact_password(url: &str) -> String {
-    const HIDDEN: &str = "********";
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let mut out = url.to_owned();
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                out.replace_range(scheme_end + 3 + colon + 1..scheme_end + 3 + at, HIDDEN);
-            }
-        }
-        return redact_query_password(&out, HIDDEN);
-    }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={HIDDEN}"),
-            _ => pair.to_owned(),
-        })
+/// Where a connection goes, in libpq's key=value form, from the parsed settings: hosts, ports,
+/// user, database, options and the settings that pick a server. A password is only said to
+/// be there (`password=********`).
+pub fn connection_target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
+    let list = |items: Vec<String>| (!items.is_empty()).then(|| items.join(","));
+    let hosts = config.get_hosts().iter().map(|host| match host {
+        Host::Tcp(name) => name.clone(),
+        Host::Unix(path) => path.display().to_string(),
+    });
+    let session_attrs = match config.get_target_session_attrs() {
+        TargetSessionAttrs::ReadWrite => Some("read-write"),
+        TargetSessionAttrs::ReadOnly => Some("read-only"),
+        _ => None,
+    };
+    let ssl_mode = match config.get_ssl_mode() {
+        SslMode::Disable => Some("disable"),
+        SslMode::Require => Some("require"),
+        _ => None,
+    };
+    let load_balance = match config.get_load_balance_hosts() {
+        LoadBalanceHosts::Random => Some("random"),
+        _ => None,
+    };
+    let pairs = [
+        ("host", list(hosts.collect())),
+        (
+            "hostaddr",
+            list(
+                config
+                    .get_hostaddrs()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+        ),
+        ("port", list(ports(config.get_ports()))),
+        ("user", config.get_user().map(str::to_owned)),
+        (
+            "password",
+            config.get_password().map(|_| "********".to_owned()),
+        ),
+        ("dbname", config.get_dbname().map(str::to_owned)),
+        ("options", config.get_options().map(str::to_owned)),
+        (
+            "application_name",
+            config.get_application_name().map(str::to_owned),
+        ),
+        ("target_session_attrs", session_attrs.map(str::to_owned)),
+        ("load_balance_hosts", load_balance.map(str::to_owned)),
+        ("sslmode", ssl_mode.map(str::to_owned)),
+        (
+            "connect_timeout",
+            config
+                .get_connect_timeout()
+                .map(|t| t.as_secs().to_string()),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|value| format!("{key}={}", quote_value(&value))))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn redact_query_password(url: &str, hidden: &str) -> String {
-    let Some(query_start) = url.find('?') else {
-        return url.to_owned();
+/// The ports, once when every host has the same (a URL gives each host one).
+fn ports(ports: &[u16]) -> Vec<String> {
+    let same = ports.windows(2).all(|pair| pair[0] == pair[1]);
+    let shown = if same {
+        &ports[..ports.len().min(1)]
+    } else {
+        ports
     };
-    let (head, query) = url.split_at(query_start + 1);
-    let query = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={hidden}"),
-            _ => pair.to_owned(),
+    shown.iter().map(u16::to_string).collect()
+}
+
+/// A value as libpq's key=value form needs it: in single quotes when it is empty or holds
+/// blanks, quotes or backslashes.
+fn quote_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_owned();
+    }
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}'")
+}
+
+/// Connection settings tokio-postgres knows; only these words are repeated from its complaints.
+const OPTION_NAMES: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// tokio-postgres's complaint about a connection string, without what it quotes from the
+/// string (an unknown word or an unexpected character may be part of a password), and with the
+/// rules for writing values that trip people up.
+pub fn describe_parse_error(error: &tokio_postgres::Error) -> String {
+    let message = std::error::Error::source(error)
+        .map(|cause| cause.to_string())
+        .unwrap_or_else(|| error.to_string());
+    let shown: String = message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            0 => part.to_owned(),
+            _ if OPTION_NAMES.contains(&part) => format!("`{part}`"),
+            _ => "`…`".to_owned(),
         })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{head}{query}")
+        .collect();
+    format!(
+        "{shown} (a value with blanks or quotes goes in single quotes, password='a b', a quote \
+         inside as \\'; in a postgresql:// URL percent-encode it)"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every way of writing a password: URL user info and query (percent-encoded), key=value
+    /// plain, quoted, with blanks around `=`, and with blanks, quotes, `@`, `%` and `=` inside.
+    const SECRET_FORMS: &[(&str, &str)] = &[
+        (
+            "postgresql://agent:s3cret@db1,db2/ipm?target_session_attrs=read-write",
+            "s3cret",
+        ),
+        (
+            "postgres://agent@db/ipm?password=s3cret&sslmode=disable",
+            "s3cret",
+        ),
+        (
+            "postgresql://agent:a%20b%27c%40d%25e%3Df@db/ipm",
+            "a b'c@d%e=f",
+        ),
+        ("host=db user=agent password=s3cret dbname=ipm", "s3cret"),
+        ("host=db user=x password = s3cret dbname=y", "s3cret"),
+        ("host=db user=x password='a b c' dbname=y", "a b c"),
+        (
+            r"host=db user=x password='it\'s @ 100% = ok' dbname=y",
+            "it's @ 100% = ok",
+        ),
+    ];
+
     #[test]
-    fn password_is_hidden_in_every_form() {
-        for (url, shown) in [
-            (
-                "postgresql://agent:s3cret@db1,db2/ipm?target_session_attrs=read-write",
-                "postgresql://agent:********@db1,db2/ipm?target_session_attrs=read-write",
-            ),
-            (
-                "postgres://agent@db/ipm?password=s3cret&sslmode=disable",
-                "postgres://agent@db/ipm?password=********&sslmode=disable",
-            ),
-            (
-                "host=db user=agent password=s3cret",
-                "host=db user=agent password=********",
-            ),
-            ("postgresql://agent@db/ipm", "postgresql://agent@db/ipm"),
+    fn the_shown_target_never_holds_the_password() {
+        for (url, secret) in SECRET_FORMS {
+            let parsed: tokio_postgres::Config = url.parse().unwrap();
+            assert_eq!(parsed.get_password(), Some(secret.as_bytes()), "{url}");
+            let url = DatabaseUrl::new(*url);
+            for shown in [url.to_string(), format!("{url:?}")] {
+                for fragment in secret.split(' ').filter(|f| f.len() > 2) {
+                    assert!(!shown.contains(fragment), "{shown} shows {fragment:?}");
+                }
+                assert!(shown.contains("password=********"), "{shown}");
+                assert!(shown.contains("host=db"), "{shown}");
+            }
+        }
+        assert_eq!(
+            DatabaseUrl::new("postgresql://agent:pw@db1:5433,db2/ipm?target_session_attrs=read-write&options=-c%20jit%3Doff")
+                .to_string(),
+            "host=db1,db2 port=5433,5432 user=agent password=******** dbname=ipm \
+             options='-c jit=off' target_session_attrs=read-write"
+        );
+    }
+
+    #[test]
+    fn parse_errors_quote_no_part_of_the_string_but_option_names() {
+        for (url, secret) in [
+            ("host=db password=top secret", "secret"),
+            ("host=db password=top secretword=x", "secretword"),
+            ("host=db password='s3cr3t", "s3cr3t"),
+            ("host=db port=x5432 password=s3cret", "s3cret"),
         ] {
-            let url = DatabaseUrl::new(url);
-            assert_eq!(url.to_string(), shown);
-            assert!(!format!("{url:?}").contains("s3cret"));
+            let error = url.parse::<tokio_postgres::Config>().unwrap_err();
+            let text = describe_parse_error(&error);
+            assert!(!text.contains(secret), "{url}: {text}");
+        }
+        let error = "host=db port=x"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
+        assert!(describe_parse_error(&error).contains("`port`"));
+    }
+
+    #[test]
+    fn file_modes_are_read_as_the_octal_digits_written_and_echoed_in_errors() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("640"), Ok(0o640));
+        assert_eq!(parse_mode("0o604"), Ok(0o604));
+        for (written, says) in [
+            ("7777", "setuid"),
+            ("0600", "unprivileged"),
+            ("0948", "octal digits"),
+            ("rw-r--r--", "octal digits"),
+            ("", "octal digits"),
+            ("00644", "octal digits"),
+        ] {
+            let error = parse_mode(written).unwrap_err();
+            assert!(error.contains(&format!("{written:?}")), "{error}");
+            assert!(error.contains(says), "{error}");
         }
     }
 

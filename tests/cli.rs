@@ -59,7 +59,7 @@ fn check_config_works_with_only_the_database_url_and_hides_the_password() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"));
     assert!(
-        text.contains("postgresql://agent:********@db1,db2/ipm"),
+        text.contains("host=db1,db2 port=5432 user=agent password=******** dbname=ipm"),
         "{text}"
     );
     assert!(text.contains("agent.name = \"dhcp7\""), "{text}");
@@ -90,7 +90,7 @@ fn file_settings_are_overridden_by_the_environment() {
         ],
     );
     assert!(stdout(&out).contains("agent.name = \"from-env\""));
-    assert!(stdout(&out).contains("postgresql://env@db/ipm"));
+    assert!(stdout(&out).contains("host=db port=5432 user=env dbname=ipm"));
 }
 
 #[test]
@@ -246,4 +246,306 @@ async fn the_agent_keeps_the_old_file_while_its_directory_is_unwritable_and_reco
     .await;
     agent.wait_log("in sync").await;
     assert_eq!(agent.terminate().await, Some(0), "SIGTERM is a clean exit");
+}
+
+/// A port on which nothing listens, so that connecting fails at once.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// database_url forms with their password: URL user info and query (percent-encoded), key=value
+/// plain, with blanks around `=`, quoted, and with blanks, quotes, `@`, `%` and `=` inside.
+fn password_forms(port: u16) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            format!("postgresql://agent:hunter2@127.0.0.1:{port}/ipm?connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("postgresql://agent@127.0.0.1:{port}/ipm?password=hunter2&connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("postgresql://agent:a%20b%27c%40d%25e%3Dhunter2@127.0.0.1:{port}/ipm?connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password=hunter2 dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password = hunter2 dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!("host=127.0.0.1 port={port} user=x password='a hunter2 c' dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+        (
+            format!(r"host=127.0.0.1 port={port} user=x password='it\'s@hunter2%=' dbname=y connect_timeout=2"),
+            "hunter2",
+        ),
+    ]
+}
+
+#[test]
+fn no_password_form_shows_up_in_check_config_or_connection_errors() {
+    let port = closed_port();
+    for (url, secret) in password_forms(port) {
+        let env = [("IPMANAGER_DATABASE_URL", url.as_str())];
+        let out = ipmanager(&["check-config"], &env);
+        assert_eq!(out.status.code(), Some(0), "{url}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            !text.contains(secret),
+            "check-config shows the password of {url}:\n{text}"
+        );
+        assert!(text.contains("password=********"), "{text}");
+        assert!(text.contains(&format!("port={port}")), "{text}");
+        for command in [&["migrate"][..], &["host", "list"], &["render"]] {
+            let out = ipmanager(command, &env);
+            assert_eq!(
+                out.status.code(),
+                Some(69),
+                "{command:?} {url}: {}",
+                stderr(&out)
+            );
+            let text = stderr(&out) + &stdout(&out);
+            assert!(
+                !text.contains(secret),
+                "{command:?} shows the password of {url}:\n{text}"
+            );
+            assert!(
+                text.contains("127.0.0.1"),
+                "the error names the server: {text}"
+            );
+        }
+    }
+    // A string tokio-postgres cannot parse: its complaint would quote the word after the blank.
+    let out = ipmanager(
+        &["check-config"],
+        &[("IPMANAGER_DATABASE_URL", "host=db password=top hunter2")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("single quotes"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn the_agents_start_up_log_shows_the_target_without_the_password() {
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().display();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[agent]\nmax_backoff = \"200ms\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\nreload_command = [\"true\"]\nrestart_command = [\"true\"]\ncheck_command = []\n",
+        ),
+    );
+    for (url, secret) in password_forms(port) {
+        let mut command = Command::new(BIN);
+        command
+            .args(["agent", "--config", file.to_str().unwrap()])
+            .env("IPMANAGER_DATABASE_URL", &url)
+            .env("RUST_LOG", "debug");
+        let agent = AgentProcess::spawn(command);
+        agent.wait_log("agent starting").await;
+        agent.wait_log(&format!("port={port}")).await;
+        agent.wait_log("retrying").await;
+        let log = agent.log();
+        assert_eq!(agent.terminate().await, Some(0));
+        assert!(
+            !log.contains(secret),
+            "the agent logs the password of {url}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_database_url_says_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "[agent]\nname = \"a\"\n");
+    for args in [
+        &["check-config", "-c", file.to_str().unwrap()][..],
+        &["host", "list", "-c", file.to_str().unwrap()],
+    ] {
+        let out = ipmanager(args, &[]);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        let text = stderr(&out);
+        for way in ["IPMANAGER_DATABASE_URL", "--config FILE", "database_url = "] {
+            assert!(
+                text.contains(way),
+                "{args:?} does not mention {way}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn file_mode_is_read_as_octal_digits_and_errors_repeat_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |mode: &str| {
+        let file = write_config(
+            dir.path(),
+            &format!("database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\nfile_mode = {mode}\n"),
+        );
+        ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[])
+    };
+    for (mode, shown) in [
+        ("\"0644\"", "\"0644\""),
+        ("\"640\"", "\"0640\""),
+        ("604", "\"0604\""),
+    ] {
+        let out = check(mode);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("dnsmasq.file_mode = {shown}")),
+            "{mode}: {}",
+            stdout(&out)
+        );
+    }
+    for (mode, echoed) in [
+        ("7777", "\"7777\""),
+        ("\"7777\"", "\"7777\""),
+        ("\"0600\"", "\"0600\""),
+        ("\"0x1a4\"", "\"0x1a4\""),
+    ] {
+        let out = check(mode);
+        assert_eq!(out.status.code(), Some(78), "{mode}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("dnsmasq.file_mode {echoed}")),
+            "{mode}: {text}"
+        );
+        assert!(!text.contains("17141"), "{text}");
+    }
+    let out = ipmanager(
+        &["check-config"],
+        &[
+            ("IPMANAGER_DATABASE_URL", "postgresql://x@db/ipm"),
+            ("IPMANAGER__DNSMASQ__FILE_MODE", "0640"),
+        ],
+    );
+    assert!(
+        stdout(&out).contains("dnsmasq.file_mode = \"0640\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The agent's first log lines, with stderr a pipe or (through `script`) a terminal.
+fn agent_start_up_log(terminal: bool, no_color: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().display();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "database_url = \"postgresql://x@127.0.0.1:{}/x\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\n",
+            closed_port()
+        ),
+    );
+    let agent = format!("{BIN} agent -c {}", file.display());
+    let mut command = if terminal {
+        let mut script = Command::new("script");
+        script.args(["-qec", &format!("exec {agent}"), "/dev/null"]);
+        script
+    } else {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", &format!("exec {agent} 2>&1")]);
+        shell
+    };
+    command.env_remove("NO_COLOR").env_remove("JOURNAL_STREAM");
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let output = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = String::new();
+    while !log.contains("agent starting") {
+        match received.recv_timeout(DEADLINE) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => break,
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("agent starting"), "no start-up line: {log}");
+    log
+}
+
+#[test]
+fn log_lines_have_colour_only_on_a_terminal_without_no_color() {
+    let escape = '\x1b';
+    let piped = agent_start_up_log(false, None);
+    assert!(!piped.contains(escape), "colour codes in a pipe: {piped:?}");
+    let terminal = agent_start_up_log(true, None);
+    assert!(
+        terminal.contains(escape),
+        "no colour on a terminal: {terminal:?}"
+    );
+    let no_color = agent_start_up_log(true, Some("1"));
+    assert!(
+        !no_color.contains(escape),
+        "colour despite NO_COLOR: {no_color:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_prints_no_notices_on_a_fresh_or_a_current_database() {
+    let db = TestDb::empty().await;
+    let env = [("IPMANAGER_DATABASE_URL", db.url.as_str())];
+    for run in ["fresh", "current"] {
+        let out = ipmanager(&["migrate"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stderr(&out) + &stdout(&out);
+        assert!(
+            !text.contains("NOTICE"),
+            "migrate on a {run} database: {text}"
+        );
+    }
+    // The setting is the migration's own: the connection it was given is as before.
+    let mut client = db.client().await;
+    ipmanager::db::migrate(&mut client).await.unwrap();
+    let level: String = client
+        .query_one("SHOW client_min_messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "notice");
+}
+
+#[tokio::test]
+async fn the_test_server_is_new_enough_and_its_version_is_what_the_check_reads() {
+    let db = TestDb::new().await;
+    let config = ipmanager::db::connection_config(&db.url, "version-test").unwrap();
+    let client = ipmanager::db::connect(&config)
+        .await
+        .expect("PostgreSQL 13+ is accepted");
+    let num: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let num: i32 = num.parse().unwrap();
+    assert!(num >= ipmanager::db::MIN_SERVER_MAJOR * 10_000);
+    assert!(ipmanager::db::check_server_version(num, "x").is_ok());
 }

@@ -1231,3 +1231,113 @@ async fn status_follows_a_real_agent_through_a_change() {
     );
     drop(agent);
 }
+
+/// Runs `args` with stdout into a pipe whose reader takes `keep` bytes and then closes it,
+/// the way `| head -c` does; returns the exit status and stderr.
+fn run_into_closed_pipe(admin: &Admin, args: &[&str], keep: usize) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = command(args, &[("IPMANAGER_DATABASE_URL", &admin.db.url)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0; keep];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The reader is dropped here, with far more than a pipe buffer still to come.
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+#[tokio::test]
+async fn a_closed_stdout_ends_export_and_host_list_quietly_with_exit_0() {
+    let admin = Admin::new().await;
+    admin
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('big', '10.64.0.0/16');
+             INSERT INTO ipmanager.hosts (mac, ip, hostname)
+             SELECT ('02:00:00:00:' || lpad(to_hex(i / 256), 2, '0') || ':' || lpad(to_hex(i % 256), 2, '0'))::macaddr,
+                    '10.64.0.0'::inet + i, 'host-' || i
+             FROM generate_series(1, 6000) AS i",
+        )
+        .await
+        .unwrap();
+    for (args, keep) in [
+        (&["export", "--format", "dnsmasq"][..], 40),
+        (&["host", "list", "-o", "json"], 100),
+        (&["host", "list"], 100),
+        (&["render"], 100),
+    ] {
+        let (code, stderr) = run_into_closed_pipe(&admin, args, keep);
+        assert_eq!(code, Some(0), "ipmanager {args:?} | head: {stderr}");
+        assert_eq!(stderr, "", "ipmanager {args:?} | head says something");
+    }
+}
+
+#[tokio::test]
+async fn a_name_that_reads_as_a_mac_is_ambiguous_until_a_prefix_says_which() {
+    let admin = Admin::with_office().await;
+    admin.ok(&[
+        "host",
+        "add",
+        "--mac",
+        "de:ad:be:ef:00:01",
+        "--hostname",
+        "victimhost",
+        "--ip",
+        "10.1.0.21",
+    ]);
+    admin.ok(&[
+        "host",
+        "add",
+        "--mac",
+        "02:00:00:00:00:02",
+        "--hostname",
+        "deadbeef0001",
+        "--ip",
+        "10.1.0.22",
+    ]);
+    for command in ["show", "rm"] {
+        let error = admin.fails(&["host", command, "deadbeef0001"], 2);
+        for candidate in [
+            "victimhost",
+            "10.1.0.21",
+            "mac:de:ad:be:ef:00:01",
+            "10.1.0.22",
+            "name:deadbeef0001",
+        ] {
+            assert!(
+                error.contains(candidate),
+                "host {command}: {error} lacks {candidate}"
+            );
+        }
+    }
+    let error = admin.fails(&["host", "set", "deadbeef0001", "--comment", "x"], 2);
+    assert!(error.contains("ambiguous"), "{error}");
+    // Nothing was removed or changed.
+    let listed = admin.ok(&["host", "list", "-o", "json"]);
+    assert_eq!(parse_json(&listed).as_array().unwrap().len(), 2, "{listed}");
+    assert!(!listed.contains("\"x\""), "{listed}");
+
+    let shown = admin.ok(&["host", "show", "mac:deadbeef0001"]);
+    assert!(
+        shown.contains("victimhost") && !shown.contains("10.1.0.22"),
+        "{shown}"
+    );
+    let removed = admin.ok(&["host", "rm", "name:deadbeef0001"]);
+    assert!(
+        removed.contains("removed host deadbeef0001 10.1.0.22"),
+        "{removed}"
+    );
+    let listed = admin.ok(&["host", "list"]);
+    assert!(
+        listed.contains("victimhost"),
+        "the other host is still there: {listed}"
+    );
+    // With one kind left matching, the plain text is no longer ambiguous.
+    let removed = admin.ok(&["host", "rm", "deadbeef0001"]);
+    assert!(removed.contains("removed host victimhost"), "{removed}");
+    admin.fails(&["host", "show", "ip:victimhost"], 65);
+}

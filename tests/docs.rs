@@ -1,5 +1,8 @@
-//! The man pages and shell completions that `examples/generate_docs.rs` generates: the test
-//! runs the example's own [`generate_docs::generate`] into a temporary directory.
+//! The man pages and shell completions that `examples/generate_docs.rs` generates (the test
+//! runs the example's own [`generate_docs::generate`] into a temporary directory), and README's
+//! examples, run as printed against the demo's data.
+
+mod common;
 
 #[allow(dead_code)] // the example's `main` is not used here
 #[path = "../examples/generate_docs.rs"]
@@ -134,6 +137,92 @@ fn generation_is_reproducible() {
             std::fs::read(b.path().join(relative)).unwrap(),
             "{} differs between two runs",
             relative.display()
+        );
+    }
+}
+
+const README: &str = include_str!("../README.md");
+const DEMO_SCRIPT: &str = include_str!("../scripts/demo");
+/// What scripts/demo loads into its database.
+const DEMO_DATA: &str = include_str!("../scripts/demo-data.sql");
+const EXAMPLE_MARKER: &str = "<!-- readme-example: after scripts/demo -->";
+
+/// The lines of the fenced block after README's example marker.
+fn readme_example() -> Vec<&'static str> {
+    let (_, after) = README
+        .split_once(EXAMPLE_MARKER)
+        .expect("README marks its example session");
+    let block = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .expect("a ```sh block follows the marker");
+    let (block, _) = block.split_once("```").expect("the block ends");
+    block.lines().collect()
+}
+
+/// The `ipmanager …` commands in the CLI column of README's "Everyday administration" table.
+fn table_commands() -> Vec<&'static str> {
+    let section = README
+        .split("## Everyday administration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has the section");
+    section
+        .lines()
+        .filter(|line| line.starts_with("| "))
+        .filter_map(|row| row.split(" | ").nth(1))
+        .flat_map(|cli| cli.split('`').skip(1).step_by(2))
+        .filter(|code| code.starts_with("ipmanager "))
+        .collect()
+}
+
+#[tokio::test]
+async fn readme_examples_work_as_printed_against_the_demo_data() {
+    let example = readme_example();
+    let export = example[0];
+    // The example connects where scripts/demo puts its database.
+    assert!(export.starts_with(
+        "export IPMANAGER_DATABASE_URL=postgresql://postgres@127.0.0.1:55433/ipmanager_demo "
+    ));
+    assert!(
+        DEMO_SCRIPT.contains("IPMANAGER_DEMO_PORT:-55433")
+            && DEMO_SCRIPT.contains("/ipmanager_demo\"")
+    );
+    let commands: Vec<&str> = example[1..].to_vec();
+    assert!(
+        commands.iter().all(|c| c.starts_with("ipmanager ")),
+        "{commands:?}"
+    );
+    for command in table_commands() {
+        assert!(
+            commands.contains(&command),
+            "the table's {command:?} is not in the example session"
+        );
+    }
+
+    let db = common::TestDb::new().await;
+    db.client().await.batch_execute(DEMO_DATA).await.unwrap();
+    let bin_dir = std::path::Path::new(common::binary::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for command in commands {
+        let out = std::process::Command::new("sh")
+            .args(["-c", command])
+            .env_clear()
+            .env("PATH", &path)
+            .env("IPMANAGER_DATABASE_URL", &db.url)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "README's {command:?} fails against the demo data:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::subnets;
 use super::validate::{self, format_mac};
-use super::{seconds, AdminError, HostRef, Result};
+use super::{seconds, AdminError, HostQuery, HostRef, Result};
 
 /// One reservation as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,23 +133,47 @@ async fn by_id(client: &impl GenericClient, id: i64) -> Result<HostRow> {
 }
 
 /// Every reservation `reference` names, optionally only in one subnet. A MAC address or a
-/// name may have a reservation in several subnets; an IP address has at most one.
+/// name may have a reservation in several subnets; an IP address has at most one. A reference
+/// that matches by more than one kind is ambiguous.
 pub async fn find(
     client: &impl GenericClient,
-    reference: &HostRef,
+    reference: &HostQuery,
     subnet: Option<&str>,
 ) -> Result<Vec<HostRow>> {
     find_rows(client, reference, subnet, "").await
 }
 
+/// The reservations of the one kind `reference` matches by; an error when it matches
+/// reservations by two kinds (`deadbeef0001` is a MAC address of one host and the name of
+/// another), listing both so that the user can say which with a prefix.
 async fn find_rows(
     client: &impl GenericClient,
-    reference: &HostRef,
+    reference: &HostQuery,
     subnet: Option<&str>,
     locking: &str,
 ) -> Result<Vec<HostRow>> {
     let subnet_id = subnets::resolve_id(client, subnet).await?;
-    let (mac, ip, name) = match reference {
+    let mut matches = Vec::new();
+    for reading in reference.readings() {
+        let rows = rows_by(client, reading, subnet_id, locking).await?;
+        if !rows.is_empty() {
+            matches.push((reading, rows));
+        }
+    }
+    match matches.len() {
+        0 => Ok(Vec::new()),
+        1 => Ok(matches.remove(0).1),
+        _ => Err(ambiguous(reference, &matches)),
+    }
+}
+
+async fn rows_by(
+    client: &impl GenericClient,
+    reading: &HostRef,
+    subnet_id: Option<i64>,
+    locking: &str,
+) -> Result<Vec<HostRow>> {
+    let (mac, ip, name) = match reading {
         HostRef::Mac(mac) => (Some(MacAddress::new(*mac)), None, None),
         HostRef::Ip(ip) => (None, Some(*ip), None),
         HostRef::Name(name) => (None, None, Some(name.as_str())),
@@ -170,10 +194,39 @@ async fn find_rows(
     rows.iter().map(host_row).collect()
 }
 
+fn ambiguous(reference: &HostQuery, matches: &[(&HostRef, Vec<HostRow>)]) -> AdminError {
+    let candidates = matches
+        .iter()
+        .flat_map(|(reading, rows)| {
+            rows.iter().map(move |h| {
+                format!(
+                    "as {} {}: {} {} {} in subnet {}",
+                    reading.kind_name(),
+                    reading.qualified(),
+                    h.hostname,
+                    h.ip,
+                    h.mac,
+                    validate::quote(&h.subnet)
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    AdminError::Ambiguous(format!(
+        "host {reference} is ambiguous, it matches reservations by more than one kind ({candidates}): \
+         give the reference with its prefix, e.g. {}",
+        matches
+            .iter()
+            .map(|(reading, _)| reading.qualified())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    ))
+}
+
 /// The one reservation `reference` names, locked for the rest of the transaction.
 async fn find_one_for_update(
     client: &impl GenericClient,
-    reference: &HostRef,
+    reference: &HostQuery,
     subnet: Option<&str>,
 ) -> Result<HostRow> {
     let mut rows = find_rows(client, reference, subnet, "FOR UPDATE OF h").await?;
@@ -190,7 +243,7 @@ async fn find_one_for_update(
     }
 }
 
-pub fn not_found(reference: &HostRef, subnet: Option<&str>) -> AdminError {
+pub fn not_found(reference: &HostQuery, subnet: Option<&str>) -> AdminError {
     let place = subnet
         .map(|s| format!(" in subnet {}", validate::quote(s)))
         .unwrap_or_default();
@@ -217,7 +270,7 @@ pub struct HostChange {
 /// subnet moves the reservation to the enabled subnet that contains it.
 pub async fn set(
     client: &impl GenericClient,
-    reference: &HostRef,
+    reference: &HostQuery,
     subnet: Option<&str>,
     change: &HostChange,
 ) -> Result<(HostRow, HostRow)> {
@@ -281,7 +334,7 @@ pub async fn set(
 /// Removes one reservation and returns it.
 pub async fn remove(
     client: &impl GenericClient,
-    reference: &HostRef,
+    reference: &HostQuery,
     subnet: Option<&str>,
 ) -> Result<HostRow> {
     let host = find_one_for_update(client, reference, subnet).await?;

@@ -158,19 +158,77 @@ pub enum HostRef {
 }
 
 impl HostRef {
-    /// Reads an argument that may be any of the three: a MAC address in any accepted notation,
-    /// else an IP address, else a host name (case-insensitive, as DNS compares names).
+    /// Reads an argument: `mac:…`, `ip:…` or `name:…` as that kind only; otherwise a MAC
+    /// address in any accepted notation, else an IP address, else a host name
+    /// (case-insensitive, as DNS compares names). Commands that change or show one
+    /// reservation use [`HostQuery`], which does not guess.
     pub fn parse(text: &str) -> Result<HostRef> {
-        if validate::looks_like_mac(text) {
-            return Ok(HostRef::Mac(
-                validate::mac(text).map_err(AdminError::Invalid)?,
-            ));
+        if let Some(prefixed) = Self::parse_prefixed(text) {
+            return prefixed;
         }
-        if let Ok(ip) = text.trim().parse() {
-            return Ok(HostRef::Ip(ip));
+        Self::readings(text)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Self::unreadable(text))
+    }
+
+    /// The reference a `mac:`, `ip:` or `name:` prefix asks for; `None` without one.
+    fn parse_prefixed(text: &str) -> Option<Result<HostRef>> {
+        let (prefix, rest) = text.split_once(':')?;
+        let parsed = match prefix.to_ascii_lowercase().as_str() {
+            "mac" => validate::mac(rest).map(HostRef::Mac),
+            "ip" => rest
+                .trim()
+                .parse()
+                .map(HostRef::Ip)
+                .map_err(|_| format!("{} is not an IP address", validate::quote(rest))),
+            "name" => validate::hostname(rest).map(|()| HostRef::Name(rest.to_owned())),
+            _ => return None,
+        };
+        Some(parsed.map_err(AdminError::Invalid))
+    }
+
+    /// Every kind `text` can be read as, MAC first: `deadbeef0001` is both a MAC address and a
+    /// host name.
+    fn readings(text: &str) -> Vec<HostRef> {
+        let mac = validate::looks_like_mac(text)
+            .then(|| validate::mac(text).ok().map(HostRef::Mac))
+            .flatten();
+        let ip = text.trim().parse().ok().map(HostRef::Ip);
+        let name = validate::hostname(text)
+            .ok()
+            .map(|()| HostRef::Name(text.to_owned()));
+        [mac, ip, name].into_iter().flatten().collect()
+    }
+
+    fn unreadable(text: &str) -> AdminError {
+        let error = if validate::looks_like_mac(text) {
+            validate::mac(text).err()
+        } else {
+            validate::hostname(text).err()
+        };
+        AdminError::Invalid(
+            error.unwrap_or_else(|| format!("{} names no host", validate::quote(text))),
+        )
+    }
+
+    /// The prefix that asks for this kind, and what the kind is called.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            HostRef::Mac(_) => ("mac", "MAC address"),
+            HostRef::Ip(_) => ("ip", "IP address"),
+            HostRef::Name(_) => ("name", "host name"),
         }
-        validate::hostname(text).map_err(AdminError::Invalid)?;
-        Ok(HostRef::Name(text.to_owned()))
+    }
+
+    /// The reference with its prefix, as the user can give it to leave no doubt.
+    pub fn qualified(&self) -> String {
+        format!("{}:{self}", self.kind().0)
+    }
+
+    /// What this kind is called: "MAC address", "IP address" or "host name".
+    pub fn kind_name(&self) -> &'static str {
+        self.kind().1
     }
 }
 
@@ -181,6 +239,42 @@ impl std::fmt::Display for HostRef {
             HostRef::Ip(ip) => write!(f, "{ip}"),
             HostRef::Name(name) => f.write_str(name),
         }
+    }
+}
+
+/// The argument of `host show/set/rm` as typed, with every kind it reads as. A text that reads
+/// as more than one kind (`deadbeef0001`: MAC address and host name) names a reservation only
+/// when reservations match it by one kind alone; otherwise the command asks which was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostQuery {
+    text: String,
+    readings: Vec<HostRef>,
+}
+
+impl HostQuery {
+    pub fn parse(text: &str) -> Result<HostQuery> {
+        let readings = match HostRef::parse_prefixed(text) {
+            Some(prefixed) => vec![prefixed?],
+            None => HostRef::readings(text),
+        };
+        if readings.is_empty() {
+            return Err(HostRef::unreadable(text));
+        }
+        Ok(HostQuery {
+            text: text.to_owned(),
+            readings,
+        })
+    }
+
+    /// The kinds to look the reservation up by.
+    pub fn readings(&self) -> &[HostRef] {
+        &self.readings
+    }
+}
+
+impl std::fmt::Display for HostQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -219,5 +313,28 @@ mod tests {
             HostRef::parse("bad name"),
             Err(AdminError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_reference_keeps_every_kind_it_reads_as_unless_a_prefix_says_which() {
+        let mac = HostRef::Mac([0xde, 0xad, 0xbe, 0xef, 0, 1]);
+        let name = HostRef::Name("deadbeef0001".into());
+        let readings = |text: &str| HostQuery::parse(text).unwrap().readings().to_vec();
+        assert_eq!(readings("deadbeef0001"), [mac.clone(), name.clone()]);
+        assert_eq!(readings("mac:deadbeef0001"), vec![mac.clone()]);
+        assert_eq!(readings("MAC:de:ad:be:ef:00:01"), vec![mac.clone()]);
+        assert_eq!(readings("name:deadbeef0001"), [name]);
+        assert_eq!(
+            readings("ip:fe80::1"),
+            [HostRef::Ip("fe80::1".parse().unwrap())]
+        );
+        assert_eq!(readings("printer"), [HostRef::Name("printer".into())]);
+        assert_eq!(mac.qualified(), "mac:de:ad:be:ef:00:01");
+        for bad in ["mac:printer", "ip:printer", "name:bad name", "bad name"] {
+            assert!(
+                matches!(HostQuery::parse(bad), Err(AdminError::Invalid(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use clap::Args;
 
-use super::output::{self, Format, OutputArgs};
+use super::output::{self, out, outln, Format, OutputArgs};
 use super::Session;
 use crate::admin::audit::{self, AuditEntry, LogFilter};
 use crate::admin::HostRef;
@@ -53,9 +53,9 @@ pub async fn run(args: LogArgs, session: &mut Session) -> Result<()> {
     };
     let entries = audit::log(session.client(), &filter).await?;
     match args.output.output {
-        Format::Json => print!("{}", output::json(&entries)),
-        Format::Table if entries.is_empty() => println!("no changes recorded that match"),
-        Format::Table => print!("{}", entries.iter().map(entry_text).collect::<String>()),
+        Format::Json => out!("{}", output::json(&entries))?,
+        Format::Table if entries.is_empty() => outln!("no changes recorded that match")?,
+        Format::Table => out!("{}", entries.iter().map(entry_text).collect::<String>())?,
     }
     Ok(())
 }

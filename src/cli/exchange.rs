@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::output::{self, Format, OutputArgs};
+use super::output::{self, out, Format, OutputArgs};
 use super::Session;
 use crate::admin::import::{self, Entry, ImportOptions, ImportReport};
 use crate::admin::AdminError;
@@ -90,8 +90,8 @@ pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
     };
     let report = import::import(session.client_mut(), &parsed, &options).await?;
     match args.output.output {
-        Format::Json => print!("{}", output::json(&report)),
-        Format::Table => print!("{}", summary(&report, args.dry_run)),
+        Format::Json => out!("{}", output::json(&report))?,
+        Format::Table => out!("{}", summary(&report, args.dry_run))?,
     }
     if !report.rejected.is_empty() {
         return Err(AdminError::Invalid(format!(
@@ -213,7 +213,7 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
 
 pub async fn export(args: ExportArgs, session: &mut Session) -> Result<()> {
     let snapshot = session.snapshot().await?;
-    print!("{}", exchange::export(args.format.into(), &snapshot));
+    out!("{}", exchange::export(args.format.into(), &snapshot))?;
     Ok(())
 }
 

@@ -5,11 +5,11 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{self, column, Fit, Format, OutputArgs};
+use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::sync::WaitArgs;
 use super::Session;
 use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
-use crate::admin::{validate, AdminError, HostRef};
+use crate::admin::{validate, AdminError, HostQuery};
 
 const HOST_EXAMPLES: &str = "\
 Examples:
@@ -18,7 +18,8 @@ Examples:
   ipmanager host set printer --ip 10.1.0.30 --comment 'moved to 2nd floor'
   ipmanager host show 52:54:00:12:34:56
   ipmanager host list --subnet office --search print -o json
-  ipmanager host rm 10.1.0.30";
+  ipmanager host rm 10.1.0.30
+  ipmanager host rm name:deadbeef0001        a name that is also a MAC address";
 
 /// Add, change, remove, show and list DHCP reservations.
 #[derive(Debug, Subcommand)]
@@ -35,6 +36,7 @@ pub enum HostCommand {
     #[command(after_help = HOST_EXAMPLES)]
     Rm(RmArgs),
     /// Show the reservations a MAC address, IP address or host name refers to.
+    #[command(after_help = HOST_EXAMPLES)]
     Show(ShowArgs),
     /// List reservations.
     #[command(after_help = HOST_EXAMPLES)]
@@ -75,7 +77,8 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
-    /// The reservation: its MAC address, IP address or host name.
+    /// The reservation: its MAC address, IP address or host name. Text that could be more than
+    /// one of them (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR), for a MAC or name reserved in several.
     #[arg(long)]
@@ -109,7 +112,8 @@ pub struct SetArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// The reservation: its MAC address, IP address or host name.
+    /// The reservation: its MAC address, IP address or host name. Text that could be more than
+    /// one of them (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR).
     #[arg(long)]
@@ -122,7 +126,8 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A MAC address, IP address or host name.
+    /// A MAC address, IP address or host name. Text that could be more than one of them
+    /// (deadbeef0001) needs a prefix when both match: mac:, ip: or name:.
     host: String,
     /// Only look in this subnet (name or CIDR).
     #[arg(long)]
@@ -190,12 +195,12 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
             Box::pin(async move { hosts::add(tx, &new).await })
         })
         .await?;
-    print_one(&row, args.output.output, "added");
+    print_one(&row, args.output.output, "added")?;
     session.finish_wait(&args.wait).await
 }
 
 async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let change = HostChange {
         ip: args
             .ip
@@ -238,33 +243,33 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
             Box::pin(async move { hosts::set(tx, &reference, subnet.as_deref(), &change).await })
         })
         .await?;
-    print_one(&new, args.output.output, "changed");
+    print_one(&new, args.output.output, "changed")?;
     session.finish_wait(&args.wait).await
 }
 
 async fn rm(args: RmArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let subnet = args.subnet;
     let row = session
         .change(args.wait.wait, |tx| {
             Box::pin(async move { hosts::remove(tx, &reference, subnet.as_deref()).await })
         })
         .await?;
-    print_one(&row, args.output.output, "removed");
+    print_one(&row, args.output.output, "removed")?;
     session.finish_wait(&args.wait).await
 }
 
 async fn show(args: ShowArgs, session: &mut Session) -> Result<()> {
-    let reference = HostRef::parse(&args.host)?;
+    let reference = HostQuery::parse(&args.host)?;
     let rows = hosts::find(session.client(), &reference, args.subnet.as_deref()).await?;
     if rows.is_empty() {
         return Err(hosts::not_found(&reference, args.subnet.as_deref()).into());
     }
     match args.output.output {
-        Format::Json => print!("{}", output::json(&rows)),
+        Format::Json => out!("{}", output::json(&rows))?,
         Format::Table => {
             let blocks: Vec<String> = rows.iter().map(details).collect();
-            print!("{}", blocks.join("\n"));
+            out!("{}", blocks.join("\n"))?;
         }
     }
     Ok(())
@@ -278,8 +283,8 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
     )
     .await?;
     match args.output.output {
-        Format::Json => print!("{}", output::json(&rows)),
-        Format::Table => print!(
+        Format::Json => out!("{}", output::json(&rows))?,
+        Format::Table => out!(
             "{}",
             output::table(
                 &[
@@ -310,7 +315,7 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
                     ]
                 }),
             )
-        ),
+        )?,
     }
     Ok(())
 }
@@ -336,12 +341,15 @@ fn details(host: &HostRow) -> String {
     ])
 }
 
-fn print_one(host: &HostRow, format: Format, verb: &str) {
+fn print_one(host: &HostRow, format: Format, verb: &str) -> Result<()> {
     match format {
-        Format::Json => print!("{}", output::json(host)),
-        Format::Table => println!(
+        Format::Json => out!("{}", output::json(host)),
+        Format::Table => outln!(
             "{verb} host {} {} {} in subnet {}",
-            host.hostname, host.ip, host.mac, host.subnet
+            host.hostname,
+            host.ip,
+            host.mac,
+            host.subnet
         ),
     }
 }

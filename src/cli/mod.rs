@@ -53,7 +53,8 @@ Examples:
 
 Exit codes: 0 ok, 1 not found or nothing to do, 2 usage, 65 rejected data, 69 database
 unavailable, 74 I/O error, 75 --wait timed out or a temporary database failure (out of
-locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad configuration.
+locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad configuration
+(also: a PostgreSQL server older than 13).
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
 overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
@@ -130,7 +131,10 @@ impl Session {
         pg.options(&options);
         let client = db::connect(&pg)
             .await
-            .map_err(|e| anyhow::Error::new(Unreachable(e)))
+            .map_err(|e| match e {
+                DbError::UnsupportedServer { .. } => anyhow::Error::new(e),
+                e => anyhow::Error::new(Unreachable(e)),
+            })
             .with_context(|| format!("cannot connect to {}", config.database_url))?;
         Ok(Session {
             client,
@@ -212,13 +216,22 @@ pub fn run(cli: Cli) -> u8 {
     });
     match result {
         Ok(()) => exit::OK,
+        Err(error)
+            if error
+                .chain()
+                .any(|cause| cause.is::<output::StdoutClosed>()) =>
+        {
+            exit::OK
+        }
         Err(error) => report(&error),
     }
 }
 
-/// Prints the error with its whole cause chain and picks the exit code from its kind.
+/// Prints the error with its whole cause chain and picks the exit code from its kind. A
+/// closed stderr leaves only the exit code to tell.
 fn report(error: &anyhow::Error) -> u8 {
-    eprintln!("ipmanager: error: {error:#}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "ipmanager: error: {error:#}");
     exit_code(error)
 }
 
@@ -256,7 +269,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn db_exit_code(db: &DbError) -> u8 {
     match db {
-        DbError::InvalidUrl(_) => exit::CONFIG,
+        DbError::InvalidUrl(_) | DbError::UnsupportedServer { .. } => exit::CONFIG,
         DbError::Postgres(e) => db_exit_code_of(e),
         _ => exit::UNAVAILABLE,
     }
@@ -346,7 +359,8 @@ fn missing_schema_hint(error: anyhow::Error) -> anyhow::Error {
 }
 
 /// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds its own timestamp, so
-/// ours is left out, and so are colours.
+/// ours is left out. Colours only on a terminal and without NO_COLOR: escape codes in a log
+/// file, a pipe or the journal are noise.
 fn init_logging(configured_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
@@ -355,13 +369,22 @@ fn init_logging(configured_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(wants_colour());
     let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).try_init()
+        builder.without_time().try_init()
     } else {
         builder.try_init()
     };
     drop(installed); // already installed (tests calling run twice) is fine
+}
+
+/// Whether log lines may carry colour: stderr is a terminal and NO_COLOR (no-color.org) is
+/// unset or empty.
+fn wants_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 #[cfg(test)]

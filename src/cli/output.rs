@@ -1,8 +1,49 @@
 //! How listings are printed: aligned plain-text tables that fit the terminal (80 columns when
 //! it cannot be measured), or JSON for scripts.
 
+use std::io::{ErrorKind, Write};
+
 use comfy_table::{presets, Cell, ColumnConstraint, ContentArrangement, Table};
 use serde::Serialize;
+
+/// The reader of standard output went away (`ipmanager export | head -1`): the command stops
+/// and exits 0 without a word, as ripgrep does.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes `text` to standard output. Unlike `print!`, which panics, a closed pipe becomes
+/// [`StdoutClosed`] and any other failure an I/O error (exit 74).
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// What a failed write to standard output means for the command: see [`print`].
+pub fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    match error.kind() {
+        ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+        _ => anyhow::Error::new(error).context("cannot write to standard output"),
+    }
+}
+
+/// `print!` through [`print`]: evaluates to its `Result`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::print(&format!($($arg)*))
+    };
+}
+
+/// `println!` through [`print`]: evaluates to its `Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::print(&(format!($($arg)*) + "\n"))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// `--output` of every command that prints rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -5,13 +5,26 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use super::output::{outln, stdout_error};
 use crate::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::db;
 use crate::render;
 
 pub async fn run_agent(config: Config) -> Result<()> {
+    refuse_an_old_server(&config).await?;
     crate::agent::run(config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Exits (78) when the server answers and is older than PostgreSQL 13, rather than retrying
+/// forever against it. An unreachable server is the agent's to wait for.
+async fn refuse_an_old_server(config: &Config) -> Result<()> {
+    let pg = db::connection_config(config.database_url.expose(), "ipmanager-agent")?;
+    match db::connect(&pg).await {
+        Err(error @ db::DbError::UnsupportedServer { .. }) => Err(anyhow::Error::new(error)
+            .context(format!("refusing to run against {}", config.database_url))),
+        _ => Ok(()),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -32,10 +45,10 @@ pub async fn migrate(config: &Config) -> Result<()> {
         .with_context(|| format!("cannot connect to {}", config.database_url))?;
     let report = db::migrate(&mut client).await?;
     if report.applied.is_empty() {
-        println!("schema is up to date");
+        outln!("schema is up to date")?;
     } else {
         for name in report.applied {
-            println!("applied {name}");
+            outln!("applied {name}")?;
         }
     }
     Ok(())
@@ -61,9 +74,10 @@ pub async fn render_files(config: &Config) -> Result<()> {
     }
     files.push((&config.dnsmasq.include_file, &rendered.include));
     for (path, content) in files {
-        writeln!(out, "# ==> {} <==", path.display())?;
-        out.write_all(content.as_bytes())?;
+        writeln!(out, "# ==> {} <==", path.display()).map_err(stdout_error)?;
+        out.write_all(content.as_bytes()).map_err(stdout_error)?;
     }
+    out.flush().map_err(stdout_error)?;
     for skipped in &rendered.skipped {
         eprintln!(
             "ipmanager: warning: {:?} not served: {}",
@@ -85,41 +99,41 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
         None => "built-in defaults and the environment".into(),
     };
     let d = &config.dnsmasq;
-    println!("configuration is valid (from {source})");
-    println!("database_url = {}", config.database_url);
-    println!("log_level = {:?}", config.log_level);
-    println!("agent.name = {:?}", config.agent.name);
-    println!(
+    outln!("configuration is valid (from {source})")?;
+    outln!("database_url = {}", config.database_url)?;
+    outln!("log_level = {:?}", config.log_level)?;
+    outln!("agent.name = {:?}", config.agent.name)?;
+    outln!(
         "agent.resync_interval = {:?}",
         duration(config.agent.resync_interval)
-    );
-    println!(
+    )?;
+    outln!(
         "agent.liveness_interval = {:?}",
         duration(config.agent.liveness_interval)
-    );
-    println!(
+    )?;
+    outln!(
         "agent.burst_interval = {:?}",
         duration(config.agent.burst_interval)
-    );
-    println!(
+    )?;
+    outln!(
         "agent.max_backoff = {:?}",
         duration(config.agent.max_backoff)
-    );
-    println!(
+    )?;
+    outln!(
         "dnsmasq.layout = {:?}",
         format!("{:?}", d.layout).to_lowercase()
-    );
-    println!("dnsmasq.include_file = {:?}", d.include_file);
-    println!("dnsmasq.hosts_file = {:?}", d.hosts_file);
-    println!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file);
-    println!("dnsmasq.pid_file = {:?}", d.pid_file);
-    println!("dnsmasq.reload_command = {:?}", d.reload_command);
-    println!("dnsmasq.restart_command = {:?}", d.restart_command);
-    println!("dnsmasq.check_command = {:?}", d.check_command);
-    println!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode);
-    println!(
+    )?;
+    outln!("dnsmasq.include_file = {:?}", d.include_file)?;
+    outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
+    outln!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file)?;
+    outln!("dnsmasq.pid_file = {:?}", d.pid_file)?;
+    outln!("dnsmasq.reload_command = {:?}", d.reload_command)?;
+    outln!("dnsmasq.restart_command = {:?}", d.restart_command)?;
+    outln!("dnsmasq.check_command = {:?}", d.check_command)?;
+    outln!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode)?;
+    outln!(
         "dnsmasq.command_timeout = {:?}",
         duration(d.command_timeout)
-    );
+    )?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{self, column, Fit, Format, OutputArgs};
+use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::Session;
 use crate::admin::subnets::{self, SubnetFields, SubnetRow};
 use crate::admin::{validate, AdminError};
@@ -174,7 +174,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
             fields.name = Some(args.name);
             fields.cidr = Some(validate::cidr(&args.cidr).map_err(invalid)?);
             let row = subnets::add(session.client(), &fields).await?;
-            println!("added subnet {} ({:#})", row.name, row.cidr);
+            outln!("added subnet {} ({:#})", row.name, row.cidr)?;
         }
         SubnetCommand::Set(args) => {
             let mut fields = args.settings.fields()?;
@@ -197,8 +197,8 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                 })
                 .await?;
             match args.output.output {
-                Format::Json => print!("{}", output::json(&new)),
-                Format::Table => print!("{}", details(&new)),
+                Format::Json => out!("{}", output::json(&new))?,
+                Format::Table => out!("{}", details(&new))?,
             }
         }
         SubnetCommand::Rm(args) => {
@@ -209,25 +209,25 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                     Box::pin(async move { subnets::remove(tx, &subnet, cascade).await })
                 })
                 .await?;
-            println!(
+            outln!(
                 "removed subnet {} ({:#}) and {hosts} reservation{}",
                 row.name,
                 row.cidr,
                 if hosts == 1 { "" } else { "s" }
-            );
+            )?;
         }
         SubnetCommand::Show(args) => {
             let row = subnets::show(session.client(), &args.subnet).await?;
             match args.output.output {
-                Format::Json => print!("{}", output::json(&row)),
-                Format::Table => print!("{}", details(&row)),
+                Format::Json => out!("{}", output::json(&row))?,
+                Format::Table => out!("{}", details(&row))?,
             }
         }
         SubnetCommand::List(args) => {
             let rows = subnets::list(session.client()).await?;
             match args.output.output {
-                Format::Json => print!("{}", output::json(&rows)),
-                Format::Table => print!(
+                Format::Json => out!("{}", output::json(&rows))?,
+                Format::Table => out!(
                     "{}",
                     output::table(
                         &[
@@ -258,7 +258,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                             ]
                         }),
                     )
-                ),
+                )?,
             }
         }
     }

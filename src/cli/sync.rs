@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::output::{self, column, Fit, Format, OutputArgs};
+use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::Session;
 use crate::admin::sync::{self, AgentApplied};
 
@@ -79,11 +79,11 @@ pub struct StatusArgs {
 pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
     let agents = sync::status(session.client()).await?;
     match args.output.output {
-        Format::Json => print!("{}", output::json(&agents)),
+        Format::Json => out!("{}", output::json(&agents))?,
         Format::Table if agents.is_empty() => {
-            println!("no agent has reported yet (agents report once they have synced)")
+            outln!("no agent has reported yet (agents report once they have synced)")?
         }
-        Format::Table => print!(
+        Format::Table => out!(
             "{}",
             output::table(
                 &[
@@ -126,7 +126,7 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                     ]
                 }),
             )
-        ),
+        )?,
     }
     Ok(())
 }

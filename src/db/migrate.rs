@@ -30,7 +30,9 @@ pub async fn migrate(client: &mut Client) -> Result<MigrationReport, DbError> {
         .await?;
     let result = run_locked(client).await;
     let unlocked = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
+        .batch_execute(&format!(
+            "RESET client_min_messages; SELECT pg_advisory_unlock({MIGRATE_LOCK_KEY})"
+        ))
         .await;
     let report = result?;
     unlocked?;
@@ -38,6 +40,12 @@ pub async fn migrate(client: &mut Client) -> Result<MigrationReport, DbError> {
 }
 
 async fn run_locked(client: &mut Client) -> Result<MigrationReport, DbError> {
+    // `IF NOT EXISTS` statements (ours, the files', refinery's history table) make the server
+    // send NOTICEs such as 'schema "ipmanager" already exists, skipping', which the driver
+    // logs: noise on every run. Warnings and errors still come through.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
     // refinery creates its history table before the first file runs, so the schema must exist.
     client
         .batch_execute("CREATE SCHEMA IF NOT EXISTS ipmanager")

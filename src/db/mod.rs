@@ -10,6 +10,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::config::describe_parse_error;
+
 pub use migrate::{migrate, MigrationReport};
 pub use snapshot::{take_snapshot, take_snapshot_at, SnapshotAt};
 
@@ -19,8 +21,9 @@ pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
 /// Errors of the database layer that callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The parser's complaint without the text of the string (see [`describe_parse_error`]).
     #[error("invalid database_url: {0}")]
-    InvalidUrl(#[source] tokio_postgres::Error),
+    InvalidUrl(String),
     #[error("cannot get a database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -29,6 +32,25 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
     #[error("database query timed out after {0:?}")]
     Timeout(Duration),
+    #[error(
+        "the server runs PostgreSQL {version}; ipmanager needs PostgreSQL {MIN_SERVER_MAJOR} or newer"
+    )]
+    UnsupportedServer { version: String },
+}
+
+/// The oldest PostgreSQL major version the schema and queries are written for.
+pub const MIN_SERVER_MAJOR: i32 = 13;
+
+/// Refuses a server older than [`MIN_SERVER_MAJOR`]: `version_num` is its `server_version_num`
+/// (150004 for 15.4), `version` its `server_version`, repeated in the message.
+pub fn check_server_version(version_num: i32, version: &str) -> Result<(), DbError> {
+    if version_num / 10_000 >= MIN_SERVER_MAJOR {
+        Ok(())
+    } else {
+        Err(DbError::UnsupportedServer {
+            version: version.to_owned(),
+        })
+    }
 }
 
 /// How long a silent peer may stay silent before the kernel gives up on the connection.
@@ -47,7 +69,9 @@ pub fn connection_config(
     database_url: &str,
     application_name: &str,
 ) -> Result<tokio_postgres::Config, DbError> {
-    let mut config: tokio_postgres::Config = database_url.parse().map_err(DbError::InvalidUrl)?;
+    let mut config: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|error| DbError::InvalidUrl(describe_parse_error(&error)))?;
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }
@@ -80,6 +104,7 @@ pub fn pool(config: tokio_postgres::Config) -> Pool {
 }
 
 /// Opens a single connection and drives it on a background task that ends with the client.
+/// A server older than [`MIN_SERVER_MAJOR`] is refused.
 pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
@@ -87,5 +112,34 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
             tracing::debug!(%error, "database connection closed");
         }
     });
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int AS version_num, \
+                    current_setting('server_version') AS version",
+            &[],
+        )
+        .await?;
+    check_server_version(row.try_get("version_num")?, row.try_get("version")?)?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_13_are_refused_naming_their_version() {
+        for (num, version) in [
+            (130000, "13.0"),
+            (150004, "15.4"),
+            (170002, "17.2 (Debian)"),
+        ] {
+            assert!(check_server_version(num, version).is_ok(), "{version}");
+        }
+        for (num, version) in [(120017, "12.17 (Debian 12.17-1)"), (90624, "9.6.24")] {
+            let error = check_server_version(num, version).unwrap_err().to_string();
+            assert!(error.contains(version), "{error}");
+            assert!(error.contains("PostgreSQL 13 or newer"), "{error}");
+        }
+    }
 }
