@@ -166,7 +166,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 fn show_size(size: u64) -> String {
     let (unit, factor) = SIZE_UNITS
         .iter()
-        .find(|(_, factor)| size % factor == 0)
+        .find(|(_, factor)| size.is_multiple_of(*factor))
         .copied()
         .unwrap_or(("", 1));
     format!("{}{unit}", size / factor)

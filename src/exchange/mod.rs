@@ -332,5 +332,4 @@ mod tests {
         assert!(shown.ends_with("… (302 bytes in all)"), "{shown}");
         assert!(shown.len() < 230, "{shown}");
     }
-
 }
