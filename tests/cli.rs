@@ -248,15 +248,6 @@ async fn the_agent_keeps_the_old_file_while_its_directory_is_unwritable_and_reco
     assert_eq!(agent.terminate().await, Some(0), "SIGTERM is a clean exit");
 }
 
-/// A port on which nothing listens, so that connecting fails at once.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// database_url forms with their password: URL user info and query (percent-encoded), key=value
 /// plain, with blanks around `=`, quoted, and with blanks, quotes, `@`, `%` and `=` inside.
 fn password_forms(port: u16) -> Vec<(String, &'static str)> {
@@ -294,7 +285,7 @@ fn password_forms(port: u16) -> Vec<(String, &'static str)> {
 
 #[test]
 fn no_password_form_shows_up_in_check_config_or_connection_errors() {
-    let port = closed_port();
+    let port = common::free_port(); // nothing listens there: connecting fails at once
     for (url, secret) in password_forms(port) {
         let env = [("IPMANAGER_DATABASE_URL", url.as_str())];
         let out = ipmanager(&["check-config"], &env);
@@ -337,7 +328,7 @@ fn no_password_form_shows_up_in_check_config_or_connection_errors() {
 
 #[tokio::test]
 async fn the_agents_start_up_log_shows_the_target_without_the_password() {
-    let port = closed_port();
+    let port = common::free_port(); // nothing listens there: connecting fails at once
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().display();
     let file = write_config(
@@ -446,7 +437,7 @@ fn agent_start_up_log(terminal: bool, no_color: Option<&str>) -> String {
         dir.path(),
         &format!(
             "database_url = \"postgresql://x@127.0.0.1:{}/x\"\n[dnsmasq]\ninclude_file = \"{o}/include.conf\"\nhosts_file = \"{o}/dhcp-hosts\"\naddn_hosts_file = \"{o}/hosts\"\n",
-            closed_port()
+            common::free_port()
         ),
     );
     let agent = format!("{BIN} agent -c {}", file.display());

@@ -9,20 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::binary::BIN;
+use common::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// initdb, migrate and the first sync; generous for a loaded CI machine.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Whether `pid` is a running process (a zombie waiting for its parent counts as gone).
 fn running(pid: i32) -> bool {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::connect;
 use super::netns::unavailable;
+use super::{connect, free_port};
 
 /// How long a server may take to start, stop or be promoted.
 const SERVER_DEADLINE: Duration = Duration::from_secs(60);
@@ -327,13 +327,4 @@ fn checked(command: &Command, output: std::io::Result<Output>) -> Result<Output,
             String::from_utf8_lossy(&output.stdout).trim()
         ))
     }
-}
-
-/// A port nobody listened on a moment ago; see [`Cluster::start_on_free_port`] for the race.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -31,6 +31,16 @@ pub fn url_with_dbname(url: &str, dbname: &str) -> String {
     format!("{head}{authority}/{dbname}{query}")
 }
 
+/// A loopback port nobody listened on a moment ago (another process may take it before the
+/// caller binds it; callers that start a server retry on a new one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
