@@ -502,8 +502,7 @@ impl Lab {
         loop {
             let (starts, pid) = self.supervisor_state(|s| (s.starts, s.pid));
             if let Some(pid) = pid.filter(|_| starts > starts_before) {
-                let started_line = format!("dnsmasq[{pid}]: started,");
-                if self.dnsmasq_pid() == Some(pid) && self.log().contains(&started_line) {
+                if self.dnsmasq_pid() == Some(pid) && self.has_read_its_files(pid) {
                     return;
                 }
             }
@@ -515,6 +514,26 @@ impl Lab {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Whether dnsmasq `pid` has logged its start and then its first read of the files its
+    /// include file names (the conf layout names none). It
+    /// logs "started" before it reads them, so a test that counted reads right after "started"
+    /// could take this first read for the re-read of a later SIGHUP.
+    fn has_read_its_files(&self, pid: i32) -> bool {
+        let log = self.log();
+        let include = std::fs::read_to_string(self.include_file()).unwrap_or_default();
+        let started_line = format!("dnsmasq[{pid}]: started,");
+        let Some((_, since_start)) = log.split_once(&started_line) else {
+            return false;
+        };
+        let hosts = format!(": read {}", self.hosts_file().display());
+        let addn = format!(": read {} - ", self.addn_hosts_file().display());
+        let read = |named: &str, line_read: &dyn Fn(&str) -> bool| {
+            !include.contains(named) || since_start.lines().any(line_read)
+        };
+        read("dhcp-hostsfile=", &|l| l.ends_with(&hosts))
+            && read("addn-hosts=", &|l| l.contains(&addn))
     }
 
     /// dnsmasq's log so far (all runs).
