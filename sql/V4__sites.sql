@@ -87,7 +87,7 @@ BEGIN
                 quote_literal(OLD.name), n_subnets, quote_literal(example)
             USING ERRCODE = 'foreign_key_violation', SCHEMA = 'ipmanager', TABLE = 'sites',
                   CONSTRAINT = 'subnets_site_fkey',
-                  HINT = format('Move them first, e.g. UPDATE ipmanager.subnets SET site = NULL WHERE site = %L (ipmanager subnet set NAME --site none).', OLD.name);
+                  HINT = format('Move them to another site or to none first: ipmanager subnet set SUBNET --site none, or UPDATE ipmanager.subnets SET site = NULL WHERE site = %L.', OLD.name);
     END IF;
     RETURN OLD;
 END
@@ -130,7 +130,7 @@ BEGIN
                 quote_literal(NEW.site), quote_literal(NEW.name)
             USING ERRCODE = 'foreign_key_violation', SCHEMA = 'ipmanager', TABLE = 'subnets',
                   COLUMN = 'site', CONSTRAINT = 'subnets_site_fkey',
-                  HINT = format('Create it first: ipmanager site add %s (or INSERT INTO ipmanager.sites (name) VALUES (%L)); NULL means no site.', NEW.site, NEW.site);
+                  HINT = format('Create it first with ipmanager site add %s or INSERT INTO ipmanager.sites (name) VALUES (%L); NULL means no site.', NEW.site, NEW.site);
     END IF;
     RETURN NEW;
 END

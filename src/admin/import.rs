@@ -226,6 +226,7 @@ async fn add_subnet(
         ),
         enabled: Some(true),
         comment: Some(Some("imported".to_owned())),
+        site: None,
     };
     super::subnets::add(client, &fields).await?;
     Ok(name)

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod hosts;
 pub mod import;
+pub mod sites;
 pub mod subnets;
 pub mod sync;
 pub mod validate;
@@ -110,6 +111,9 @@ fn unique_violation(constraint: &str, detail: &str) -> String {
         ),
         "subnets_name_unique" => {
             format!("subnets.name {quoted} is already used: subnet names are unique")
+        }
+        "sites_name_unique" => {
+            format!("sites.name {quoted} is already used: site names are unique")
         }
         "subnets_cidr_unique" => {
             format!("subnets.cidr {value} already exists: every network is entered once")

@@ -74,6 +74,8 @@ pub struct SubnetRow {
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,
+    /// The site whose agents serve it (`ipmanager.sites`), if any.
+    pub site: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub usage: Usage,
@@ -84,7 +86,7 @@ const SELECT_SUBNETS: &str = "\
            extract(epoch FROM s.lease_time)::bigint, s.enabled, s.comment, \
            s.created_at, s.updated_at, \
            u.addresses::text, u.range_size::text, u.static_pool::text, u.reservations, \
-           u.free::text, u.used_percent::float8 \
+           u.free::text, u.used_percent::float8, s.site \
     FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id";
 
 fn count(row: &Row, index: usize) -> Result<u128> {
@@ -106,6 +108,7 @@ fn subnet_row(row: &Row) -> Result<SubnetRow> {
         lease_seconds: row.try_get(7)?,
         enabled: row.try_get(8)?,
         comment: row.try_get(9)?,
+        site: row.try_get("site")?,
         created_at: timestamp(row.try_get::<_, SystemTime>(10)?),
         updated_at: timestamp(row.try_get::<_, SystemTime>(11)?),
         usage: Usage {
@@ -131,6 +134,8 @@ pub struct SubnetFields {
     pub lease: Option<Option<Duration>>,
     pub enabled: Option<bool>,
     pub comment: Option<Option<String>>,
+    /// `Some(None)` takes the subnet out of its site.
+    pub site: Option<Option<String>>,
 }
 
 impl SubnetFields {
@@ -141,6 +146,9 @@ impl SubnetFields {
         }
         if let Some(Some(domain)) = &self.domain {
             validate::domain(domain).map_err(AdminError::Invalid)?;
+        }
+        if let Some(Some(site)) = &self.site {
+            super::sites::validate_name(site).map_err(AdminError::Invalid)?;
         }
         Ok(())
     }
@@ -158,8 +166,9 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
     let id: i64 = client
         .query_one(
             "INSERT INTO ipmanager.subnets \
-                 (name, cidr, range_start, range_end, gateway, domain, lease_time, enabled, comment) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9) \
+                 (name, cidr, range_start, range_end, gateway, domain, lease_time, enabled, comment, \
+                  site) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9, $10) \
              RETURNING id",
             &[
                 name,
@@ -171,6 +180,7 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
                 &seconds(fields.lease.flatten()),
                 &fields.enabled.unwrap_or(true),
                 &fields.comment.clone().flatten(),
+                &fields.site.clone().flatten(),
             ],
         )
         .await?
@@ -233,7 +243,9 @@ pub async fn set(
         .comment
         .clone()
         .unwrap_or_else(|| old.comment.clone());
+    let site = fields.site.clone().unwrap_or_else(|| old.site.clone());
     let unchanged = name == old.name
+        && site == old.site
         && cidr == old.cidr
         && range == old.range_start.zip(old.range_end)
         && gateway == old.gateway
@@ -252,7 +264,7 @@ pub async fn set(
             "UPDATE ipmanager.subnets \
              SET name = $2, cidr = $3, range_start = $4, range_end = $5, gateway = $6, \
                  domain = $7, lease_time = $8::bigint * interval '1 second', enabled = $9, \
-                 comment = $10 \
+                 comment = $10, site = $11 \
              WHERE id = $1",
             &[
                 &old.id,
@@ -265,6 +277,7 @@ pub async fn set(
                 &lease_seconds,
                 &enabled,
                 &comment,
+                &site,
             ],
         )
         .await?;

@@ -34,6 +34,10 @@ pub struct AgentSync {
     pub rows_skipped: Option<i32>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The sites it serves; `None`: every subnet.
+    pub sites: Option<Vec<String>>,
+    /// Its `dns_scope` (`sites` or `all`); `None` for agents older than sites.
+    pub dns_scope: Option<String>,
 }
 
 fn optional_time(at: Option<SystemTime>) -> Option<String> {
@@ -46,7 +50,7 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
         .query(
             "SELECT name, db_user::text, host, version, phase, alive, seen_at, started_at, \
                     applied_at, up_to_date, behind_since, pending_changes, files_hash, hosts, \
-                    rows_skipped, last_error, last_error_at \
+                    rows_skipped, last_error, last_error_at, sites, dns_scope \
              FROM ipmanager.sync_status ORDER BY name",
             &[],
         )
@@ -71,6 +75,8 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
                 rows_skipped: row.try_get(14)?,
                 last_error: row.try_get(15)?,
                 last_error_at: optional_time(row.try_get(16)?),
+                sites: row.try_get("sites")?,
+                dns_scope: row.try_get("dns_scope")?,
             })
         })
         .collect()
@@ -93,6 +99,17 @@ pub struct AgentApplied {
     pub applied: bool,
     pub phase: String,
     pub last_error: Option<String>,
+    /// The sites it serves; `None`: every subnet.
+    pub sites: Option<Vec<String>>,
+    /// The change touches what it serves, so it has to apply it.
+    pub concerned: bool,
+}
+
+impl AgentApplied {
+    /// Alive and serving what the change touched: the agents `--wait` waits for.
+    pub fn awaited(&self) -> bool {
+        self.alive && self.concerned
+    }
 }
 
 pub async fn change_applied(
@@ -101,7 +118,7 @@ pub async fn change_applied(
 ) -> Result<Vec<AgentApplied>> {
     let rows = client
         .query(
-            "SELECT name, alive, applied, phase, last_error \
+            "SELECT name, alive, applied, phase, last_error, sites, concerned \
              FROM ipmanager.change_applied($1::text::xid8) ORDER BY name",
             &[&change],
         )
@@ -109,22 +126,40 @@ pub async fn change_applied(
     rows.iter()
         .map(|row| {
             Ok(AgentApplied {
-                name: row.try_get(0)?,
-                alive: row.try_get(1)?,
-                applied: row.try_get(2)?,
-                phase: row.try_get(3)?,
-                last_error: row.try_get(4)?,
+                name: row.try_get("name")?,
+                alive: row.try_get("alive")?,
+                applied: row.try_get("applied")?,
+                phase: row.try_get("phase")?,
+                last_error: row.try_get("last_error")?,
+                sites: row.try_get("sites")?,
+                concerned: row.try_get("concerned")?,
             })
         })
         .collect()
+}
+
+/// The sites a committed change touched (`ipmanager.change_sites`), sorted; `None` stands for
+/// subnets without a site.
+pub async fn change_sites(
+    client: &impl GenericClient,
+    change: &str,
+) -> Result<Vec<Option<String>>> {
+    Ok(client
+        .query_one(
+            "SELECT ipmanager.change_sites($1::text::xid8) AS sites",
+            &[&change],
+        )
+        .await?
+        .try_get("sites")?)
 }
 
 /// How long `wait_applied` sleeps between looks. Agents apply a change within tens of
 /// milliseconds, so a coarser poll would be most of the wait.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Polls until every live agent has applied `change` or `timeout` passes; returns the last
-/// answer. Agents that are not alive are not waited for (the caller reports them).
+/// Polls until every live agent the change concerns has applied `change` or `timeout` passes;
+/// returns the last answer. Agents that are not alive, or serve other sites, are not waited for
+/// (the caller reports them).
 pub async fn wait_applied(
     client: &impl GenericClient,
     change: &str,
@@ -133,7 +168,7 @@ pub async fn wait_applied(
     let deadline = Instant::now() + timeout;
     loop {
         let agents = change_applied(client, change).await?;
-        let done = agents.iter().all(|a| a.applied || !a.alive);
+        let done = agents.iter().all(|a| a.applied || !a.awaited());
         if done || Instant::now() >= deadline {
             return Ok(agents);
         }

@@ -219,7 +219,11 @@ impl EventLoop {
             work_count: 0,
             skipped: HashSet::new(),
             reports: Reports::new(
-                StatusWriter::new(worker.pool.clone(), &agent.name, agent.liveness_interval),
+                StatusWriter::new(worker.pool.clone(), &agent.name, agent.liveness_interval)
+                    .serving(
+                        super::site_scope(config).sites,
+                        config.dnsmasq.dns_scope.as_str(),
+                    ),
                 agent.liveness_interval,
             ),
             worker,

@@ -30,8 +30,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::activate::ActivateError;
-use crate::config::Config;
-use crate::db::DbError;
+use crate::config::{Config, DnsScope};
+use crate::db::{DbError, SiteScope};
 use crate::render::check::CheckFailure;
 use crate::write::FileError;
 
@@ -130,6 +130,20 @@ impl Agent {
             .run(shutdown)
             .await;
         Ok(())
+    }
+}
+
+/// What the agent with `config` reads and serves: its sites' subnets (every enabled subnet
+/// without `[agent] sites`), and with `dns_scope = "all"` every other host's name as well.
+pub fn site_scope(config: &Config) -> SiteScope {
+    let sites = config.agent.sites.clone().map(|mut sites| {
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    });
+    SiteScope {
+        names_of_all: sites.is_some() && config.dnsmasq.dns_scope == DnsScope::All,
+        sites,
     }
 }
 

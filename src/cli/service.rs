@@ -46,11 +46,11 @@ pub async fn render_files(config: &Config) -> Result<()> {
         config.database_url.expose(),
         "ipmanager-render",
     )?);
-    let snapshot = db::take_snapshot(&pool, 0)
+    let snapshot = db::take_snapshot_at(&pool, 0, &crate::agent::site_scope(config))
         .await
         .with_context(|| format!("cannot read the database {}", config.database_url))?;
     let layout = config.dnsmasq.layout();
-    let rendered = render::render(&snapshot, &layout);
+    let rendered = render::render_scoped(&snapshot.snapshot, &layout, &snapshot.names_only);
     let mut out = std::io::stdout().lock();
     let mut files = Vec::new();
     if let Some(hosts) = &rendered.hosts {
@@ -105,6 +105,10 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
         "agent.max_backoff = {:?}",
         duration(config.agent.max_backoff)
     );
+    match &config.agent.sites {
+        Some(sites) => println!("agent.sites = {sites:?}"),
+        None => println!("# agent.sites not set: every enabled subnet is served"),
+    }
     println!(
         "dnsmasq.layout = {:?}",
         format!("{:?}", d.layout).to_lowercase()
@@ -113,6 +117,7 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     println!("dnsmasq.hosts_file = {:?}", d.hosts_file);
     println!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file);
     println!("dnsmasq.pid_file = {:?}", d.pid_file);
+    println!("dnsmasq.dns_scope = {:?}", d.dns_scope.as_str());
     println!("dnsmasq.reload_command = {:?}", d.reload_command);
     println!("dnsmasq.restart_command = {:?}", d.restart_command);
     println!("dnsmasq.check_command = {:?}", d.check_command);

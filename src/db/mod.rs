@@ -11,7 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use migrate::{migrate, MigrationReport};
-pub use snapshot::{take_snapshot, take_snapshot_at, SnapshotAt};
+pub use snapshot::{take_snapshot, take_snapshot_at, SiteScope, SnapshotAt};
 
 /// The channel on which the schema's statement-level triggers notify every change.
 pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
