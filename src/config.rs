@@ -425,6 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn sites_come_from_the_file_or_the_environment_and_are_valid_names() {
+        let load = |sites: &str| {
+            Config::load(
+                None,
+                [
+                    (
+                        DATABASE_URL_VAR.to_owned(),
+                        "postgresql://db/ipm".to_owned(),
+                    ),
+                    ("IPMANAGER__AGENT__SITES".to_owned(), sites.to_owned()),
+                    ("IPMANAGER__DNSMASQ__DNS_SCOPE".to_owned(), "all".to_owned()),
+                ],
+            )
+        };
+        let config = load("berlin paris").unwrap();
+        assert_eq!(
+            config.agent.sites,
+            Some(vec!["berlin".to_owned(), "paris".to_owned()])
+        );
+        assert_eq!(config.dnsmasq.dns_scope, DnsScope::All);
+        let error = load("berlin bad/name").unwrap_err().to_string();
+        assert!(error.contains("is not a valid site name"), "{error}");
+        let defaults = Config::load(
+            None,
+            [(
+                DATABASE_URL_VAR.to_owned(),
+                "postgresql://db/ipm".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(defaults.agent.sites, None);
+        assert_eq!(defaults.dnsmasq.dns_scope, DnsScope::Sites);
+    }
+
+    #[test]
     fn agent_names_follow_the_status_table_rule() {
         let env = |name: &str| {
             [

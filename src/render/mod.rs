@@ -597,6 +597,48 @@ mod tests {
     }
 
     #[test]
+    fn names_only_subnets_give_names_but_no_block_or_reservation() {
+        let other = Subnet {
+            id: 2,
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            domain: Some("far".to_owned()),
+            ..subnet()
+        };
+        let far = Host {
+            subnet_id: 2,
+            ..host(2, "10.0.1.5", 2, "remote")
+        };
+        let snapshot = Snapshot {
+            subnets: vec![other, subnet()],
+            hosts: vec![far, host(1, "10.0.0.5", 1, "local")],
+        };
+        let rendered = render_scoped(&snapshot, &layout(LayoutKind::Hostsfile), &[2]);
+        assert_eq!(
+            rendered.hosts.as_deref(),
+            Some("52:54:00:00:00:01,10.0.0.5,local\n")
+        );
+        assert_eq!(
+            rendered.addn_hosts.as_deref(),
+            Some("10.0.0.5 local.lan local\n10.0.1.5 remote.far remote\n")
+        );
+        assert!(rendered.include.contains("# subnet 1 10.0.0.0/24\n"));
+        assert!(!rendered.include.contains("10.0.1."));
+        assert_eq!((rendered.hosts_served, rendered.skipped.len()), (1, 0));
+
+        let conf = render_scoped(&snapshot, &layout(LayoutKind::Conf), &[2]);
+        assert!(conf
+            .include
+            .contains("host-record=remote.far,remote,10.0.1.5\n"));
+        assert!(!conf.include.contains("dhcp-host=52:54:00:00:00:02"));
+        assert!(!conf.include.contains("subnet 2"));
+        // Without names-only subnets, it is plain render.
+        assert_eq!(
+            render_scoped(&snapshot, &layout(LayoutKind::Conf), &[]),
+            render(&snapshot, &layout(LayoutKind::Conf))
+        );
+    }
+
+    #[test]
     fn duplicate_subnet_ids_serve_the_first_valid_one() {
         let later = Subnet {
             cidr: "10.0.1.0/24".parse().unwrap(),
