@@ -257,7 +257,11 @@ CREATE FUNCTION ipmanager.agent_report(
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    bad text;
+    bad    text;
+    -- Sorted and without repeats; NULL stays NULL (every subnet).
+    served text[] := CASE WHEN agent_report.sites IS NOT NULL THEN
+                         ARRAY(SELECT DISTINCT s FROM unnest(agent_report.sites) s ORDER BY s)
+                     END;
 BEGIN
     SELECT s INTO bad FROM unnest(agent_report.sites) s
     WHERE s IS NULL OR s !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'
@@ -274,11 +278,9 @@ BEGIN
                                    agent_report.error, agent_report.host, agent_report.version,
                                    agent_report.started_at);
     UPDATE ipmanager.agent_status a
-    SET sites = ARRAY(SELECT DISTINCT s FROM unnest(agent_report.sites) s ORDER BY s),
-        dns_scope = agent_report.dns_scope
+    SET sites = served, dns_scope = agent_report.dns_scope
     WHERE a.name = agent_report.name
-      AND (a.sites IS DISTINCT FROM ARRAY(SELECT DISTINCT s FROM unnest(agent_report.sites) s ORDER BY s)
-           OR a.dns_scope IS DISTINCT FROM agent_report.dns_scope);
+      AND (a.sites IS DISTINCT FROM served OR a.dns_scope IS DISTINCT FROM agent_report.dns_scope);
 END
 $$;
 

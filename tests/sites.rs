@@ -190,13 +190,20 @@ async fn an_agent_older_than_sites_reports_as_before_and_serves_every_site() {
     ok(
         &client,
         "INSERT INTO ipmanager.sites (name) VALUES ('berlin'), ('paris');
-         INSERT INTO ipmanager.subnets (name, cidr, site) VALUES ('office', '10.1.0.0/24', 'berlin');
-         SELECT ipmanager.agent_report('old', 'in_sync', '10 seconds', pg_current_snapshot());
+         INSERT INTO ipmanager.subnets (name, cidr, site) VALUES ('office', '10.1.0.0/24', 'berlin');",
+    )
+    .await;
+    // In a transaction of their own, so that their snapshots hold the rows above.
+    ok(
+        &client,
+        "SELECT ipmanager.agent_report('old', 'in_sync', '10 seconds', pg_current_snapshot());
          SELECT ipmanager.agent_report('old', 'in_sync', '10 seconds', NULL, NULL, NULL, NULL,
                                        NULL, NULL, NULL, NULL);
          SELECT ipmanager.agent_report('paris', 'in_sync', '10 seconds', pg_current_snapshot(),
                                        NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                        ARRAY['paris'], 'sites');
+         SELECT ipmanager.agent_report('new', 'in_sync', '10 seconds', pg_current_snapshot(),
+                                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'sites');
          SELECT ipmanager.agent_report('everywhere', 'in_sync', '10 seconds',
                                        pg_current_snapshot(), NULL, NULL, NULL, NULL, NULL,
                                        NULL, NULL, ARRAY['paris'], 'all');",
@@ -234,7 +241,9 @@ async fn an_agent_older_than_sites_reports_as_before_and_serves_every_site() {
         [
             // dns_scope = all: the berlin host's name is in its addn-hosts.
             ("everywhere".to_owned(), paris.clone(), true),
-            // No sites reported: it serves every subnet.
+            // No sites configured: it serves every subnet.
+            ("new".to_owned(), None, true),
+            // No sites reported at all (eleven arguments): the same.
             ("old".to_owned(), None, true),
             ("paris".to_owned(), paris, false),
         ]
@@ -261,6 +270,7 @@ async fn an_agent_older_than_sites_reports_as_before_and_serves_every_site() {
         pending,
         [
             ("everywhere".to_owned(), 1),
+            ("new".to_owned(), 1),
             ("old".to_owned(), 1),
             ("paris".to_owned(), 0)
         ]

@@ -243,7 +243,15 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                             column("CIDR", Fit::Keep),
                             column("RANGE", Fit::Optional(0)),
                             column("GATEWAY", Fit::Optional(1)),
-                            column("SITE", Fit::Optional(2)),
+                            // Only where sites are in use.
+                            column(
+                                "SITE",
+                                if rows.iter().any(|s| s.site.is_some()) {
+                                    Fit::Optional(2)
+                                } else {
+                                    Fit::Hidden
+                                },
+                            ),
                             column("HOSTS", Fit::Keep),
                             column("FREE", Fit::Keep),
                             column("USED", Fit::Keep),

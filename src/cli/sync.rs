@@ -120,7 +120,15 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                 &[
                     column("AGENT", Fit::Keep),
                     column("HOST", Fit::Optional(1)),
-                    column("SITES", Fit::Optional(0)),
+                    // Only where sites are in use: otherwise every agent serves everything.
+                    column(
+                        "SITES",
+                        if agents.iter().any(|a| a.sites.is_some()) {
+                            Fit::Optional(0)
+                        } else {
+                            Fit::Hidden
+                        },
+                    ),
                     column("STATE", Fit::Keep),
                     column("SINCE", Fit::Keep),
                     column("HOSTS", Fit::Optional(2)),
