@@ -173,6 +173,132 @@ CREATE TRIGGER sites_notify_change
     FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_change();
 
 --------------------------------------------------------------------------------------------------
+-- Notifications that name the sites
+--------------------------------------------------------------------------------------------------
+
+-- The same statements also notify ipmanager_site_changes, with the sites they touched: the
+-- payload is 'table:site site ...' ('-' for subnets without site, nothing after the colon when
+-- no row changed), or the bare table name when the sites are unknown (TRUNCATE) or too many for
+-- a payload, which concerns every agent. An agent with [agent] sites listens here instead of on
+-- ipmanager_changes and skips what concerns none of its sites (the rule of agent_concerned
+-- below), so a change in one site costs the other sites' agents nothing. ipmanager_changes and
+-- its payload stay as V1 defines them. The sites are those of the rows before and after the
+-- change: for hosts, their subnets' sites as this statement sees them
+-- (subnets_lock_hosts_for_site keeps that right against a concurrent move of the subnet).
+CREATE FUNCTION ipmanager.notify_site_change()
+    RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    touched text[] := '{}';
+    payload text;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify('ipmanager_site_changes', TG_TABLE_NAME);
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        IF TG_TABLE_NAME = 'hosts' THEN
+            touched := touched || ARRAY(SELECT s.site FROM ipmanager.subnets s
+                                        WHERE s.id IN (SELECT n.subnet_id FROM new_rows n));
+        ELSIF TG_TABLE_NAME = 'subnets' THEN
+            touched := touched || ARRAY(SELECT DISTINCT n.site FROM new_rows n);
+        ELSE
+            touched := touched || ARRAY(SELECT n.name FROM new_rows n);
+        END IF;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        IF TG_TABLE_NAME = 'hosts' THEN
+            touched := touched || ARRAY(SELECT s.site FROM ipmanager.subnets s
+                                        WHERE s.id IN (SELECT o.subnet_id FROM old_rows o));
+        ELSIF TG_TABLE_NAME = 'subnets' THEN
+            touched := touched || ARRAY(SELECT DISTINCT o.site FROM old_rows o);
+        ELSE
+            touched := touched || ARRAY(SELECT o.name FROM old_rows o);
+        END IF;
+    END IF;
+    payload := TG_TABLE_NAME || ':'
+               || coalesce((SELECT string_agg(DISTINCT coalesce(t, '-'), ' ') FROM unnest(touched) t), '');
+    -- NOTIFY payloads must stay below 8000 bytes.
+    IF octet_length(payload) > 7900 THEN
+        payload := TG_TABLE_NAME;
+    END IF;
+    PERFORM pg_notify('ipmanager_site_changes', payload);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION ipmanager.notify_site_change() IS
+    'Statement-level AFTER trigger on hosts, subnets and sites: NOTIFY ipmanager_site_changes with ''table:site site ...'' (''-'': no site), or the bare table name when the sites are unknown.';
+
+CREATE TRIGGER hosts_notify_sites_insert
+    AFTER INSERT ON ipmanager.hosts REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER hosts_notify_sites_update
+    AFTER UPDATE ON ipmanager.hosts REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER hosts_notify_sites_delete
+    AFTER DELETE ON ipmanager.hosts REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER hosts_notify_sites_truncate
+    AFTER TRUNCATE ON ipmanager.hosts
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER subnets_notify_sites_insert
+    AFTER INSERT ON ipmanager.subnets REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER subnets_notify_sites_update
+    AFTER UPDATE ON ipmanager.subnets REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER subnets_notify_sites_delete
+    AFTER DELETE ON ipmanager.subnets REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER subnets_notify_sites_truncate
+    AFTER TRUNCATE ON ipmanager.subnets
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER sites_notify_sites_insert
+    AFTER INSERT ON ipmanager.sites REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER sites_notify_sites_update
+    AFTER UPDATE ON ipmanager.sites REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER sites_notify_sites_delete
+    AFTER DELETE ON ipmanager.sites REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+CREATE TRIGGER sites_notify_sites_truncate
+    AFTER TRUNCATE ON ipmanager.sites
+    FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change();
+
+-- A host write reads its subnet's site without locking the subnet row (the foreign key check's
+-- FOR KEY SHARE does not conflict with an UPDATE of site). Without this, a host written while
+-- its subnet moves to another site could be announced to the old site only, after the new
+-- site's agent had taken its snapshot, and that agent would miss it until its periodic resync.
+-- As for a renumbering (V1's subnets_lock_hosts), moving a subnet takes a SHARE lock on hosts:
+-- it waits for host writers in flight, and host writers starting later wait for it and then see
+-- the new site. Only a row whose site really changes takes it (also in the cascade of a site
+-- rename), so subnet edits that rewrite the same site do not hold up host writes. Taken per row,
+-- after the subnet row is locked: unlike a cidr change, a site change locks the row FOR NO KEY
+-- UPDATE (site has no unique index), which the FOR KEY SHARE of a host insert's foreign key
+-- check does not wait for, so the two cannot deadlock.
+CREATE FUNCTION ipmanager.lock_hosts_for_site_move()
+    RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.site IS DISTINCT FROM OLD.site THEN
+        LOCK TABLE ipmanager.hosts IN SHARE MODE;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION ipmanager.lock_hosts_for_site_move() IS
+    'BEFORE UPDATE OF site trigger on subnets: when a subnet moves to another site, locks hosts in SHARE mode so that host writes and the move serialise.';
+
+CREATE TRIGGER subnets_lock_hosts_for_site
+    BEFORE UPDATE OF site ON ipmanager.subnets
+    FOR EACH ROW EXECUTE FUNCTION ipmanager.lock_hosts_for_site_move();
+
+--------------------------------------------------------------------------------------------------
 -- Which agents a change concerns
 --------------------------------------------------------------------------------------------------
 

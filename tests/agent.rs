@@ -1211,9 +1211,9 @@ async fn each_agent_serves_its_sites_and_a_change_in_one_site_leaves_the_other_a
     assert_eq!(paris.read("hosts"), "10.65.1.1 par1.paris.lan par1\n");
     assert!(!paris.read("01-rust-managed.conf").contains("10.64."));
 
-    // A change in berlin: berlin's dnsmasq gets a SIGHUP; paris reads the change (it is
-    // notified like every agent) but writes nothing and signals nobody.
-    let paris_before = (paris.status(), work_done(&paris));
+    // A change in berlin: berlin's dnsmasq gets a SIGHUP; paris is not even woken (the
+    // notification names berlin), so it reads nothing, writes nothing and signals nobody.
+    let (paris_status, paris_work) = (paris.status(), work_done(&paris));
     let berlin_hups = berlin.hup.count();
     let client = db.client().await;
     client
@@ -1228,15 +1228,34 @@ async fn each_agent_serves_its_sites_and_a_change_in_one_site_leaves_the_other_a
         })
         .await;
     berlin.wait_sighups(berlin_hups).await;
+    // Then a change in paris. Notifications arrive in commit order, so once paris has applied
+    // this one it has seen, and skipped, the one from berlin.
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:0a:02', '10.65.1.2', 'par2')",
+        )
+        .await
+        .unwrap();
     paris
-        .wait_status("paris to re-read after the berlin change", |s| {
-            s.regenerations > paris_before.0.regenerations && s.phase == Phase::InSync
+        .wait_file("dhcp-hosts", "the new paris host", |c| {
+            c.contains(",par2\n")
         })
         .await;
+    paris.wait_sighups(paris_work.1).await;
+    paris.wait_in_sync().await;
+    let after = paris.status();
+    assert_eq!(
+        (after.notifications, after.regenerations),
+        (
+            paris_status.notifications + 1,
+            paris_status.regenerations + 1
+        ),
+        "paris was woken by the change in berlin"
+    );
     assert_eq!(
         work_done(&paris),
-        paris_before.1,
-        "paris wrote, reloaded or restarted for a change in berlin"
+        (paris_work.0 + 1, paris_work.1 + 1, paris_work.2),
+        "paris wrote, reloaded or restarted for the change in berlin"
     );
     assert!(!paris.read("dhcp-hosts").contains("ber2"));
 
@@ -1256,7 +1275,7 @@ async fn each_agent_serves_its_sites_and_a_change_in_one_site_leaves_the_other_a
         })
         .await;
     paris
-        .wait_file("dhcp-hosts", "the moved host to be gone", |c| c.is_empty())
+        .wait_file("dhcp-hosts", "the moved hosts to be gone", |c| c.is_empty())
         .await;
     paris
         .wait_file("01-rust-managed.conf", "the moved range to be gone", |c| {

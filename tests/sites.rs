@@ -132,9 +132,13 @@ async fn a_change_to_a_site_is_notified() {
     )
     .await;
     let config = ipmanager::db::connection_config(&db.url, "sites-test").unwrap();
-    let mut listener = ipmanager::listen::Listener::start(&config, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut listener = ipmanager::listen::Listener::start(
+        &config,
+        Duration::from_secs(10),
+        ipmanager::listen::Interest::Everything,
+    )
+    .await
+    .unwrap();
     ok(
         &client,
         "UPDATE ipmanager.sites SET comment = 'Mitte' WHERE name = 'berlin'",
@@ -366,4 +370,41 @@ async fn the_cli_adds_lists_shows_and_removes_sites_and_puts_subnets_into_them()
         1,
         "site show of a removed site",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_write_waits_for_a_subnet_moving_to_another_site() {
+    let db = TestDb::new().await;
+    let mut mover = db.client().await;
+    ok(
+        &mover,
+        "INSERT INTO ipmanager.sites (name) VALUES ('berlin'), ('paris');
+         INSERT INTO ipmanager.subnets (name, cidr, site) VALUES ('office', '10.1.0.0/24', 'berlin')",
+    )
+    .await;
+    let writer = db.client().await;
+    let observer = db.client().await;
+    let writer_pid = common::sql::backend_pid(&writer).await;
+
+    let move_tx = mover.transaction().await.unwrap();
+    move_tx
+        .batch_execute("UPDATE ipmanager.subnets SET site = 'paris' WHERE name = 'office'")
+        .await
+        .unwrap();
+    // The host write waits for the move, so its notification names the site the subnet ends
+    // up in, not the one it is leaving.
+    let insert = tokio::spawn(async move {
+        writer
+            .batch_execute(
+                "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.1.0.5', 'pc')",
+            )
+            .await
+    });
+    common::sql::wait_for_lock_wait(&observer, writer_pid).await;
+    move_tx.commit().await.unwrap();
+    tokio::time::timeout(DEADLINE, insert)
+        .await
+        .expect("the host write goes on after the move")
+        .unwrap()
+        .unwrap();
 }

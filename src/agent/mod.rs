@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use crate::activate::ActivateError;
 use crate::config::{Config, DnsScope};
 use crate::db::{DbError, SiteScope};
+use crate::listen::Interest;
 use crate::render::check::CheckFailure;
 use crate::write::FileError;
 
@@ -144,6 +145,18 @@ pub fn site_scope(config: &Config) -> SiteScope {
     SiteScope {
         names_of_all: sites.is_some() && config.dnsmasq.dns_scope == DnsScope::All,
         sites,
+    }
+}
+
+/// The notifications that concern the agent with `config`: see [`Interest`].
+pub fn interest(config: &Config) -> Interest {
+    let scope = site_scope(config);
+    match scope.sites {
+        None => Interest::Everything,
+        Some(sites) => Interest::Sites {
+            sites,
+            names_of_all: scope.names_of_all,
+        },
     }
 }
 
