@@ -105,9 +105,9 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
         "agent.max_backoff = {:?}",
         duration(config.agent.max_backoff)
     );
-    match &config.agent.sites {
-        Some(sites) => println!("agent.sites = {sites:?}"),
-        None => println!("# agent.sites not set: every enabled subnet is served"),
+    // Unset means every enabled subnet; the line appears only when sites are configured.
+    if let Some(sites) = &config.agent.sites {
+        println!("agent.sites = {sites:?}");
     }
     println!(
         "dnsmasq.layout = {:?}",
