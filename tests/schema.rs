@@ -95,7 +95,11 @@ fn admin_schema_file() -> PathBuf {
 
 /// Every file in sql/, in the order refinery applies them.
 fn all_migrations() -> Vec<String> {
-    vec!["V1__initial_schema".to_string(), "V2__admin".to_string()]
+    vec![
+        "V1__initial_schema".to_string(),
+        "V2__admin".to_string(),
+        "V4__sites".to_string(),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
