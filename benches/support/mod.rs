@@ -1,7 +1,5 @@
 //! What the benchmarks share: settings from the environment, the median/p99 summary and log
 //! lines without colour codes.
-// Each benchmark uses a part of this.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
