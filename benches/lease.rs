@@ -12,6 +12,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[allow(dead_code)] // shared by every benchmark; this one uses only part of it
 mod support;
 
 use support::{env_or, ms, sizes_from_env, stats, Stats};

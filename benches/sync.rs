@@ -10,7 +10,7 @@
 mod common;
 mod support;
 
-use support::{env_or, ms, sizes_from_env, stats, Stats};
+use support::{env_or, ms, sizes_from_env, stats, strip_ansi, Stats};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -298,23 +298,6 @@ fn field_duration(line: &str, key: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs_f64(seconds))
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl AgentProcess {

@@ -66,6 +66,9 @@ pub struct AgentConfig {
     /// Upper bound of the exponential backoff between retries (connect, sync, activation).
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// The sites (`ipmanager.sites`) whose subnets this agent serves; `None` (no key): every
+    /// enabled subnet, with or without site.
+    pub sites: Option<Vec<String>>,
 }
 
 impl Default for AgentConfig {
@@ -80,6 +83,7 @@ impl Default for AgentConfig {
             liveness_interval: Duration::from_secs(10),
             burst_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            sites: None,
         }
     }
 }
@@ -105,6 +109,30 @@ pub struct DnsmasqConfig {
     /// How long a reload or restart command may run before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Whose names the addn-hosts file holds when `agent.sites` is set.
+    pub dns_scope: DnsScope,
+}
+
+/// `dnsmasq.dns_scope`: which host names an agent with `agent.sites` puts into DNS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsScope {
+    /// Only the hosts of the agent's own sites: a change elsewhere never touches its files.
+    #[default]
+    Sites,
+    /// Every enabled host, so that any site resolves any name; every host change anywhere
+    /// rewrites the addn-hosts file (a reload) of every agent.
+    All,
+}
+
+impl DnsScope {
+    /// The name reported in `ipmanager.agent_status.dns_scope`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsScope::Sites => "sites",
+            DnsScope::All => "all",
+        }
+    }
 }
 
 impl Default for DnsmasqConfig {
@@ -122,6 +150,7 @@ impl Default for DnsmasqConfig {
                 .into(),
             file_mode: 0o644,
             command_timeout: Duration::from_secs(30),
+            dns_scope: DnsScope::default(),
         }
     }
 }
@@ -215,6 +244,7 @@ impl Config {
                 .with_list_parse_key("dnsmasq.reload_command")
                 .with_list_parse_key("dnsmasq.restart_command")
                 .with_list_parse_key("dnsmasq.check_command")
+                .with_list_parse_key("agent.sites")
                 .try_parsing(true)
                 .source(Some(sectioned.into_iter().collect())),
         );
@@ -298,6 +328,21 @@ impl Config {
                  ipmanager.agent_status)",
                 self.agent.name
             ));
+        }
+        if let Some(sites) = &self.agent.sites {
+            if sites.is_empty() {
+                return invalid(
+                    "agent.sites is empty: list the sites this agent serves, or leave the key \
+                     out to serve every subnet"
+                        .to_owned(),
+                );
+            }
+            if let Some(bad) = sites.iter().find(|s| !crate::model::is_valid_name(s)) {
+                return invalid(format!(
+                    "agent.sites {bad:?} is not a valid site name: 1 to 63 letters, digits, '-', \
+                     '_' or '.', starting with a letter or digit"
+                ));
+            }
         }
         Ok(())
     }
@@ -552,6 +597,41 @@ mod tests {
             assert!(error.contains(&format!("{written:?}")), "{error}");
             assert!(error.contains(says), "{error}");
         }
+    }
+
+    #[test]
+    fn sites_come_from_the_file_or_the_environment_and_are_valid_names() {
+        let load = |sites: &str| {
+            Config::load(
+                None,
+                [
+                    (
+                        DATABASE_URL_VAR.to_owned(),
+                        "postgresql://db/ipm".to_owned(),
+                    ),
+                    ("IPMANAGER__AGENT__SITES".to_owned(), sites.to_owned()),
+                    ("IPMANAGER__DNSMASQ__DNS_SCOPE".to_owned(), "all".to_owned()),
+                ],
+            )
+        };
+        let config = load("berlin paris").unwrap();
+        assert_eq!(
+            config.agent.sites,
+            Some(vec!["berlin".to_owned(), "paris".to_owned()])
+        );
+        assert_eq!(config.dnsmasq.dns_scope, DnsScope::All);
+        let error = load("berlin bad/name").unwrap_err().to_string();
+        assert!(error.contains("is not a valid site name"), "{error}");
+        let defaults = Config::load(
+            None,
+            [(
+                DATABASE_URL_VAR.to_owned(),
+                "postgresql://db/ipm".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(defaults.agent.sites, None);
+        assert_eq!(defaults.dnsmasq.dns_scope, DnsScope::Sites);
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! Notifications are coalesced into a counter on a `watch` channel: the agent only needs to
 //! know that something changed since its last snapshot, never how often, so a burst of 100,000
 //! notifications costs no memory. The channel closing means the connection is lost.
+//!
+//! An agent that serves some sites listens on `ipmanager_site_changes` instead, whose payload
+//! names the sites a statement touched (see [`Interest`]), and counts only the notifications
+//! that concern it: a change in another site costs it nothing, not even a snapshot.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use crate::db::{DbError, CHANGES_CHANNEL};
+use crate::db::{DbError, CHANGES_CHANNEL, SITE_CHANGES_CHANNEL};
 
 /// Why a LISTEN connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,50 @@ pub enum ListenError {
     Probe(#[source] tokio_postgres::Error),
 }
 
+/// Which notifications wake the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Interest {
+    /// Every change, on `ipmanager_changes`.
+    #[default]
+    Everything,
+    /// Changes that touch one of `sites`, on `ipmanager_site_changes`; with `names_of_all`
+    /// also every host or subnet change (its addn-hosts file holds every name).
+    Sites {
+        sites: Vec<String>,
+        names_of_all: bool,
+    },
+}
+
+impl Interest {
+    fn channel(&self) -> &'static str {
+        match self {
+            Interest::Everything => CHANGES_CHANNEL,
+            Interest::Sites { .. } => SITE_CHANGES_CHANNEL,
+        }
+    }
+
+    /// Whether a notification with `payload` on [`Interest::channel`] concerns the agent. The
+    /// payload is `table:site site …` (`-` for subnets without site; nothing after the colon
+    /// when no row changed), or the bare table name when the sites are not known (TRUNCATE, or
+    /// too many to name), which concerns everyone. The rule is `ipmanager.agent_concerned`'s.
+    pub fn wants(&self, payload: &str) -> bool {
+        let Interest::Sites {
+            sites,
+            names_of_all,
+        } = self
+        else {
+            return true;
+        };
+        let Some((table, touched)) = payload.split_once(':') else {
+            return true;
+        };
+        (*names_of_all && matches!(table, "hosts" | "subnets"))
+            || touched
+                .split(' ')
+                .any(|site| sites.iter().any(|s| s == site))
+    }
+}
+
 /// An established LISTEN connection. Dropping it closes the connection.
 pub struct Listener {
     changes: watch::Receiver<u64>,
@@ -42,21 +90,21 @@ impl Listener {
     pub async fn start(
         config: &tokio_postgres::Config,
         liveness_interval: Duration,
+        interest: Interest,
     ) -> Result<Listener, DbError> {
         let (client, connection) = config.connect(NoTls).await?;
         let client = Arc::new(client);
         let (sender, changes) = watch::channel(0u64);
+        let channel = interest.channel();
         let task = tokio::spawn(drive(
             connection,
             Arc::clone(&client),
             sender,
             liveness_interval,
+            interest,
         ));
         let mut listener = Listener { changes, task };
-        if let Err(error) = client
-            .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
-            .await
-        {
+        if let Err(error) = client.batch_execute(&format!("LISTEN {channel}")).await {
             listener.task.abort();
             return Err(error.into());
         }
@@ -98,6 +146,7 @@ async fn drive<S, T>(
     client: Arc<Client>,
     changes: watch::Sender<u64>,
     liveness_interval: Duration,
+    interest: Interest,
 ) -> ListenError
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -110,7 +159,9 @@ where
     loop {
         tokio::select! {
             message = poll_fn(|cx| connection.poll_message(cx)) => match message {
-                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANGES_CHANNEL => {
+                Some(Ok(AsyncMessage::Notification(n)))
+                    if n.channel() == interest.channel() && interest.wants(n.payload()) =>
+                {
                     changes.send_modify(|count| *count += 1);
                 }
                 Some(Ok(_)) => {}
@@ -134,5 +185,39 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_agent_wants_its_sites_and_what_it_cannot_rule_out() {
+        let berlin = Interest::Sites {
+            sites: vec!["berlin".into(), "potsdam".into()],
+            names_of_all: false,
+        };
+        assert!(berlin.wants("hosts:berlin"));
+        assert!(berlin.wants("subnets:paris potsdam"));
+        assert!(berlin.wants("sites:berlin"));
+        assert!(!berlin.wants("hosts:paris"));
+        assert!(!berlin.wants("hosts:-"));
+        assert!(!berlin.wants("hosts:"));
+        assert!(!berlin.wants("hosts:berlin2"));
+        // Unknown sites: a TRUNCATE, or too many to name.
+        assert!(berlin.wants("hosts"));
+        assert!(berlin.wants("subnets"));
+
+        let names = Interest::Sites {
+            sites: vec!["berlin".into()],
+            names_of_all: true,
+        };
+        assert!(names.wants("hosts:paris"));
+        assert!(names.wants("subnets:-"));
+        assert!(!names.wants("sites:paris"));
+        assert!(Interest::Everything.wants("hosts:paris"));
+        assert_eq!(Interest::Everything.channel(), CHANGES_CHANNEL);
+        assert_eq!(berlin.channel(), SITE_CHANGES_CHANNEL);
     }
 }

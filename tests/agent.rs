@@ -27,6 +27,10 @@ struct Harness {
     /// TOML array for `dnsmasq.check_command`; empty by default, since these tests need no
     /// dnsmasq binary (the end-to-end tests run the default `dnsmasq --test`).
     check_command: String,
+    /// `agent.name`; "test" by default.
+    name: String,
+    /// Added to the `[dnsmasq]` section of the generated config file.
+    dnsmasq_extra: String,
 }
 
 impl Harness {
@@ -41,6 +45,15 @@ impl Harness {
         harness
     }
 
+    /// An agent named `name` serving `sites` (a TOML array), with `dnsmasq_extra` in `[dnsmasq]`.
+    async fn start_site(db: &TestDb, name: &str, sites: &str, dnsmasq_extra: &str) -> Harness {
+        let mut harness = Self::prepare().await;
+        harness.name = name.to_owned();
+        harness.dnsmasq_extra = dnsmasq_extra.to_owned();
+        harness.spawn_agent(&db.url, &format!("sites = {sites}"));
+        harness
+    }
+
     /// The directory and the SIGHUP counter, without an agent yet.
     async fn prepare() -> Harness {
         let dir = tempfile::tempdir().unwrap();
@@ -52,19 +65,21 @@ impl Harness {
             task: None,
             hup,
             check_command: "[]".to_owned(),
+            name: "test".to_owned(),
+            dnsmasq_extra: String::new(),
         }
     }
 
     fn config(&self, url: &str, agent_extra: &str) -> Config {
         let d = self.dir.path().display();
-        let check = &self.check_command;
+        let (check, name, dnsmasq_extra) = (&self.check_command, &self.name, &self.dnsmasq_extra);
         let file = self.dir.path().join("ipmanager.toml");
         std::fs::write(
             &file,
             format!(
                 r#"database_url = "{url}"
 [agent]
-name = "test"
+name = "{name}"
 liveness_interval = "1s"
 max_backoff = "500ms"
 {agent_extra}
@@ -75,6 +90,7 @@ addn_hosts_file = "{d}/hosts"
 pid_file = "{d}/dnsmasq.pid"
 restart_command = ["sh", "-c", "echo restart >> {d}/restarts"]
 check_command = {check}
+{dnsmasq_extra}
 "#
             ),
         )
@@ -1142,4 +1158,343 @@ async fn the_applied_line_names_the_hosts_and_each_line_of_a_sync_carries_its_id
         .count();
     assert_eq!(regenerated, 1, "one regeneration logged in {sync}:\n{log}");
     assert_eq!(agent.terminate().await, Some(0));
+}
+
+// Sites: each agent serves its own site's subnets.
+
+/// Two sites with a subnet and a host each, and a subnet without site with a host.
+async fn add_two_sites(db: &TestDb) {
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO ipmanager.sites (name) VALUES ('berlin'), ('paris');
+             INSERT INTO ipmanager.subnets (name, cidr, range_start, range_end, domain, site) VALUES
+                 ('ber', '10.64.0.0/16', '10.64.200.1', '10.64.200.250', 'berlin.lan', 'berlin'),
+                 ('par', '10.65.0.0/16', '10.65.200.1', '10.65.200.250', 'paris.lan', 'paris'),
+                 ('hq', '10.66.0.0/16', NULL, NULL, 'hq.lan', NULL);
+             INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES
+                 ('02:00:00:00:0b:01', '10.64.1.1', 'ber1'),
+                 ('02:00:00:00:0a:01', '10.65.1.1', 'par1'),
+                 ('02:00:00:00:0c:01', '10.66.1.1', 'hq1');",
+        )
+        .await
+        .unwrap();
+}
+
+/// What an agent has done so far: files written, SIGHUPs received, restarts.
+fn work_done(h: &Harness) -> (u64, usize, usize) {
+    (h.status().writes, h.hup.count(), h.restarts())
+}
+
+#[tokio::test]
+async fn each_agent_serves_its_sites_and_a_change_in_one_site_leaves_the_other_alone() {
+    let db = TestDb::new().await;
+    add_two_sites(&db).await;
+    let mut berlin = Harness::start_site(&db, "berlin", r#"["berlin"]"#, "").await;
+    let mut paris = Harness::start_site(&db, "paris", r#"["paris"]"#, "").await;
+    berlin.wait_in_sync().await;
+    paris.wait_in_sync().await;
+
+    // Each serves its own site only: reservations, names and dhcp-range lines.
+    assert_eq!(
+        berlin.read("dhcp-hosts"),
+        "02:00:00:00:0b:01,10.64.1.1,ber1\n"
+    );
+    assert_eq!(berlin.read("hosts"), "10.64.1.1 ber1.berlin.lan ber1\n");
+    assert!(berlin.read("01-rust-managed.conf").contains("10.64.200.1"));
+    assert!(!berlin.read("01-rust-managed.conf").contains("10.65."));
+    assert!(!berlin.read("01-rust-managed.conf").contains("10.66."));
+    assert_eq!(
+        paris.read("dhcp-hosts"),
+        "02:00:00:00:0a:01,10.65.1.1,par1\n"
+    );
+    assert_eq!(paris.read("hosts"), "10.65.1.1 par1.paris.lan par1\n");
+    assert!(!paris.read("01-rust-managed.conf").contains("10.64."));
+
+    // A change in berlin: berlin's dnsmasq gets a SIGHUP; paris is not even woken (the
+    // notification names berlin), so it reads nothing, writes nothing and signals nobody.
+    let (paris_status, paris_work) = (paris.status(), work_done(&paris));
+    let berlin_hups = berlin.hup.count();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:0b:02', '10.64.1.2', 'ber2')",
+        )
+        .await
+        .unwrap();
+    berlin
+        .wait_file("dhcp-hosts", "the new berlin host", |c| {
+            c.contains(",ber2\n")
+        })
+        .await;
+    berlin.wait_sighups(berlin_hups).await;
+    // Then a change in paris. Notifications arrive in commit order, so once paris has applied
+    // this one it has seen, and skipped, the one from berlin.
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:0a:02', '10.65.1.2', 'par2')",
+        )
+        .await
+        .unwrap();
+    paris
+        .wait_file("dhcp-hosts", "the new paris host", |c| {
+            c.contains(",par2\n")
+        })
+        .await;
+    paris.wait_sighups(paris_work.1).await;
+    paris.wait_in_sync().await;
+    let after = paris.status();
+    assert_eq!(
+        (after.notifications, after.regenerations),
+        (
+            paris_status.notifications + 1,
+            paris_status.regenerations + 1
+        ),
+        "paris was woken by the change in berlin"
+    );
+    assert_eq!(
+        work_done(&paris),
+        (paris_work.0 + 1, paris_work.1 + 1, paris_work.2),
+        "paris wrote, reloaded or restarted for the change in berlin"
+    );
+    assert!(!paris.read("dhcp-hosts").contains("ber2"));
+
+    // A subnet moves from paris to berlin: berlin serves it, paris drops it.
+    client
+        .batch_execute("UPDATE ipmanager.subnets SET site = 'berlin' WHERE name = 'par'")
+        .await
+        .unwrap();
+    berlin
+        .wait_file("dhcp-hosts", "the moved subnet's host", |c| {
+            c.contains(",par1\n")
+        })
+        .await;
+    berlin
+        .wait_file("01-rust-managed.conf", "the moved subnet's range", |c| {
+            c.contains("10.65.200.1")
+        })
+        .await;
+    paris
+        .wait_file("dhcp-hosts", "the moved hosts to be gone", |c| c.is_empty())
+        .await;
+    paris
+        .wait_file("01-rust-managed.conf", "the moved range to be gone", |c| {
+            !c.contains("10.65.")
+        })
+        .await;
+    paris
+        .wait_file("hosts", "the moved name to be gone", |c| c.is_empty())
+        .await;
+    berlin.wait_in_sync().await;
+    paris.wait_in_sync().await;
+    berlin.stop().await;
+    paris.stop().await;
+}
+
+#[tokio::test]
+async fn with_dns_scope_all_every_name_resolves_but_only_own_sites_get_reservations() {
+    let db = TestDb::new().await;
+    add_two_sites(&db).await;
+    let mut berlin =
+        Harness::start_site(&db, "berlin", r#"["berlin"]"#, r#"dns_scope = "all""#).await;
+    berlin.wait_in_sync().await;
+    assert_eq!(
+        berlin.read("dhcp-hosts"),
+        "02:00:00:00:0b:01,10.64.1.1,ber1\n"
+    );
+    assert_eq!(
+        berlin.read("hosts"),
+        "10.64.1.1 ber1.berlin.lan ber1\n\
+         10.65.1.1 par1.paris.lan par1\n\
+         10.66.1.1 hq1.hq.lan hq1\n"
+    );
+    let include = berlin.read("01-rust-managed.conf");
+    assert!(
+        include.contains("10.64.200.1")
+            && !include.contains("10.65.")
+            && !include.contains("10.66.")
+    );
+
+    // A name change in paris reaches berlin's addn-hosts with a SIGHUP, and nothing else.
+    let (writes, hups, restarts) = work_done(&berlin);
+    let dhcp_hosts_before = berlin.read("dhcp-hosts");
+    db.client()
+        .await
+        .batch_execute("UPDATE ipmanager.hosts SET hostname = 'par9' WHERE hostname = 'par1'")
+        .await
+        .unwrap();
+    berlin
+        .wait_file("hosts", "the renamed paris host", |c| c.contains(" par9\n"))
+        .await;
+    berlin.wait_sighups(hups).await;
+    berlin.wait_in_sync().await;
+    assert!(berlin.status().writes > writes);
+    assert_eq!(
+        berlin.restarts(),
+        restarts,
+        "a name change restarted dnsmasq"
+    );
+    assert_eq!(berlin.read("dhcp-hosts"), dhcp_hosts_before);
+    berlin.stop().await;
+}
+
+/// Runs the binary off the test's runtime thread, so that the in-process agents keep running.
+async fn cli(args: &[&str], database_url: &str) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::binary::ipmanager(&args, &[("IPMANAGER_DATABASE_URL", url.as_str())])
+    })
+    .await
+    .unwrap()
+}
+
+/// `ipmanager.change_applied`: (name, concerned, applied) per agent.
+async fn concerned_agents(client: &tokio_postgres::Client, xid: &str) -> Vec<(String, bool, bool)> {
+    client
+        .query(
+            "SELECT name, concerned, applied FROM ipmanager.change_applied($1::text::xid8)",
+            &[&xid],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("name"), r.get("concerned"), r.get("applied")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_change_concerns_only_the_agents_serving_its_site_and_wait_says_when_nobody_does() {
+    let db = TestDb::new().await;
+    add_two_sites(&db).await;
+    let mut berlin = Harness::start_site(&db, "berlin", r#"["berlin"]"#, "").await;
+    let mut paris = Harness::start_site(&db, "paris", r#"["paris"]"#, "").await;
+    berlin.wait_in_sync().await;
+    paris.wait_in_sync().await;
+    let mut client = db.client().await;
+    for name in ["berlin", "paris"] {
+        let row = wait_sync_status(&client, name, "the agent's sites", |r| {
+            r.get::<_, bool>("up_to_date")
+        })
+        .await;
+        assert_eq!(row.get::<_, String>("phase"), "in_sync");
+    }
+    let sites: Vec<(String, Option<Vec<String>>, Option<String>)> = client
+        .query(
+            "SELECT name, sites, dns_scope FROM ipmanager.sync_status ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("name"), r.get("sites"), r.get("dns_scope")))
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            (
+                "berlin".to_owned(),
+                Some(vec!["berlin".to_owned()]),
+                Some("sites".to_owned())
+            ),
+            (
+                "paris".to_owned(),
+                Some(vec!["paris".to_owned()]),
+                Some("sites".to_owned())
+            ),
+        ]
+    );
+
+    let xid = commit_with_xid(
+        &mut client,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:0b:03', '10.64.1.3', 'ber3')",
+    )
+    .await;
+    let answer = concerned_agents(&client, &xid).await;
+    assert_eq!(
+        answer
+            .iter()
+            .map(|a| (a.0.as_str(), a.1))
+            .collect::<Vec<_>>(),
+        [("berlin", true), ("paris", false)]
+    );
+    let applied = wait_until(DEADLINE, || {
+        let (client, xid) = (&client, &xid);
+        async move { change_applied(client, xid, "berlin").await }
+    })
+    .await;
+    assert!(applied, "berlin never applied its change");
+
+    // The CLI waits for berlin only, and names it.
+    let out = cli(
+        &[
+            "host",
+            "add",
+            "--mac",
+            "02:00:00:00:0b:04",
+            "--ip",
+            "10.64.1.4",
+            "--hostname",
+            "ber4",
+            "--wait",
+        ],
+        &db.url,
+    )
+    .await;
+    common::binary::assert_exit(&out, 0, "host add --wait in berlin");
+    assert!(
+        common::binary::stderr(&out).contains("live on berlin\n"),
+        "{}",
+        common::binary::stderr(&out)
+    );
+
+    // Nobody serves tokyo: --wait says so at once instead of waiting for an agent.
+    client
+        .batch_execute(
+            "INSERT INTO ipmanager.sites (name) VALUES ('tokyo');
+             INSERT INTO ipmanager.subnets (name, cidr, site) VALUES ('tok', '10.67.0.0/16', 'tokyo')",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = cli(
+        &[
+            "host",
+            "add",
+            "--mac",
+            "02:00:00:00:0d:01",
+            "--ip",
+            "10.67.1.1",
+            "--hostname",
+            "tok1",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+        &db.url,
+    )
+    .await;
+    common::binary::assert_exit(&out, 0, "host add --wait in tokyo");
+    assert!(
+        common::binary::stderr(&out).contains("no live agent serves site tokyo"),
+        "{}",
+        common::binary::stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "--wait waited for nobody"
+    );
+
+    // ipmanager status shows each agent's sites.
+    let out = cli(&["status"], &db.url).await;
+    common::binary::assert_exit(&out, 0, "status");
+    let table = common::binary::stdout(&out);
+    assert!(table.lines().next().unwrap().contains("SITES"), "{table}");
+    for name in ["berlin", "paris"] {
+        let line = table.lines().find(|l| l.starts_with(name)).unwrap();
+        assert_eq!(line.split_whitespace().nth(2), Some(name), "{table}");
+    }
+    berlin.stop().await;
+    paris.stop().await;
 }

@@ -11,9 +11,10 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 11] = [
     "host",
     "subnet",
+    "site",
     "status",
     "log",
     "import",
@@ -23,7 +24,7 @@ const SUBCOMMANDS: [&str; 10] = [
     "render",
     "check-config",
 ];
-const NESTED: [&str; 10] = [
+const NESTED: [&str; 14] = [
     "host-add",
     "host-set",
     "host-rm",
@@ -34,6 +35,10 @@ const NESTED: [&str; 10] = [
     "subnet-rm",
     "subnet-show",
     "subnet-list",
+    "site-add",
+    "site-rm",
+    "site-show",
+    "site-list",
 ];
 
 fn read(path: &Path) -> String {

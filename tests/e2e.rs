@@ -27,6 +27,25 @@ struct AgentRun {
 
 impl AgentRun {
     fn start(db: &TestDb, lab: &Lab, layout: &str) -> AgentRun {
+        Self::start_with(db, lab, layout, "e2e", "", "")
+    }
+
+    /// An agent named `name` serving `sites` (a TOML array) with `dns_scope`.
+    fn start_site(db: &TestDb, lab: &Lab, name: &str, sites: &str, dns_scope: &str) -> AgentRun {
+        let sites = format!("sites = {sites}");
+        let dns_scope = format!("dns_scope = \"{dns_scope}\"");
+        Self::start_with(db, lab, "hostsfile", name, &sites, &dns_scope)
+    }
+
+    /// `agent_extra` and `dnsmasq_extra` end the `[agent]` and `[dnsmasq]` sections.
+    fn start_with(
+        db: &TestDb,
+        lab: &Lab,
+        layout: &str,
+        name: &str,
+        agent_extra: &str,
+        dnsmasq_extra: &str,
+    ) -> AgentRun {
         let file = lab.path("ipmanager.toml");
         let restart = lab
             .restart_command()
@@ -39,9 +58,10 @@ impl AgentRun {
             format!(
                 r#"database_url = "{url}"
 [agent]
-name = "e2e"
+name = "{name}"
 liveness_interval = "1s"
 max_backoff = "500ms"
+{agent_extra}
 [dnsmasq]
 layout = "{layout}"
 include_file = "{include}"
@@ -50,6 +70,7 @@ addn_hosts_file = "{addn}"
 pid_file = "{pid}"
 restart_command = [{restart}]
 command_timeout = "15s"
+{dnsmasq_extra}
 "#,
                 url = db.url,
                 include = lab.include_file().display(),
@@ -845,4 +866,144 @@ async fn rows_bypassing_the_checks_never_reach_dnsmasq_with_the_hostsfile_layout
 #[tokio::test]
 async fn rows_bypassing_the_checks_never_reach_dnsmasq_with_the_conf_layout() {
     rows_bypassing_the_checks_never_reach_dnsmasq(21, "conf").await;
+}
+
+/// Two sites against one database, each with its own agent feeding its own dnsmasq in its own
+/// lab, and a real DHCP client in each: each client is served by its own site only; a change in
+/// site A reloads A's dnsmasq and leaves B's alone; with `dns_scope = "all"` at A, a name of
+/// site B resolves at A's dnsmasq, while B (`dns_scope = "sites"`) knows only its own names.
+#[tokio::test]
+async fn two_sites_each_serve_their_own_clients_and_a_change_in_one_leaves_the_other_alone() {
+    const A: u8 = 30;
+    const B: u8 = 31;
+    let Some(mut lab_a) = Lab::new(A) else {
+        return;
+    };
+    let Some(mut lab_b) = Lab::new(B) else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO ipmanager.sites (name) VALUES ('site-a'), ('site-b');
+             INSERT INTO ipmanager.subnets (name, cidr, range_start, range_end, gateway, domain, site)
+             VALUES ('net-a', '10.99.{A}.0/24', '10.99.{A}.100', '10.99.{A}.150', '10.99.{A}.1', 'a.test', 'site-a'),
+                    ('net-b', '10.99.{B}.0/24', '10.99.{B}.100', '10.99.{B}.150', '10.99.{B}.1', 'b.test', 'site-b');
+             INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES
+                 ('{mac_a}', '10.99.{A}.20', 'alpha'),
+                 ('{mac_b}', '10.99.{B}.20', 'bravo');",
+            mac_a = mac(A),
+            mac_b = mac(B),
+        ))
+        .await
+        .unwrap();
+    let mut agent_a = AgentRun::start_site(&db, &lab_a, "agent-a", r#"["site-a"]"#, "all");
+    let mut agent_b = AgentRun::start_site(&db, &lab_b, "agent-b", r#"["site-b"]"#, "sites");
+    agent_a.wait_in_sync().await;
+    agent_b.wait_in_sync().await;
+    lab_a.start_dnsmasq().await;
+    lab_b.start_dnsmasq().await;
+
+    // Each dnsmasq knows only its own site's network and reservations.
+    let include_a = std::fs::read_to_string(lab_a.include_file()).unwrap();
+    assert!(
+        include_a.contains(&format!("10.99.{A}.100"))
+            && !include_a.contains(&format!("10.99.{B}."))
+    );
+    let include_b = std::fs::read_to_string(lab_b.include_file()).unwrap();
+    assert!(
+        include_b.contains(&format!("10.99.{B}.100"))
+            && !include_b.contains(&format!("10.99.{A}."))
+    );
+    assert!(!std::fs::read_to_string(lab_a.hosts_file())
+        .unwrap()
+        .contains(&mac(B)));
+    assert!(!std::fs::read_to_string(lab_b.hosts_file())
+        .unwrap()
+        .contains(&mac(A)));
+
+    // Each client gets its reservation from its own site's dnsmasq. B's client, brought to
+    // A's network, is a stranger there: A hands it a dynamic address, never B's reservation.
+    assert_eq!(
+        lab_a.dhcp(&mac(A)).await,
+        Some(lab_a.addr(20)),
+        "{}",
+        lab_a.diagnostics()
+    );
+    assert_eq!(
+        lab_b.dhcp(&mac(B)).await,
+        Some(lab_b.addr(20)),
+        "{}",
+        lab_b.diagnostics()
+    );
+    let stranger = lab_a.dhcp(&mac(B)).await.expect("a dynamic lease at A");
+    assert!((100..=150).contains(&stranger.octets()[3]), "{stranger}");
+
+    // dns_scope = "all" at A: site B's name resolves there; B knows only its own.
+    assert_eq!(
+        lab_a.resolve("bravo.b.test").await,
+        [format!("10.99.{B}.20")]
+    );
+    assert_eq!(
+        lab_a.resolve("alpha.a.test").await,
+        [format!("10.99.{A}.20")]
+    );
+    assert_eq!(
+        lab_b.resolve("bravo.b.test").await,
+        [format!("10.99.{B}.20")]
+    );
+    assert!(lab_b.resolve("alpha.a.test").await.is_empty());
+
+    // A change in site A: A's dnsmasq re-reads its files; B's agent is not even woken, and
+    // its dnsmasq neither re-reads nor restarts.
+    let (reads_a, reads_b) = (lab_a.reads(), lab_b.reads());
+    let (starts_a, starts_b) = (lab_a.dnsmasq_starts(), lab_b.dnsmasq_starts());
+    let regenerations_b = agent_b.status().regenerations;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:99:{A:02x}:02', '10.99.{A}.21', 'alpha2')"
+        ))
+        .await
+        .unwrap();
+    lab_a.wait_reread(reads_a).await;
+    agent_a.wait_in_sync().await;
+    assert_eq!(
+        lab_a.resolve("alpha2.a.test").await,
+        [format!("10.99.{A}.21")]
+    );
+    // Then a change in site B. Notifications arrive in commit order, so once B has applied
+    // this one it has seen, and skipped, the one from A: exactly one regeneration and one
+    // re-read at B.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:99:{B:02x}:02', '10.99.{B}.21', 'bravo2')"
+        ))
+        .await
+        .unwrap();
+    lab_b.wait_reread(reads_b).await;
+    agent_b.wait_in_sync().await;
+    lab_b.barrier("after-both-changes").await;
+    assert_eq!(
+        lab_b.resolve("bravo2.b.test").await,
+        [format!("10.99.{B}.21")]
+    );
+    assert_eq!(
+        agent_b.status().regenerations,
+        regenerations_b + 1,
+        "B's agent read the database for the change in A"
+    );
+    assert_eq!(
+        lab_b.reads(),
+        (reads_b.0 + 1, reads_b.1 + 1),
+        "B's dnsmasq re-read its files for the change in A"
+    );
+    assert_eq!(
+        (lab_a.dnsmasq_starts(), lab_b.dnsmasq_starts()),
+        (starts_a, starts_b),
+        "a host change restarted a dnsmasq"
+    );
+
+    agent_a.stop().await;
+    agent_b.stop().await;
 }

@@ -117,6 +117,7 @@ fn all_migrations() -> Vec<String> {
         "V1__initial_schema".to_string(),
         "V2__admin".to_string(),
         "V3__hardening".to_string(),
+        "V4__sites".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()

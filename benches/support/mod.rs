@@ -1,4 +1,5 @@
-//! What the benchmarks share: settings from the environment and the median/p99 summary.
+//! What the benchmarks share: settings from the environment, the median/p99 summary and log
+//! lines without colour codes.
 
 use std::time::Duration;
 
@@ -50,4 +51,22 @@ pub fn stats(samples: &[Duration]) -> Stats {
 /// Milliseconds with two decimals, for the tables.
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// A log line without its ANSI colour codes (the agent colours its fields).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

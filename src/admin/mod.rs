@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod hosts;
 pub mod import;
+pub mod sites;
 pub mod subnets;
 pub mod sync;
 pub mod validate;
@@ -118,6 +119,9 @@ pub(crate) fn duplicate(constraint: &str, value: &str) -> Option<String> {
         ),
         "subnets_name_unique" => {
             format!("subnets.name {quoted} is already used: subnet names are unique")
+        }
+        "sites_name_unique" => {
+            format!("sites.name {quoted} is already used: site names are unique")
         }
         "subnets_cidr_unique" => {
             format!("subnets.cidr {value} already exists: every network is entered once")

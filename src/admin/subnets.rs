@@ -76,6 +76,8 @@ pub struct SubnetRow {
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,
+    /// The site whose agents serve it (`ipmanager.sites`), if any.
+    pub site: Option<String>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
@@ -89,7 +91,7 @@ const SELECT_SUBNETS: &str = "\
            s.created_at, s.updated_at, \
            u.addresses::text AS addresses, u.range_size::text AS range_size, \
            u.static_pool::text AS static_pool, u.reservations, u.free::text AS free, \
-           u.used_percent::float8 AS used_percent \
+           u.used_percent::float8 AS used_percent, s.site \
     FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id";
 
 fn count(row: &Row, column: &str) -> Result<u128> {
@@ -111,6 +113,7 @@ fn subnet_row(row: &Row) -> Result<SubnetRow> {
         lease_seconds: row.try_get("lease_seconds")?,
         enabled: row.try_get("enabled")?,
         comment: row.try_get("comment")?,
+        site: row.try_get("site")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         usage: Usage {
@@ -136,6 +139,8 @@ pub struct SubnetFields {
     pub lease: Option<Option<Duration>>,
     pub enabled: Option<bool>,
     pub comment: Option<Option<String>>,
+    /// `Some(None)` takes the subnet out of its site.
+    pub site: Option<Option<String>>,
 }
 
 impl SubnetFields {
@@ -146,6 +151,9 @@ impl SubnetFields {
         }
         if let Some(Some(domain)) = &self.domain {
             validate::domain(domain).map_err(AdminError::Invalid)?;
+        }
+        if let Some(Some(site)) = &self.site {
+            super::sites::validate_name(site).map_err(AdminError::Invalid)?;
         }
         Ok(())
     }
@@ -163,8 +171,9 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
     let id: i64 = client
         .query_one(
             "INSERT INTO ipmanager.subnets \
-                 (name, cidr, range_start, range_end, gateway, domain, lease_time, enabled, comment) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9) \
+                 (name, cidr, range_start, range_end, gateway, domain, lease_time, enabled, comment, \
+                  site) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9, $10) \
              RETURNING id",
             &[
                 name,
@@ -176,6 +185,7 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
                 &seconds(fields.lease.flatten()),
                 &fields.enabled.unwrap_or(true),
                 &fields.comment.clone().flatten(),
+                &fields.site.clone().flatten(),
             ],
         )
         .await?
@@ -246,6 +256,7 @@ pub async fn set(
     let range_end = range.map(|r| r.1);
     // Only the columns that change are named: an UPDATE naming cidr fires subnets_lock_hosts
     // (LOCK hosts IN SHARE MODE), which waits for every open host transaction.
+    let site = fields.site.clone().unwrap_or_else(|| old.site.clone());
     let mut changes = Changes::default();
     changes.add("name", &name, name != old.name);
     changes.add("cidr", &cidr, cidr != old.cidr);
@@ -256,6 +267,7 @@ pub async fn set(
     changes.add_lease(&lease_seconds, lease_seconds != old.lease_seconds);
     changes.add("enabled", &enabled, enabled != old.enabled);
     changes.add("comment", &comment, comment != old.comment);
+    changes.add("site", &site, site != old.site);
     if changes.columns.is_empty() {
         return Err(AdminError::NothingToDo(format!(
             "subnet {} already has these values: nothing to change",

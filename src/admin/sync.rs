@@ -39,6 +39,10 @@ pub struct AgentSync {
     pub last_error: Option<String>,
     #[serde(serialize_with = "super::rfc3339::option")]
     pub last_error_at: Option<SystemTime>,
+    /// The sites it serves; `None`: every subnet.
+    pub sites: Option<Vec<String>>,
+    /// Its `dns_scope` (`sites` or `all`); `None` for agents older than sites.
+    pub dns_scope: Option<String>,
 }
 
 /// Every agent that has ever reported, by name.
@@ -47,7 +51,7 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
         .query(
             "SELECT name, db_user::text AS db_user, host, version, phase, alive, seen_at, started_at, \
                     applied_at, up_to_date, behind_since, pending_changes, files_hash, hosts, \
-                    rows_skipped, last_error, last_error_at \
+                    rows_skipped, last_error, last_error_at, sites, dns_scope \
              FROM ipmanager.sync_status ORDER BY name",
             &[],
         )
@@ -72,6 +76,8 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
                 rows_skipped: row.try_get("rows_skipped")?,
                 last_error: row.try_get("last_error")?,
                 last_error_at: row.try_get("last_error_at")?,
+                sites: row.try_get("sites")?,
+                dns_scope: row.try_get("dns_scope")?,
             })
         })
         .collect()
@@ -94,6 +100,17 @@ pub struct AgentApplied {
     pub applied: bool,
     pub phase: String,
     pub last_error: Option<String>,
+    /// The sites it serves; `None`: every subnet.
+    pub sites: Option<Vec<String>>,
+    /// The change touches what it serves, so it has to apply it.
+    pub concerned: bool,
+}
+
+impl AgentApplied {
+    /// Alive and serving what the change touched: the agents `--wait` waits for.
+    pub fn awaited(&self) -> bool {
+        self.alive && self.concerned
+    }
 }
 
 pub async fn change_applied(
@@ -102,7 +119,7 @@ pub async fn change_applied(
 ) -> Result<Vec<AgentApplied>> {
     let rows = client
         .query(
-            "SELECT name, alive, applied, phase, last_error \
+            "SELECT name, alive, applied, phase, last_error, sites, concerned \
              FROM ipmanager.change_applied($1::text::xid8) ORDER BY name",
             &[&change],
         )
@@ -115,17 +132,35 @@ pub async fn change_applied(
                 applied: row.try_get("applied")?,
                 phase: row.try_get("phase")?,
                 last_error: row.try_get("last_error")?,
+                sites: row.try_get("sites")?,
+                concerned: row.try_get("concerned")?,
             })
         })
         .collect()
+}
+
+/// The sites a committed change touched (`ipmanager.change_sites`), sorted; `None` stands for
+/// subnets without a site.
+pub async fn change_sites(
+    client: &impl GenericClient,
+    change: &str,
+) -> Result<Vec<Option<String>>> {
+    Ok(client
+        .query_one(
+            "SELECT ipmanager.change_sites($1::text::xid8) AS sites",
+            &[&change],
+        )
+        .await?
+        .try_get("sites")?)
 }
 
 /// How long `wait_applied` sleeps between looks. Agents apply a change within tens of
 /// milliseconds, so a coarser poll would be most of the wait.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Polls until every live agent has applied `change` or `timeout` passes; returns the last
-/// answer. Agents that are not alive are not waited for (the caller reports them).
+/// Polls until every live agent the change concerns has applied `change` or `timeout` passes;
+/// returns the last answer. Agents that are not alive, or serve other sites, are not waited for
+/// (the caller reports them).
 pub async fn wait_applied(
     client: &impl GenericClient,
     change: &str,
@@ -134,7 +169,7 @@ pub async fn wait_applied(
     let deadline = Instant::now() + timeout;
     loop {
         let agents = change_applied(client, change).await?;
-        let done = agents.iter().all(|a| a.applied || !a.alive);
+        let done = agents.iter().all(|a| a.applied || !a.awaited());
         if done || Instant::now() >= deadline {
             return Ok(agents);
         }

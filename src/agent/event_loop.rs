@@ -20,7 +20,7 @@ use super::{error_chain, SyncError};
 use crate::config::Config;
 use crate::db::status::StatusWriter;
 use crate::db::{self, DbError};
-use crate::listen::{ListenError, Listener};
+use crate::listen::{Interest, ListenError, Listener};
 use crate::notify::Notifier;
 use crate::render::Skipped;
 
@@ -158,6 +158,8 @@ pub(super) struct EventLoop {
     status: StatusBoard,
     worker: Arc<Worker>,
     listen_config: tokio_postgres::Config,
+    /// The notifications that wake this agent.
+    interest: Interest,
     /// The database as logs show it: never with the password.
     database: String,
     liveness_interval: Duration,
@@ -207,6 +209,7 @@ impl EventLoop {
         Ok(EventLoop {
             status,
             listen_config: db::connection_config(url, "ipmanager-agent-listen")?,
+            interest: super::interest(config),
             database: config.database_url.to_string(),
             liveness_interval: agent.liveness_interval,
             connection: Connection::Down {
@@ -219,7 +222,11 @@ impl EventLoop {
             work_count: 0,
             skipped: HashSet::new(),
             reports: Reports::new(
-                StatusWriter::new(worker.pool.clone(), &agent.name, agent.liveness_interval),
+                StatusWriter::new(worker.pool.clone(), &agent.name, agent.liveness_interval)
+                    .serving(
+                        super::site_scope(config).sites,
+                        config.dnsmasq.dns_scope.as_str(),
+                    ),
                 agent.liveness_interval,
             ),
             worker,
@@ -268,8 +275,9 @@ impl EventLoop {
             if retry_at <= Instant::now() {
                 let config = self.listen_config.clone();
                 let liveness = self.liveness_interval;
+                let interest = self.interest.clone();
                 self.connection = Connection::Connecting(Box::pin(async move {
-                    Listener::start(&config, liveness).await
+                    Listener::start(&config, liveness, interest).await
                 }));
             }
         }

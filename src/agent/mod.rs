@@ -30,8 +30,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::activate::ActivateError;
-use crate::config::Config;
-use crate::db::DbError;
+use crate::config::{Config, DnsScope};
+use crate::db::{DbError, SiteScope};
+use crate::listen::Interest;
 use crate::render::check::CheckFailure;
 use crate::write::FileError;
 
@@ -130,6 +131,32 @@ impl Agent {
             .run(shutdown)
             .await;
         Ok(())
+    }
+}
+
+/// What the agent with `config` reads and serves: its sites' subnets (every enabled subnet
+/// without `[agent] sites`), and with `dns_scope = "all"` every other host's name as well.
+pub fn site_scope(config: &Config) -> SiteScope {
+    let sites = config.agent.sites.clone().map(|mut sites| {
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    });
+    SiteScope {
+        names_of_all: sites.is_some() && config.dnsmasq.dns_scope == DnsScope::All,
+        sites,
+    }
+}
+
+/// The notifications that concern the agent with `config`: see [`Interest`].
+pub fn interest(config: &Config) -> Interest {
+    let scope = site_scope(config);
+    match scope.sites {
+        None => Interest::Everything,
+        Some(sites) => Interest::Sites {
+            sites,
+            names_of_all: scope.names_of_all,
+        },
     }
 }
 

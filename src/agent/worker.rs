@@ -17,7 +17,7 @@ use super::{error_chain, SyncError};
 use crate::activate::{Activation, Activator};
 use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
-use crate::db::{self, SnapshotAt};
+use crate::db::{self, SiteScope, SnapshotAt};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Skipped};
 use crate::write::{self, FileError};
@@ -194,6 +194,8 @@ pub(super) struct Worker {
     last_host_count: AtomicUsize,
     pub(super) files: OutputFiles,
     activator: Activator,
+    /// The subnets this agent reads and serves.
+    scope: SiteScope,
 }
 
 impl Worker {
@@ -203,6 +205,7 @@ impl Worker {
             last_host_count: AtomicUsize::new(0),
             files: OutputFiles::new(config),
             activator: Activator::new(&config.dnsmasq),
+            scope: super::site_scope(config),
         }
     }
 
@@ -212,7 +215,7 @@ impl Worker {
         let expected = self.last_host_count.load(Ordering::Relaxed);
         let snapshot = match tokio::time::timeout(
             SNAPSHOT_TIMEOUT,
-            db::take_snapshot_at(&self.pool, expected),
+            db::take_snapshot_at(&self.pool, expected, &self.scope),
         )
         .await
         {
@@ -250,7 +253,8 @@ impl Worker {
         &self,
         snapshot: SnapshotAt,
     ) -> (RenderedSummary, Result<Option<StagedChange>, SyncError>) {
-        let rendered = render::render(&snapshot.snapshot, &self.files.layout);
+        let rendered =
+            render::render_scoped(&snapshot.snapshot, &self.files.layout, &snapshot.names_only);
         let db_snapshot = snapshot.db_snapshot;
         drop(snapshot.snapshot);
         let staged = self.stage_changed(&rendered);

@@ -6,6 +6,7 @@ mod exchange;
 mod host;
 mod output;
 mod service;
+mod site;
 mod subnet;
 mod sync;
 
@@ -85,6 +86,9 @@ pub enum Command {
     /// Add, change, remove, show and list subnets.
     #[command(subcommand)]
     Subnet(subnet::SubnetCommand),
+    /// Add, remove, show and list sites (named groups of subnets that agents serve by site).
+    #[command(subcommand)]
+    Site(site::SiteCommand),
     /// Show every agent: up to date or behind, since when, last error.
     Status(sync::StatusArgs),
     /// Show the audit log of changes to hosts and subnets.
@@ -308,6 +312,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
     let name = match &command {
         Command::Host(_) => "host",
         Command::Subnet(_) => "subnet",
+        Command::Site(_) => "site",
         Command::Status(_) => "status",
         Command::Log(_) => "log",
         Command::Import(_) => "import",
@@ -318,6 +323,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
     let result = match command {
         Command::Host(command) => host::run(command, &mut session).await,
         Command::Subnet(command) => subnet::run(command, &mut session).await,
+        Command::Site(command) => site::run(command, &mut session).await,
         Command::Status(args) => sync::status(args, &mut session).await,
         Command::Log(args) => audit::run(args, &mut session).await,
         Command::Import(args) => exchange::import(args, &mut session).await,

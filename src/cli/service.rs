@@ -59,11 +59,11 @@ pub async fn render_files(config: &Config) -> Result<()> {
         config.database_url.expose(),
         "ipmanager-render",
     )?);
-    let snapshot = db::take_snapshot(&pool, 0)
+    let snapshot = db::take_snapshot_at(&pool, 0, &crate::agent::site_scope(config))
         .await
         .with_context(|| format!("cannot read the database {}", config.database_url))?;
     let layout = config.dnsmasq.layout();
-    let rendered = render::render(&snapshot, &layout);
+    let rendered = render::render_scoped(&snapshot.snapshot, &layout, &snapshot.names_only);
     let mut out = std::io::stdout().lock();
     let mut files = Vec::new();
     if let Some(hosts) = &rendered.hosts {
@@ -119,6 +119,10 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
         "agent.max_backoff = {:?}",
         duration(config.agent.max_backoff)
     )?;
+    // Unset means every enabled subnet; the line appears only when sites are configured.
+    if let Some(sites) = &config.agent.sites {
+        outln!("agent.sites = {sites:?}")?;
+    }
     outln!(
         "dnsmasq.layout = {:?}",
         format!("{:?}", d.layout).to_lowercase()
@@ -127,6 +131,7 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
     outln!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file)?;
     outln!("dnsmasq.pid_file = {:?}", d.pid_file)?;
+    outln!("dnsmasq.dns_scope = {:?}", d.dns_scope.as_str())?;
     outln!("dnsmasq.reload_command = {:?}", d.reload_command)?;
     outln!("dnsmasq.restart_command = {:?}", d.restart_command)?;
     outln!("dnsmasq.check_command = {:?}", d.check_command)?;

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::Session;
+use crate::admin::sites;
 use crate::admin::subnets::{self, SubnetFields, SubnetRow};
 use crate::admin::{validate, AdminError};
 
@@ -15,6 +16,7 @@ Examples:
   ipmanager subnet add 10.1.0.0/24 --name office --range 10.1.0.100-10.1.0.199 \\
       --gateway 10.1.0.1 --domain office.example --lease-time 12h
   ipmanager subnet set office --range none --comment 'reservations only'
+  ipmanager subnet set office --site berlin
   ipmanager subnet show office
   ipmanager subnet list -o json
   ipmanager subnet rm 10.1.0.0/24 --cascade";
@@ -66,6 +68,9 @@ struct Settings {
     /// Free text for admins; an empty one removes it.
     #[arg(long)]
     comment: Option<String>,
+    /// The site whose agents serve the subnet (see 'ipmanager site'), or "none".
+    #[arg(long, value_name = "SITE|none")]
+    site: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +166,9 @@ impl Settings {
                 .comment
                 .clone()
                 .map(|c| Some(c).filter(|c| !c.is_empty())),
+            site: clearable(self.site.as_deref(), "none", |t| {
+                sites::validate_name(t).map(|()| t.to_owned())
+            })?,
             ..SubnetFields::default()
         })
     }
@@ -235,6 +243,15 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                             column("CIDR", Fit::Keep),
                             column("RANGE", Fit::Optional(0)),
                             column("GATEWAY", Fit::Optional(1)),
+                            // Only where sites are in use.
+                            column(
+                                "SITE",
+                                if rows.iter().any(|s| s.site.is_some()) {
+                                    Fit::Optional(2)
+                                } else {
+                                    Fit::Hidden
+                                },
+                            ),
                             column("HOSTS", Fit::Keep),
                             column("FREE", Fit::Keep),
                             column("USED", Fit::Keep),
@@ -252,6 +269,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
                                 format!("{:#}", s.cidr),
                                 range_text(s),
                                 output::or_dash(s.gateway),
+                                output::or_dash(s.site.as_deref()),
                                 s.usage.reservations.to_string(),
                                 compact(s.usage.free),
                                 percent(s.usage.used_percent),
@@ -299,6 +317,7 @@ fn details(subnet: &SubnetRow) -> String {
         ("domain", output::or_dash(subnet.domain.as_deref())),
         ("lease time", output::lease(subnet.lease_seconds)),
         ("comment", output::or_dash(subnet.comment.as_deref())),
+        ("site", output::or_dash(subnet.site.as_deref())),
         ("addresses", usage.addresses.to_string()),
         ("range size", usage.range_size.to_string()),
         ("static pool", usage.static_pool.to_string()),

@@ -13,8 +13,8 @@ use crate::admin::sync::{self, AgentApplied};
 /// `--wait [--timeout]` of `host add|set|rm`.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
-    /// Return only once every agent alive in the last heartbeat interval has applied the
-    /// change (files written, dnsmasq signalled); say which did not.
+    /// Return only once every agent alive in the last heartbeat interval that serves the
+    /// change's site has applied it (files written, dnsmasq signalled); say which did not.
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits, e.g. 10s or 1m.
@@ -39,9 +39,12 @@ pub async fn wait_for(session: &Session, change: &str, timeout: Duration) -> Res
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let applied = names(&|a| a.alive && a.applied);
+    let applied = names(&|a| a.awaited() && a.applied);
     let dead = names(&|a| !a.alive);
-    let missing: Vec<&AgentApplied> = agents.iter().filter(|a| a.alive && !a.applied).collect();
+    let missing: Vec<&AgentApplied> = agents
+        .iter()
+        .filter(|a| a.awaited() && !a.applied)
+        .collect();
     if !dead.is_empty() {
         eprintln!("ipmanager: not waiting for agents that have not reported recently: {dead}");
     }
@@ -60,7 +63,13 @@ pub async fn wait_for(session: &Session, change: &str, timeout: Duration) -> Res
         ))
         .into());
     }
-    if applied.is_empty() {
+    if applied.is_empty() && agents.iter().any(|a| a.alive) {
+        let sites = sync::change_sites(session.client(), change).await?;
+        eprintln!(
+            "ipmanager: warning: no live agent serves {}, so the change is not served anywhere yet",
+            sites_text(&sites)
+        );
+    } else if applied.is_empty() {
         eprintln!(
             "ipmanager: warning: no agent is alive, so the change is not served anywhere yet"
         );
@@ -68,6 +77,28 @@ pub async fn wait_for(session: &Session, change: &str, timeout: Duration) -> Res
         eprintln!("ipmanager: live on {applied}");
     }
     Ok(())
+}
+
+/// What a change touched, for the warning that nobody serves it.
+fn sites_text(sites: &[Option<String>]) -> String {
+    if sites.is_empty() {
+        return "what the change touched".to_owned();
+    }
+    let named: Vec<&str> = sites.iter().flatten().map(String::as_str).collect();
+    let mut parts = Vec::new();
+    if !named.is_empty() {
+        let noun = if named.len() == 1 { "site" } else { "sites" };
+        parts.push(format!("{noun} {}", named.join(", ")));
+    }
+    if sites.iter().any(Option::is_none) {
+        parts.push("subnets without a site (only agents without [agent] sites serve them)".into());
+    }
+    parts.join(" or ")
+}
+
+/// An agent's sites for the status table: `all` when it serves every subnet.
+fn sites_cell(sites: Option<&[String]>) -> String {
+    sites.map_or_else(|| "all".to_owned(), |sites| sites.join(","))
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +120,15 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                 &[
                     column("AGENT", Fit::Keep),
                     column("HOST", Fit::Optional(1)),
+                    // Only where sites are in use: otherwise every agent serves everything.
+                    column(
+                        "SITES",
+                        if agents.iter().any(|a| a.sites.is_some()) {
+                            Fit::Optional(0)
+                        } else {
+                            Fit::Hidden
+                        },
+                    ),
                     column("STATE", Fit::Keep),
                     column("SINCE", Fit::Keep),
                     column("HOSTS", Fit::Optional(2)),
@@ -113,6 +153,7 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                     vec![
                         a.name.clone(),
                         output::or_dash(a.host.as_deref()),
+                        sites_cell(a.sites.as_deref()),
                         state,
                         output::or_dash(since.map(output::timestamp)),
                         output::or_dash(a.hosts),

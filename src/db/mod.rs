@@ -13,10 +13,12 @@ use tokio_postgres::NoTls;
 use crate::config::describe_parse_error;
 
 pub use migrate::{migrate, MigrationReport};
-pub use snapshot::{take_snapshot, take_snapshot_at, SnapshotAt};
+pub use snapshot::{take_snapshot, take_snapshot_at, SiteScope, SnapshotAt};
 
 /// The channel on which the schema's statement-level triggers notify every change.
 pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
+/// The channel on which the same statements notify the sites they touched (V4).
+pub const SITE_CHANGES_CHANNEL: &str = "ipmanager_site_changes";
 
 /// Errors of the database layer that callers branch on.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,8 @@ use super::DbError;
 
 const REPORT: &str = "\
     SELECT ipmanager.agent_report($1::text, $2::text, $3::text::interval, $4::text::pg_snapshot, \
-           $5::text, $6::int4, $7::int4, $8::text, $9::text, $10::text, $11::timestamptz)";
+           $5::text, $6::int4, $7::int4, $8::text, $9::text, $10::text, $11::timestamptz, \
+           $12::text[], $13::text)";
 
 /// What a sync put in place: the database state the files on disk (and in dnsmasq) describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,9 @@ pub struct StatusWriter {
     host: Option<String>,
     version: String,
     started_at: SystemTime,
+    /// The sites served (`None`: every subnet) and the DNS scope, for `agent_status`.
+    sites: Option<Vec<String>>,
+    dns_scope: &'static str,
 }
 
 impl StatusWriter {
@@ -65,6 +69,17 @@ impl StatusWriter {
                 .and_then(|host| host.into_string().ok()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: SystemTime::now(),
+            sites: None,
+            dns_scope: "sites",
+        }
+    }
+
+    /// Reports `sites` (`None`: every subnet) and `dns_scope` as what this agent serves.
+    pub fn serving(self, sites: Option<Vec<String>>, dns_scope: &'static str) -> StatusWriter {
+        StatusWriter {
+            sites,
+            dns_scope,
+            ..self
         }
     }
 
@@ -91,6 +106,8 @@ impl StatusWriter {
                     &self.host,
                     &self.version,
                     &self.started_at,
+                    &self.sites,
+                    &self.dns_scope,
                 ],
             )
             .await?;

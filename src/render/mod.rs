@@ -43,6 +43,12 @@
 //! starting), or when an earlier host in the same subnet holds its MAC. Every written line is
 //! shorter than [`validate::MAX_LINE_BYTES`]; a row whose line would not be is skipped.
 //!
+//! # Names only
+//!
+//! [`render_scoped`] takes the ids of subnets whose hosts get only their name lines (an agent
+//! serving some sites with `dns_scope = "all"`): no subnet block, no reservation, only the
+//! addn-hosts (or `host-record`) line, checked like every other line.
+//!
 //! [`check::check_file`] re-reads a rendered file with an independent strict grammar; the agent
 //! runs it over every staged file and never activates one that fails.
 
@@ -121,6 +127,12 @@ pub struct HostChanges {
 /// bad one before the agent starts, so here it is only a last defence: instead of the unsafe
 /// `dhcp-hostsfile=` or `addn-hosts=` line, a fixed comment saying it was omitted is written.
 pub fn render(snapshot: &Snapshot, layout: &Layout) -> Rendered {
+    render_scoped(snapshot, layout, &[])
+}
+
+/// [`render`], except that the hosts of the subnets in `names_only` are written as names only
+/// (see the module documentation), and those subnets get no block.
+pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -> Rendered {
     let mut skipped = Vec::new();
     let mut include = String::with_capacity(256 + snapshot.subnets.len() * 256);
     include.push_str(lines::HEADER);
@@ -128,7 +140,16 @@ pub fn render(snapshot: &Snapshot, layout: &Layout) -> Rendered {
         path_line(&mut include, "dhcp-hostsfile", &layout.hosts_file);
         path_line(&mut include, "addn-hosts", &layout.addn_hosts_file);
     }
-    let subnets = render_subnets(&snapshot.subnets, &mut include, &mut skipped);
+    let (named, served): (Vec<&Subnet>, Vec<&Subnet>) = snapshot
+        .subnets
+        .iter()
+        .partition(|s| names_only.contains(&s.id));
+    let mut subnets = render_subnets(served, &mut include, &mut skipped);
+    if !named.is_empty() {
+        // Checked like served subnets, so that a name is only ever written under a valid
+        // domain; their blocks go nowhere.
+        subnets.add_names_only(render_subnets(named, &mut String::new(), &mut skipped));
+    }
     match layout.kind {
         LayoutKind::Hostsfile => {
             let hosts = render_hosts(
@@ -179,25 +200,36 @@ fn path_line(out: &mut String, option: &str, path: &Path) {
 }
 
 /// Every subnet id in the snapshot with the subnet served under it (`None`: present but
-/// skipped), sorted by id: hosts look their subnet up by binary search, without hashing.
-struct SubnetIndex<'a>(Vec<(i64, Option<&'a Subnet>)>);
+/// skipped) and whether its hosts get their names only, sorted by id: hosts look their subnet
+/// up by binary search, without hashing.
+struct SubnetIndex<'a>(Vec<(i64, Option<&'a Subnet>, bool)>);
 
 impl<'a> SubnetIndex<'a> {
-    fn get(&self, id: i64) -> Option<Option<&'a Subnet>> {
+    fn get(&self, id: i64) -> Option<(Option<&'a Subnet>, bool)> {
         let at = self.0.binary_search_by_key(&id, |entry| entry.0).ok()?;
-        Some(self.0[at].1)
+        Some((self.0[at].1, self.0[at].2))
+    }
+
+    /// Adds the subnets whose hosts are written as names only; an id already present (a broken
+    /// snapshot) keeps its served entry.
+    fn add_names_only(&mut self, other: SubnetIndex<'a>) {
+        for (id, subnet, _) in other.0 {
+            if self.get(id).is_none() {
+                self.0.push((id, subnet, true));
+            }
+        }
+        self.0.sort_unstable_by_key(|entry| entry.0);
     }
 }
 
 /// Writes the block of every valid subnet and returns what hosts need to know about them.
 fn render_subnets<'a>(
-    subnets: &'a [Subnet],
+    mut order: Vec<&'a Subnet>,
     out: &mut String,
     skipped: &mut Vec<Skipped>,
 ) -> SubnetIndex<'a> {
-    let mut order: Vec<&Subnet> = subnets.iter().collect();
     order.sort_unstable_by(|a, b| subnet_key(a).cmp(&subnet_key(b)));
-    let mut served = HashMap::with_capacity(subnets.len());
+    let mut served = HashMap::with_capacity(order.len());
     for subnet in order {
         let verdict = if matches!(served.get(&subnet.id), Some(Some(_))) {
             // Ids are primary keys, so this needs a broken snapshot; two blocks would share a tag.
@@ -227,7 +259,10 @@ fn render_subnets<'a>(
             }
         }
     }
-    let mut index: Vec<(i64, Option<&Subnet>)> = served.into_iter().collect();
+    let mut index: Vec<(i64, Option<&Subnet>, bool)> = served
+        .into_iter()
+        .map(|(id, subnet)| (id, subnet, false))
+        .collect();
     index.sort_unstable_by_key(|entry| entry.0);
     SubnetIndex(index)
 }
@@ -324,7 +359,10 @@ fn render_hosts(
     let mut last_served: Option<(IpAddr, i64)> = None;
     let mut repeated = repeated_mac_keys(hosts);
     for host in host_order(hosts) {
-        let verdict = admit(host, subnets, last_served).and_then(|domain| {
+        let verdict = admit(host, subnets, last_served).and_then(|(domain, names_only)| {
+            if names_only {
+                return write_name(&mut out, host, domain, kind).map(|()| false);
+            }
             // Checked last, so that a key is taken only by a host that is written.
             match repeated.get_mut(&mac_key(host)) {
                 None => write_host(&mut out, host, domain, kind),
@@ -338,10 +376,11 @@ fn render_hosts(
                     Ok(())
                 }
             }
+            .map(|()| true)
         });
         match verdict {
-            Ok(()) => {
-                out.served += 1;
+            Ok(reserved) => {
+                out.served += usize::from(reserved);
                 last_served = Some((host.ip, host.id));
             }
             Err(reason) => skipped.push(Skipped {
@@ -354,25 +393,46 @@ fn render_hosts(
 }
 
 /// Whether `host` may be served, given the host served last (the MAC check is the caller's);
-/// returns the domain its fqdn is built from, if it gets one.
+/// returns the domain its fqdn is built from, if it gets one, and whether it gets its name only.
 fn admit<'a>(
     host: &Host,
     subnets: &SubnetIndex<'a>,
     last_served: Option<(IpAddr, i64)>,
-) -> Result<Option<&'a str>, String> {
-    let subnet = match subnets.get(host.subnet_id) {
+) -> Result<(Option<&'a str>, bool), String> {
+    let (subnet, names_only) = match subnets.get(host.subnet_id) {
         None => return Err(format!("subnet {} is not in the snapshot", host.subnet_id)),
-        Some(None) => return Err(format!("subnet {} is not served", host.subnet_id)),
-        Some(Some(subnet)) => subnet,
+        Some((None, _)) => return Err(format!("subnet {} is not served", host.subnet_id)),
+        Some((Some(subnet), names_only)) => (subnet, names_only),
     };
     validate::host(host, subnet)?;
     if let Some((ip, other)) = last_served.filter(|&(ip, _)| ip == host.ip) {
         return Err(format!("address {ip} is already reserved by host {other}"));
     }
-    Ok(subnet.domain.as_deref().filter(|domain| {
+    let domain = subnet.domain.as_deref().filter(|domain| {
         !host.hostname.contains('.')
             && host.hostname.len() + 1 + domain.len() <= validate::MAX_NAME_BYTES
-    }))
+    });
+    Ok((domain, names_only))
+}
+
+/// Appends the host's name line only, or nothing if it would be too long.
+fn write_name(
+    out: &mut HostLines,
+    host: &Host,
+    domain: Option<&str>,
+    kind: LayoutKind,
+) -> Result<(), String> {
+    let start = out.dns.len();
+    match kind {
+        LayoutKind::Hostsfile => lines::addn_host(&mut out.dns, host, domain),
+        LayoutKind::Conf => lines::host_record(&mut out.dns, host, domain),
+    }
+    if lines::fits(&out.dns, start) {
+        Ok(())
+    } else {
+        out.dns.truncate(start);
+        Err(too_long())
+    }
 }
 
 /// Appends the host's two lines, or nothing if either would be too long.
@@ -533,6 +593,48 @@ mod tests {
                     reason: "MAC address is already reserved in subnet 1 by host 4".to_owned(),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn names_only_subnets_give_names_but_no_block_or_reservation() {
+        let other = Subnet {
+            id: 2,
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            domain: Some("far".to_owned()),
+            ..subnet()
+        };
+        let far = Host {
+            subnet_id: 2,
+            ..host(2, "10.0.1.5", 2, "remote")
+        };
+        let snapshot = Snapshot {
+            subnets: vec![other, subnet()],
+            hosts: vec![far, host(1, "10.0.0.5", 1, "local")],
+        };
+        let rendered = render_scoped(&snapshot, &layout(LayoutKind::Hostsfile), &[2]);
+        assert_eq!(
+            rendered.hosts.as_deref(),
+            Some("52:54:00:00:00:01,10.0.0.5,local\n")
+        );
+        assert_eq!(
+            rendered.addn_hosts.as_deref(),
+            Some("10.0.0.5 local.lan local\n10.0.1.5 remote.far remote\n")
+        );
+        assert!(rendered.include.contains("# subnet 1 10.0.0.0/24\n"));
+        assert!(!rendered.include.contains("10.0.1."));
+        assert_eq!((rendered.hosts_served, rendered.skipped.len()), (1, 0));
+
+        let conf = render_scoped(&snapshot, &layout(LayoutKind::Conf), &[2]);
+        assert!(conf
+            .include
+            .contains("host-record=remote.far,remote,10.0.1.5\n"));
+        assert!(!conf.include.contains("dhcp-host=52:54:00:00:00:02"));
+        assert!(!conf.include.contains("subnet 2"));
+        // Without names-only subnets, it is plain render.
+        assert_eq!(
+            render_scoped(&snapshot, &layout(LayoutKind::Conf), &[]),
+            render(&snapshot, &layout(LayoutKind::Conf))
         );
     }
 
