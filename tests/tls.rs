@@ -273,6 +273,37 @@ async fn server_certificates_are_checked_as_libpq_checks_them() {
         "verify-ca ignores the name",
     );
 
+    // The agent treats a refused certificate as an outage: it keeps the files it has and
+    // retries (and would connect once the certificate or the settings are fixed).
+    let files = tempfile::tempdir().unwrap();
+    let hosts = files.path().join("dhcp-hosts");
+    std::fs::write(&hosts, "# served before\n").unwrap();
+    let config = setup.agent_config(&setup.agent_url("127.0.0.1", "verify-full"), files.path());
+    let agent = AgentProcess::spawn(binary::command(
+        &["agent", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "debug"), ("HOME", setup.home())],
+    ));
+    let retried = common::wait_until(Duration::from_secs(20), || {
+        let refusals = agent
+            .log()
+            .lines()
+            .filter(|line| line.contains("connect failed; retrying"))
+            .filter(|line| line.contains("not valid for name"))
+            .count();
+        async move { refusals >= 3 }
+    })
+    .await;
+    assert!(retried, "the agent did not retry:\n{}", agent.log());
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        "# served before\n"
+    );
+    assert_eq!(
+        agent.terminate().await,
+        Some(0),
+        "the agent was still running"
+    );
+
     // A CA that did not sign the server's certificate.
     let other = Pki::new("other");
     let url = setup
