@@ -57,7 +57,9 @@ locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad con
 (also: a PostgreSQL server older than 13).
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
-overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
+overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).
+What database_url leaves out comes from libpq's variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
+PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, ...) and ~/.pgpass, as for psql.";
 
 /// Keeps dnsmasq's DHCP reservations and DNS names equal to a PostgreSQL database.
 #[derive(Debug, Parser)]
