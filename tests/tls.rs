@@ -330,6 +330,23 @@ async fn server_certificates_are_checked_as_libpq_checks_them() {
     assert_exit(&output, 0, "require without a CA");
     assert!(stdout(&output).contains("printer"), "{}", stdout(&output));
 
+    // allow tries without TLS, is rejected by the hostnossl line, and tries again with TLS;
+    // prefer (the default) starts with TLS.
+    let rejected = || setup.cluster.log().matches("no encryption").count();
+    for (mode, rejections) in [("allow", 1), ("prefer", 0)] {
+        let before = rejected();
+        let url = require.replace("sslmode=require", &format!("sslmode={mode}"));
+        let output = setup.run(
+            &["host", "list"],
+            &[
+                ("IPMANAGER_DATABASE_URL", &url),
+                ("PGPASSWORD", ADMIN_PASSWORD),
+            ],
+        );
+        assert_exit(&output, 0, mode);
+        assert_eq!(rejected() - before, rejections, "{mode}");
+    }
+
     // disable: the server's hostnossl line rejects it.
     let disable = require.replace("sslmode=require", "sslmode=disable");
     let output = setup.run(

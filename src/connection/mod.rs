@@ -202,7 +202,10 @@ impl Settings {
             param("sslkey", "PGSSLKEY"),
             env,
         )?;
+        // libpq never uses TLS over a Unix socket, whatever sslmode says.
+        let only_sockets = pg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_)));
         pg.ssl_mode(match tls.mode {
+            _ if only_sockets => PgSslMode::Disable,
             SslMode::Disable | SslMode::Allow => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
@@ -551,7 +554,14 @@ mod tests {
         let s = Settings::parse("host=db sslrootcert=system", &vars).unwrap();
         assert_eq!(s.tls.mode, SslMode::VerifyFull);
         let s = Settings::parse("host=db sslmode=require", &vars).unwrap();
+        assert_eq!(s.pg.get_ssl_mode(), PgSslMode::Require);
         assert_eq!((s.tls.root_cert, s.tls.client), (None, None));
+        let s = Settings::parse("host=/run/postgresql sslmode=require", &vars).unwrap();
+        assert_eq!(
+            s.pg.get_ssl_mode(),
+            PgSslMode::Disable,
+            "no TLS over a socket"
+        );
         let dir = home.path().join(".postgresql");
         std::fs::create_dir(&dir).unwrap();
         for name in ["root.crt", "postgresql.crt"] {
