@@ -39,6 +39,8 @@ pub enum ConnectionError {
          for anyone's names): use sslmode=verify-full"
     )]
     WeakModeWithSystemRoots(SslMode),
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
     #[error("no home directory to find {0} in: set HOME or give the file's path")]
     NoHome(&'static str),
     #[error("{kind} {path}: {reason}")]
@@ -215,6 +217,31 @@ impl Settings {
             None => env.home().map(|home| home.join(".pgpass")),
         };
         Ok(Settings { pg, tls, passfile })
+    }
+
+    /// Sets the password from the password file when none was given and the file has a line
+    /// for the first host. A file readable by others is skipped with a warning, as libpq does.
+    pub fn apply_passfile(&mut self) {
+        if self.pg.get_password().is_some() {
+            return;
+        }
+        let Some(path) = &self.passfile else { return };
+        let user = self.pg.get_user().unwrap_or_default().to_owned();
+        let wanted = passfile::Wanted {
+            host: passfile_host(&self.pg),
+            port: self
+                .pg
+                .get_ports()
+                .first()
+                .copied()
+                .unwrap_or(DEFAULT_PORT)
+                .to_string(),
+            dbname: self.pg.get_dbname().unwrap_or(&user).to_owned(),
+            user: user.clone(),
+        };
+        if let Some(password) = passfile::lookup(path, &wanted) {
+            self.pg.password(password);
+        }
     }
 
     /// Where the connection goes and how, in libpq's key=value form; never the password.
@@ -438,33 +465,6 @@ fn passfile_host(pg: &tokio_postgres::Config) -> String {
         Some(Host::Unix(path)) if path == Path::new(DEFAULT_SOCKET_DIR) => "localhost".to_owned(),
         Some(Host::Unix(path)) => path.display().to_string(),
         None => "localhost".to_owned(),
-    }
-}
-
-impl Settings {
-    /// Sets the password from the password file when none was given and the file has a line
-    /// for the first host. A file readable by others is skipped with a warning, as libpq does.
-    pub fn apply_passfile(&mut self) {
-        if self.pg.get_password().is_some() {
-            return;
-        }
-        let Some(path) = &self.passfile else { return };
-        let user = self.pg.get_user().unwrap_or_default().to_owned();
-        let wanted = passfile::Wanted {
-            host: passfile_host(&self.pg),
-            port: self
-                .pg
-                .get_ports()
-                .first()
-                .copied()
-                .unwrap_or(DEFAULT_PORT)
-                .to_string(),
-            dbname: self.pg.get_dbname().unwrap_or(&user).to_owned(),
-            user: user.clone(),
-        };
-        if let Some(password) = passfile::lookup(path, &wanted) {
-            self.pg.password(password);
-        }
     }
 }
 

@@ -39,7 +39,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionE
     };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| ConnectionError::Parse(error.to_string()))?
+        .map_err(|error| ConnectionError::TlsSetup(error.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     match &settings.client {
