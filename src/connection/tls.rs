@@ -42,8 +42,8 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionE
         .map_err(|error| ConnectionError::TlsSetup(error.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    match &settings.client {
-        None => Ok(builder.with_no_client_auth()),
+    let mut config = match &settings.client {
+        None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain = certificates(cert, "sslcert")?;
             let key = private_key(key)?;
@@ -53,9 +53,13 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionE
                     kind: "sslkey",
                     path: cert.clone(),
                     reason: format!("does not fit the certificate: {error}"),
-                })
+                })?
         }
-    }
+    };
+    // PostgreSQL 17's direct TLS (sslnegotiation=direct) insists on this ALPN name; older
+    // servers ignore it. libpq sends it too.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config)
 }
 
 fn root_path(root: &RootCert) -> &str {
