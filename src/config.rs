@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connection::{LibpqEnv, Settings};
+use crate::db::{Connector, DbError};
 use crate::render::{self, LayoutKind};
 
 /// Where the configuration is read from when `--config` is not given.
@@ -45,6 +47,10 @@ pub struct Config {
     pub agent: AgentConfig,
     #[serde(default)]
     pub dnsmasq: DnsmasqConfig,
+    /// The libpq environment (`PG*`, `HOME`) the configuration was loaded with; it fills in
+    /// what `database_url` leaves out.
+    #[serde(skip)]
+    pub libpq_env: LibpqEnv,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,7 +257,8 @@ impl Config {
         if let Some(url) = env.get(DATABASE_URL_VAR) {
             builder = builder.set_override("database_url", url.as_str())?;
         }
-        let config: Config = builder.build()?.try_deserialize()?;
+        let mut config: Config = builder.build()?.try_deserialize()?;
+        config.libpq_env = LibpqEnv::from_vars(&env);
         config.validate()?;
         Ok(config)
     }
@@ -264,19 +271,16 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let url = self.database_url.expose();
-        if url.trim().is_empty() {
+        if url.trim().is_empty() && !self.libpq_env.names_a_target() {
             return invalid(format!(
                 "database_url is not set: give it in the environment \
                  ({DATABASE_URL_VAR}=postgresql://user@host/dbname), or as database_url = \"...\" \
                  in the configuration file ({DEFAULT_CONFIG_FILE}, or the file named by \
-                 --config FILE)"
+                 --config FILE), or set libpq's PGHOST, PGDATABASE, PGUSER as for psql"
             ));
         }
-        if let Err(error) = url.parse::<tokio_postgres::Config>() {
-            return invalid(format!(
-                "database_url is not a valid connection string: {}",
-                describe_parse_error(&error)
-            ));
+        if let Err(error) = Settings::parse(url, &self.libpq_env) {
+            return invalid(error.to_string());
         }
         let d = &self.dnsmasq;
         for (key, path) in [
@@ -348,6 +352,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The connection factory for every connection of the process, named `application_name`
+    /// in `pg_stat_activity` unless the settings name it.
+    pub fn connector(&self, application_name: &str) -> Result<Connector, DbError> {
+        crate::db::connector(
+            self.database_url.expose(),
+            &self.libpq_env,
+            application_name,
+        )
+    }
+
+    /// Where connections go, with what the environment fills in; never the password.
+    pub fn database_target(&self) -> String {
+        match Settings::parse(self.database_url.expose(), &self.libpq_env) {
+            Ok(settings) => settings.target(),
+            Err(_) => self.database_url.to_string(),
+        }
+    }
+}
+
 /// The connection string. `Display` and `Debug` show the connection target built from the
 /// parsed settings ([`connection_target`]), never the string itself: whatever way the password
 /// is written (quoted, with blanks around `=`, percent-encoded), it is not in the output.
@@ -368,8 +392,8 @@ impl DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.parse::<tokio_postgres::Config>() {
-            Ok(config) => f.write_str(&connection_target(&config)),
+        match Settings::parse(&self.0, &LibpqEnv::default()) {
+            Ok(settings) => f.write_str(&settings.target()),
             Err(_) => f.write_str("(database_url that does not parse)"),
         }
     }
@@ -385,7 +409,7 @@ impl fmt::Debug for DatabaseUrl {
 /// user, database, options and the settings that pick a server. A password is only said to
 /// be there (`password=********`).
 pub fn connection_target(config: &tokio_postgres::Config) -> String {
-    use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
+    use tokio_postgres::config::{Host, LoadBalanceHosts, TargetSessionAttrs};
     let list = |items: Vec<String>| (!items.is_empty()).then(|| items.join(","));
     let hosts = config.get_hosts().iter().map(|host| match host {
         Host::Tcp(name) => name.clone(),
@@ -394,11 +418,6 @@ pub fn connection_target(config: &tokio_postgres::Config) -> String {
     let session_attrs = match config.get_target_session_attrs() {
         TargetSessionAttrs::ReadWrite => Some("read-write"),
         TargetSessionAttrs::ReadOnly => Some("read-only"),
-        _ => None,
-    };
-    let ssl_mode = match config.get_ssl_mode() {
-        SslMode::Disable => Some("disable"),
-        SslMode::Require => Some("require"),
         _ => None,
     };
     let load_balance = match config.get_load_balance_hosts() {
@@ -431,7 +450,6 @@ pub fn connection_target(config: &tokio_postgres::Config) -> String {
         ),
         ("target_session_attrs", session_attrs.map(str::to_owned)),
         ("load_balance_hosts", load_balance.map(str::to_owned)),
-        ("sslmode", ssl_mode.map(str::to_owned)),
         (
             "connect_timeout",
             config
@@ -459,7 +477,7 @@ fn ports(ports: &[u16]) -> Vec<String> {
 
 /// A value as libpq's key=value form needs it: in single quotes when it is empty or holds
 /// blanks, quotes or backslashes.
-fn quote_value(value: &str) -> String {
+pub(crate) fn quote_value(value: &str) -> String {
     if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         return value.to_owned();
     }
@@ -558,7 +576,7 @@ mod tests {
             DatabaseUrl::new("postgresql://agent:pw@db1:5433,db2/ipm?target_session_attrs=read-write&options=-c%20jit%3Doff")
                 .to_string(),
             "host=db1,db2 port=5433,5432 user=agent password=******** dbname=ipm \
-             options='-c jit=off' target_session_attrs=read-write"
+             options='-c jit=off' target_session_attrs=read-write sslmode=prefer"
         );
     }
 

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod db;
 pub mod exchange;
 pub mod lease;

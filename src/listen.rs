@@ -17,9 +17,9 @@ use std::time::Duration;
 use futures_util::future::poll_fn;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
-use crate::db::{DbError, CHANGES_CHANNEL, SITE_CHANGES_CHANNEL};
+use crate::db::{Connector, DbError, CHANGES_CHANNEL, SITE_CHANGES_CHANNEL};
 
 /// Why a LISTEN connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +88,11 @@ impl Listener {
     /// Connects and returns only once `LISTEN` is active, so that any change committed after
     /// this returns is guaranteed to wake the agent.
     pub async fn start(
-        config: &tokio_postgres::Config,
+        connector: &Connector,
         liveness_interval: Duration,
         interest: Interest,
     ) -> Result<Listener, DbError> {
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = connector.connect_raw().await?;
         let client = Arc::new(client);
         let (sender, changes) = watch::channel(0u64);
         let channel = interest.channel();

@@ -527,8 +527,8 @@ async fn migrate_prints_no_notices_on_a_fresh_or_a_current_database() {
 #[tokio::test]
 async fn the_test_server_is_new_enough_and_its_version_is_what_the_check_reads() {
     let db = TestDb::new().await;
-    let config = ipmanager::db::connection_config(&db.url, "version-test").unwrap();
-    let client = ipmanager::db::connect(&config)
+    let connector = ipmanager::db::connector(&db.url, &Default::default(), "version-test").unwrap();
+    let client = ipmanager::db::connect(&connector)
         .await
         .expect("PostgreSQL 13+ is accepted");
     let num: String = client

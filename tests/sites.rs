@@ -131,9 +131,9 @@ async fn a_change_to_a_site_is_notified() {
         "INSERT INTO ipmanager.sites (name) VALUES ('berlin')",
     )
     .await;
-    let config = ipmanager::db::connection_config(&db.url, "sites-test").unwrap();
+    let connector = ipmanager::db::connector(&db.url, &Default::default(), "sites-test").unwrap();
     let mut listener = ipmanager::listen::Listener::start(
-        &config,
+        &connector,
         Duration::from_secs(10),
         ipmanager::listen::Interest::Everything,
     )

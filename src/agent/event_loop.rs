@@ -157,7 +157,7 @@ fn interval(period: Duration) -> Interval {
 pub(super) struct EventLoop {
     status: StatusBoard,
     worker: Arc<Worker>,
-    listen_config: tokio_postgres::Config,
+    listen_connector: db::Connector,
     /// The notifications that wake this agent.
     interest: Interest,
     /// The database as logs show it: never with the password.
@@ -187,13 +187,13 @@ impl EventLoop {
     /// Sets the loop up without touching the database or the files. Fails only when the
     /// configured database URL cannot work at all.
     pub(super) fn new(config: &Config, status: StatusBoard) -> Result<EventLoop, DbError> {
-        let url = config.database_url.expose();
         let agent = &config.agent;
-        let pool = db::pool(db::connection_config(url, "ipmanager-agent")?);
+        let listen_connector = config.connector("ipmanager-agent-listen")?;
+        let pool = db::pool(config.connector("ipmanager-agent")?);
         let worker = Arc::new(Worker::new(pool, config));
         info!(
             name = %agent.name,
-            database = %config.database_url,
+            database = %listen_connector.target(),
             layout = ?worker.files.layout.kind,
             include_file = %worker.files.include_file.display(),
             "agent starting"
@@ -208,9 +208,9 @@ impl EventLoop {
         let notifier = Notifier::from_env();
         Ok(EventLoop {
             status,
-            listen_config: db::connection_config(url, "ipmanager-agent-listen")?,
+            database: listen_connector.target().to_owned(),
+            listen_connector,
             interest: super::interest(config),
-            database: config.database_url.to_string(),
             liveness_interval: agent.liveness_interval,
             connection: Connection::Down {
                 retry_at: Instant::now(),
@@ -273,11 +273,11 @@ impl EventLoop {
     fn start_due(&mut self) {
         if let Connection::Down { retry_at } = self.connection {
             if retry_at <= Instant::now() {
-                let config = self.listen_config.clone();
+                let connector = self.listen_connector.clone();
                 let liveness = self.liveness_interval;
                 let interest = self.interest.clone();
                 self.connection = Connection::Connecting(Box::pin(async move {
-                    Listener::start(&config, liveness, interest).await
+                    Listener::start(&connector, liveness, interest).await
                 }));
             }
         }

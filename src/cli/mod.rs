@@ -58,7 +58,9 @@ locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad con
 (also: a PostgreSQL server older than 13).
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
-overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).";
+overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).
+What database_url leaves out comes from libpq's variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
+PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, ...) and ~/.pgpass, as for psql.";
 
 /// Keeps dnsmasq's DHCP reservations and DNS names equal to a PostgreSQL database.
 #[derive(Debug, Parser)]
@@ -114,7 +116,7 @@ pub enum Command {
 /// One admin command's database connection, and the change it made for `--wait`.
 pub struct Session {
     client: Client,
-    config: tokio_postgres::Config,
+    connector: db::Connector,
     change: Option<String>,
 }
 
@@ -122,27 +124,25 @@ type ChangeFuture<'t, T> = Pin<Box<dyn Future<Output = admin::Result<T>> + Send 
 
 impl Session {
     async fn connect(config: &Config, command: &str) -> Result<Session> {
-        let mut pg = db::connection_config(
-            config.database_url.expose(),
-            &format!("ipmanager {command}"),
-        )?;
+        let mut connector = config.connector(&format!("ipmanager {command}"))?;
         // Admin statements read a few rows; PostgreSQL's JIT, which a poorly analysed table can
         // trigger, would compile for ~50 ms and be most of their time.
+        let pg = connector.config_mut();
         let options = match pg.get_options() {
             Some(given) => format!("{given} -c jit=off"),
             None => "-c jit=off".to_owned(),
         };
         pg.options(&options);
-        let client = db::connect(&pg)
+        let client = db::connect(&connector)
             .await
             .map_err(|e| match e {
                 DbError::UnsupportedServer { .. } => anyhow::Error::new(e),
                 e => anyhow::Error::new(Unreachable(e)),
             })
-            .with_context(|| format!("cannot connect to {}", config.database_url))?;
+            .with_context(|| format!("cannot connect to {}", connector.target()))?;
         Ok(Session {
             client,
-            config: pg,
+            connector,
             change: None,
         })
     }
@@ -182,7 +182,7 @@ impl Session {
 
     /// Everything the agents serve, read as the agent reads it.
     async fn snapshot(&self) -> Result<Snapshot> {
-        let pool = db::pool(self.config.clone());
+        let pool = db::pool(self.connector.clone());
         Ok(db::take_snapshot(&pool, 0).await?)
     }
 }
@@ -273,7 +273,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn db_exit_code(db: &DbError) -> u8 {
     match db {
-        DbError::InvalidUrl(_) | DbError::UnsupportedServer { .. } => exit::CONFIG,
+        DbError::Settings(_) | DbError::UnsupportedServer { .. } => exit::CONFIG,
         DbError::Postgres(e) => db_exit_code_of(e),
         _ => exit::UNAVAILABLE,
     }

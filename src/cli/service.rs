@@ -19,10 +19,10 @@ pub async fn run_agent(config: Config) -> Result<()> {
 /// Exits (78) when the server answers and is older than PostgreSQL 13, rather than retrying
 /// forever against it. An unreachable server is the agent's to wait for.
 async fn refuse_an_old_server(config: &Config) -> Result<()> {
-    let pg = db::connection_config(config.database_url.expose(), "ipmanager-agent")?;
-    match db::connect(&pg).await {
+    let connector = config.connector("ipmanager-agent")?;
+    match db::connect(&connector).await {
         Err(error @ db::DbError::UnsupportedServer { .. }) => Err(anyhow::Error::new(error)
-            .context(format!("refusing to run against {}", config.database_url))),
+            .context(format!("refusing to run against {}", connector.target()))),
         _ => Ok(()),
     }
 }
@@ -39,10 +39,10 @@ async fn shutdown_signal() {
 }
 
 pub async fn migrate(config: &Config) -> Result<()> {
-    let pg = db::connection_config(config.database_url.expose(), "ipmanager-migrate")?;
-    let mut client = db::connect(&pg)
+    let connector = config.connector("ipmanager-migrate")?;
+    let mut client = db::connect(&connector)
         .await
-        .with_context(|| format!("cannot connect to {}", config.database_url))?;
+        .with_context(|| format!("cannot connect to {}", connector.target()))?;
     let report = db::migrate(&mut client).await?;
     if report.applied.is_empty() {
         outln!("schema is up to date")?;
@@ -55,13 +55,12 @@ pub async fn migrate(config: &Config) -> Result<()> {
 }
 
 pub async fn render_files(config: &Config) -> Result<()> {
-    let pool = db::pool(db::connection_config(
-        config.database_url.expose(),
-        "ipmanager-render",
-    )?);
+    let connector = config.connector("ipmanager-render")?;
+    let target = connector.target().to_owned();
+    let pool = db::pool(connector);
     let snapshot = db::take_snapshot_at(&pool, 0, &crate::agent::site_scope(config))
         .await
-        .with_context(|| format!("cannot read the database {}", config.database_url))?;
+        .with_context(|| format!("cannot read the database {target}"))?;
     let layout = config.dnsmasq.layout();
     let rendered = render::render_scoped(&snapshot.snapshot, &layout, &snapshot.names_only);
     let mut out = std::io::stdout().lock();
@@ -100,7 +99,7 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     };
     let d = &config.dnsmasq;
     outln!("configuration is valid (from {source})")?;
-    outln!("database_url = {}", config.database_url)?;
+    outln!("database_url = {}", config.database_target())?;
     outln!("log_level = {:?}", config.log_level)?;
     outln!("agent.name = {:?}", config.agent.name)?;
     outln!(

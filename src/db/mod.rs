@@ -5,12 +5,17 @@ mod migrate;
 mod snapshot;
 pub mod status;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::describe_parse_error;
+use crate::connection::{self, ConnectionError, LibpqEnv, Settings, SslMode};
 
 pub use migrate::{migrate, MigrationReport};
 pub use snapshot::{take_snapshot, take_snapshot_at, SiteScope, SnapshotAt};
@@ -23,9 +28,9 @@ pub const SITE_CHANGES_CHANNEL: &str = "ipmanager_site_changes";
 /// Errors of the database layer that callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The parser's complaint without the text of the string (see [`describe_parse_error`]).
-    #[error("invalid database_url: {0}")]
-    InvalidUrl(String),
+    /// A connection setting that cannot work: the string, a variable, a TLS file.
+    #[error(transparent)]
+    Settings(#[from] ConnectionError),
     #[error("cannot get a database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -63,17 +68,20 @@ const KEEPALIVE_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Parses `database_url` (URL or key=value form, several hosts and `target_session_attrs`
-/// allowed) and adds the settings every ipmanager connection needs: TCP keepalives so that a
-/// silently dead server is noticed, a connect timeout, and an `application_name` so that
-/// admins can tell ipmanager's sessions apart in `pg_stat_activity`.
-pub fn connection_config(
+/// Reads `database_url` (URL or key=value form, several hosts and `target_session_attrs`
+/// allowed) with the libpq environment `env`, looks the password up in the password file when
+/// none is given, reads the TLS files, and adds the settings every ipmanager connection needs:
+/// TCP keepalives so that a silently dead server is noticed, a connect timeout, and an
+/// `application_name` so that admins can tell ipmanager's sessions apart in `pg_stat_activity`.
+pub fn connector(
     database_url: &str,
+    env: &LibpqEnv,
     application_name: &str,
-) -> Result<tokio_postgres::Config, DbError> {
-    let mut config: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|error| DbError::InvalidUrl(describe_parse_error(&error)))?;
+) -> Result<Connector, DbError> {
+    let mut settings = Settings::parse(database_url, env)?;
+    settings.apply_passfile();
+    let tls = MakeRustlsConnect::new(connection::tls::client_config(&settings.tls)?);
+    let config = &mut settings.pg;
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }
@@ -86,15 +94,80 @@ pub fn connection_config(
         .keepalives_interval(KEEPALIVE_INTERVAL)
         .keepalives_retries(KEEPALIVE_RETRIES)
         .tcp_user_timeout(TCP_USER_TIMEOUT);
-    Ok(config)
+    Ok(Connector {
+        target: settings.target(),
+        mode: settings.tls.mode,
+        pg: settings.pg,
+        tls,
+    })
+}
+
+/// The one way ipmanager connects (pool, single connections, LISTEN): the settings and the TLS
+/// connector built from them.
+#[derive(Clone)]
+pub struct Connector {
+    pg: tokio_postgres::Config,
+    mode: SslMode,
+    tls: MakeRustlsConnect,
+    target: String,
+}
+
+/// A connection as [`Connector::connect_raw`] returns it, to be driven by the caller.
+pub type PgConnection =
+    tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
+
+impl Connector {
+    /// Where the connections go, for messages and logs: never the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The settings, for additions such as `options`.
+    pub fn config_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.pg
+    }
+
+    /// Opens a connection; the caller drives it. `sslmode=allow` tries without TLS first and
+    /// with TLS when the server refuses, as libpq does.
+    pub async fn connect_raw(&self) -> Result<(Client, PgConnection), tokio_postgres::Error> {
+        match self.pg.connect(self.tls.clone()).await {
+            Err(error) if self.mode == SslMode::Allow && error.code().is_some() => {
+                let mut with_tls = self.pg.clone();
+                with_tls.ssl_mode(tokio_postgres::config::SslMode::Require);
+                with_tls.connect(self.tls.clone()).await
+            }
+            result => result,
+        }
+    }
+
+    /// Opens a connection driven by a background task that ends with the client.
+    async fn connect_driven(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let (client, connection) = self.connect_raw().await?;
+        let task = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection closed");
+            }
+        });
+        Ok((client, task))
+    }
+}
+
+type ConnectFuture<'a> = Pin<
+    Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>,
+>;
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(&self, _pg_config: &tokio_postgres::Config) -> ConnectFuture<'_> {
+        Box::pin(self.connect_driven())
+    }
 }
 
 /// A small pool for snapshot queries and status reports; the agent needs at most one
 /// connection for each at a time.
-pub fn pool(config: tokio_postgres::Config) -> Pool {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
+pub fn pool(connector: Connector) -> Pool {
+    let manager = Manager::from_connect(
+        connector.pg.clone(),
+        connector,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -107,13 +180,8 @@ pub fn pool(config: tokio_postgres::Config) -> Pool {
 
 /// Opens a single connection and drives it on a background task that ends with the client.
 /// A server older than [`MIN_SERVER_MAJOR`] is refused.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "database connection closed");
-        }
-    });
+pub async fn connect(connector: &Connector) -> Result<Client, DbError> {
+    let (client, _task) = connector.connect_driven().await?;
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int AS version_num, \

@@ -124,6 +124,18 @@ impl Cluster {
     /// A new cluster (`initdb`, superuser `postgres`, trust authentication for local TCP and
     /// replication connections), started.
     pub fn primary(tools: &PgTools, name: &'static str) -> Cluster {
+        Self::primary_with(tools, name, &[], &[])
+    }
+
+    /// Like [`Cluster::primary`], with `settings` added to postgresql.conf and `files` (name,
+    /// content) written into the data directory before the first start, owned by the server's
+    /// user with mode 0600 (a `pg_hba.conf` among them replaces the generated one).
+    pub fn primary_with(
+        tools: &PgTools,
+        name: &'static str,
+        settings: &[&str],
+        files: &[(&str, &str)],
+    ) -> Cluster {
         let mut cluster = Self::new_dir(tools, name);
         cluster
             .pg(
@@ -138,6 +150,14 @@ impl Cluster {
             "max_connections = 60",
             "shared_buffers = '32MB'",
         ]);
+        cluster.configure(settings);
+        for (file, content) in files {
+            let path = cluster.data().join(file);
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            cluster.tools.hand_over(&path);
+        }
         cluster.start_on_free_port();
         cluster
     }
@@ -299,6 +319,15 @@ impl Cluster {
     /// URL of database `dbname` on this server alone.
     pub fn url(&self, dbname: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Database `dbname` through the cluster's Unix socket, in key=value form.
+    pub fn socket_url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     pub async fn client(&self, dbname: &str) -> Client {
