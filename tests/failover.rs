@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::agent_process::AgentProcess;
+use common::agent_process::{write_fast_agent_config, AgentProcess};
 use common::binary;
 use common::cluster::{Cluster, PgTools, StopMode};
 use tokio_postgres::Client;
@@ -59,27 +59,7 @@ impl AgentSetup {
     /// default (5 minutes), so convergence never comes from a periodic resync.
     fn new(database_url: &str) -> AgentSetup {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let config = dir.path().join("ipmanager.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"database_url = "{database_url}"
-[agent]
-name = "failover"
-liveness_interval = "1s"
-max_backoff = "500ms"
-[dnsmasq]
-include_file = "{d}/01-rust-managed.conf"
-hosts_file = "{d}/dhcp-hosts"
-addn_hosts_file = "{d}/hosts"
-reload_command = ["true"]
-restart_command = ["true"]
-check_command = []
-"#
-            ),
-        )
-        .unwrap();
+        let config = write_fast_agent_config(dir.path(), database_url, "failover");
         AgentSetup { dir, config }
     }
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::agent_process::AgentProcess;
+use common::agent_process::{write_fast_agent_config, AgentProcess};
 use common::binary::{self, assert_exit, error_text, stderr, stdout};
 use common::cluster::{Cluster, PgTools};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -165,28 +165,7 @@ impl Setup {
     }
 
     fn agent_config(&self, database_url: &str, files: &Path) -> PathBuf {
-        let d = files.display();
-        let config = files.join("ipmanager.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"database_url = "{database_url}"
-[agent]
-name = "tls"
-liveness_interval = "1s"
-max_backoff = "500ms"
-[dnsmasq]
-include_file = "{d}/01-rust-managed.conf"
-hosts_file = "{d}/dhcp-hosts"
-addn_hosts_file = "{d}/hosts"
-reload_command = ["true"]
-restart_command = ["true"]
-check_command = []
-"#
-            ),
-        )
-        .unwrap();
-        config
+        write_fast_agent_config(files, database_url, "tls")
     }
 }
 

@@ -1,6 +1,7 @@
 //! The agent binary as a child process, for tests that drive it from the outside.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,4 +79,32 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `ipmanager.toml` into `dir` for an agent named `name` on `database_url` that retries
+/// fast (liveness 1 s, backoff at most 500 ms), writes its three files into `dir` and activates
+/// nothing (`true` for reload and restart, no check command). Returns the file's path.
+pub fn write_fast_agent_config(dir: &Path, database_url: &str, name: &str) -> PathBuf {
+    let d = dir.display();
+    let config = dir.join("ipmanager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database_url = "{database_url}"
+[agent]
+name = "{name}"
+liveness_interval = "1s"
+max_backoff = "500ms"
+[dnsmasq]
+include_file = "{d}/01-rust-managed.conf"
+hosts_file = "{d}/dhcp-hosts"
+addn_hosts_file = "{d}/hosts"
+reload_command = ["true"]
+restart_command = ["true"]
+check_command = []
+"#
+        ),
+    )
+    .unwrap();
+    config
 }
