@@ -400,7 +400,11 @@ fn parse_dhcp_ip(s: &str) -> Option<IpAddr> {
     }
 }
 
+/// Seconds without a leading zero, or dnsmasq's `infinite` (DHCP's 32-bit all-ones lease).
 fn parse_lease(s: &str) -> Option<i64> {
+    if s == "infinite" {
+        return Some(i64::from(u32::MAX));
+    }
     let ok = !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| s.parse().ok())
         .flatten()
