@@ -520,7 +520,10 @@ ALTER TABLE ipmanager.hosts
     -- host_aliases refers to (id, subnet_id) so that an alias moves with its host.
     ADD CONSTRAINT hosts_id_subnet_unique UNIQUE (id, subnet_id);
 
+-- Partial: the agent reads the few hosts with a profile and the few DNS-only names on every
+-- snapshot, and neither index costs the many plain reservations anything.
 CREATE INDEX hosts_profile ON ipmanager.hosts (profile_id) WHERE profile_id IS NOT NULL;
+CREATE INDEX hosts_dns_only ON ipmanager.hosts (subnet_id) WHERE mac IS NULL;
 
 COMMENT ON COLUMN ipmanager.hosts.mac IS
     'Hardware address of the client: unicast and not all-zero; unique within the subnet. NULL: a DNS-only name, served in DNS only, whose address stays reserved.';
