@@ -700,7 +700,7 @@ async fn add_subnet(
         ),
         enabled: Some(true),
         comment: Some(Some("imported".to_owned())),
-        site: None,
+        ..super::subnets::SubnetFields::default()
     };
     let savepoint = tx.savepoint("subnet").await?;
     match super::subnets::add(&savepoint, &fields).await {

@@ -9,6 +9,8 @@
 pub mod audit;
 pub mod hosts;
 pub mod import;
+pub mod options;
+pub mod profiles;
 pub mod sites;
 pub mod subnets;
 pub mod sync;
@@ -120,6 +122,13 @@ pub(crate) fn duplicate(constraint: &str, value: &str) -> Option<String> {
         "subnets_name_unique" => {
             format!("subnets.name {quoted} is already used: subnet names are unique")
         }
+        "profiles_name_unique" => {
+            format!("profiles.name {quoted} is already used: profile names are unique")
+        }
+        "host_aliases_subnet_name_unique" => format!(
+            "host_aliases.name {quoted} is already used in this subnet: host names and aliases \
+             are unique per subnet, ignoring case"
+        ),
         "sites_name_unique" => {
             format!("sites.name {quoted} is already used: site names are unique")
         }
