@@ -698,23 +698,126 @@ CREATE TRIGGER host_aliases_validate
     FOR EACH ROW EXECUTE FUNCTION ipmanager.host_aliases_validate();
 
 -- The other direction: a host name must not be an alias of the subnet, a profile must exist, and
--- a DNS-only name must stay out of the dynamic range. Named to run after hosts_validate (triggers
--- fire in name order), which has filled subnet_id and normalised ip by then.
-CREATE FUNCTION ipmanager.hosts_validate_names()
+-- a DNS-only name must stay out of the dynamic range. V3's hosts_validate with these checks
+-- added before the duplicate check, rather than a trigger of its own: a second plpgsql trigger
+-- per row made 100,000-row inserts a third slower. MAC checks of V1 pass NULL through (a NULL
+-- comparison is not true), and the MAC duplicate probe finds nothing for NULL.
+CREATE OR REPLACE FUNCTION ipmanager.hosts_validate()
     RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    other record;
-    net   record;
+    subnet record;
+    other  record;
+    net    record;
 BEGIN
+    IF NEW.ip IS NOT NULL THEN
+        NEW.ip := ipmanager.host_address(NEW.ip);
+    END IF;
+
+    IF TG_OP = 'INSERT' OR NEW.hostname IS DISTINCT FROM OLD.hostname THEN
+        IF NOT ipmanager.is_valid_dns_name(NEW.hostname) THEN
+            RAISE EXCEPTION 'hosts.hostname % is not a valid hostname: only letters, digits and inner hyphens in dot-separated labels of at most 63 characters, 253 in all, no trailing dot, last label not all digits (RFC 1123)',
+                    quote_literal(NEW.hostname)
+                USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'hostname', CONSTRAINT = 'hosts_hostname_valid';
+        END IF;
+        -- dnsmasq reads a dhcp-host field as a keyword or lease time before it reads it as a
+        -- name, so these valid DNS names would silently become "ignore this client" or a lease.
+        IF lower(NEW.hostname) IN ('ignore', 'infinite') OR NEW.hostname ~ '^[0-9]+[smhdwSMHDW]$' THEN
+            RAISE EXCEPTION 'hosts.hostname % is not usable as a hostname: dnsmasq reads ignore, infinite and digits with an s/m/h/d/w suffix as a keyword or lease time',
+                    quote_literal(NEW.hostname)
+                USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'hostname', CONSTRAINT = 'hosts_hostname_not_dnsmasq_keyword';
+        END IF;
+    END IF;
+
+    IF TG_OP = 'INSERT' OR NEW.mac IS DISTINCT FROM OLD.mac THEN
+        -- The I/G bit (lowest bit of the first octet) marks group addresses; the broadcast
+        -- address ff:ff:ff:ff:ff:ff is one of them. No client sends DHCP from such an address,
+        -- and the all-zero address is what broken or unset interfaces report.
+        IF NEW.mac = '00:00:00:00:00:00'::macaddr THEN
+            RAISE EXCEPTION 'hosts.mac % is the all-zero address: a DHCP reservation needs the unicast MAC address of a real interface',
+                    NEW.mac
+                USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'mac', CONSTRAINT = 'hosts_mac_unicast';
+        ELSIF (NEW.mac & '01:00:00:00:00:00'::macaddr) <> '00:00:00:00:00:00'::macaddr THEN
+            RAISE EXCEPTION 'hosts.mac % is a % address (lowest bit of the first octet set): a DHCP reservation needs the unicast MAC address of a real interface',
+                    NEW.mac,
+                    CASE WHEN NEW.mac = 'ff:ff:ff:ff:ff:ff'::macaddr THEN 'broadcast' ELSE 'multicast' END
+                USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'mac', CONSTRAINT = 'hosts_mac_unicast';
+        END IF;
+    END IF;
+
+    NEW.lease_time := ipmanager.normalise_lease_time(NEW.lease_time);
+    IF NOT ipmanager.is_valid_lease_time(NEW.lease_time) THEN
+        RAISE EXCEPTION 'hosts.lease_time % (% seconds) is out of range: a lease time must be a whole number of seconds between 2 minutes and 10 years, or infinite',
+                quote_literal(NEW.lease_time), extract(epoch FROM NEW.lease_time)::float8
+            USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                  COLUMN = 'lease_time', CONSTRAINT = 'hosts_lease_time_valid',
+                  HINT = 'Use NULL to inherit the subnet''s lease time, or ipmanager.infinite_lease() (--lease-time infinite in the CLI) for one that never ends.';
+    END IF;
+
+    -- Said here rather than left to NOT NULL: subnet_id comes first in the table, so PostgreSQL
+    -- would complain about the missing subnet_id, which the admin never had to give.
+    IF NEW.ip IS NULL THEN
+        RAISE EXCEPTION 'hosts.ip is NULL: a reservation needs an IP address (its subnet is found from it)'
+            USING ERRCODE = 'not_null_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                  COLUMN = 'ip';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.ip <> OLD.ip OR NEW.subnet_id IS DISTINCT FROM OLD.subnet_id THEN
+        IF NEW.subnet_id IS NULL THEN
+            -- Overlap rules allow at most one enabled subnet to contain the IP; the ORDER BY
+            -- keeps "most specific wins" should that decision ever be relaxed.
+            SELECT s.id, s.name, s.cidr INTO subnet
+            FROM ipmanager.subnets s
+            WHERE s.enabled AND s.cidr >>= NEW.ip
+            ORDER BY masklen(s.cidr) DESC
+            LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'hosts.ip % is not inside any enabled subnet: a host without subnet_id is placed in the enabled subnet containing its IP, and there is none',
+                        host(NEW.ip)
+                    USING ERRCODE = 'foreign_key_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                          COLUMN = 'subnet_id', CONSTRAINT = 'hosts_subnet_id_fkey',
+                          HINT = 'Create or enable a subnet containing this address first, or name one (--subnet in the CLI, subnet_id in SQL).';
+            END IF;
+            NEW.subnet_id := subnet.id;
+        ELSE
+            SELECT s.id, s.name, s.cidr INTO subnet
+            FROM ipmanager.subnets s
+            WHERE s.id = NEW.subnet_id;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'hosts.subnet_id % does not exist: a host must belong to an existing subnet',
+                        NEW.subnet_id
+                    USING ERRCODE = 'foreign_key_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                          COLUMN = 'subnet_id', CONSTRAINT = 'hosts_subnet_id_fkey',
+                          HINT = 'Name no subnet (omit --subnet in the CLI, subnet_id NULL in SQL) to use the enabled subnet containing the IP.';
+            END IF;
+        END IF;
+
+        IF NOT ipmanager.is_host_address_of(NEW.ip, subnet.cidr) THEN
+            RAISE EXCEPTION '%', ipmanager.host_address_problem('hosts.ip', NEW.ip, subnet.name, subnet.cidr)
+                USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'ip', CONSTRAINT = 'hosts_ip_in_subnet',
+                      HINT = 'Name the subnet that contains the address (--subnet in the CLI, subnet_id in SQL), or none to pick the enabled subnet containing it.';
+        END IF;
+    END IF;
+
+    -- V6: a host name must not be an alias of the subnet (host_aliases_subnet_name_unique
+    -- covers aliases among themselves; this and host_aliases_validate the two tables), nor one
+    -- of the host's own aliases.
     IF TG_OP = 'INSERT' OR lower(NEW.hostname) IS DISTINCT FROM lower(OLD.hostname)
        OR NEW.subnet_id IS DISTINCT FROM OLD.subnet_id THEN
-        SELECT a.name, h.hostname, h.mac, h.ip INTO other
+        SELECT a.name, a.host_id, h.hostname, h.mac, h.ip INTO other
         FROM ipmanager.host_aliases a JOIN ipmanager.hosts h ON h.id = a.host_id
-        WHERE a.subnet_id = NEW.subnet_id AND lower(a.name) = lower(NEW.hostname)
-          AND a.host_id <> NEW.id;
-        IF FOUND THEN
+        WHERE a.subnet_id = NEW.subnet_id AND lower(a.name) = lower(NEW.hostname);
+        IF FOUND AND other.host_id = NEW.id THEN
+            RAISE EXCEPTION 'hosts.hostname % is already an alias of this host: remove the alias first',
+                    quote_literal(NEW.hostname)
+                USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                      COLUMN = 'hostname', CONSTRAINT = 'host_aliases_subnet_name_unique';
+        ELSIF FOUND THEN
             RAISE EXCEPTION 'hosts.hostname % is already used in subnet % (alias of %, %, %): host names and aliases are unique per subnet, ignoring case',
                     quote_literal(NEW.hostname),
                     quote_literal((SELECT s.name FROM ipmanager.subnets s WHERE s.id = NEW.subnet_id)),
@@ -722,16 +825,9 @@ BEGIN
                 USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
                       COLUMN = 'hostname', CONSTRAINT = 'host_aliases_subnet_name_unique';
         END IF;
-        -- Its own alias: the rename would give the host one name twice.
-        IF EXISTS (SELECT 1 FROM ipmanager.host_aliases a
-                   WHERE a.host_id = NEW.id AND lower(a.name) = lower(NEW.hostname)) THEN
-            RAISE EXCEPTION 'hosts.hostname % is already an alias of this host: remove the alias first',
-                    quote_literal(NEW.hostname)
-                USING ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
-                      COLUMN = 'hostname', CONSTRAINT = 'host_aliases_subnet_name_unique';
-        END IF;
     END IF;
 
+    -- V6: the profile must exist (hosts_profile_id_fkey is the backstop).
     IF NEW.profile_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.profile_id IS DISTINCT FROM OLD.profile_id)
        AND NOT EXISTS (SELECT 1 FROM ipmanager.profiles p WHERE p.id = NEW.profile_id) THEN
         RAISE EXCEPTION 'hosts.profile_id % of host % does not exist: a host can only use an existing profile',
@@ -741,6 +837,8 @@ BEGIN
                   HINT = 'Create it first with ipmanager profile add NAME, and refer to it with ipmanager.profile_id(NAME).';
     END IF;
 
+    -- V6: a DNS-only name (no MAC) must lie outside the dynamic range, where dnsmasq would hand
+    -- its address to a client.
     IF NEW.mac IS NULL AND (TG_OP = 'INSERT' OR OLD.mac IS NOT NULL OR NEW.ip <> OLD.ip
                             OR NEW.subnet_id <> OLD.subnet_id) THEN
         SELECT s.name, s.range_start, s.range_end INTO net
@@ -754,16 +852,43 @@ BEGIN
                       HINT = 'Give an address outside the range, or give the host a MAC address (--mac, hosts.mac) to make it a reservation.';
         END IF;
     END IF;
+
+    -- Duplicates, in words and naming the reservation that has the value already. One query,
+    -- each branch a probe of its unique index (an OR across them let the planner pick a
+    -- sequential scan, which made large inserts quadratic); the subnet's name is only read for
+    -- the message. The unique constraints stay the race-proof backstop for rows that
+    -- concurrent transactions have not committed yet.
+    IF TG_OP = 'INSERT' OR NEW.ip <> OLD.ip OR NEW.subnet_id <> OLD.subnet_id
+       OR NEW.mac IS DISTINCT FROM OLD.mac OR lower(NEW.hostname) IS DISTINCT FROM lower(OLD.hostname) THEN
+        SELECT d.rule, d.ip, d.mac, d.hostname INTO other
+        FROM (SELECT 1 AS rule, h.ip, h.mac, h.hostname FROM ipmanager.hosts h
+              WHERE h.ip = NEW.ip AND h.id <> NEW.id
+              UNION ALL
+              SELECT 2, h.ip, h.mac, h.hostname FROM ipmanager.hosts h
+              WHERE h.subnet_id = NEW.subnet_id AND h.mac = NEW.mac AND h.id <> NEW.id
+              UNION ALL
+              SELECT 3, h.ip, h.mac, h.hostname FROM ipmanager.hosts h
+              WHERE h.subnet_id = NEW.subnet_id AND lower(h.hostname) = lower(NEW.hostname)
+                AND h.id <> NEW.id
+              ORDER BY 1
+              LIMIT 1) d;
+        IF other.rule IS NOT NULL THEN
+            RAISE EXCEPTION USING
+                MESSAGE = ipmanager.host_duplicate_message(other.rule, NEW.ip, NEW.mac, NEW.hostname,
+                              NEW.subnet_id, other.ip, other.mac, other.hostname),
+                ERRCODE = 'unique_violation', SCHEMA = 'ipmanager', TABLE = 'hosts',
+                COLUMN = (ARRAY['ip', 'mac', 'hostname'])[other.rule],
+                CONSTRAINT = (ARRAY['hosts_ip_unique', 'hosts_subnet_mac_unique',
+                                    'hosts_subnet_hostname_unique'])[other.rule];
+        END IF;
+    END IF;
+
     RETURN NEW;
 END
 $$;
 
-COMMENT ON FUNCTION ipmanager.hosts_validate_names() IS
-    'BEFORE INSERT OR UPDATE trigger on hosts, after hosts_validate: a host name must not be an alias in the subnet, the profile must exist, and a DNS-only name (mac NULL) must lie outside the dynamic range.';
-
-CREATE TRIGGER hosts_validate_names
-    BEFORE INSERT OR UPDATE ON ipmanager.hosts
-    FOR EACH ROW EXECUTE FUNCTION ipmanager.hosts_validate_names();
+COMMENT ON FUNCTION ipmanager.hosts_validate() IS
+    'BEFORE INSERT OR UPDATE trigger on hosts: normalises ip, fills a missing subnet_id and enforces hostname, MAC, lease time, address-in-subnet, uniqueness (IP; MAC and host name per subnet, host names against aliases), profile and DNS-only-outside-the-range rules with admin-readable messages.';
 
 -- The subnet side: the default profile must exist, and a new or widened dynamic range must not
 -- take a DNS-only name's address. Runs after subnets_validate, which normalised the range.
@@ -985,7 +1110,8 @@ BEGIN
                      ELSE format('(%s bytes, not shown)', octet_length(NEW.value)) END,
                 shown, owner_kind, quote_literal(owner_name), shown,
                 ipmanager.option_type_rule(NEW.type)
-                    || CASE WHEN NEW.type <> 'string' THEN ', at most 500 bytes' ELSE '' END
+                    || CASE WHEN NEW.type IN ('ipv4-list', 'ipv6-list', 'domain-list', 'classless-routes', 'hex')
+                            THEN ', at most 500 bytes in all' ELSE '' END
             USING ERRCODE = 'check_violation', SCHEMA = 'ipmanager', TABLE = TG_TABLE_NAME,
                   COLUMN = 'value', CONSTRAINT = 'options_value_valid';
     END IF;
@@ -1118,29 +1244,37 @@ ALTER TABLE ipmanager.audit_log ADD CONSTRAINT audit_log_table_name_valid
 COMMENT ON COLUMN ipmanager.audit_log.table_name IS
     '''hosts'', ''subnets'', ''sites'', ''profiles'', ''subnet_options'', ''profile_options'' or ''host_aliases''.';
 
+-- Removing a host, subnet or profile removes its aliases or options through the foreign key's
+-- cascade (a host's move to another subnet moves its aliases), one statement per parent row.
+-- Those statements are not logged or announced on their own: the parent's change is, and the
+-- audit and notification triggers would otherwise run once per removed host. Hence the WHEN
+-- condition on the three child tables: only statements that are not run by a trigger (the
+-- foreign key's actions are triggers) fire them.
 DO $$
 DECLARE
-    t text;
+    t    text;
+    cond text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['profiles', 'subnet_options', 'profile_options', 'host_aliases'] LOOP
+        cond := CASE WHEN t <> 'profiles' THEN 'WHEN (pg_trigger_depth() < 1)' ELSE '' END;
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON ipmanager.%I REFERENCING NEW TABLE AS new_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_insert', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_insert', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON ipmanager.%I REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_update', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_update', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON ipmanager.%I REFERENCING OLD TABLE AS old_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_delete', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_delete', t, cond);
         EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON ipmanager.%I
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_truncate', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.audit_change()', t || '_audit_truncate', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ipmanager.%I
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_change()', t || '_notify_change', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.notify_change()', t || '_notify_change', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON ipmanager.%I REFERENCING NEW TABLE AS new_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_insert', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_insert', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON ipmanager.%I REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_update', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_update', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON ipmanager.%I REFERENCING OLD TABLE AS old_rows
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_delete', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_delete', t, cond);
         EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON ipmanager.%I
-                            FOR EACH STATEMENT EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_truncate', t);
+                            FOR EACH STATEMENT %s EXECUTE FUNCTION ipmanager.notify_site_change()', t || '_notify_sites_truncate', t, cond);
     END LOOP;
 END
 $$;
