@@ -23,7 +23,7 @@ use tokio_postgres::{Client, Transaction};
 use crate::admin::{self, AdminError};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
-use crate::model::Snapshot;
+use crate::model::{Extras, Snapshot};
 use crate::write::FileError;
 
 /// sysexits-style exit codes, so that scripts and systemd can tell failures apart.
@@ -190,10 +190,12 @@ impl Session {
         }
     }
 
-    /// Everything the agents serve, read as the agent reads it.
-    async fn snapshot(&self) -> Result<Snapshot> {
+    /// Everything the agents serve, read as the agent reads it, with options, profiles,
+    /// aliases and DNS-only names.
+    async fn snapshot(&self) -> Result<(Snapshot, Extras)> {
         let pool = db::pool(self.connector.clone());
-        Ok(db::take_snapshot(&pool, 0).await?)
+        let at = db::take_snapshot_at(&pool, 0, &db::SiteScope::default()).await?;
+        Ok((at.snapshot, at.extras))
     }
 }
 
