@@ -357,3 +357,87 @@ fn profile_help_has_examples() {
         assert!(stdout(&out).contains("Examples:"), "{args:?}:\n{}", stdout(&out));
     }
 }
+
+#[tokio::test]
+async fn import_maps_names_onto_aliases_and_dns_only_names_and_export_writes_them_back() {
+    let admin = Admin::with_office().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dnsmasq.conf");
+    std::fs::write(
+        &file,
+        "dhcp-host=52:54:00:00:00:01,10.1.0.10,printer\n\
+         cname=laser,print-server,printer\n\
+         host-record=vip1,vip,10.1.0.60\n\
+         address=/files.office.example/10.1.0.61\n\
+         address=/ads.example/#\n\
+         host-record=printer,pr,10.1.0.10\n\
+         cname=x,nobody\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = admin.run(&["import", path, "--format", "dnsmasq", "-o", "json"]);
+    assert_exit(&out, 65, "import with an unknown cname target");
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["rejected"][0]["line"], 7);
+    assert_eq!(
+        report["rejected"][0]["reason"],
+        "no host is named 'nobody': a cname target must be a host's name"
+    );
+    // Without the bad line it goes in; the names became aliases and DNS-only names.
+    let text = std::fs::read_to_string(&file).unwrap().replace("cname=x,nobody\n", "");
+    std::fs::write(&file, text).unwrap();
+    let report = admin.json(&["import", path, "--format", "dnsmasq"]);
+    let reasons: Vec<&str> = report["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "",
+            "aliases of 'printer'",
+            "DNS-only name",
+            "DNS-only name; dnsmasq also answers the name's subdomains; ipmanager serves the name only",
+            "aliases of 'printer'",
+        ]
+    );
+    assert_eq!(report["skipped"][0]["line"], 5);
+    let printer = admin.json(&["host", "show", "printer"]);
+    assert_eq!(printer[0]["aliases"], json!(["laser", "pr", "print-server"]));
+    let vip = admin.json(&["host", "show", "vip1"]);
+    assert_eq!((vip[0]["mac"].clone(), vip[0]["aliases"].clone()), (Value::Null, json!(["vip"])));
+    // Importing it again changes nothing.
+    let again = admin.json(&["import", path, "--format", "dnsmasq"]);
+    assert_eq!(again["added"], json!([]));
+    assert_eq!(again["unchanged"].as_array().unwrap().len(), 5);
+
+    let exported = admin.ok(&["export", "--format", "dnsmasq"]);
+    assert!(exported.contains("cname=laser,pr,print-server,printer\n"), "{exported}");
+    assert!(exported.contains("host-record=vip1,vip,10.1.0.60\n"), "{exported}");
+    assert!(exported.contains("host-record=files.office.example,10.1.0.61\n"), "{exported}");
+    let hosts = admin.ok(&["export", "--format", "hosts"]);
+    assert!(hosts.contains("10.1.0.10 printer laser pr print-server\n"), "{hosts}");
+
+    // The export reads back into an empty database as the same names.
+    let other = Admin::with_office().await;
+    let exported_file = dir.path().join("export.conf");
+    std::fs::write(&exported_file, &exported).unwrap();
+    other.json(&["import", exported_file.to_str().unwrap(), "--format", "dnsmasq"]);
+    assert_eq!(
+        other.json(&["host", "show", "printer"])[0]["aliases"],
+        json!(["laser", "pr", "print-server"])
+    );
+    assert_eq!(other.json(&["host", "show", "vip1"])[0]["aliases"], json!(["vip"]));
+
+    // A hosts file: the reservation's address gives aliases, another address a DNS-only name.
+    let hosts_file = dir.path().join("hosts");
+    std::fs::write(&hosts_file, "10.1.0.10 printer color\n10.1.0.70 gw2 router2\n").unwrap();
+    other.json(&["import", hosts_file.to_str().unwrap(), "--format", "hosts"]);
+    assert_eq!(
+        other.json(&["host", "show", "printer"])[0]["aliases"],
+        json!(["color", "laser", "pr", "print-server"])
+    );
+    assert_eq!(other.json(&["host", "show", "gw2"])[0]["aliases"], json!(["router2"]));
+}
