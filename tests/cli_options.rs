@@ -66,7 +66,11 @@ impl Admin {
             .batch_execute(sql)
             .await
             .expect_err(&format!("the database must reject {sql}"));
-        error.as_db_error().expect("a database error").message().to_owned()
+        error
+            .as_db_error()
+            .expect("a database error")
+            .message()
+            .to_owned()
     }
 }
 
@@ -115,14 +119,31 @@ async fn subnet_options_are_set_shown_in_json_and_unset() {
     );
 
     // Removing and re-setting the same value.
-    let after = admin.json(&["subnet", "set", "office", "--unset-option", "mtu", "--unset-option", "224"]);
+    let after = admin.json(&[
+        "subnet",
+        "set",
+        "office",
+        "--unset-option",
+        "mtu",
+        "--unset-option",
+        "224",
+    ]);
     assert_eq!(after["options"].as_array().unwrap().len(), 4);
     assert_eq!(
         admin.fails(&["subnet", "set", "office", "--unset-option", "mtu"], 1),
         "option 'mtu' is not set: nothing to unset"
     );
     assert_eq!(
-        admin.fails(&["subnet", "set", "office", "--option", "ntp-server=10.1.0.123"], 1),
+        admin.fails(
+            &[
+                "subnet",
+                "set",
+                "office",
+                "--option",
+                "ntp-server=10.1.0.123"
+            ],
+            1
+        ),
         "subnet 'office' already has these values: nothing to change"
     );
 
@@ -134,19 +155,45 @@ async fn subnet_options_are_set_shown_in_json_and_unset() {
         admin.fails(&["subnet", "set", "office", "--option", "mtu=70000"], 65),
         psql
     );
-    assert!(psql.starts_with("subnet_options.value '70000' of option mtu (26) in subnet 'office' is not valid"), "{psql}");
+    assert!(
+        psql.starts_with(
+            "subnet_options.value '70000' of option mtu (26) in subnet 'office' is not valid"
+        ),
+        "{psql}"
+    );
     // Nothing of a refused command is kept.
-    assert!(admin.fails(
-        &["subnet", "set", "office", "--option", "mtu=1400", "--option", "router=10.1.0.1"],
-        65
-    )
-    .contains("cannot be set: the router is the subnet's gateway"));
-    assert_eq!(admin.json(&["subnet", "show", "office"])["options"].as_array().unwrap().len(), 4);
+    assert!(admin
+        .fails(
+            &[
+                "subnet",
+                "set",
+                "office",
+                "--option",
+                "mtu=1400",
+                "--option",
+                "router=10.1.0.1"
+            ],
+            65
+        )
+        .contains("cannot be set: the router is the subnet's gateway"));
+    assert_eq!(
+        admin.json(&["subnet", "show", "office"])["options"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 
     for (arg, expected) in [
         ("mtu", "option 'mtu' has no value"),
-        ("224:float=1", "option '224' declares the unknown type 'float'"),
-        ("253=x", "subnet_options.type of option 253 in subnet 'office' is missing"),
+        (
+            "224:float=1",
+            "option '224' declares the unknown type 'float'",
+        ),
+        (
+            "253=x",
+            "subnet_options.type of option 253 in subnet 'office' is missing",
+        ),
     ] {
         let error = admin.fails(&["subnet", "set", "office", "--option", arg], 65);
         assert!(error.starts_with(expected), "{arg}: {error}");
@@ -227,17 +274,34 @@ async fn profiles_are_added_changed_shown_listed_and_removed_only_when_unused() 
     let psql = admin
         .db_error("UPDATE ipmanager.profiles SET boot_file = 'a,b' WHERE name = 'pxe'")
         .await;
-    assert_eq!(admin.fails(&["profile", "set", "pxe", "--boot-file", "a,b"], 65), psql);
+    assert_eq!(
+        admin.fails(&["profile", "set", "pxe", "--boot-file", "a,b"], 65),
+        psql
+    );
 
     // In use by a host and a subnet: refused, counting them.
     admin.ok(&[
-        "host", "add", "--mac", "52:54:00:00:00:01", "--hostname", "pc1", "--ip", "10.1.0.10",
-        "--profile", "pxe",
+        "host",
+        "add",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--hostname",
+        "pc1",
+        "--ip",
+        "10.1.0.10",
+        "--profile",
+        "pxe",
     ]);
     admin.ok(&["subnet", "set", "office", "--default-profile", "pxe"]);
     let list = admin.ok(&["profile", "list"]);
-    assert!(list.starts_with("NAME  BOOT FILE   NEXT SERVER  OPTIONS  HOSTS"), "{list}");
-    assert!(list.contains("pxe   pxelinux.0  10.1.0.5     1        1"), "{list}");
+    assert!(
+        list.starts_with("NAME  BOOT FILE   NEXT SERVER  OPTIONS  HOSTS"),
+        "{list}"
+    );
+    assert!(
+        list.contains("pxe   pxelinux.0  10.1.0.5     1        1"),
+        "{list}"
+    );
     assert_eq!(
         admin.fails(&["profile", "rm", "pxe"], 65),
         "profile 'pxe' is still used by 1 host(s) (e.g. 'pc1') and 1 subnet(s) as their default \
@@ -245,7 +309,10 @@ async fn profiles_are_added_changed_shown_listed_and_removed_only_when_unused() 
          HOST --no-profile (UPDATE ipmanager.hosts SET profile_id = NULL WHERE ...), and the \
          subnets: ipmanager subnet set SUBNET --default-profile none.)"
     );
-    assert_eq!(admin.json(&["subnet", "show", "office"])["default_profile"], "pxe");
+    assert_eq!(
+        admin.json(&["subnet", "show", "office"])["default_profile"],
+        "pxe"
+    );
     admin.ok(&["host", "set", "pc1", "--no-profile"]);
     admin.ok(&["subnet", "set", "office", "--default-profile", "none"]);
     assert_eq!(admin.ok(&["profile", "rm", "pxe"]), "removed profile pxe\n");
@@ -262,7 +329,13 @@ async fn profiles_are_added_changed_shown_listed_and_removed_only_when_unused() 
 #[tokio::test]
 async fn hosts_get_profiles_aliases_and_dns_only_names() {
     let admin = Admin::with_office().await;
-    admin.ok(&["profile", "add", "pxe-uefi", "--boot-file-uefi", "grubx64.efi"]);
+    admin.ok(&[
+        "profile",
+        "add",
+        "pxe-uefi",
+        "--boot-file-uefi",
+        "grubx64.efi",
+    ]);
     let printer = admin.json(&[
         "host",
         "add",
@@ -284,14 +357,26 @@ async fn hosts_get_profiles_aliases_and_dns_only_names() {
     assert_eq!(field(&shown, "profile"), "pxe-uefi");
 
     // Aliases collide with names exactly as names do, in the database's words.
-    admin.ok(&["host", "add", "--mac", "52:54:00:00:00:02", "--hostname", "nas", "--ip", "10.1.0.11"]);
+    admin.ok(&[
+        "host",
+        "add",
+        "--mac",
+        "52:54:00:00:00:02",
+        "--hostname",
+        "nas",
+        "--ip",
+        "10.1.0.11",
+    ]);
     let psql = admin
         .db_error(
             "INSERT INTO ipmanager.host_aliases (host_id, name) \
              SELECT id, 'Laser' FROM ipmanager.hosts WHERE hostname = 'nas'",
         )
         .await;
-    assert_eq!(admin.fails(&["host", "set", "nas", "--alias", "Laser"], 65), psql);
+    assert_eq!(
+        admin.fails(&["host", "set", "nas", "--alias", "Laser"], 65),
+        psql
+    );
     assert_eq!(
         admin.fails(
             &["host", "add", "--mac", "52:54:00:00:00:03", "--hostname", "LASER", "--ip", "10.1.0.12"],
@@ -311,10 +396,24 @@ async fn hosts_get_profiles_aliases_and_dns_only_names() {
         "alias 'A' is given twice"
     );
     // A host may take one of its aliases as its name when the same command drops it.
-    let renamed = admin.json(&["host", "set", "printer", "--hostname", "laser", "--alias", "printer"]);
-    assert_eq!((renamed["hostname"].as_str(), renamed["aliases"].clone()), (Some("laser"), json!(["printer"])));
+    let renamed = admin.json(&[
+        "host",
+        "set",
+        "printer",
+        "--hostname",
+        "laser",
+        "--alias",
+        "printer",
+    ]);
+    assert_eq!(
+        (renamed["hostname"].as_str(), renamed["aliases"].clone()),
+        (Some("laser"), json!(["printer"]))
+    );
     let cleared = admin.json(&["host", "set", "laser", "--no-aliases", "--no-profile"]);
-    assert_eq!((cleared["aliases"].clone(), cleared["profile"].clone()), (json!([]), Value::Null));
+    assert_eq!(
+        (cleared["aliases"].clone(), cleared["profile"].clone()),
+        (json!([]), Value::Null)
+    );
     assert_eq!(
         admin.fails(&["host", "set", "laser", "--no-aliases"], 1),
         "host laser already has these values: nothing to change"
@@ -322,13 +421,25 @@ async fn hosts_get_profiles_aliases_and_dns_only_names() {
 
     // A DNS-only name: no --mac.
     assert_eq!(
-        admin.ok(&["host", "add", "--hostname", "vip1", "--ip", "10.1.0.60", "--alias", "vip"]),
+        admin.ok(&[
+            "host",
+            "add",
+            "--hostname",
+            "vip1",
+            "--ip",
+            "10.1.0.60",
+            "--alias",
+            "vip"
+        ]),
         "added host vip1 10.1.0.60 (DNS only) in subnet office\n"
     );
     let vip = admin.json(&["host", "show", "vip1"]);
     assert_eq!(vip[0]["mac"], Value::Null);
     assert_eq!(
-        admin.fails(&["host", "add", "--hostname", "vip2", "--ip", "10.1.0.150"], 65),
+        admin.fails(
+            &["host", "add", "--hostname", "vip2", "--ip", "10.1.0.150"],
+            65
+        ),
         "hosts.ip 10.1.0.150 of DNS-only name 'vip2' lies in the dynamic range \
          10.1.0.100-10.1.0.199 of subnet 'office': dnsmasq would lease it to a client, so a name \
          without MAC must have an address outside the range (Give an address outside the range, \
@@ -336,14 +447,26 @@ async fn hosts_get_profiles_aliases_and_dns_only_names() {
     );
     assert_eq!(
         admin.fails(
-            &["host", "add", "--mac", "52:54:00:00:00:09", "--hostname", "pc9", "--ip", "10.1.0.60"],
+            &[
+                "host",
+                "add",
+                "--mac",
+                "52:54:00:00:00:09",
+                "--hostname",
+                "pc9",
+                "--ip",
+                "10.1.0.60"
+            ],
             65
         ),
         "hosts.ip 10.1.0.60 is already reserved (for 'vip1', DNS only): an IP address can have \
          only one reservation"
     );
     let allocated = admin.json(&["host", "add", "--hostname", "vip3", "--subnet", "office"]);
-    assert_eq!((allocated["ip"].as_str(), allocated["mac"].clone()), (Some("10.1.0.2"), Value::Null));
+    assert_eq!(
+        (allocated["ip"].as_str(), allocated["mac"].clone()),
+        (Some("10.1.0.2"), Value::Null)
+    );
     let list = admin.ok(&["host", "list", "--search", "vip"]);
     assert!(list.contains("vip1 (vip)  10.1.0.60  (DNS only)"), "{list}");
     assert_eq!(list.lines().count(), 3, "{list}");
@@ -351,10 +474,18 @@ async fn hosts_get_profiles_aliases_and_dns_only_names() {
 
 #[test]
 fn profile_help_has_examples() {
-    for args in [&["profile", "--help"][..], &["profile", "add", "--help"], &["subnet", "set", "--help"]] {
+    for args in [
+        &["profile", "--help"][..],
+        &["profile", "add", "--help"],
+        &["subnet", "set", "--help"],
+    ] {
         let out = ipmanager(args, &[]);
         assert_exit(&out, 0, &format!("{args:?}"));
-        assert!(stdout(&out).contains("Examples:"), "{args:?}:\n{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("Examples:"),
+            "{args:?}:\n{}",
+            stdout(&out)
+        );
     }
 }
 
@@ -384,7 +515,9 @@ async fn import_maps_names_onto_aliases_and_dns_only_names_and_export_writes_the
         "no host is named 'nobody': a cname target must be a host's name"
     );
     // Without the bad line it goes in; the names became aliases and DNS-only names.
-    let text = std::fs::read_to_string(&file).unwrap().replace("cname=x,nobody\n", "");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("cname=x,nobody\n", "");
     std::fs::write(&file, text).unwrap();
     let report = admin.json(&["import", path, "--format", "dnsmasq"]);
     let reasons: Vec<&str> = report["added"]
@@ -405,39 +538,72 @@ async fn import_maps_names_onto_aliases_and_dns_only_names_and_export_writes_the
     );
     assert_eq!(report["skipped"][0]["line"], 5);
     let printer = admin.json(&["host", "show", "printer"]);
-    assert_eq!(printer[0]["aliases"], json!(["laser", "pr", "print-server"]));
+    assert_eq!(
+        printer[0]["aliases"],
+        json!(["laser", "pr", "print-server"])
+    );
     let vip = admin.json(&["host", "show", "vip1"]);
-    assert_eq!((vip[0]["mac"].clone(), vip[0]["aliases"].clone()), (Value::Null, json!(["vip"])));
+    assert_eq!(
+        (vip[0]["mac"].clone(), vip[0]["aliases"].clone()),
+        (Value::Null, json!(["vip"]))
+    );
     // Importing it again changes nothing.
     let again = admin.json(&["import", path, "--format", "dnsmasq"]);
     assert_eq!(again["added"], json!([]));
     assert_eq!(again["unchanged"].as_array().unwrap().len(), 5);
 
     let exported = admin.ok(&["export", "--format", "dnsmasq"]);
-    assert!(exported.contains("cname=laser,pr,print-server,printer\n"), "{exported}");
-    assert!(exported.contains("host-record=vip1,vip,10.1.0.60\n"), "{exported}");
-    assert!(exported.contains("host-record=files.office.example,10.1.0.61\n"), "{exported}");
+    assert!(
+        exported.contains("cname=laser,pr,print-server,printer\n"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("host-record=vip1,vip,10.1.0.60\n"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("host-record=files.office.example,10.1.0.61\n"),
+        "{exported}"
+    );
     let hosts = admin.ok(&["export", "--format", "hosts"]);
-    assert!(hosts.contains("10.1.0.10 printer laser pr print-server\n"), "{hosts}");
+    assert!(
+        hosts.contains("10.1.0.10 printer laser pr print-server\n"),
+        "{hosts}"
+    );
 
     // The export reads back into an empty database as the same names.
     let other = Admin::with_office().await;
     let exported_file = dir.path().join("export.conf");
     std::fs::write(&exported_file, &exported).unwrap();
-    other.json(&["import", exported_file.to_str().unwrap(), "--format", "dnsmasq"]);
+    other.json(&[
+        "import",
+        exported_file.to_str().unwrap(),
+        "--format",
+        "dnsmasq",
+    ]);
     assert_eq!(
         other.json(&["host", "show", "printer"])[0]["aliases"],
         json!(["laser", "pr", "print-server"])
     );
-    assert_eq!(other.json(&["host", "show", "vip1"])[0]["aliases"], json!(["vip"]));
+    assert_eq!(
+        other.json(&["host", "show", "vip1"])[0]["aliases"],
+        json!(["vip"])
+    );
 
     // A hosts file: the reservation's address gives aliases, another address a DNS-only name.
     let hosts_file = dir.path().join("hosts");
-    std::fs::write(&hosts_file, "10.1.0.10 printer color\n10.1.0.70 gw2 router2\n").unwrap();
+    std::fs::write(
+        &hosts_file,
+        "10.1.0.10 printer color\n10.1.0.70 gw2 router2\n",
+    )
+    .unwrap();
     other.json(&["import", hosts_file.to_str().unwrap(), "--format", "hosts"]);
     assert_eq!(
         other.json(&["host", "show", "printer"])[0]["aliases"],
         json!(["color", "laser", "pr", "print-server"])
     );
-    assert_eq!(other.json(&["host", "show", "gw2"])[0]["aliases"], json!(["router2"]));
+    assert_eq!(
+        other.json(&["host", "show", "gw2"])[0]["aliases"],
+        json!(["router2"])
+    );
 }

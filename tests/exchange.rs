@@ -527,18 +527,30 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
         "{text}"
     );
     assert!(text.contains("host-record=vip1,vip,10.1.0.60\n"), "{text}");
-    assert!(text.contains("# not exported: DNS-only name 91: "), "{text}");
+    assert!(
+        text.contains("# not exported: DNS-only name 91: "),
+        "{text}"
+    );
     let parsed = parse(Format::Dnsmasq, &text).unwrap();
-    assert!(parsed.rejected.is_empty() && parsed.skipped.is_empty(), "{parsed:?}");
+    assert!(
+        parsed.rejected.is_empty() && parsed.skipped.is_empty(),
+        "{parsed:?}"
+    );
     assert_eq!(parsed.aliases.len(), 1);
     assert_eq!(parsed.aliases[0].aliases, ["laser", "print-server"]);
     assert_eq!(parsed.aliases[0].target, printer.hostname);
     assert_eq!(parsed.names.len(), 1);
-    assert_eq!((parsed.names[0].ip, parsed.names[0].names.clone()), (ip("10.1.0.60"), vec!["vip1".to_owned(), "vip".to_owned()]));
+    assert_eq!(
+        (parsed.names[0].ip, parsed.names[0].names.clone()),
+        (ip("10.1.0.60"), vec!["vip1".to_owned(), "vip".to_owned()])
+    );
 
     let hosts = export(Format::Hosts, &snapshot, &extras);
     assert!(
-        hosts.contains(&format!("{} {} laser print-server\n", printer.ip, printer.hostname)),
+        hosts.contains(&format!(
+            "{} {} laser print-server\n",
+            printer.ip, printer.hostname
+        )),
         "{hosts}"
     );
     assert!(hosts.ends_with("10.1.0.60 vip1 vip\n"), "{hosts}");
@@ -548,6 +560,9 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
 
     for format in [Format::Hostsfile, Format::Ethers, Format::Kea] {
         let text = export(format, &snapshot, &extras);
-        assert!(!text.contains("laser") && !text.contains("vip1"), "{format}: {text}");
+        assert!(
+            !text.contains("laser") && !text.contains("vip1"),
+            "{format}: {text}"
+        );
     }
 }

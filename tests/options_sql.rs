@@ -68,22 +68,92 @@ async fn set_option(
 async fn every_option_type_is_accepted_in_its_normal_form() {
     let (_db, client) = with_subnets().await;
     for (subnet, option, value, kind, expected_type, expected) in [
-        ("office", "dns-server", "10.1.0.53, 10.1.0.54", None, "ipv4-list", "10.1.0.53,10.1.0.54"),
+        (
+            "office",
+            "dns-server",
+            "10.1.0.53, 10.1.0.54",
+            None,
+            "ipv4-list",
+            "10.1.0.53,10.1.0.54",
+        ),
         ("office", "6", "10.1.0.55", None, "ipv4-list", "10.1.0.55"),
-        ("v6", "dns-server", "2001:DB8::53,2001:db8::54", None, "ipv6-list", "2001:db8::53,2001:db8::54"),
-        ("office", "domain-search", "office.example, example.com", None, "domain-list", "office.example,example.com"),
-        ("office", "tzdb-timezone", "Europe/Berlin", None, "string", "Europe/Berlin"),
-        ("office", "252", "\"http://wpad/wpad.dat\"", None, "string", "http://wpad/wpad.dat"),
+        (
+            "v6",
+            "dns-server",
+            "2001:DB8::53,2001:db8::54",
+            None,
+            "ipv6-list",
+            "2001:db8::53,2001:db8::54",
+        ),
+        (
+            "office",
+            "domain-search",
+            "office.example, example.com",
+            None,
+            "domain-list",
+            "office.example,example.com",
+        ),
+        (
+            "office",
+            "tzdb-timezone",
+            "Europe/Berlin",
+            None,
+            "string",
+            "Europe/Berlin",
+        ),
+        (
+            "office",
+            "252",
+            "\"http://wpad/wpad.dat\"",
+            None,
+            "string",
+            "http://wpad/wpad.dat",
+        ),
         ("office", "default-ttl", "064", None, "uint8", "64"),
         ("office", "mtu", "1400", None, "uint16", "1400"),
-        ("office", "arp-timeout", "4294967295", None, "uint32", "4294967295"),
+        (
+            "office",
+            "arp-timeout",
+            "4294967295",
+            None,
+            "uint32",
+            "4294967295",
+        ),
         ("office", "ip-forward-enable", "Yes", None, "bool", "1"),
         ("office", "all-subnets-local", "off", None, "bool", "0"),
-        ("office", "224", "DE:AD:b:ef", Some("hex"), "hex", "de:ad:0b:ef"),
-        ("office", "225", "deadbeef", Some("hex"), "hex", "de:ad:be:ef"),
+        (
+            "office",
+            "224",
+            "DE:AD:b:ef",
+            Some("hex"),
+            "hex",
+            "de:ad:0b:ef",
+        ),
+        (
+            "office",
+            "225",
+            "deadbeef",
+            Some("hex"),
+            "hex",
+            "de:ad:be:ef",
+        ),
         ("office", "226", "7", Some("uint8"), "uint8", "7"),
-        ("office", "classless-static-route", "10.2.0.0/16,10.1.0.1, 0.0.0.0/0,10.1.0.1", None, "classless-routes", "10.2.0.0/16,10.1.0.1,0.0.0.0/0,10.1.0.1"),
-        ("v6", "bootfile-url", "http://[2001:db8::5]/boot.efi", None, "string", "http://[2001:db8::5]/boot.efi"),
+        (
+            "office",
+            "classless-static-route",
+            "10.2.0.0/16,10.1.0.1, 0.0.0.0/0,10.1.0.1",
+            None,
+            "classless-routes",
+            "10.2.0.0/16,10.1.0.1,0.0.0.0/0,10.1.0.1",
+        ),
+        (
+            "v6",
+            "bootfile-url",
+            "http://[2001:db8::5]/boot.efi",
+            None,
+            "string",
+            "http://[2001:db8::5]/boot.efi",
+        ),
     ] {
         let got = set_option(&client, subnet, option, value, kind).await;
         assert_eq!(
@@ -174,9 +244,16 @@ async fn options_are_known_settable_and_typed_or_refused_in_words() {
     )
     .await;
     assert_eq!(code, SqlState::CHECK_VIOLATION, "{message}");
-    assert!(message.contains("mtu (26) takes a whole number"), "{message}");
+    assert!(
+        message.contains("mtu (26) takes a whole number"),
+        "{message}"
+    );
     // The same option twice for one subnet: the unique constraint.
-    ok(&client, "SELECT ipmanager.set_subnet_option('office', 'mtu', '1400')").await;
+    ok(
+        &client,
+        "SELECT ipmanager.set_subnet_option('office', 'mtu', '1400')",
+    )
+    .await;
     let (code, _) = failure(
         &client,
         "INSERT INTO ipmanager.subnet_options (subnet_id, option, value) \
@@ -192,9 +269,24 @@ async fn options_are_known_settable_and_typed_or_refused_in_words() {
     )
     .await;
     assert_eq!(code, SqlState::CHECK_VIOLATION, "{message}");
-    assert!(message.contains("cannot change from IPv4 to IPv6"), "{message}");
-    assert!(scalar::<bool>(&client, "SELECT ipmanager.unset_subnet_option('office', '26')").await);
-    assert!(!scalar::<bool>(&client, "SELECT ipmanager.unset_subnet_option('office', 'mtu')").await);
+    assert!(
+        message.contains("cannot change from IPv4 to IPv6"),
+        "{message}"
+    );
+    assert!(
+        scalar::<bool>(
+            &client,
+            "SELECT ipmanager.unset_subnet_option('office', '26')"
+        )
+        .await
+    );
+    assert!(
+        !scalar::<bool>(
+            &client,
+            "SELECT ipmanager.unset_subnet_option('office', 'mtu')"
+        )
+        .await
+    );
 }
 
 /// Nothing that can end a line, start a comment, quote, or add a field passes into any value.
@@ -223,15 +315,34 @@ async fn no_value_can_carry_dnsmasq_syntax() {
         "classless-static-route",
     ] {
         // In a list a comma separates items: "a,b" is two domains, not an injection.
-        for trick in tricks.iter().filter(|t| !(option == "domain-search" && **t == "a,b")) {
+        for trick in tricks
+            .iter()
+            .filter(|t| !(option == "domain-search" && **t == "a,b"))
+        {
             let result = set_option(&client, "office", option, trick, None).await;
-            assert!(result.is_err(), "{option}={trick:?} was accepted: {result:?}");
+            assert!(
+                result.is_err(),
+                "{option}={trick:?} was accepted: {result:?}"
+            );
         }
     }
     for trick in ["a,b", "a\nb", "de:ad,01", "de ad"] {
-        assert!(set_option(&client, "office", "224", trick, Some("hex")).await.is_err());
+        assert!(set_option(&client, "office", "224", trick, Some("hex"))
+            .await
+            .is_err());
     }
-    for file in ["a,b", "a b", "a#b", "a\"b", "a\nb", "-x", "tag:evil", "set:x", "", &"a".repeat(129)] {
+    for file in [
+        "a,b",
+        "a b",
+        "a#b",
+        "a\"b",
+        "a\nb",
+        "-x",
+        "tag:evil",
+        "set:x",
+        "",
+        &"a".repeat(129),
+    ] {
         let (code, message) = failure(
             &client,
             &format!(
@@ -242,11 +353,17 @@ async fn no_value_can_carry_dnsmasq_syntax() {
         .await;
         assert_eq!(code, SqlState::CHECK_VIOLATION, "{file:?}: {message}");
         assert!(
-            message.starts_with("profiles.boot_file_uefi ") && message.contains("of profile 'p' is not a valid boot file name"),
+            message.starts_with("profiles.boot_file_uefi ")
+                && message.contains("of profile 'p' is not a valid boot file name"),
             "{message}"
         );
     }
-    for name in ["tftp server", "tftp,x", "t_x", &format!("{}.example", "a".repeat(60))] {
+    for name in [
+        "tftp server",
+        "tftp,x",
+        "t_x",
+        &format!("{}.example", "a".repeat(60)),
+    ] {
         let (_, message) = failure(
             &client,
             &format!(
@@ -294,7 +411,8 @@ async fn profiles_in_use_cannot_be_removed_and_the_message_counts_hosts() {
         scalar::<String>(&client, "SELECT host(next_server) FROM ipmanager.profiles").await,
         "10.1.0.5"
     );
-    let (code, message) = failure(&client, "DELETE FROM ipmanager.profiles WHERE name = 'pxe'").await;
+    let (code, message) =
+        failure(&client, "DELETE FROM ipmanager.profiles WHERE name = 'pxe'").await;
     assert_eq!(code, SqlState::FOREIGN_KEY_VIOLATION);
     assert_eq!(
         message,
@@ -308,7 +426,10 @@ async fn profiles_in_use_cannot_be_removed_and_the_message_counts_hosts() {
     )
     .await;
     let (_, message) = failure(&client, "DELETE FROM ipmanager.profiles WHERE name = 'pxe'").await;
-    assert!(message.contains("by 0 host(s) and 1 subnet(s)"), "{message}");
+    assert!(
+        message.contains("by 0 host(s) and 1 subnet(s)"),
+        "{message}"
+    );
     ok(
         &client,
         "UPDATE ipmanager.subnets SET default_profile_id = NULL; \
@@ -316,7 +437,10 @@ async fn profiles_in_use_cannot_be_removed_and_the_message_counts_hosts() {
     )
     .await;
     // Its options went with it.
-    assert_eq!(scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.profile_options").await, 0);
+    assert_eq!(
+        scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.profile_options").await,
+        0
+    );
 
     for (sql, code, expected) in [
         ("SELECT ipmanager.profile_id('nope')", SqlState::NO_DATA_FOUND,
@@ -336,10 +460,21 @@ async fn profiles_in_use_cannot_be_removed_and_the_message_counts_hosts() {
         assert_eq!(got, code, "{sql}: {message}");
         assert!(message.starts_with(expected), "{sql}: {message}");
     }
-    ok(&client, "INSERT INTO ipmanager.profiles (name) VALUES ('lab')").await;
-    let (code, message) = failure(&client, "INSERT INTO ipmanager.profiles (name) VALUES ('lab')").await;
+    ok(
+        &client,
+        "INSERT INTO ipmanager.profiles (name) VALUES ('lab')",
+    )
+    .await;
+    let (code, message) = failure(
+        &client,
+        "INSERT INTO ipmanager.profiles (name) VALUES ('lab')",
+    )
+    .await;
     assert_eq!(code, SqlState::UNIQUE_VIOLATION);
-    assert_eq!(message, "profiles.name 'lab' is already used: profile names are unique");
+    assert_eq!(
+        message,
+        "profiles.name 'lab' is already used: profile names are unique"
+    );
     let error = client
         .query_one(
             "SELECT * FROM ipmanager.set_profile_option('lab', 'dns-server', '10.1.0.999')",
@@ -409,7 +544,10 @@ async fn aliases_collide_with_names_and_other_aliases_exactly_as_names_do() {
         "UPDATE ipmanager.hosts SET ip = '10.2.0.10', subnet_id = NULL WHERE hostname = 'printer'",
     )
     .await;
-    assert!(message.contains("host_aliases.name 'laser' is already used in subnet 'lab'"), "{message}");
+    assert!(
+        message.contains("host_aliases.name 'laser' is already used in subnet 'lab'"),
+        "{message}"
+    );
     ok(
         &client,
         "UPDATE ipmanager.hosts SET hostname = 'laser2' WHERE ip = '10.2.0.9'; \
@@ -430,10 +568,20 @@ async fn aliases_collide_with_names_and_other_aliases_exactly_as_names_do() {
     }
     ok(&client, &alias_of("nas", "n8")).await;
     let (_, message) = failure(&client, &alias_of("nas", "n9")).await;
-    assert!(message.contains("a host has at most 8 aliases"), "{message}");
+    assert!(
+        message.contains("a host has at most 8 aliases"),
+        "{message}"
+    );
     // Removing the host removes its aliases.
-    ok(&client, "DELETE FROM ipmanager.hosts WHERE hostname = 'nas'").await;
-    assert_eq!(scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.host_aliases").await, 1);
+    ok(
+        &client,
+        "DELETE FROM ipmanager.hosts WHERE hostname = 'nas'",
+    )
+    .await;
+    assert_eq!(
+        scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.host_aliases").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -463,7 +611,11 @@ async fn dns_only_names_reserve_their_address_outside_the_range() {
         assert!(message.starts_with(expected), "{sql}: {message}");
     }
     // Several names without MAC in one subnet; allocate_host makes one too.
-    ok(&client, "INSERT INTO ipmanager.hosts (ip, hostname) VALUES ('10.1.0.62', 'vip3')").await;
+    ok(
+        &client,
+        "INSERT INTO ipmanager.hosts (ip, hostname) VALUES ('10.1.0.62', 'vip3')",
+    )
+    .await;
     assert_eq!(
         scalar::<String>(
             &client,
@@ -473,7 +625,11 @@ async fn dns_only_names_reserve_their_address_outside_the_range() {
         "10.1.0.2 none"
     );
     // allocate_host steps over DNS-only names like over reservations.
-    ok(&client, "UPDATE ipmanager.hosts SET ip = '10.1.0.3' WHERE hostname = 'vip3'").await;
+    ok(
+        &client,
+        "UPDATE ipmanager.hosts SET ip = '10.1.0.3' WHERE hostname = 'vip3'",
+    )
+    .await;
     assert_eq!(
         scalar::<String>(
             &client,
@@ -573,7 +729,12 @@ async fn the_snapshot_reads_options_profiles_aliases_and_dns_only_names() {
         .await
         .unwrap();
     // The DNS-only name is no reservation.
-    let hostnames: Vec<&str> = at.snapshot.hosts.iter().map(|h| h.hostname.as_str()).collect();
+    let hostnames: Vec<&str> = at
+        .snapshot
+        .hosts
+        .iter()
+        .map(|h| h.hostname.as_str())
+        .collect();
     assert_eq!(hostnames.len(), 2, "{hostnames:?}");
     assert!(!hostnames.contains(&"vip1"));
     let extras = &at.extras;
@@ -588,7 +749,10 @@ async fn the_snapshot_reads_options_profiles_aliases_and_dns_only_names() {
     assert_eq!(profile.boot_file.as_deref(), Some("pxelinux.0"));
     assert_eq!(profile.next_server, Some("10.1.0.5".parse().unwrap()));
     assert_eq!(profile.options.len(), 1);
-    assert_eq!(profile.options[0].name.as_deref(), Some("tftp-server-address"));
+    assert_eq!(
+        profile.options[0].name.as_deref(),
+        Some("tftp-server-address")
+    );
     let office: Vec<(u16, Option<&str>, &str)> = extras
         .subnets
         .iter()
@@ -603,7 +767,11 @@ async fn the_snapshot_reads_options_profiles_aliases_and_dns_only_names() {
         ]
     );
     assert_eq!(
-        extras.subnets.iter().filter(|s| s.default_profile == Some(profile.id)).count(),
+        extras
+            .subnets
+            .iter()
+            .filter(|s| s.default_profile == Some(profile.id))
+            .count(),
         1
     );
 }

@@ -1689,7 +1689,9 @@ async fn one_notification_per_statement() {
              ipmanager.subnet_options"
         )
         .await,
-        ["host_aliases", "hosts", "subnet_options", "subnets"].map(String::from).to_vec()
+        ["host_aliases", "hosts", "subnet_options", "subnets"]
+            .map(String::from)
+            .to_vec()
     );
     // PostgreSQL folds identical notifications of one transaction: one per table.
     assert_eq!(

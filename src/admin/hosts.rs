@@ -9,9 +9,9 @@ use eui48::MacAddress;
 use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
+use super::profiles;
 use super::subnets;
 use super::validate::{self, format_mac};
-use super::profiles;
 use super::{seconds, AdminError, HostQuery, HostRef, Result};
 
 /// One reservation as admins see it.
@@ -382,12 +382,18 @@ pub async fn set(
         .mac
         .map(|m| format_mac(&m))
         .or_else(|| old.mac.clone());
-    let profile = change.profile.clone().unwrap_or_else(|| old.profile.clone());
+    let profile = change
+        .profile
+        .clone()
+        .unwrap_or_else(|| old.profile.clone());
     let profile_id = match &profile {
         Some(name) => Some(profiles::resolve_id(client, name).await?),
         None => None,
     };
-    let mut aliases = change.aliases.clone().unwrap_or_else(|| old.aliases.clone());
+    let mut aliases = change
+        .aliases
+        .clone()
+        .unwrap_or_else(|| old.aliases.clone());
     aliases.sort_by_key(|a| (a.to_ascii_lowercase(), a.clone()));
     let ip = change.ip.unwrap_or(old.ip);
     let hostname = change

@@ -786,9 +786,9 @@ async fn add_name(
             let host = named(&row)?;
             let aliases = missing(&host, &record.names);
             if aliases.is_empty() {
-                report
-                    .unchanged
-                    .push(entry("the host with this address has these names".to_owned()));
+                report.unchanged.push(entry(
+                    "the host with this address has these names".to_owned(),
+                ));
                 return Ok(());
             }
             notes.insert(0, format!("aliases of {}", quote(&host.hostname)));

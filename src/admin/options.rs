@@ -179,7 +179,11 @@ mod tests {
         );
         let declared = OptionArg::parse("224:hex=de:ad").unwrap();
         assert_eq!(
-            (declared.option.as_str(), declared.kind, declared.value.as_str()),
+            (
+                declared.option.as_str(),
+                declared.kind,
+                declared.value.as_str()
+            ),
             ("224", Some(OptionKind::Hex), "de:ad")
         );
         // Everything after the first '=' is the value, quotes included.
@@ -187,7 +191,9 @@ mod tests {
             OptionArg::parse("252=\"http://wpad/x?a=b\"").unwrap().value,
             "\"http://wpad/x?a=b\""
         );
-        assert!(OptionArg::parse("mtu").unwrap_err().contains("has no value"));
+        assert!(OptionArg::parse("mtu")
+            .unwrap_err()
+            .contains("has no value"));
         assert!(OptionArg::parse("=1").unwrap_err().contains("has no name"));
         assert!(OptionArg::parse("224:float=1")
             .unwrap_err()

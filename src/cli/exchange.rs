@@ -218,7 +218,10 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
 
 pub async fn export(args: ExportArgs, session: &mut Session) -> Result<()> {
     let (snapshot, extras) = session.snapshot().await?;
-    out!("{}", exchange::export(args.format.into(), &snapshot, &extras))?;
+    out!(
+        "{}",
+        exchange::export(args.format.into(), &snapshot, &extras)
+    )?;
     Ok(())
 }
 

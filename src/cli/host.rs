@@ -105,7 +105,12 @@ pub struct SetArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// The host's aliases, separated by commas: replaces the ones it has.
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',', conflicts_with = "no_aliases")]
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        conflicts_with = "no_aliases"
+    )]
     alias: Option<Vec<String>>,
     /// Remove every alias of the host.
     #[arg(long)]

@@ -377,7 +377,10 @@ fn details(subnet: &SubnetRow) -> String {
         ("lease time", output::lease(subnet.lease_seconds)),
         ("comment", output::or_dash(subnet.comment.as_deref())),
         ("site", output::or_dash(subnet.site.as_deref())),
-        ("default profile", output::or_dash(subnet.default_profile.as_deref())),
+        (
+            "default profile",
+            output::or_dash(subnet.default_profile.as_deref()),
+        ),
         ("options", options_text(&subnet.options)),
         ("addresses", usage.addresses.to_string()),
         ("range size", usage.range_size.to_string()),

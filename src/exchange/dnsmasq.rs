@@ -353,7 +353,12 @@ pub(crate) fn export(plan: &ExportPlan<'_>, flavour: Flavour) -> String {
         lines::dhcp_host(&mut out, prefix, host);
     }
     // A dhcp-hostsfile holds reservations only.
-    if flavour == Flavour::Conf && plan.names.iter().any(|n| n.dns_only || !n.aliases.is_empty()) {
+    if flavour == Flavour::Conf
+        && plan
+            .names
+            .iter()
+            .any(|n| n.dns_only || !n.aliases.is_empty())
+    {
         out.push_str("# aliases and DNS-only names\n");
         names::dnsmasq_lines(&mut out, &plan.names);
     }

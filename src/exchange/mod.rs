@@ -249,17 +249,16 @@ impl<'a> ExportPlan<'a> {
             .map(|(_, host)| names::NameLine {
                 ip: host.ip,
                 hostname: &host.hostname,
-                aliases: extras
-                    .hosts
-                    .iter()
-                    .find(|h| h.host_id == host.id)
-                    .map_or(no_aliases, |h| {
+                aliases: extras.hosts.iter().find(|h| h.host_id == host.id).map_or(
+                    no_aliases,
+                    |h| {
                         if h.aliases.iter().all(|a| validate::hostname(a).is_ok()) {
                             &h.aliases[..]
                         } else {
                             no_aliases
                         }
-                    }),
+                    },
+                ),
                 dns_only: false,
             })
             .collect();

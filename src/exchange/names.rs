@@ -48,7 +48,11 @@ pub(crate) enum Names {
 }
 
 /// Reads the value of a `host-record=`, `address=` or `cname=` line; `None` for other options.
-pub(crate) fn dnsmasq_option(option: &str, value: &str, line: usize) -> Option<Result<Names, String>> {
+pub(crate) fn dnsmasq_option(
+    option: &str,
+    value: &str,
+    line: usize,
+) -> Option<Result<Names, String>> {
     Some(match option {
         "host-record" => host_record(value, line).map(Names::Records),
         "address" => address(value, line),
@@ -70,10 +74,15 @@ fn host_record(value: &str, line: usize) -> Result<Vec<NameRecord>, String> {
     for (i, field) in value.split(',').map(str::trim).enumerate() {
         if let Ok(ip) = field.trim_matches(['[', ']']).parse::<IpAddr>() {
             ips.push(ip);
-        } else if !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()) && !names.is_empty() {
+        } else if !field.is_empty()
+            && field.bytes().all(|b| b.is_ascii_digit())
+            && !names.is_empty()
+        {
             notes.push(format!("TTL {field} not kept"));
         } else {
-            names.push(check_hostname(field).map_err(|reason| format!("field {}: {reason}", i + 1))?);
+            names.push(
+                check_hostname(field).map_err(|reason| format!("field {}: {reason}", i + 1))?,
+            );
         }
     }
     if names.is_empty() || ips.is_empty() {
@@ -282,11 +291,16 @@ mod tests {
         assert_eq!(all[1].names, ["vip2"]);
         for skipped in ["/ads.example/", "/ads.example/#", "//10.0.0.1"] {
             assert!(
-                matches!(dnsmasq_option("address", skipped, 1), Some(Ok(Names::Skipped(_)))),
+                matches!(
+                    dnsmasq_option("address", skipped, 1),
+                    Some(Ok(Names::Skipped(_)))
+                ),
                 "{skipped}"
             );
         }
-        assert!(dnsmasq_option("address", "/x/10.0.0.999", 1).unwrap().is_err());
+        assert!(dnsmasq_option("address", "/x/10.0.0.999", 1)
+            .unwrap()
+            .is_err());
     }
 
     #[test]
@@ -295,14 +309,18 @@ mod tests {
         else {
             panic!("not an alias")
         };
-        assert_eq!((alias.aliases.as_slice(), alias.target.as_str()), (&["laser".to_owned(), "print".to_owned()][..], "printer"));
+        assert_eq!(
+            (alias.aliases.as_slice(), alias.target.as_str()),
+            (&["laser".to_owned(), "print".to_owned()][..], "printer")
+        );
         assert!(dnsmasq_option("cname", "printer", 1).unwrap().is_err());
         assert!(dnsmasq_option("dhcp-host", "x", 1).is_none());
     }
 
     #[test]
     fn hosts_files_are_read_line_by_line() {
-        let parsed = parse_hosts("# c\n10.1.0.60 vip1 vip # x\n\nnot-an-ip x\n10.1.0.61\n10.1.0.62 a,b\n");
+        let parsed =
+            parse_hosts("# c\n10.1.0.60 vip1 vip # x\n\nnot-an-ip x\n10.1.0.61\n10.1.0.62 a,b\n");
         assert_eq!(parsed.names.len(), 1);
         assert_eq!(parsed.names[0].names, ["vip1", "vip"]);
         let lines: Vec<usize> = parsed.rejected.iter().map(|n| n.line).collect();
