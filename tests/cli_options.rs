@@ -316,6 +316,15 @@ async fn profiles_are_added_changed_shown_listed_and_removed_only_when_unused() 
     admin.ok(&["host", "set", "pc1", "--no-profile"]);
     admin.ok(&["subnet", "set", "office", "--default-profile", "none"]);
     assert_eq!(admin.ok(&["profile", "rm", "pxe"]), "removed profile pxe\n");
+    // The log names what changed.
+    let log = admin.ok(&["log"]);
+    for subject in [
+        "profile pxe",
+        "option mtu of profile #1",
+        "option tftp-server-address of profile #1",
+    ] {
+        assert!(log.contains(subject), "{subject} in:\n{log}");
+    }
     assert_eq!(
         admin.fails(&["profile", "show", "pxe"], 1),
         "profile 'pxe' does not exist: give a profile name as listed by 'ipmanager profile list'"

@@ -1,8 +1,9 @@
-//! Administrative operations on subnets, reservations, sync status and the audit log: what the
-//! `ipmanager` CLI does, as library functions over one database connection.
+//! Administrative operations on subnets, reservations, profiles, DHCP options, sync status and
+//! the audit log: what the `ipmanager` CLI does, as library functions over one database
+//! connection.
 //!
-//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql` and
-//! `sql/V3__hardening.sql`), so that psql users get the same protection; this module validates
+//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`,
+//! `sql/V3__hardening.sql` and `sql/V6__options.sql`), so that psql users get the same protection; this module validates
 //! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
