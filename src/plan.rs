@@ -107,7 +107,13 @@ impl Loaded {
             .memory
             .differs
             .values()
-            .flat_map(|d| d.served.as_ref().map(|e| e.host_id).into_iter().chain(d.wanted))
+            .flat_map(|d| {
+                d.served
+                    .as_ref()
+                    .map(|e| e.host_id)
+                    .into_iter()
+                    .chain(d.wanted)
+            })
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -159,10 +165,7 @@ pub fn plan(before: &Loaded, desired: Sharded) -> Plan {
 
 /// The shards whose file differs between `old` and `new`, in shard order: `new`'s content, or
 /// `None` for a file `new` does not have.
-fn changes(
-    old: &BTreeMap<u32, String>,
-    new: &BTreeMap<u32, String>,
-) -> Vec<(u32, Option<String>)> {
+fn changes(old: &BTreeMap<u32, String>, new: &BTreeMap<u32, String>) -> Vec<(u32, Option<String>)> {
     let mut out: Vec<(u32, Option<String>)> = new
         .iter()
         .filter(|&(shard, text)| old.get(shard) != Some(text))
@@ -241,7 +244,13 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
             let key = entry_key(entry);
             // Not differing: the newest entry is the files' line.
             let served = served_now(&key).unwrap_or(Some(Line::of(entry, text)));
-            slots.insert(key, Slot { served, wanted: None });
+            slots.insert(
+                key,
+                Slot {
+                    served,
+                    wanted: None,
+                },
+            );
         }
     }
     for &(shard, _) in changed {
