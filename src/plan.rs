@@ -165,7 +165,19 @@ pub fn plan(before: &Loaded, desired: Sharded) -> Plan {
     let dhcp = changes(&before.files.dhcp, &desired.dhcp);
     let dns = changes(&before.files.dns, &desired.dns);
     // A deleted DHCP file is not re-read: its entries stay loaded.
-    let changed: Vec<(u32, bool)> = dhcp.iter().map(|(s, c)| (*s, c.is_some())).collect();
+    let mut changed: Vec<(u32, bool)> = dhcp.iter().map(|(s, c)| (*s, c.is_some())).collect();
+    // A file whose text stays but whose lines now belong to other hosts (a host removed and
+    // another added with the very same line) is not written either, but who is pending changes.
+    let relabelled: Vec<u32> = desired
+        .dhcp
+        .keys()
+        .filter(|&&shard| {
+            changed.binary_search_by_key(&shard, |c| c.0).is_err()
+                && before.files.shard_entries(shard) != desired.shard_entries(shard)
+        })
+        .copied()
+        .collect();
+    changed.extend(relabelled.into_iter().map(|shard| (shard, false)));
     let memory = reread(&before.memory, &before.files, &desired, &changed);
     Plan {
         dhcp,
@@ -239,7 +251,8 @@ fn entry_key(entry: &DhcpEntry) -> u128 {
 }
 
 /// `before` (the memory with the `old` files on disk) once the DHCP shards in `changed` hold
-/// `new`'s content and dnsmasq has re-read those marked written (`true`), in shard order.
+/// `new`'s content and dnsmasq has re-read those marked written (`true`), in the order given
+/// (which makes no difference: no address and no key is twice in `new`).
 ///
 /// Only the keys of the changed shards can change: a key of an unchanged shard has its line
 /// there in both `old` and `new`, and each key has at most one line in a render, so it is in
@@ -514,6 +527,22 @@ mod tests {
         let after = step(&before, &hosts);
         assert_eq!(after.served(1, mac(2)), ip("10.0.0.11"));
         assert_eq!(after.pending(), vec![2, 3]);
+    }
+
+    #[test]
+    fn the_same_line_for_another_host_moves_what_is_pending() {
+        // Host 1's new name is refused; then host 9 (the same shard) replaces host 1 with
+        // exactly its line, which leaves the file as it is.
+        let mut hosts = base();
+        hosts[0].hostname = "uno".to_owned();
+        let renamed = step(&start(&base()), &hosts);
+        assert_eq!(renamed.pending(), vec![1]);
+        hosts[0].id = 9;
+        let plan = plan(&renamed, files(&hosts));
+        assert_eq!((plan.dhcp.len(), plan.dns.len()), (0, 0));
+        // Host 9's line is not served; host 1's old one still is.
+        assert_eq!(plan.after.pending(), vec![1, 9]);
+        assert_eq!(plan.after.served(1, mac(1)), ip("10.0.0.10"));
     }
 
     #[test]

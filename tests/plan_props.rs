@@ -528,6 +528,17 @@ proptest! {
         check_sharded(&snapshot, &names_only, &paths, shards);
     }
 
+}
+
+proptest! {
+    // More cases: a failure needs a few unlikely steps in a row (a host replaced by another
+    // with the very same line while a third change is pending, say).
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn the_planner_agrees_with_a_simulated_dnsmasq(
         initial in prop::collection::vec(arb_spec(), IDS.len()),

@@ -52,12 +52,17 @@ pub fn shard_of(host_id: i64, shards: u32) -> u32 {
 }
 
 impl Sharded {
-    /// The reservations of `shard`, each with its line (without the newline), in file order.
-    pub fn reservations(&self, shard: u32) -> impl Iterator<Item = (&DhcpEntry, &str)> {
+    /// The entries of `shard`, in file order.
+    pub fn shard_entries(&self, shard: u32) -> &[DhcpEntry] {
         let start = self.entries.partition_point(|e| e.shard < shard);
         let end = self.entries.partition_point(|e| e.shard <= shard);
+        &self.entries[start..end]
+    }
+
+    /// The reservations of `shard`, each with its line (without the newline), in file order.
+    pub fn reservations(&self, shard: u32) -> impl Iterator<Item = (&DhcpEntry, &str)> {
         let text = self.dhcp.get(&shard).map_or("", String::as_str);
-        self.entries[start..end].iter().zip(text.lines())
+        self.shard_entries(shard).iter().zip(text.lines())
     }
 }
 
