@@ -43,7 +43,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::render::{subnet_mac_key, DhcpEntry, Sharded};
+use crate::render::{shard_of, subnet_mac_key, DhcpEntry, Sharded};
 
 /// dnsmasq's DHCP memory since its last full read of the hosts directory, plus the shard files
 /// on disk.
@@ -166,18 +166,20 @@ pub fn plan(before: &Loaded, desired: Sharded) -> Plan {
     let dns = changes(&before.files.dns, &desired.dns);
     // A deleted DHCP file is not re-read: its entries stay loaded.
     let mut changed: Vec<(u32, bool)> = dhcp.iter().map(|(s, c)| (*s, c.is_some())).collect();
-    // A file whose text stays but whose lines now belong to other hosts (a host removed and
-    // another added with the very same line) is not written either, but who is pending changes.
-    let relabelled: Vec<u32> = desired
-        .dhcp
-        .keys()
-        .filter(|&&shard| {
-            changed.binary_search_by_key(&shard, |c| c.0).is_err()
-                && before.files.shard_entries(shard) != desired.shard_entries(shard)
-        })
-        .copied()
+    // A file whose text stays can still have its lines rendered for other hosts now (a host
+    // replaced by another with the very same line). Nothing is written, but for a key that
+    // differs, the host owed its line changes: look again at the shards of those hosts.
+    let mut owed: Vec<u32> = before
+        .memory
+        .differs
+        .values()
+        .filter_map(|d| d.wanted)
+        .map(|host_id| shard_of(host_id, before.files.shards))
+        .filter(|shard| changed.binary_search_by_key(shard, |c| c.0).is_err())
         .collect();
-    changed.extend(relabelled.into_iter().map(|shard| (shard, false)));
+    owed.sort_unstable();
+    owed.dedup();
+    changed.extend(owed.into_iter().map(|shard| (shard, false)));
     let memory = reread(&before.memory, &before.files, &desired, &changed);
     Plan {
         dhcp,
