@@ -167,6 +167,10 @@ impl DnsmasqConfig {
             kind: self.layout,
             hosts_file: self.hosts_file.clone(),
             addn_hosts_file: self.addn_hosts_file.clone(),
+            // Placeholders until the configuration has these keys.
+            hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
+            names_dir: "/var/lib/ipmanager/hosts.d".into(),
+            shards: 1024,
         }
     }
 }

@@ -737,6 +737,9 @@ fn layout(kind: LayoutKind, hosts_file: PathBuf, addn_hosts_file: PathBuf) -> La
         kind,
         hosts_file,
         addn_hosts_file,
+        hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
+        names_dir: "/var/lib/ipmanager/hosts.d".into(),
+        shards: 16,
     }
 }
 

@@ -106,6 +106,7 @@ impl OutputFiles {
         match self.layout.kind {
             LayoutKind::Hostsfile => path == self.layout.hosts_file,
             LayoutKind::Conf => path == self.include_file,
+            LayoutKind::Incremental => false,
         }
     }
 
