@@ -118,6 +118,7 @@ fn all_migrations() -> Vec<String> {
         "V2__admin".to_string(),
         "V3__hardening".to_string(),
         "V4__sites".to_string(),
+        "V5__incremental".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()

@@ -144,6 +144,7 @@ impl Reports {
             phase: phase.as_str().to_owned(),
             applied: unsent.applied.clone(),
             error: unsent.error.clone(),
+            ..Report::default()
         };
         let writer = self.writer.clone();
         self.write = Write::InFlight {
