@@ -19,7 +19,10 @@ pub struct FileError {
 }
 
 impl FileError {
-    fn new<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+    pub(crate) fn new<'a>(
+        action: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> FileError + 'a {
         move |source| FileError {
             action,
             path: path.to_owned(),
@@ -194,10 +197,7 @@ fn remove_leftovers<'a>(targets: impl Iterator<Item = &'a Path>) {
         std::collections::BTreeMap::new();
     for path in targets {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        by_dir
-            .entry(parent_dir(path))
-            .or_default()
-            .extend(name);
+        by_dir.entry(parent_dir(path)).or_default().extend(name);
     }
     for (dir, names) in by_dir {
         let Ok(entries) = fs::read_dir(dir) else {

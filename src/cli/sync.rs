@@ -31,7 +31,9 @@ pub struct WaitArgs {
 pub struct TimedOut(String);
 
 /// Agents named with what they are doing, for the messages that say who did not get there.
-fn with_phases<'a>(agents: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>) -> String {
+fn with_phases<'a>(
+    agents: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+) -> String {
     agents
         .into_iter()
         .map(|(name, phase, error)| match error {
@@ -233,7 +235,10 @@ pub async fn status(args: StatusArgs, session: &mut Session) -> Result<()> {
                     column("AGENT", Fit::Keep),
                     column("HOST", Fit::Optional(1)),
                     // Only where sites are in use: otherwise every agent serves everything.
-                    column("SITES", shown_if(agents.iter().any(|a| a.sites.is_some()), 0)),
+                    column(
+                        "SITES",
+                        shown_if(agents.iter().any(|a| a.sites.is_some()), 0)
+                    ),
                     column("STATE", Fit::Keep),
                     column("SINCE", Fit::Keep),
                     // The compaction columns only once some agent has something to say there.
