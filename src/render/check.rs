@@ -853,6 +853,11 @@ mod tests {
         );
         assert_eq!(check_file(FileKind::Include, &include), Ok(()));
         assert_eq!(check_file(FileKind::Include, ""), Ok(()));
+        let dirs = format!(
+            "{HEADER}dhcp-hostsdir=/var/lib/ipmanager/dhcp-hosts.d\n\
+             hostsdir=/var/lib/ipmanager/hosts.d\n{RANGE}"
+        );
+        assert_eq!(check_file(FileKind::Include, &dirs), Ok(()));
     }
 
     #[test]
@@ -1129,6 +1134,36 @@ mod tests {
                 format!("{HEADER}addn-hosts=relative\n"),
                 2,
                 "path is not absolute",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=/a\nhostsdir=/b\ndhcp-hostsdir=/a\n"),
+                4,
+                "dhcp-hostsdir is already set on line 2",
+            ),
+            (
+                Include,
+                format!("{HEADER}hostsdir=/a\nhostsdir=/b\n"),
+                3,
+                "hostsdir is already set on line 2",
+            ),
+            (
+                Include,
+                format!("{HEADER}hostsdir=/a,/b\n"),
+                2,
+                "path contains ','",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=hosts.d\n"),
+                2,
+                "path is not absolute",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=/a b\n"),
+                2,
+                "path contains",
             ),
             (
                 Include,

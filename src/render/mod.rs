@@ -16,6 +16,20 @@
 //! `dhcp-host=MAC,IP,hostname[,LEASE]` for every served host, then
 //! `host-record=[fqdn,]hostname,IP` for every served host.
 //!
+//! With [`LayoutKind::Incremental`] the lines of `hosts` and `addn_hosts` are spread over shard
+//! files in two directories that dnsmasq watches, so that one changed host rewrites one small
+//! file and no signal is needed ([`Rendered::sharded`], see [`Sharded`]):
+//!
+//! - `include`: the header, `dhcp-hostsdir=<hosts_dir>`, `hostsdir=<names_dir>`, then the
+//!   subnet blocks.
+//! - shard `n` (of [`Layout::shards`]) holds the lines of the hosts whose id is `n` modulo the
+//!   number of shards, in the usual order, in the file [`shard_file_name`]`(n)` of both
+//!   directories; exactly the hostsfile layout's lines, so that all shards together hold
+//!   exactly its `hosts` and `addn_hosts` lines. A shard without lines has no file; a host
+//!   with its name only has a line in the names shard only.
+//!
+//! [`crate::plan`] decides which shard files a change rewrites and what dnsmasq then serves.
+//!
 //! A subnet block:
 //!
 //! ```text
@@ -584,6 +598,105 @@ mod tests {
              # dhcp-hostsfile omitted: the configured path is not safe in a dnsmasq line\n\
              # addn-hosts omitted: the configured path is not safe in a dnsmasq line\n"
         );
+        let layout = Layout {
+            kind: LayoutKind::Incremental,
+            hosts_dir: "/tmp/x,y".into(),
+            names_dir: "hosts.d".into(),
+            ..layout
+        };
+        assert_eq!(
+            render(&Snapshot::default(), &layout).include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             # dhcp-hostsdir omitted: the configured path is not safe in a dnsmasq line\n\
+             # hostsdir omitted: the configured path is not safe in a dnsmasq line\n"
+        );
+    }
+
+    #[test]
+    fn incremental_spreads_the_hostsfile_lines_over_shards() {
+        let far = Subnet {
+            id: 2,
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            domain: None,
+            ..subnet()
+        };
+        let snapshot = Snapshot {
+            subnets: vec![subnet(), far],
+            hosts: vec![
+                host(9, "10.0.0.9", 9, "nine"),
+                host(1, "10.0.0.1", 1, "one"),
+                host(-3, "10.0.0.3", 3, "minus-three"),
+                host(4, "10.0.0.4", 1, "same-mac"),
+                Host {
+                    subnet_id: 2,
+                    ..host(6, "10.0.1.6", 6, "far")
+                },
+            ],
+        };
+        let rendered = render_scoped(&snapshot, &layout(LayoutKind::Incremental), &[2]);
+        assert_eq!(
+            rendered.include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             dhcp-hostsdir=/var/lib/ipmanager/dhcp-hosts.d\n\
+             hostsdir=/var/lib/ipmanager/hosts.d\n\
+             # subnet 1 10.0.0.0/24\n\
+             dhcp-range=set:subnet1,10.0.0.0,static,255.255.255.0\n\
+             domain=lan,10.0.0.0/24\n"
+        );
+        assert_eq!((rendered.hosts, rendered.addn_hosts), (None, None));
+        assert_eq!(rendered.hosts_served, 3);
+        assert_eq!(rendered.skipped.len(), 1);
+        let sharded = rendered.sharded.unwrap();
+        assert_eq!(sharded.shards, 4);
+        // -3 mod 4 = 1, with 1 and 9, in address order; 6 has its name only, in shard 2.
+        let dhcp: Vec<(u32, &str)> = sharded.dhcp.iter().map(|(&s, t)| (s, t.as_str())).collect();
+        assert_eq!(
+            dhcp,
+            [(
+                1,
+                "52:54:00:00:00:01,10.0.0.1,one\n\
+                 52:54:00:00:00:03,10.0.0.3,minus-three\n\
+                 52:54:00:00:00:09,10.0.0.9,nine\n"
+            )]
+        );
+        let dns: Vec<(u32, &str)> = sharded.dns.iter().map(|(&s, t)| (s, t.as_str())).collect();
+        assert_eq!(
+            dns,
+            [
+                (
+                    1,
+                    "10.0.0.1 one.lan one\n10.0.0.3 minus-three.lan minus-three\n\
+                     10.0.0.9 nine.lan nine\n"
+                ),
+                (2, "10.0.1.6 far\n")
+            ]
+        );
+        let reservations: Vec<(i64, &str)> = sharded
+            .reservations(1)
+            .map(|(entry, line)| (entry.host_id, line))
+            .collect();
+        assert_eq!(
+            reservations,
+            [
+                (1, "52:54:00:00:00:01,10.0.0.1,one"),
+                (-3, "52:54:00:00:00:03,10.0.0.3,minus-three"),
+                (9, "52:54:00:00:00:09,10.0.0.9,nine")
+            ]
+        );
+        assert_eq!(sharded.reservations(2).count(), 0);
+        assert_eq!(sharded.entries[1].ip, "10.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(sharded.entries[1].subnet_id, 1);
+        assert_eq!(sharded.entries[1].shard, 1);
+    }
+
+    #[test]
+    fn shard_files_are_named_in_four_hex_digits() {
+        assert_eq!(shard_file_name(0), "0000");
+        assert_eq!(shard_file_name(0xa3), "00a3");
+        assert_eq!(shard_file_name(65_535), "ffff");
+        assert_eq!(shard_of(-1, 1024), 1023);
+        assert_eq!(shard_of(i64::MIN, 3), 1);
+        assert_eq!(shard_of(5, 0), 0);
     }
 
     #[test]
