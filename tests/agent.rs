@@ -56,6 +56,15 @@ impl Harness {
 
     /// An agent with the incremental layout: 16 shards in `dhcp-hosts.d` and `hosts.d`.
     async fn start_incremental(db: &TestDb, compaction_interval: &str) -> Harness {
+        Self::start_incremental_with(db, compaction_interval, "").await
+    }
+
+    /// [`Harness::start_incremental`] with `agent_extra` in `[agent]`.
+    async fn start_incremental_with(
+        db: &TestDb,
+        compaction_interval: &str,
+        agent_extra: &str,
+    ) -> Harness {
         let mut harness = Self::prepare().await;
         let d = harness.dir.path().display().to_string();
         harness.dnsmasq_extra = format!(
@@ -63,7 +72,7 @@ impl Harness {
              names_dir = \"{d}/hosts.d\"\nshards = {SHARDS}\n\
              compaction_interval = \"{compaction_interval}\"\n"
         );
-        harness.spawn_agent(&db.url, "");
+        harness.spawn_agent(&db.url, agent_extra);
         harness
     }
 
@@ -1829,5 +1838,26 @@ async fn an_include_change_in_the_incremental_layout_restarts_dnsmasq() {
         before.compactions + 1,
         "a restart reads every shard: {s:?}"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_shard_file_changed_behind_the_agents_back_is_repaired_by_a_compaction() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let id = add_host_id(&db, "02:00:00:00:06:01", "10.64.6.1", "one").await;
+    let mut h = Harness::start_incremental_with(&db, "1h", r#"resync_interval = "1s""#).await;
+    h.wait_in_sync().await;
+    let shard = dhcp_shard(id);
+    let expected = h.read(&shard);
+    let before = h.status();
+    std::fs::write(h.path(&shard), "02:00:00:00:06:01,10.64.6.99,intruder\n").unwrap();
+    h.wait_file(&shard, "the periodic check to restore the file", |c| {
+        c == expected
+    })
+    .await;
+    h.wait_status("the compaction", |s| s.compactions > before.compactions)
+        .await;
+    assert_eq!(h.status().activations, before.activations + 1);
     h.stop().await;
 }
