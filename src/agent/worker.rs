@@ -700,9 +700,20 @@ impl Worker {
         }
     }
 
+    /// Retries an activation owed without a new snapshot. With the incremental layout the
+    /// model stays unknown (the next sync finds dnsmasq holding a full read of the files, or
+    /// compacts), and after a successful one nothing awaits a compaction.
+    pub(super) async fn retry_activation(&self, owed: Activation) -> Outcome {
+        let mut outcome = self.activate(Some(owed)).await;
+        if self.files.shards.is_some() && outcome.result.is_ok() {
+            outcome.incremental = Some(self.incremental(None));
+        }
+        outcome
+    }
+
     /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded. With
     /// the incremental layout dnsmasq has then read every shard file whole: nothing is owed.
-    pub(super) async fn activate(&self, owed: Option<Activation>) -> Outcome {
+    async fn activate(&self, owed: Option<Activation>) -> Outcome {
         let Some(activation) = owed else {
             return Outcome::done(None);
         };
