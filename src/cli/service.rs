@@ -66,12 +66,22 @@ pub async fn render_files(config: &Config) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut files = Vec::new();
     if let Some(hosts) = &rendered.hosts {
-        files.push((&layout.hosts_file, hosts));
+        files.push((layout.hosts_file.clone(), hosts));
     }
     if let Some(addn) = &rendered.addn_hosts {
-        files.push((&layout.addn_hosts_file, addn));
+        files.push((layout.addn_hosts_file.clone(), addn));
     }
-    files.push((&config.dnsmasq.include_file, &rendered.include));
+    if let Some(sharded) = &rendered.sharded {
+        for (dir, shards) in [
+            (&layout.hosts_dir, &sharded.dhcp),
+            (&layout.names_dir, &sharded.dns),
+        ] {
+            for (shard, content) in shards {
+                files.push((dir.join(render::shard_file_name(*shard)), content));
+            }
+        }
+    }
+    files.push((config.dnsmasq.include_file.clone(), &rendered.include));
     for (path, content) in files {
         writeln!(out, "# ==> {} <==", path.display()).map_err(stdout_error)?;
         out.write_all(content.as_bytes()).map_err(stdout_error)?;
@@ -122,13 +132,17 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     if let Some(sites) = &config.agent.sites {
         outln!("agent.sites = {sites:?}")?;
     }
-    outln!(
-        "dnsmasq.layout = {:?}",
-        format!("{:?}", d.layout).to_lowercase()
-    )?;
+    outln!("dnsmasq.layout = {:?}", d.layout_name())?;
     outln!("dnsmasq.include_file = {:?}", d.include_file)?;
     outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
     outln!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file)?;
+    outln!("dnsmasq.hosts_dir = {:?}", d.hosts_dir)?;
+    outln!("dnsmasq.names_dir = {:?}", d.names_dir)?;
+    outln!("dnsmasq.shards = {}", d.shards)?;
+    outln!(
+        "dnsmasq.compaction_interval = {:?}",
+        duration(d.compaction_interval)
+    )?;
     outln!("dnsmasq.pid_file = {:?}", d.pid_file)?;
     outln!("dnsmasq.dns_scope = {:?}", d.dns_scope.as_str())?;
     outln!("dnsmasq.reload_command = {:?}", d.reload_command)?;
