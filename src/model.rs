@@ -36,6 +36,8 @@ pub struct Host {
 pub struct Snapshot {
     pub subnets: Vec<Subnet>,
     pub hosts: Vec<Host>,
+    /// Options, profiles, aliases and DNS-only names of the same subnets and hosts.
+    pub extras: Extras,
 }
 
 /// The rule for the names of subnets and agents (`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` in the
@@ -168,8 +170,8 @@ pub struct HostSettings {
 }
 
 /// What issue 12 adds to a [`Snapshot`]: options, profiles, aliases and DNS-only names, read in
-/// the same transaction. Kept beside the snapshot, keyed by subnet and host id, so that the
-/// existing [`Subnet`] and [`Host`] values stay as they are.
+/// the same transaction. Keyed by subnet and host id, so that [`Subnet`] and [`Host`], of which
+/// there are 100,000s, stay as small as they were; most have no settings at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
     pub profiles: Vec<Profile>,

@@ -256,6 +256,7 @@ fn sample() -> Snapshot {
             host(12, 1, 2, "10.0.0.5", "files", None),
             host(14, 1, 4, "10.0.0.255", "broadcast", None),
         ],
+        ..Default::default()
     }
 }
 
@@ -263,7 +264,7 @@ fn sample() -> Snapshot {
 fn export_text_formats_exactly() {
     let snapshot = sample();
     assert_eq!(
-        export(Format::Dnsmasq, &snapshot, &Extras::default()),
+        export(Format::Dnsmasq, &snapshot),
         "# Exported by ipmanager (dnsmasq): 3 reservations\n\
          # not exported: host 14: address 10.0.0.255 is the broadcast address of 10.0.0.0/24\n\
          # subnet 10.0.0.0/24\n\
@@ -272,11 +273,11 @@ fn export_text_formats_exactly() {
          # subnet 2001:db8:1::/64\n\
          dhcp-host=52:54:00:00:00:03,[2001:db8:1::5],nas\n"
     );
-    let hostsfile = export(Format::Hostsfile, &snapshot, &Extras::default());
+    let hostsfile = export(Format::Hostsfile, &snapshot);
     assert!(hostsfile.contains("\n52:54:00:00:00:01,10.0.0.20,printer,7200\n"));
     assert!(!hostsfile.contains("dhcp-host="));
     assert_eq!(
-        export(Format::Ethers, &snapshot, &Extras::default()),
+        export(Format::Ethers, &snapshot),
         "# Exported by ipmanager (ethers): 3 reservations\n\
          # not exported: host 14: address 10.0.0.255 is the broadcast address of 10.0.0.0/24\n\
          # not exported: host 13: an IPv6 address, ethers carries IPv4 only\n\
@@ -288,7 +289,7 @@ fn export_text_formats_exactly() {
 
 #[test]
 fn export_kea_is_a_kea_config() {
-    let text = export(Format::Kea, &sample(), &Extras::default());
+    let text = export(Format::Kea, &sample());
     assert!(text.starts_with("// Exported by ipmanager (kea): 3 reservations\n"));
     let json: String = text.lines().filter(|l| !l.starts_with("//")).collect();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -414,7 +415,11 @@ fn snapshots() -> impl Strategy<Value = Snapshot> {
                     })
                 })
                 .collect();
-            Snapshot { subnets, hosts }
+            Snapshot {
+                subnets,
+                hosts,
+                ..Default::default()
+            }
         })
 }
 
@@ -422,7 +427,7 @@ proptest! {
     #[test]
     fn export_parses_back_to_the_same_reservations(snapshot in snapshots()) {
         for format in Format::ALL {
-            let text = export(format, &snapshot, &Extras::default());
+            let text = export(format, &snapshot);
             let parsed = parse(format, &text).unwrap();
             prop_assert_eq!(kept(&parsed), expected(&snapshot, format), "{}:\n{}", format, text);
             if format == Format::Hosts {
@@ -457,7 +462,7 @@ proptest! {
         reversed.hosts.reverse();
         reversed.subnets.reverse();
         for format in Format::ALL {
-            prop_assert_eq!(export(format, &snapshot, &Extras::default()), export(format, &reversed, &Extras::default()));
+            prop_assert_eq!(export(format, &snapshot), export(format, &reversed));
         }
     }
 }
@@ -496,7 +501,7 @@ proptest! {
 fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
     use ipmanager::model::{DnsName, HostSettings};
     let snapshot = sample();
-    let printer = &snapshot.hosts[0];
+    let printer = snapshot.hosts[0].clone();
     let extras = Extras {
         hosts: vec![HostSettings {
             host_id: printer.id,
@@ -521,7 +526,8 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
         ],
         ..Extras::default()
     };
-    let text = export(Format::Dnsmasq, &snapshot, &extras);
+    let snapshot = Snapshot { extras, ..snapshot };
+    let text = export(Format::Dnsmasq, &snapshot);
     assert!(
         text.contains(&format!("cname=laser,print-server,{}\n", printer.hostname)),
         "{text}"
@@ -545,7 +551,7 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
         (ip("10.1.0.60"), vec!["vip1".to_owned(), "vip".to_owned()])
     );
 
-    let hosts = export(Format::Hosts, &snapshot, &extras);
+    let hosts = export(Format::Hosts, &snapshot);
     assert!(
         hosts.contains(&format!(
             "{} {} laser print-server\n",
@@ -559,7 +565,7 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
     assert_eq!(parsed.names.len(), 4, "{hosts}");
 
     for format in [Format::Hostsfile, Format::Ethers, Format::Kea] {
-        let text = export(format, &snapshot, &extras);
+        let text = export(format, &snapshot);
         assert!(
             !text.contains("laser") && !text.contains("vip1"),
             "{format}: {text}"

@@ -737,7 +737,7 @@ async fn the_snapshot_reads_options_profiles_aliases_and_dns_only_names() {
         .collect();
     assert_eq!(hostnames.len(), 2, "{hostnames:?}");
     assert!(!hostnames.contains(&"vip1"));
-    let extras = &at.extras;
+    let extras = &at.snapshot.extras;
     assert_eq!(extras.dns_names.len(), 1);
     assert_eq!(extras.dns_names[0].hostname, "vip1");
     assert_eq!(extras.dns_names[0].aliases, ["vip"]);

@@ -96,6 +96,7 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
     let reversed = Snapshot {
         subnets: snapshot.subnets.iter().rev().cloned().collect(),
         hosts: snapshot.hosts.iter().rev().cloned().collect(),
+        ..Default::default()
     };
     assert_eq!(
         render(&reversed, &layout),
@@ -195,7 +196,11 @@ fn basic() -> Snapshot {
             )
         },
     ];
-    Snapshot { subnets, hosts }
+    Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -280,7 +285,11 @@ fn invalid() -> Snapshot {
             ..host(121, 1, mac(21), "10.1.0.23", "ok-2")
         },
     ];
-    Snapshot { subnets, hosts }
+    Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    }
 }
 
 fn invalid_skipped() -> Vec<Skipped> {

@@ -511,6 +511,7 @@ proptest! {
         let permuted = Snapshot {
             subnets: shuffled(&snapshot.subnets, seed),
             hosts: shuffled(&snapshot.hosts, seed.rotate_left(32)),
+            ..Default::default()
         };
         let hostsfile = layout(LayoutKind::Hostsfile, hosts_file, addn_hosts_file);
         let conf = layout(LayoutKind::Conf, hostsfile.hosts_file.clone(), "/x".into());
@@ -567,7 +568,11 @@ fn large_snapshot_is_served_whole() {
             }
         })
         .collect();
-    let snapshot = Snapshot { subnets, hosts };
+    let snapshot = Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    };
     let layout = layout(
         LayoutKind::Hostsfile,
         "/var/lib/ipmanager/dhcp-hosts".into(),

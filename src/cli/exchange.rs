@@ -217,11 +217,8 @@ fn summary(report: &ImportReport, dry_run: bool) -> String {
 }
 
 pub async fn export(args: ExportArgs, session: &mut Session) -> Result<()> {
-    let (snapshot, extras) = session.snapshot().await?;
-    out!(
-        "{}",
-        exchange::export(args.format.into(), &snapshot, &extras)
-    )?;
+    let snapshot = session.snapshot().await?;
+    out!("{}", exchange::export(args.format.into(), &snapshot))?;
     Ok(())
 }
 

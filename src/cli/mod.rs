@@ -23,7 +23,7 @@ use tokio_postgres::{Client, Transaction};
 use crate::admin::{self, AdminError};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
-use crate::model::{Extras, Snapshot};
+use crate::model::Snapshot;
 use crate::write::FileError;
 
 /// sysexits-style exit codes, so that scripts and systemd can tell failures apart.
@@ -192,10 +192,9 @@ impl Session {
 
     /// Everything the agents serve, read as the agent reads it, with options, profiles,
     /// aliases and DNS-only names.
-    async fn snapshot(&self) -> Result<(Snapshot, Extras)> {
+    async fn snapshot(&self) -> Result<Snapshot> {
         let pool = db::pool(self.connector.clone());
-        let at = db::take_snapshot_at(&pool, 0, &db::SiteScope::default()).await?;
-        Ok((at.snapshot, at.extras))
+        Ok(db::take_snapshot(&pool, 0).await?)
     }
 }
 

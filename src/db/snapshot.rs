@@ -108,8 +108,6 @@ pub struct SiteScope {
 #[derive(Debug, Clone)]
 pub struct SnapshotAt {
     pub snapshot: Snapshot,
-    /// Options, profiles, aliases and DNS-only names of the same subnets.
-    pub extras: Extras,
     /// Subnets of the snapshot that lie outside the scope's sites, read for their hosts' names
     /// only (see [`crate::render::render_scoped`]).
     pub names_only: Vec<i64>,
@@ -207,8 +205,11 @@ pub async fn take_snapshot_at(
     let extras = read_extras(&tx, &filter, subnet_settings).await?;
     tx.commit().await?;
     Ok(SnapshotAt {
-        snapshot: Snapshot { subnets, hosts },
-        extras,
+        snapshot: Snapshot {
+            subnets,
+            hosts,
+            extras,
+        },
         names_only,
         db_snapshot,
     })

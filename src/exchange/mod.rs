@@ -31,7 +31,7 @@ use std::str::FromStr;
 
 use cidr::IpCidr;
 
-use crate::model::{Extras, Host, Snapshot, Subnet};
+use crate::model::{Host, Snapshot, Subnet};
 use crate::render::validate;
 pub use names::{AliasRecord, NameRecord};
 
@@ -177,9 +177,9 @@ pub fn parse(format: Format, input: &str) -> Result<Parsed, ExchangeError> {
 /// Prints `snapshot` as `format`: deterministic, hosts by subnet cidr then address. A host or
 /// subnet that fails the renderer's validation is not printed; text formats say so in a comment
 /// line (without the offending value), like the renderer's skipped rows. Aliases and DNS-only
-/// names from `extras` go into the dnsmasq and hosts formats, which have a place for them.
-pub fn export(format: Format, snapshot: &Snapshot, extras: &Extras) -> String {
-    let plan = ExportPlan::new(snapshot, extras);
+/// names of the snapshot go into the dnsmasq and hosts formats, which have a place for them.
+pub fn export(format: Format, snapshot: &Snapshot) -> String {
+    let plan = ExportPlan::new(snapshot);
     match format {
         Format::Dnsmasq => dnsmasq::export(&plan, dnsmasq::Flavour::Conf),
         Format::Hostsfile => dnsmasq::export(&plan, dnsmasq::Flavour::Hostsfile),
@@ -209,7 +209,8 @@ pub(crate) struct ExportPlan<'a> {
 }
 
 impl<'a> ExportPlan<'a> {
-    fn new(snapshot: &'a Snapshot, extras: &'a Extras) -> Self {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        let extras = &snapshot.extras;
         let mut left_out = Vec::new();
         let mut subnets: Vec<&Subnet> = Vec::new();
         for subnet in &snapshot.subnets {

@@ -632,6 +632,7 @@ mod tests {
                     ..host(6, "10.0.1.6", 6, "far")
                 },
             ],
+            ..Default::default()
         };
         let rendered = render_scoped(&snapshot, &layout(LayoutKind::Incremental), &[2]);
         assert_eq!(
@@ -716,6 +717,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![subnet.clone()],
                 hosts,
+                ..Default::default()
             },
             &layout(LayoutKind::Hostsfile),
         );
@@ -738,6 +740,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![subnet()],
                 hosts,
+                ..Default::default()
             },
             &layout(LayoutKind::Hostsfile),
         );
@@ -776,6 +779,7 @@ mod tests {
         let snapshot = Snapshot {
             subnets: vec![other, subnet()],
             hosts: vec![far, host(1, "10.0.0.5", 1, "local")],
+            ..Default::default()
         };
         let rendered = render_scoped(&snapshot, &layout(LayoutKind::Hostsfile), &[2]);
         assert_eq!(
@@ -818,6 +822,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![later, subnet(), invalid_first],
                 hosts: vec![host(1, "10.0.0.1", 1, "a")],
+                ..Default::default()
             },
             &layout(LayoutKind::Conf),
         );
