@@ -288,7 +288,7 @@ fn option_string(text: &str) -> bool {
 /// as (network, prefix length, router).
 pub fn classless_routes(text: &str) -> Option<Vec<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>> {
     let items: Vec<&str> = text.split(',').collect();
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return None;
     }
     items
