@@ -31,7 +31,16 @@
 //! `dhcp-option=tag:subnetN,option:router,IPV4` (after its range, inside its network, once),
 //! `domain=DOMAIN,CIDR` (of a network set up by an earlier range), `dhcp-host=MAC,IP,hostname[,LEASE]`
 //! (as in a hostsfile; a repeated address stops dnsmasq from starting) and
-//! `host-record=[fqdn,]hostname,IP` (no address twice). Nothing else.
+//! `host-record=[fqdn,]hostname[,[fqdn,]alias…],IP` (no address twice); the options and profiles
+//! of `super::options`: `dhcp-option=tag:subnetN[,tag:!profileM…],[option6:]NUMBER,VALUE` (a
+//! subnet of the right family set up earlier) or `dhcp-option=tag:profileN,NUMBER,VALUE`, the
+//! value one quoted string without quote, backslash, '#' or ',' or items that are each an
+//! address, network, number, hex bytes or DNS name, never a number ipmanager sets otherwise;
+//! `dhcp-boot=tag:profileN[,tag:[!]ipm-ipxe|ipm-efi64|ipm-arm64…],FILE[,[SERVER][,IPV4]]`; the
+//! fixed `dhcp-match` and `dhcp-userclass` lines. Nothing else.
+//!
+//! A reservation may carry `set:profileN` after its MAC; an addn-hosts line may carry aliases
+//! after the host's name, each `[fqdn] alias`.
 //!
 //! Messages describe what is wrong without repeating the offending text, which may be hostile;
 //! they quote only values this module has parsed itself (addresses, line numbers, option names
@@ -926,7 +935,27 @@ fn option_name(word: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const GOLDEN: [(FileKind, &str); 15] = [
+    const GOLDEN: [(FileKind, &str); 20] = [
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.hostsfile/include.conf"),
+        ),
+        (
+            FileKind::HostsFile,
+            include_str!("../../tests/golden/options.hostsfile/dhcp-hosts"),
+        ),
+        (
+            FileKind::AddnHosts,
+            include_str!("../../tests/golden/options.hostsfile/hosts"),
+        ),
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.conf/include.conf"),
+        ),
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.incremental/include.conf"),
+        ),
         (
             FileKind::Include,
             include_str!("../../tests/golden/basic.incremental/include.conf"),
@@ -1053,6 +1082,92 @@ mod tests {
              hostsdir=/var/lib/ipmanager/hosts.d\n{RANGE}"
         );
         assert_eq!(check_file(FileKind::Include, &dirs), Ok(()));
+    }
+
+    #[test]
+    fn options_profiles_and_their_injections() {
+        let ok = |extra: &str| check_file(FileKind::Include, &format!("{HEADER}{RANGE}{extra}"));
+        for line in [
+            "dhcp-option=tag:subnet1,6,10.64.5.53,10.64.5.54\n",
+            "dhcp-option=tag:subnet1,tag:!profile3,26,1400\n",
+            "dhcp-option=tag:subnet1,252,\"http://wpad/x.dat\"\n",
+            "dhcp-option=tag:subnet1,121,10.9.0.0/16,10.64.5.2\n",
+            "dhcp-option=tag:profile3,224,de:ad\n",
+            "dhcp-boot=tag:profile3,tag:!ipm-ipxe,tag:ipm-efi64,efi/grubx64.efi,tftp.lan,10.64.5.5\n",
+            "dhcp-boot=tag:profile3,pxelinux.0,,10.64.5.5\n",
+            "dhcp-match=set:ipm-ipxe,175\n",
+            "dhcp-userclass=set:ipm-ipxe,iPXE\n",
+        ] {
+            assert_eq!(ok(line), Ok(()), "{line}");
+        }
+        assert_eq!(
+            check_file(
+                FileKind::HostsFile,
+                "52:54:00:00:00:01,set:profile3,10.64.5.10,a,3600\n"
+            ),
+            Ok(())
+        );
+        for (line, expected) in [
+            (
+                "dhcp-option=tag:subnet1,3,10.64.5.1\n",
+                "option 3 is not one ipmanager sets",
+            ),
+            (
+                "dhcp-option=tag:subnet1,option:dns-server,10.64.5.1\n",
+                "not given by its number",
+            ),
+            (
+                "dhcp-option=tag:subnet2,6,10.64.5.1\n",
+                "no earlier dhcp-range sets tag subnet2",
+            ),
+            (
+                "dhcp-option=tag:subnet1,option6:23,[2001:db8::1]\n",
+                "a DHCPv6 option for tag subnet1",
+            ),
+            (
+                "dhcp-option=tag:subnet1,tag:evil,6,10.64.5.1\n",
+                "only tag:!profileN may follow",
+            ),
+            (
+                "dhcp-option=tag:subnet1,252,\"a\"b\"\n",
+                "a quoted value holds",
+            ),
+            (
+                "dhcp-option=tag:subnet1,252,a b\n",
+                "none of address, number, hex or name",
+            ),
+            (
+                "dhcp-option=tag:subnet1,6,10.64.5.1,set:x\n",
+                "none of address, number, hex or name",
+            ),
+            (
+                "dhcp-boot=tag:profile3,a,b,c,d\n",
+                "more than file, server and address",
+            ),
+            (
+                "dhcp-boot=tag:profile3,tag:evil,x.0\n",
+                "a condition other than",
+            ),
+            ("dhcp-boot=pxelinux.0\n", "does not start with tag:profileN"),
+            ("dhcp-boot=tag:profile3,tag:x.0\n", "a condition other than"),
+            (
+                "dhcp-match=set:x,option:client-arch,7\n",
+                "not one of the lines",
+            ),
+            ("dhcp-userclass=set:ipm-ipxe,evil\n", "not one of the lines"),
+        ] {
+            let failure = ok(line).expect_err(line);
+            assert!(failure.to_string().contains(expected), "{line}: {failure}");
+        }
+        let failure = check_file(
+            FileKind::HostsFile,
+            "52:54:00:00:00:01,set:evil,10.64.5.10,a\n",
+        )
+        .expect_err("a foreign tag");
+        assert!(
+            failure.to_string().contains("must be set:profileN"),
+            "{failure}"
+        );
     }
 
     #[test]

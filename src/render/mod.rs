@@ -42,6 +42,14 @@
 //! domain=<domain>,<cidr>                                               with a domain
 //! ```
 //!
+//! followed by the subnet's DHCP options; after every block come the profiles' blocks (see
+//! [`options`]: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
+//! profile (its own, else its subnet's default) is served gets `set:profile<id>` after its MAC
+//! in its reservation line: assigning a profile changes the dhcp-hostsfile (SIGHUP), while a
+//! profile's definition lives in the include file (restart). A host's aliases follow its own
+//! names on its addn-hosts (or `host-record`) line, each as `fqdn alias` when the domain
+//! applies; DNS-only names get such a line after the hosts, and no reservation.
+//!
 //! MACs are lowercase `aa:bb:cc:dd:ee:ff`; IPv6 addresses are bracketed in `dhcp-host` fields
 //! and bare elsewhere; leases are plain seconds. The fqdn is `hostname.domain` when the subnet
 //! has a domain, the hostname has no dot and the result is at most 253 bytes; it comes first so

@@ -327,7 +327,7 @@ pub fn boot_file(file: &str) -> Result<(), String> {
         .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "._/:+=?&%~@-".contains(c)))
     {
         return Err(format!(
-            "boot file name contains {} at byte {at}; only letters, digits and ._/:+=?&%~@- are              allowed",
+            "boot file name contains {} at byte {at}; only letters, digits and ._/:+=?&%~@- are allowed",
             describe(c)
         ));
     }
