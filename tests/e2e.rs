@@ -1018,7 +1018,7 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
         return;
     };
     let a = |host: u8| format!("10.99.{OCTET}.{host}");
-    let (pc, pxe_host) = (format!("02:00:00:61:00:01"), format!("02:00:00:61:00:02"));
+    let (pc, pxe_host) = ("02:00:00:61:00:01", "02:00:00:61:00:02");
     w.sql_and_restart(&format!(
         "SELECT ipmanager.set_subnet_option('e2e', 'dns-server', '{dns1},{dns2}');
          SELECT ipmanager.set_subnet_option('e2e', 'ntp-server', '{ntp}');
@@ -1058,7 +1058,7 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
         "-O",
         "staticroutes",
     ];
-    let env = w.lab.dhcp_env(&pc, &options).await.expect("a lease");
+    let env = w.lab.dhcp_env(pc, &options).await.expect("a lease");
     assert_eq!(env["ip"], a(10), "{env:?}");
     assert_eq!(env["dns"], format!("{} {}", a(53), a(54)), "{env:?}");
     assert_eq!(env["ntpsrv"], a(123), "{env:?}");
@@ -1089,21 +1089,21 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
     )
     .await;
     assert_eq!((w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts()), (pid, starts));
-    let bios = w.lab.dhcp_env(&pxe_host, &[]).await.expect("a lease");
+    let bios = w.lab.dhcp_env(pxe_host, &[]).await.expect("a lease");
     assert_eq!(bios["ip"], a(11), "{bios:?}");
     assert_eq!(bios["boot_file"], "pxelinux.0", "{bios:?}");
     assert_eq!(bios["siaddr"], a(5), "{bios:?}");
     assert_eq!(bios["sname"], "tftp.e2e.test", "{bios:?}");
     let uefi = w
         .lab
-        .dhcp_env(&pxe_host, &["-x", "0x5d:0007"])
+        .dhcp_env(pxe_host, &["-x", "0x5d:0007"])
         .await
         .expect("a lease");
     assert_eq!(uefi["boot_file"], "efi/grubx64.efi", "{uefi:?}");
     // iPXE says so in its user class ("iPXE").
     let ipxe = w
         .lab
-        .dhcp_env(&pxe_host, &["-x", "0x5d:0007", "-x", "0x4d:69505845"])
+        .dhcp_env(pxe_host, &["-x", "0x5d:0007", "-x", "0x4d:69505845"])
         .await
         .expect("a lease");
     assert_eq!(
@@ -1112,7 +1112,7 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
     );
     // The other host is in no profile.
     assert_eq!(
-        w.lab.dhcp_env(&pc, &[]).await.expect("a lease")["boot_file"],
+        w.lab.dhcp_env(pc, &[]).await.expect("a lease")["boot_file"],
         ""
     );
 
@@ -1121,7 +1121,7 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
         "UPDATE ipmanager.profiles SET boot_file = 'bios/lpxelinux.0' WHERE name = 'pxe'",
     )
     .await;
-    let bios = w.lab.dhcp_env(&pxe_host, &[]).await.expect("a lease");
+    let bios = w.lab.dhcp_env(pxe_host, &[]).await.expect("a lease");
     assert_eq!(bios["boot_file"], "bios/lpxelinux.0", "{bios:?}");
 
     // No client is ever offered the DNS-only name's address: a dynamic client gets the pool.
