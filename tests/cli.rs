@@ -177,6 +177,41 @@ async fn migrate_is_idempotent_and_render_prints_the_files() {
         text.contains("# ==> /etc/dnsmasq.d/01-rust-managed.conf <=="),
         "{text}"
     );
+
+    // The incremental layout: every shard file under its path, the include naming the dirs.
+    let id: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT id FROM ipmanager.hosts WHERE hostname = 'printer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let shard = format!("{:04x}", id.rem_euclid(16));
+    let env = [
+        ("IPMANAGER_DATABASE_URL", db.url.as_str()),
+        ("IPMANAGER__DNSMASQ__LAYOUT", "incremental"),
+        ("IPMANAGER__DNSMASQ__SHARDS", "16"),
+    ];
+    let out = ipmanager(&["render"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let expected = format!(
+        "# ==> /var/lib/ipmanager/dhcp-hosts.d/{shard} <==\n\
+         02:00:00:00:07:01,192.168.77.10,printer\n\
+         # ==> /var/lib/ipmanager/hosts.d/{shard} <==\n\
+         192.168.77.10 printer\n"
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(
+        text.contains(
+            "dhcp-hostsdir=/var/lib/ipmanager/dhcp-hosts.d\nhostsdir=/var/lib/ipmanager/hosts.d\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("dhcp-hostsfile="), "{text}");
 }
 
 async fn wait_for_file(path: &Path, what: &str, condition: impl Fn(&str) -> bool) {
