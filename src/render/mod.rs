@@ -43,7 +43,7 @@
 //! ```
 //!
 //! followed by the subnet's DHCP options; after every block come the profiles' blocks (see
-//! [`options`]: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
+//! `render::options`: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
 //! profile (its own, else its subnet's default) is served gets `set:profile<id>` after its MAC
 //! in its reservation line: assigning a profile changes the dhcp-hostsfile (SIGHUP), while a
 //! profile's definition lives in the include file (restart). A host's aliases follow its own
