@@ -64,6 +64,9 @@
 //! order) already holds its address (a duplicate `dhcp-host` address stops dnsmasq from
 //! starting), or when an earlier host in the same subnet holds its MAC. Every written line is
 //! shorter than [`validate::MAX_LINE_BYTES`]; a row whose line would not be is skipped.
+//! Smaller things are refused alone and the rest is served: a profile that fails validation
+//! (its hosts lose its tag), one option of a subnet or profile, a host's aliases (the host keeps
+//! its own name), a DNS-only name (also when a host already took its address).
 //!
 //! # Names only
 //!
