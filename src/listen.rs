@@ -74,7 +74,7 @@ impl Interest {
         let Some((table, touched)) = payload.split_once(':') else {
             return true;
         };
-        (*names_of_all && matches!(table, "hosts" | "subnets"))
+        (*names_of_all && matches!(table, "hosts" | "subnets" | "host_aliases"))
             || touched
                 .split(' ')
                 .any(|site| sites.iter().any(|s| s == site))
@@ -254,6 +254,11 @@ mod tests {
         assert!(names.wants("hosts:paris"));
         assert!(names.wants("subnets:-"));
         assert!(!names.wants("sites:paris"));
+        // Aliases are names; options and profiles (bare table name: every agent) are not.
+        assert!(names.wants("host_aliases:paris"));
+        assert!(!names.wants("subnet_options:paris"));
+        assert!(names.wants("profiles"));
+        assert!(berlin.wants("subnet_options:berlin"));
         assert!(Interest::Everything.wants("hosts:paris"));
         assert_eq!(Interest::Everything.channel(), CHANGES_CHANNEL);
         assert_eq!(berlin.channel(), SITE_CHANGES_CHANNEL);

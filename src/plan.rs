@@ -379,6 +379,7 @@ mod tests {
         let snapshot = Snapshot {
             subnets: subnets(),
             hosts: hosts.to_vec(),
+            ..Default::default()
         };
         render(&snapshot, &layout).sharded.unwrap()
     }

@@ -11,9 +11,10 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 12] = [
+const SUBCOMMANDS: [&str; 13] = [
     "host",
     "subnet",
+    "profile",
     "site",
     "status",
     "compact",
@@ -25,7 +26,7 @@ const SUBCOMMANDS: [&str; 12] = [
     "render",
     "check-config",
 ];
-const NESTED: [&str; 14] = [
+const NESTED: [&str; 19] = [
     "host-add",
     "host-set",
     "host-rm",
@@ -36,6 +37,11 @@ const NESTED: [&str; 14] = [
     "subnet-rm",
     "subnet-show",
     "subnet-list",
+    "profile-add",
+    "profile-set",
+    "profile-rm",
+    "profile-show",
+    "profile-list",
     "site-add",
     "site-rm",
     "site-show",

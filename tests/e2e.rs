@@ -1007,3 +1007,133 @@ async fn two_sites_each_serve_their_own_clients_and_a_change_in_one_leaves_the_o
     agent_a.stop().await;
     agent_b.stop().await;
 }
+
+/// Issue 12 end to end: the subnet's options reach a real client, a host's profile boots it by
+/// architecture and iPXE, assigning a profile does not restart dnsmasq while editing one does,
+/// and aliases and DNS-only names resolve.
+#[tokio::test]
+async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
+    const OCTET: u8 = 61;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let a = |host: u8| format!("10.99.{OCTET}.{host}");
+    let (pc, pxe_host) = ("02:00:00:61:00:01", "02:00:00:61:00:02");
+    w.sql_and_restart(&format!(
+        "SELECT ipmanager.set_subnet_option('e2e', 'dns-server', '{dns1},{dns2}');
+         SELECT ipmanager.set_subnet_option('e2e', 'ntp-server', '{ntp}');
+         SELECT ipmanager.set_subnet_option('e2e', 'domain-search', 'e2e.test,example.com');
+         SELECT ipmanager.set_subnet_option('e2e', 'mtu', '1400');
+         SELECT ipmanager.set_subnet_option('e2e', 'classless-static-route', '10.200.0.0/16,{gw2}');
+         INSERT INTO ipmanager.profiles (name, boot_file, boot_file_uefi, boot_file_ipxe,
+                                         next_server, tftp_server_name)
+             VALUES ('pxe', 'pxelinux.0', 'efi/grubx64.efi', 'http://boot.e2e.test/menu.ipxe',
+                     '{tftp}', 'tftp.e2e.test');
+         INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES
+             ('{pc}', '{pc_ip}', 'printer'), ('{pxe_host}', '{pxe_ip}', 'pxe1');
+         INSERT INTO ipmanager.host_aliases (host_id, name)
+             SELECT id, 'laser' FROM ipmanager.hosts WHERE hostname = 'printer';
+         INSERT INTO ipmanager.hosts (ip, hostname) VALUES ('{vip}', 'vip1');",
+        dns1 = a(53),
+        dns2 = a(54),
+        ntp = a(123),
+        gw2 = a(2),
+        tftp = a(5),
+        pc_ip = a(10),
+        pxe_ip = a(11),
+        vip = a(60),
+    ))
+    .await;
+
+    // The subnet's options, as the client received them.
+    let options = [
+        "-O",
+        "dns",
+        "-O",
+        "ntpsrv",
+        "-O",
+        "search",
+        "-O",
+        "mtu",
+        "-O",
+        "staticroutes",
+    ];
+    let env = w.lab.dhcp_env(pc, &options).await.expect("a lease");
+    assert_eq!(env["ip"], a(10), "{env:?}");
+    assert_eq!(env["dns"], format!("{} {}", a(53), a(54)), "{env:?}");
+    assert_eq!(env["ntpsrv"], a(123), "{env:?}");
+    assert_eq!(env["search"], "e2e.test example.com", "{env:?}");
+    assert_eq!(env["mtu"], "1400", "{env:?}");
+    // The gateway is added as the default route: RFC 3442 clients ignore the router option.
+    assert_eq!(
+        env["staticroutes"],
+        format!("10.200.0.0/16 {} 0.0.0.0/0 {}", a(2), a(1)),
+        "{env:?}"
+    );
+    assert_eq!(env["boot_file"], "", "no profile, no boot file: {env:?}");
+
+    // An alias resolves to the host's address; the PTR stays the host's name. A DNS-only name
+    // resolves too.
+    assert_eq!(w.lab.resolve("laser").await, vec![a(10)]);
+    assert_eq!(w.lab.resolve("laser.e2e.test").await, vec![a(10)]);
+    assert_eq!(
+        w.lab.reverse(w.lab.addr(10)).await,
+        vec!["printer.e2e.test.".to_owned()]
+    );
+    assert_eq!(w.lab.resolve("vip1.e2e.test").await, vec![a(60)]);
+
+    // Assigning the profile is a SIGHUP (same dnsmasq), and the host now boots by it.
+    let (pid, starts) = (w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts());
+    w.sql_and_reread(
+        "UPDATE ipmanager.hosts SET profile_id = ipmanager.profile_id('pxe') WHERE hostname = 'pxe1'",
+    )
+    .await;
+    assert_eq!((w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts()), (pid, starts));
+    let bios = w.lab.dhcp_env(pxe_host, &[]).await.expect("a lease");
+    assert_eq!(bios["ip"], a(11), "{bios:?}");
+    assert_eq!(bios["boot_file"], "pxelinux.0", "{bios:?}");
+    assert_eq!(bios["siaddr"], a(5), "{bios:?}");
+    assert_eq!(bios["sname"], "tftp.e2e.test", "{bios:?}");
+    let uefi = w
+        .lab
+        .dhcp_env(pxe_host, &["-x", "0x5d:0007"])
+        .await
+        .expect("a lease");
+    assert_eq!(uefi["boot_file"], "efi/grubx64.efi", "{uefi:?}");
+    // iPXE says so in its user class ("iPXE").
+    let ipxe = w
+        .lab
+        .dhcp_env(pxe_host, &["-x", "0x5d:0007", "-x", "0x4d:69505845"])
+        .await
+        .expect("a lease");
+    assert_eq!(
+        ipxe["boot_file"], "http://boot.e2e.test/menu.ipxe",
+        "{ipxe:?}"
+    );
+    // The other host is in no profile.
+    assert_eq!(
+        w.lab.dhcp_env(pc, &[]).await.expect("a lease")["boot_file"],
+        ""
+    );
+
+    // Editing the profile changes the include file: a restart, and the new file is served.
+    w.sql_and_restart(
+        "UPDATE ipmanager.profiles SET boot_file = 'bios/lpxelinux.0' WHERE name = 'pxe'",
+    )
+    .await;
+    let bios = w.lab.dhcp_env(pxe_host, &[]).await.expect("a lease");
+    assert_eq!(bios["boot_file"], "bios/lpxelinux.0", "{bios:?}");
+
+    // No client is ever offered the DNS-only name's address: a dynamic client gets the pool.
+    let dynamic = w
+        .lab
+        .dhcp_env("02:00:00:61:00:99", &[])
+        .await
+        .expect("a lease");
+    assert_ne!(dynamic["ip"], a(60));
+    assert!(!w
+        .lease_lines()
+        .iter()
+        .any(|l| l.contains(&format!(" {} ", a(60)))));
+    w.finish().await;
+}

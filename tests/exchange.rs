@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use cidr::IpCidr;
 use ipmanager::exchange::{export, parse, ExchangeError, Format, Note, Parsed, Reservation};
-use ipmanager::model::{Host, Snapshot, Subnet};
+use ipmanager::model::{Extras, Host, Snapshot, Subnet};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> String {
@@ -256,6 +256,7 @@ fn sample() -> Snapshot {
             host(12, 1, 2, "10.0.0.5", "files", None),
             host(14, 1, 4, "10.0.0.255", "broadcast", None),
         ],
+        ..Default::default()
     }
 }
 
@@ -324,6 +325,8 @@ fn expected(snapshot: &Snapshot, format: Format) -> Vec<Kept> {
     let mut out: Vec<Kept> = snapshot
         .hosts
         .iter()
+        // A hosts file holds names, not reservations (see names_of_hosts).
+        .filter(|_| format != Format::Hosts)
         .filter(|h| format != Format::Ethers || h.ip.is_ipv4())
         .map(|h| {
             let lease = if format == Format::Ethers {
@@ -412,7 +415,11 @@ fn snapshots() -> impl Strategy<Value = Snapshot> {
                     })
                 })
                 .collect();
-            Snapshot { subnets, hosts }
+            Snapshot {
+                subnets,
+                hosts,
+                ..Default::default()
+            }
         })
 }
 
@@ -423,6 +430,15 @@ proptest! {
             let text = export(format, &snapshot);
             let parsed = parse(format, &text).unwrap();
             prop_assert_eq!(kept(&parsed), expected(&snapshot, format), "{}:\n{}", format, text);
+            if format == Format::Hosts {
+                let mut names: Vec<(IpAddr, Vec<String>)> =
+                    parsed.names.iter().map(|n| (n.ip, n.names.clone())).collect();
+                names.sort();
+                let mut hosts: Vec<(IpAddr, Vec<String>)> =
+                    snapshot.hosts.iter().map(|h| (h.ip, vec![h.hostname.clone()])).collect();
+                hosts.sort();
+                prop_assert_eq!(names, hosts, "{}", text);
+            }
             prop_assert!(parsed.rejected.is_empty(), "{}: {:?}", format, parsed.rejected);
             prop_assert!(parsed.skipped.is_empty(), "{}: {:?}", format, parsed.skipped);
             if format == Format::Kea {
@@ -476,5 +492,83 @@ proptest! {
         for format in Format::ALL {
             let _ = parse(format, &input);
         }
+    }
+}
+
+/// Aliases and DNS-only names go out as cname=/host-record= (dnsmasq) and hosts lines, and read
+/// back as the same names; the formats without a place for them leave them out.
+#[test]
+fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
+    use ipmanager::model::{DnsName, HostSettings};
+    let snapshot = sample();
+    let printer = snapshot.hosts[0].clone();
+    let extras = Extras {
+        hosts: vec![HostSettings {
+            host_id: printer.id,
+            profile: None,
+            aliases: vec!["laser".into(), "print-server".into()],
+        }],
+        dns_names: vec![
+            DnsName {
+                id: 90,
+                subnet_id: 1,
+                ip: ip("10.1.0.60"),
+                hostname: "vip1".into(),
+                aliases: vec!["vip".into()],
+            },
+            DnsName {
+                id: 91,
+                subnet_id: 1,
+                ip: ip("10.1.0.61"),
+                hostname: "bad name".into(),
+                aliases: vec![],
+            },
+        ],
+        ..Extras::default()
+    };
+    let snapshot = Snapshot { extras, ..snapshot };
+    let text = export(Format::Dnsmasq, &snapshot);
+    assert!(
+        text.contains(&format!("cname=laser,print-server,{}\n", printer.hostname)),
+        "{text}"
+    );
+    assert!(text.contains("host-record=vip1,vip,10.1.0.60\n"), "{text}");
+    assert!(
+        text.contains("# not exported: DNS-only name 91: "),
+        "{text}"
+    );
+    let parsed = parse(Format::Dnsmasq, &text).unwrap();
+    assert!(
+        parsed.rejected.is_empty() && parsed.skipped.is_empty(),
+        "{parsed:?}"
+    );
+    assert_eq!(parsed.aliases.len(), 1);
+    assert_eq!(parsed.aliases[0].aliases, ["laser", "print-server"]);
+    assert_eq!(parsed.aliases[0].target, printer.hostname);
+    assert_eq!(parsed.names.len(), 1);
+    assert_eq!(
+        (parsed.names[0].ip, parsed.names[0].names.clone()),
+        (ip("10.1.0.60"), vec!["vip1".to_owned(), "vip".to_owned()])
+    );
+
+    let hosts = export(Format::Hosts, &snapshot);
+    assert!(
+        hosts.contains(&format!(
+            "{} {} laser print-server\n",
+            printer.ip, printer.hostname
+        )),
+        "{hosts}"
+    );
+    assert!(hosts.ends_with("10.1.0.60 vip1 vip\n"), "{hosts}");
+    let parsed = parse(Format::Hosts, &hosts).unwrap();
+    // Three valid reservations (the broadcast address is left out) and the DNS-only name.
+    assert_eq!(parsed.names.len(), 4, "{hosts}");
+
+    for format in [Format::Hostsfile, Format::Ethers, Format::Kea] {
+        let text = export(format, &snapshot);
+        assert!(
+            !text.contains("laser") && !text.contains("vip1"),
+            "{format}: {text}"
+        );
     }
 }

@@ -349,7 +349,11 @@ fn snapshot(specs: &[Option<Spec>]) -> Snapshot {
             })
         })
         .collect();
-    Snapshot { subnets, hosts }
+    Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    }
 }
 
 /// Property (b), after every step: the planner's state against the simulator's.

@@ -9,7 +9,10 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipmanager::model::{Host, Snapshot, Subnet};
+use ipmanager::model::{
+    DhcpOptionValue, DnsName, Extras, Host, HostSettings, OptionKind, Profile, Snapshot, Subnet,
+    SubnetSettings,
+};
 use ipmanager::render::{render, shard_file_name, Layout, LayoutKind, Rendered, Row, Skipped};
 
 const HOSTS_FILE: &str = "/var/lib/ipmanager/dhcp-hosts";
@@ -93,9 +96,16 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
             compare_dir(&dir.join(name), &files, update);
         }
     }
+    let extras = &snapshot.extras;
     let reversed = Snapshot {
         subnets: snapshot.subnets.iter().rev().cloned().collect(),
         hosts: snapshot.hosts.iter().rev().cloned().collect(),
+        extras: Extras {
+            profiles: extras.profiles.iter().rev().cloned().collect(),
+            subnets: extras.subnets.iter().rev().cloned().collect(),
+            hosts: extras.hosts.iter().rev().cloned().collect(),
+            dns_names: extras.dns_names.iter().rev().cloned().collect(),
+        },
     };
     assert_eq!(
         render(&reversed, &layout),
@@ -195,7 +205,11 @@ fn basic() -> Snapshot {
             )
         },
     ];
-    Snapshot { subnets, hosts }
+    Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -280,7 +294,11 @@ fn invalid() -> Snapshot {
             ..host(121, 1, mac(21), "10.1.0.23", "ok-2")
         },
     ];
-    Snapshot { subnets, hosts }
+    Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    }
 }
 
 fn invalid_skipped() -> Vec<Skipped> {
@@ -386,4 +404,254 @@ fn empty_snapshot() {
     let rendered = golden("empty", &Snapshot::default(), LayoutKind::Hostsfile);
     assert_eq!(rendered.hosts_served, 0);
     assert_eq!(rendered.skipped, vec![]);
+}
+
+fn option(number: u16, name: Option<&str>, kind: OptionKind, value: &str) -> DhcpOptionValue {
+    DhcpOptionValue {
+        number,
+        name: name.map(str::to_owned),
+        kind,
+        value: value.to_owned(),
+    }
+}
+
+/// Options of every type on an IPv4 and an IPv6 subnet, a PXE profile with every boot file,
+/// an options-only profile used as a subnet's default, a profile that fails validation, hosts
+/// in profiles and with aliases, and DNS-only names, one of them invalid.
+fn options() -> Snapshot {
+    use OptionKind::*;
+    let subnets = vec![
+        Subnet {
+            range: Some((ip("10.1.0.100"), ip("10.1.0.199"))),
+            gateway: Some(ip("10.1.0.1")),
+            domain: Some("office.example".to_owned()),
+            ..subnet(1, "10.1.0.0/24")
+        },
+        Subnet {
+            domain: Some("v6.example".to_owned()),
+            ..subnet(2, "2001:db8:1::/64")
+        },
+        Subnet {
+            gateway: Some(ip("10.2.0.1")),
+            ..subnet(3, "10.2.0.0/24")
+        },
+    ];
+    let hosts = vec![
+        host(11, 1, mac(0x11), "10.1.0.10", "printer"),
+        host(12, 1, mac(0x12), "10.1.0.11", "pc1"),
+        host(13, 1, mac(0x13), "10.1.0.12", "pc2"),
+        host(21, 2, mac(0x21), "2001:db8:1::21", "v6host"),
+        host(31, 3, mac(0x31), "10.2.0.31", "lab1"),
+        host(32, 3, mac(0x32), "10.2.0.32", "lab2"),
+    ];
+    let pxe = Profile {
+        id: 1,
+        name: "pxe".to_owned(),
+        boot_file: Some("pxelinux.0".to_owned()),
+        boot_file_uefi: Some("efi/grubx64.efi".to_owned()),
+        boot_file_arm64: Some("efi/grubaa64.efi".to_owned()),
+        boot_file_ipxe: Some("http://boot.office.example/menu.ipxe".to_owned()),
+        next_server: Some("10.1.0.5".parse().unwrap()),
+        tftp_server_name: Some("tftp.office.example".to_owned()),
+        options: vec![option(26, Some("mtu"), Uint16, "9000")],
+    };
+    let lab = Profile {
+        id: 2,
+        name: "lab".to_owned(),
+        boot_file: Some("lab.0".to_owned()),
+        options: vec![option(42, Some("ntp-server"), Ipv4List, "10.2.0.123")],
+        ..Profile::default()
+    };
+    let broken = Profile {
+        id: 3,
+        name: "broken".to_owned(),
+        boot_file: Some("a,b".to_owned()),
+        ..Profile::default()
+    };
+    let extras = Extras {
+        profiles: vec![pxe, lab, broken],
+        subnets: vec![
+            SubnetSettings {
+                subnet_id: 1,
+                options: vec![
+                    option(6, Some("dns-server"), Ipv4List, "10.1.0.53,10.1.0.54"),
+                    option(19, Some("ip-forward-enable"), Bool, "0"),
+                    option(26, Some("mtu"), Uint16, "1400"),
+                    option(42, Some("ntp-server"), Ipv4List, "10.1.0.123"),
+                    option(101, Some("tzdb-timezone"), String, "Europe/Berlin"),
+                    option(
+                        119,
+                        Some("domain-search"),
+                        DomainList,
+                        "office.example,example.com",
+                    ),
+                    option(
+                        121,
+                        Some("classless-static-route"),
+                        ClasslessRoutes,
+                        "10.9.0.0/16,10.1.0.2",
+                    ),
+                    option(224, None, Hex, "de:ad:be:ef"),
+                    option(225, None, Uint32, "86400"),
+                    option(252, None, String, "http://wpad.office.example/wpad.dat"),
+                    // Fails the renderer's check: skipped, the rest is served.
+                    option(253, None, String, "a\"b"),
+                ],
+                default_profile: None,
+            },
+            SubnetSettings {
+                subnet_id: 2,
+                options: vec![
+                    option(23, Some("dns-server"), Ipv6List, "2001:db8::53"),
+                    option(24, Some("domain-search"), DomainList, "v6.example"),
+                    option(
+                        59,
+                        Some("bootfile-url"),
+                        String,
+                        "http://[2001:db8::5]/boot.efi",
+                    ),
+                ],
+                default_profile: None,
+            },
+            SubnetSettings {
+                subnet_id: 3,
+                options: Vec::new(),
+                default_profile: Some(2),
+            },
+        ],
+        hosts: vec![
+            HostSettings {
+                host_id: 11,
+                profile: None,
+                aliases: vec!["laser".to_owned(), "print-server".to_owned()],
+            },
+            HostSettings {
+                host_id: 12,
+                profile: Some(1),
+                aliases: Vec::new(),
+            },
+            HostSettings {
+                host_id: 13,
+                profile: Some(3),
+                aliases: vec!["bad_alias".to_owned()],
+            },
+            // Its own profile beats the subnet's default.
+            HostSettings {
+                host_id: 32,
+                profile: Some(1),
+                aliases: Vec::new(),
+            },
+        ],
+        dns_names: vec![
+            DnsName {
+                id: 50,
+                subnet_id: 1,
+                ip: ip("10.1.0.60"),
+                hostname: "vip1".to_owned(),
+                aliases: vec!["vip".to_owned()],
+            },
+            DnsName {
+                id: 51,
+                subnet_id: 2,
+                ip: ip("2001:db8:1::60"),
+                hostname: "vip6".to_owned(),
+                aliases: Vec::new(),
+            },
+            // The printer's address: not served twice.
+            DnsName {
+                id: 52,
+                subnet_id: 1,
+                ip: ip("10.1.0.10"),
+                hostname: "shadow".to_owned(),
+                aliases: Vec::new(),
+            },
+        ],
+    };
+    Snapshot {
+        subnets,
+        hosts,
+        extras,
+    }
+}
+
+fn options_skipped() -> Vec<Skipped> {
+    vec![
+        Skipped {
+            row: Row::Profile(3),
+            reason: "boot file name contains ',' at byte 1; only letters, digits and ._/:+=?&%~@- are allowed".to_owned(),
+        },
+        Skipped {
+            row: Row::SubnetOption {
+                subnet: 1,
+                number: 253,
+            },
+            reason: "option 253 value is not a string in normal form".to_owned(),
+        },
+        Skipped {
+            row: Row::Aliases(13),
+            reason: "alias: hostname contains '_' at byte 3; only ASCII letters, digits, '-' and '.' are allowed".to_owned(),
+        },
+        Skipped {
+            row: Row::DnsName(52),
+            reason: "address 10.1.0.10 is already served".to_owned(),
+        },
+    ]
+}
+
+#[test]
+fn options_profiles_aliases_and_dns_only_names_hostsfile() {
+    let rendered = golden("options", &options(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.skipped, options_skipped());
+    assert_eq!(rendered.hosts_served, 6);
+}
+
+#[test]
+fn options_profiles_aliases_and_dns_only_names_incremental() {
+    let rendered = golden("options", &options(), LayoutKind::Incremental);
+    assert_eq!(rendered.skipped, options_skipped());
+}
+
+#[test]
+fn options_profiles_aliases_and_dns_only_names_conf() {
+    let rendered = golden("options", &options(), LayoutKind::Conf);
+    assert_eq!(rendered.skipped, options_skipped());
+}
+
+/// Every golden include file passes `dnsmasq --test` (which parses conf files, not hostsfiles).
+#[test]
+fn dnsmasq_accepts_every_golden_include_file() {
+    let Ok(version) = std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("SKIPPED: dnsmasq is not installed");
+        assert!(
+            std::env::var_os("IPMANAGER_REQUIRE_E2E").is_none(),
+            "dnsmasq is required"
+        );
+        return;
+    };
+    assert!(version.status.success());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut checked = 0;
+    for case in fs::read_dir(&golden).unwrap() {
+        let include = case.unwrap().path().join("include.conf");
+        if !include.exists() {
+            continue;
+        }
+        let out = std::process::Command::new("dnsmasq")
+            .arg("--test")
+            .arg("--conf-file=/dev/null")
+            .arg(format!("--conf-file={}", include.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dnsmasq --test refuses {}: {}",
+            include.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} include files found");
 }

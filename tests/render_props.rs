@@ -394,6 +394,8 @@ fn check(snapshot: &Snapshot, layout: &Layout) -> Rendered {
                 assert!(snapshot.hosts.iter().any(|x| x.id == id));
                 assert!(skipped_hosts.insert(id), "host {id} skipped twice");
             }
+            // These snapshots have no options, profiles, aliases or DNS-only names.
+            ref other => panic!("{other:?} skipped in a snapshot without them"),
         }
     }
     assert_eq!(blocks.len() + skipped_subnets, snapshot.subnets.len());
@@ -511,6 +513,7 @@ proptest! {
         let permuted = Snapshot {
             subnets: shuffled(&snapshot.subnets, seed),
             hosts: shuffled(&snapshot.hosts, seed.rotate_left(32)),
+            ..Default::default()
         };
         let hostsfile = layout(LayoutKind::Hostsfile, hosts_file, addn_hosts_file);
         let conf = layout(LayoutKind::Conf, hostsfile.hosts_file.clone(), "/x".into());
@@ -567,7 +570,11 @@ fn large_snapshot_is_served_whole() {
             }
         })
         .collect();
-    let snapshot = Snapshot { subnets, hosts };
+    let snapshot = Snapshot {
+        subnets,
+        hosts,
+        ..Default::default()
+    };
     let layout = layout(
         LayoutKind::Hostsfile,
         "/var/lib/ipmanager/dhcp-hosts".into(),

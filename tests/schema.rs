@@ -111,6 +111,7 @@ fn all_migrations() -> Vec<String> {
         "V3__hardening".to_string(),
         "V4__sites".to_string(),
         "V5__incremental".to_string(),
+        "V6__options".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()
@@ -1649,9 +1650,16 @@ async fn one_notification_per_statement() {
         .await,
         one("hosts")
     );
+    // hosts can only be truncated together with the aliases referencing it (V6): one each.
     assert_eq!(
-        changes_of(&writer, &mut rx, round, "TRUNCATE ipmanager.hosts").await,
-        one("hosts")
+        changes_of(
+            &writer,
+            &mut rx,
+            round,
+            "TRUNCATE ipmanager.hosts, ipmanager.host_aliases"
+        )
+        .await,
+        vec!["host_aliases".to_string(), "hosts".to_string()]
     );
     assert_eq!(
         changes_of(&writer, &mut rx, round, "DELETE FROM ipmanager.subnets").await,
@@ -1671,16 +1679,19 @@ async fn one_notification_per_statement() {
         changes_of(&writer, &mut rx, round, "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('02:00:00:00:00:01', '10.0.0.5', 'pc')").await,
         one("hosts")
     );
-    // subnets can only be truncated together with the table referencing it: one each.
+    // subnets can only be truncated together with the tables referencing it: one each.
     assert_eq!(
         changes_of(
             &writer,
             &mut rx,
             round,
-            "TRUNCATE ipmanager.hosts, ipmanager.subnets"
+            "TRUNCATE ipmanager.hosts, ipmanager.subnets, ipmanager.host_aliases, \
+             ipmanager.subnet_options"
         )
         .await,
-        vec!["hosts".to_string(), "subnets".to_string()]
+        ["host_aliases", "hosts", "subnet_options", "subnets"]
+            .map(String::from)
+            .to_vec()
     );
     // PostgreSQL folds identical notifications of one transaction: one per table.
     assert_eq!(

@@ -31,8 +31,15 @@ impl AuditEntry {
         self.new.as_ref().or(self.old.as_ref())
     }
 
-    /// A short name for the changed row: `web1 (10.0.0.5)` or `lan (10.0.0.0/24)`.
+    /// A short name for the changed row: `web1 (10.0.0.5)`, `lan (10.0.0.0/24)`, `profile pxe`,
+    /// `option mtu of subnet #3`, `alias www of host #7`.
     pub fn subject(&self) -> String {
+        let number = |name: &str| {
+            self.latest()
+                .and_then(|row| row.get(name))
+                .and_then(|v| v.as_i64())
+                .map_or_else(|| "?".to_owned(), |n| n.to_string())
+        };
         let field = |name: &str| {
             self.latest()
                 .and_then(|row| row.get(name))
@@ -43,6 +50,18 @@ impl AuditEntry {
         match self.table_name.as_str() {
             "hosts" => format!("host {} ({})", field("hostname"), field("ip")),
             "subnets" => format!("subnet {} ({})", field("name"), field("cidr")),
+            "profiles" => format!("profile {}", field("name")),
+            "subnet_options" => format!(
+                "option {} of subnet #{}",
+                field("option"),
+                number("subnet_id")
+            ),
+            "profile_options" => format!(
+                "option {} of profile #{}",
+                field("option"),
+                number("profile_id")
+            ),
+            "host_aliases" => format!("alias {} of host #{}", field("name"), number("host_id")),
             other => format!("{other} {}", self.row_id),
         }
     }

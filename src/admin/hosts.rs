@@ -1,5 +1,6 @@
 //! Reservations (`ipmanager.hosts`): add with a given or allocated address, change, remove,
-//! find by MAC, IP or name, and list.
+//! find by MAC, IP or name, and list; with their profile and aliases (`ipmanager.host_aliases`).
+//! A host without MAC is a DNS-only name.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -8,6 +9,7 @@ use eui48::MacAddress;
 use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 
+use super::profiles;
 use super::subnets;
 use super::validate::{self, format_mac};
 use super::{seconds, AdminError, HostQuery, HostRef, Result};
@@ -17,9 +19,14 @@ use super::{seconds, AdminError, HostQuery, HostRef, Result};
 pub struct HostRow {
     pub id: i64,
     pub subnet: String,
-    pub mac: String,
+    /// `None`: a DNS-only name, served in DNS only.
+    pub mac: Option<String>,
     pub ip: IpAddr,
     pub hostname: String,
+    /// Extra names of the address (A/AAAA), sorted.
+    pub aliases: Vec<String>,
+    /// The host's own profile, if any (else its subnet's default applies).
+    pub profile: Option<String>,
     pub enabled: bool,
     /// Per-host lease time in seconds; `None` inherits the subnet's.
     #[serde(serialize_with = "crate::lease::serialize")]
@@ -34,16 +41,23 @@ pub struct HostRow {
 const SELECT_HOSTS: &str = "\
     SELECT h.id, s.name AS subnet, h.mac, h.ip, h.hostname, h.enabled, \
            extract(epoch FROM h.lease_time)::bigint AS lease_seconds, h.comment, h.created_at, \
-           h.updated_at \
-    FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id";
+           h.updated_at, p.name AS profile, \
+           ARRAY(SELECT a.name FROM ipmanager.host_aliases a WHERE a.host_id = h.id \
+                 ORDER BY lower(a.name), a.name) AS aliases \
+    FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id \
+    LEFT JOIN ipmanager.profiles p ON p.id = h.profile_id";
 
 fn host_row(row: &Row) -> Result<HostRow> {
     Ok(HostRow {
         id: row.try_get("id")?,
         subnet: row.try_get("subnet")?,
-        mac: format_mac(&row.try_get::<_, MacAddress>("mac")?.to_array()),
+        mac: row
+            .try_get::<_, Option<MacAddress>>("mac")?
+            .map(|mac| format_mac(&mac.to_array())),
         ip: row.try_get("ip")?,
         hostname: row.try_get("hostname")?,
+        aliases: row.try_get("aliases")?,
+        profile: row.try_get("profile")?,
         enabled: row.try_get("enabled")?,
         lease_seconds: row.try_get("lease_seconds")?,
         comment: row.try_get("comment")?,
@@ -63,8 +77,11 @@ pub enum Placement {
 
 #[derive(Debug, Clone)]
 pub struct NewHost {
-    pub mac: [u8; 6],
+    /// `None`: a DNS-only name.
+    pub mac: Option<[u8; 6]>,
     pub hostname: String,
+    pub aliases: Vec<String>,
+    pub profile: Option<String>,
     pub placement: Placement,
     pub lease: Option<Duration>,
     pub comment: Option<String>,
@@ -74,8 +91,16 @@ pub struct NewHost {
 /// Adds a reservation and returns it as stored (with its allocated or normalised address).
 pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> {
     validate::hostname(&new.hostname).map_err(AdminError::Invalid)?;
-    let mac = MacAddress::new(new.mac);
+    check_aliases(&new.aliases)?;
+    if !new.aliases.is_empty() {
+        lock_for_aliases(client).await?;
+    }
+    let mac = new.mac.map(MacAddress::new);
     let lease = seconds(new.lease);
+    let profile = match &new.profile {
+        Some(name) => Some(profiles::resolve_id(client, name).await?),
+        None => None,
+    };
     let id: i64 = match &new.placement {
         Placement::Ip { ip, subnet } => {
             let subnet_id = match subnet {
@@ -90,8 +115,8 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
             client
                 .query_one(
                     "INSERT INTO ipmanager.hosts \
-                         (subnet_id, mac, ip, hostname, enabled, lease_time, comment) \
-                     VALUES ($1, $2, $3, $4, $5, $6::bigint * interval '1 second', $7) \
+                         (subnet_id, mac, ip, hostname, enabled, lease_time, comment, profile_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6::bigint * interval '1 second', $7, $8) \
                      RETURNING id",
                     &[
                         &subnet_id,
@@ -101,28 +126,81 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
                         &new.enabled,
                         &lease,
                         &new.comment,
+                        &profile,
                     ],
                 )
                 .await?
                 .try_get("id")?
         }
-        Placement::Allocate { subnet } => client
-            .query_one(
-                "SELECT (ipmanager.allocate_host($1::macaddr, $2, $3, \
-                         $4::bigint * interval '1 second', $5, $6)).id",
-                &[
-                    &mac,
-                    &new.hostname,
-                    subnet,
-                    &lease,
-                    &new.comment,
-                    &new.enabled,
-                ],
-            )
-            .await?
-            .try_get("id")?,
+        Placement::Allocate { subnet } => {
+            let id = client
+                .query_one(
+                    "SELECT (ipmanager.allocate_host($1::macaddr, $2, $3, \
+                             $4::bigint * interval '1 second', $5, $6)).id",
+                    &[
+                        &mac,
+                        &new.hostname,
+                        subnet,
+                        &lease,
+                        &new.comment,
+                        &new.enabled,
+                    ],
+                )
+                .await?
+                .try_get("id")?;
+            if profile.is_some() {
+                client
+                    .execute(
+                        "UPDATE ipmanager.hosts SET profile_id = $2 WHERE id = $1",
+                        &[&id, &profile],
+                    )
+                    .await?;
+            }
+            id
+        }
     };
+    insert_aliases(client, id, &new.aliases).await?;
     by_id(client, id).await
+}
+
+/// Aliases follow the hostname rule; checked here to answer in the trigger's words without a
+/// round trip, and because a repeated alias in one list would otherwise be a duplicate.
+fn check_aliases(aliases: &[String]) -> Result<()> {
+    for (i, alias) in aliases.iter().enumerate() {
+        validate::hostname(alias).map_err(|message| {
+            AdminError::Invalid(message.replacen("hosts.hostname", "host_aliases.name", 1))
+        })?;
+        if aliases[..i].iter().any(|a| a.eq_ignore_ascii_case(alias)) {
+            return Err(AdminError::Invalid(format!(
+                "alias {} is given twice",
+                validate::quote(alias)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The lock the `host_aliases_lock_hosts` trigger takes, taken before this transaction writes
+/// hosts: two commands that change a host and its aliases then queue instead of deadlocking.
+async fn lock_for_aliases(client: &impl GenericClient) -> Result<()> {
+    client
+        .batch_execute("LOCK TABLE ipmanager.hosts IN SHARE ROW EXCLUSIVE MODE")
+        .await?;
+    Ok(())
+}
+
+async fn insert_aliases(client: &impl GenericClient, host: i64, aliases: &[String]) -> Result<()> {
+    if !aliases.is_empty() {
+        client
+            .execute(
+                "INSERT INTO ipmanager.host_aliases (host_id, subnet_id, name) \
+                 SELECT h.id, h.subnet_id, a.name FROM ipmanager.hosts h, unnest($2::text[]) a (name) \
+                 WHERE h.id = $1",
+                &[&host, &aliases],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 async fn by_id(client: &impl GenericClient, id: i64) -> Result<HostRow> {
@@ -205,7 +283,7 @@ fn ambiguous(reference: &HostQuery, matches: &[(&HostRef, Vec<HostRow>)]) -> Adm
                     reading.qualified(),
                     h.hostname,
                     h.ip,
-                    h.mac,
+                    h.mac.as_deref().unwrap_or("DNS only"),
                     validate::quote(&h.subnet)
                 )
             })
@@ -264,6 +342,24 @@ pub struct HostChange {
     pub lease: Option<Option<Duration>>,
     /// `Some(None)` removes the comment.
     pub comment: Option<Option<String>>,
+    /// `Some(None)` takes the host out of its profile (its subnet's default applies).
+    pub profile: Option<Option<String>>,
+    /// The new set of aliases; `Some(vec![])` removes them all.
+    pub aliases: Option<Vec<String>>,
+}
+
+impl HostChange {
+    /// Whether the change names nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none()
+            && self.mac.is_none()
+            && self.hostname.is_none()
+            && self.enabled.is_none()
+            && self.lease.is_none()
+            && self.comment.is_none()
+            && self.profile.is_none()
+            && self.aliases.is_none()
+    }
 }
 
 /// Changes one reservation; returns it before and after. An IP address outside the current
@@ -277,11 +373,28 @@ pub async fn set(
     if let Some(name) = &change.hostname {
         validate::hostname(name).map_err(AdminError::Invalid)?;
     }
+    if let Some(aliases) = &change.aliases {
+        check_aliases(aliases)?;
+        lock_for_aliases(client).await?;
+    }
     let old = find_one_for_update(client, reference, subnet).await?;
     let mac = change
         .mac
         .map(|m| format_mac(&m))
-        .unwrap_or_else(|| old.mac.clone());
+        .or_else(|| old.mac.clone());
+    let profile = change
+        .profile
+        .clone()
+        .unwrap_or_else(|| old.profile.clone());
+    let profile_id = match &profile {
+        Some(name) => Some(profiles::resolve_id(client, name).await?),
+        None => None,
+    };
+    let mut aliases = change
+        .aliases
+        .clone()
+        .unwrap_or_else(|| old.aliases.clone());
+    aliases.sort_by_key(|a| (a.to_ascii_lowercase(), a.clone()));
     let ip = change.ip.unwrap_or(old.ip);
     let hostname = change
         .hostname
@@ -301,19 +414,31 @@ pub async fn set(
         && hostname == old.hostname
         && enabled == old.enabled
         && lease_seconds == old.lease_seconds
-        && comment == old.comment;
+        && comment == old.comment
+        && profile == old.profile
+        && aliases == old.aliases;
     if unchanged {
         return Err(AdminError::NothingToDo(format!(
             "host {reference} already has these values: nothing to change"
         )));
     }
     let new_mac = change.mac.map(MacAddress::new);
+    // Old aliases go first, so that the host may take one of them as its new name.
+    if change.aliases.is_some() && aliases != old.aliases {
+        client
+            .execute(
+                "DELETE FROM ipmanager.host_aliases WHERE host_id = $1",
+                &[&old.id],
+            )
+            .await?;
+    }
     client
         .execute(
             "UPDATE ipmanager.hosts h \
              SET mac = coalesce($2, h.mac), ip = $3, hostname = $4, enabled = $5, \
                  lease_time = $6::bigint * interval '1 second', comment = $7, \
-                 subnet_id = CASE WHEN $3::inet <<= s.cidr THEN h.subnet_id END \
+                 subnet_id = CASE WHEN $3::inet <<= s.cidr THEN h.subnet_id END, \
+                 profile_id = $8 \
              FROM ipmanager.subnets s \
              WHERE h.id = $1 AND s.id = h.subnet_id",
             &[
@@ -324,9 +449,13 @@ pub async fn set(
                 &enabled,
                 &lease_seconds,
                 &comment,
+                &profile_id,
             ],
         )
         .await?;
+    if change.aliases.is_some() && aliases != old.aliases {
+        insert_aliases(client, old.id, &aliases).await?;
+    }
     let new = by_id(client, old.id).await?;
     Ok((old, new))
 }
@@ -359,7 +488,9 @@ pub async fn list(
                  WHERE ($1::bigint IS NULL OR h.subnet_id = $1) \
                    AND ($2::text IS NULL \
                         OR strpos(lower(h.hostname), lower($2)) > 0 \
-                        OR strpos(h.mac::text, lower($2)) > 0 \
+                        OR strpos(coalesce(h.mac::text, ''), lower($2)) > 0 \
+                        OR EXISTS (SELECT 1 FROM ipmanager.host_aliases a \
+                                   WHERE a.host_id = h.id AND strpos(lower(a.name), lower($2)) > 0) \
                         OR strpos(host(h.ip), lower($2)) > 0 \
                         OR strpos(lower(coalesce(h.comment, '')), lower($2)) > 0) \
                  ORDER BY s.name, h.ip"

@@ -17,6 +17,10 @@
 //!    and the rest inserted again. Entries to allocate get the next free address of `--subnet`
 //!    one by one (each needs the previous one's), without savepoints.
 //!
+//! 5. Names (`host-record=`, `address=/name/ip`, hosts-file lines) become aliases of the host
+//!    with their address, or DNS-only names; `cname=` lines aliases of the host they name. Files
+//!    hold few, so each is added alone under a savepoint and a refusal is the database's words.
+//!
 //! A concurrent writer that takes an address between steps 3 and 4 makes the insert fail with a
 //! unique violation: the whole import is then tried again (a bounded number of times), and the
 //! judgement now sees that row.
@@ -26,11 +30,12 @@ use std::net::IpAddr;
 use eui48::MacAddress;
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
 
 use super::validate::{format_mac, quote};
 use super::{duplicate, AdminError, Result};
-use crate::exchange::{Note, Parsed, Reservation, SubnetHint};
+use crate::exchange::{AliasRecord, NameRecord, Note, Parsed, Reservation, SubnetHint};
 
 /// The reason given for an entry the database already holds exactly as the file asks.
 pub const ALREADY_PRESENT: &str = "the database already holds this reservation with the same \
@@ -134,6 +139,12 @@ async fn import_once(
     let plan = plan(&tx, parsed, &allocation, &mut report).await?;
     if let Err(error) = add_hosts(&mut tx, plan, &allocation, &mut report).await {
         return raced_or_failed(error);
+    }
+    for record in &parsed.names {
+        add_name(&mut tx, record, &mut report).await?;
+    }
+    for record in &parsed.aliases {
+        add_alias(&mut tx, record, &mut report).await?;
     }
     // Rejections found while parsing and those from the database, in file order.
     report.rejected.sort_by_key(|entry| entry.line);
@@ -700,7 +711,7 @@ async fn add_subnet(
         ),
         enabled: Some(true),
         comment: Some(Some("imported".to_owned())),
-        site: None,
+        ..super::subnets::SubnetFields::default()
     };
     let savepoint = tx.savepoint("subnet").await?;
     match super::subnets::add(&savepoint, &fields).await {
@@ -714,4 +725,175 @@ async fn add_subnet(
         Err(other) => return Err(other),
     }
     Ok(())
+}
+
+/// A host an imported name refers to: by its address or its name.
+struct Named {
+    id: i64,
+    hostname: String,
+    aliases: Vec<String>,
+}
+
+const NAMED: &str = "\
+    SELECT h.id, h.hostname, \
+           ARRAY(SELECT a.name FROM ipmanager.host_aliases a WHERE a.host_id = h.id) AS aliases \
+    FROM ipmanager.hosts h";
+
+fn named(row: &Row) -> Result<Named> {
+    Ok(Named {
+        id: row.try_get("id")?,
+        hostname: row.try_get("hostname")?,
+        aliases: row.try_get("aliases")?,
+    })
+}
+
+/// Of `names`, those `host` does not have yet (as its name or an alias, ignoring case).
+fn missing(host: &Named, names: &[String]) -> Vec<String> {
+    let mut missing: Vec<String> = Vec::new();
+    for name in names {
+        let known = host.hostname.eq_ignore_ascii_case(name)
+            || host.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            || missing.iter().any(|m| m.eq_ignore_ascii_case(name));
+        if !known {
+            missing.push(name.clone());
+        }
+    }
+    missing
+}
+
+const INSERT_ALIASES: &str = "\
+    INSERT INTO ipmanager.host_aliases (host_id, subnet_id, name) \
+    SELECT h.id, h.subnet_id, a.name FROM ipmanager.hosts h, unnest($2::text[]) a (name) \
+    WHERE h.id = $1";
+
+/// An address with names: aliases of the host that has the address, else a DNS-only name.
+async fn add_name(
+    tx: &mut Transaction<'_>,
+    record: &NameRecord,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let entry = |reason: String| Entry {
+        line: record.line,
+        what: format!("{} {}", record.ip, record.names.join(" ")),
+        reason,
+    };
+    let found = tx
+        .query_opt(&format!("{NAMED} WHERE h.ip = $1"), &[&record.ip])
+        .await?;
+    let mut notes = record.notes.clone();
+    let outcome = match found {
+        Some(row) => {
+            let host = named(&row)?;
+            let aliases = missing(&host, &record.names);
+            if aliases.is_empty() {
+                report.unchanged.push(entry(
+                    "the host with this address has these names".to_owned(),
+                ));
+                return Ok(());
+            }
+            notes.insert(0, format!("aliases of {}", quote(&host.hostname)));
+            alone(tx, &[(INSERT_ALIASES, &[&host.id, &aliases])]).await?
+        }
+        None => {
+            let (hostname, aliases) = record
+                .names
+                .split_first()
+                .map(|(first, rest)| (first.clone(), rest.to_vec()))
+                .unwrap_or_default();
+            notes.insert(0, "DNS-only name".to_owned());
+            alone(
+                tx,
+                &[
+                    (
+                        "INSERT INTO ipmanager.hosts (ip, hostname) VALUES ($1, $2)",
+                        &[&record.ip, &hostname],
+                    ),
+                    (
+                        "INSERT INTO ipmanager.host_aliases (host_id, subnet_id, name) \
+                         SELECT h.id, h.subnet_id, a.name \
+                         FROM ipmanager.hosts h, unnest($2::text[]) a (name) WHERE h.ip = $1",
+                        &[&record.ip, &aliases],
+                    ),
+                ],
+            )
+            .await?
+        }
+    };
+    match outcome {
+        Ok(()) => report.added.push(entry(notes.join("; "))),
+        Err(reason) => report.rejected.push(entry(reason)),
+    }
+    Ok(())
+}
+
+/// `cname=` aliases of the one host named by the target.
+async fn add_alias(
+    tx: &mut Transaction<'_>,
+    record: &AliasRecord,
+    report: &mut ImportReport,
+) -> Result<()> {
+    let entry = |reason: String| Entry {
+        line: record.line,
+        what: format!("{} -> {}", record.aliases.join(" "), record.target),
+        reason,
+    };
+    let rows = tx
+        .query(
+            &format!("{NAMED} WHERE lower(h.hostname) = lower($1)"),
+            &[&record.target],
+        )
+        .await?;
+    let host = match rows.as_slice() {
+        [row] => named(row)?,
+        [] => {
+            report.rejected.push(entry(format!(
+                "no host is named {}: a cname target must be a host's name",
+                quote(&record.target)
+            )));
+            return Ok(());
+        }
+        several => {
+            report.rejected.push(entry(format!(
+                "{} hosts are named {} (in several subnets): ipmanager cannot tell which one the \
+                 aliases belong to",
+                several.len(),
+                quote(&record.target)
+            )));
+            return Ok(());
+        }
+    };
+    let aliases = missing(&host, &record.aliases);
+    if aliases.is_empty() {
+        report
+            .unchanged
+            .push(entry("the host has these aliases".to_owned()));
+        return Ok(());
+    }
+    match alone(tx, &[(INSERT_ALIASES, &[&host.id, &aliases])]).await? {
+        Ok(()) => report
+            .added
+            .push(entry(format!("aliases of {}", quote(&host.hostname)))),
+        Err(reason) => report.rejected.push(entry(reason)),
+    }
+    Ok(())
+}
+
+/// Runs `statements` under a savepoint: kept when all succeed; rolled back, with the database's
+/// words for the refusal, when one fails on the data.
+async fn alone(
+    tx: &mut Transaction<'_>,
+    statements: &[(&str, &[&(dyn ToSql + Sync)])],
+) -> Result<Result<(), String>> {
+    let savepoint = tx.savepoint("name").await?;
+    for (sql, params) in statements {
+        if let Err(error) = savepoint.execute(*sql, params).await {
+            savepoint.rollback().await?;
+            return match AdminError::from(error) {
+                AdminError::Invalid(reason) | AdminError::NotFound(reason) => Ok(Err(reason)),
+                other => Err(other),
+            };
+        }
+    }
+    savepoint.commit().await?;
+    Ok(Ok(()))
 }

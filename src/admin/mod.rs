@@ -1,14 +1,17 @@
-//! Administrative operations on subnets, reservations, sync status and the audit log: what the
-//! `ipmanager` CLI does, as library functions over one database connection.
+//! Administrative operations on subnets, reservations, profiles, DHCP options, sync status and
+//! the audit log: what the `ipmanager` CLI does, as library functions over one database
+//! connection.
 //!
-//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql` and
-//! `sql/V3__hardening.sql`), so that psql users get the same protection; this module validates
+//! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`,
+//! `sql/V3__hardening.sql` and `sql/V6__options.sql`), so that psql users get the same protection; this module validates
 //! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
 pub mod audit;
 pub mod hosts;
 pub mod import;
+pub mod options;
+pub mod profiles;
 pub mod sites;
 pub mod subnets;
 pub mod sync;
@@ -120,6 +123,13 @@ pub(crate) fn duplicate(constraint: &str, value: &str) -> Option<String> {
         "subnets_name_unique" => {
             format!("subnets.name {quoted} is already used: subnet names are unique")
         }
+        "profiles_name_unique" => {
+            format!("profiles.name {quoted} is already used: profile names are unique")
+        }
+        "host_aliases_subnet_name_unique" => format!(
+            "host_aliases.name {quoted} is already used in this subnet: host names and aliases \
+             are unique per subnet, ignoring case"
+        ),
         "sites_name_unique" => {
             format!("sites.name {quoted} is already used: site names are unique")
         }

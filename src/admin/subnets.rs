@@ -9,8 +9,9 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
+use super::options::{self, OptionArg, OptionRow, Owner};
 use super::validate::{self, quote};
-use super::{seconds, AdminError, Result};
+use super::{profiles, seconds, AdminError, Result};
 
 /// A subnet as `ipmanager.find_subnet` resolves a name or CIDR.
 #[derive(Debug, Clone)]
@@ -78,6 +79,10 @@ pub struct SubnetRow {
     pub comment: Option<String>,
     /// The site whose agents serve it (`ipmanager.sites`), if any.
     pub site: Option<String>,
+    /// The profile of its hosts that name none (`ipmanager.profiles`), if any.
+    pub default_profile: Option<String>,
+    /// DHCP options handed to its clients, by number.
+    pub options: Vec<OptionRow>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
@@ -91,8 +96,10 @@ const SELECT_SUBNETS: &str = "\
            s.created_at, s.updated_at, \
            u.addresses::text AS addresses, u.range_size::text AS range_size, \
            u.static_pool::text AS static_pool, u.reservations, u.free::text AS free, \
-           u.used_percent::float8 AS used_percent, s.site \
-    FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id";
+           u.used_percent::float8 AS used_percent, s.site, s.default_profile_id, \
+           p.name AS default_profile \
+    FROM ipmanager.subnets s JOIN ipmanager.subnet_usage u ON u.id = s.id \
+    LEFT JOIN ipmanager.profiles p ON p.id = s.default_profile_id";
 
 fn count(row: &Row, column: &str) -> Result<u128> {
     let text: String = row.try_get(column)?;
@@ -101,9 +108,10 @@ fn count(row: &Row, column: &str) -> Result<u128> {
         .map_err(|_| AdminError::Invalid(format!("unexpected address count {text}")))
 }
 
-fn subnet_row(row: &Row) -> Result<SubnetRow> {
+async fn subnet_row(client: &impl GenericClient, row: &Row) -> Result<SubnetRow> {
+    let id = row.try_get("id")?;
     Ok(SubnetRow {
-        id: row.try_get("id")?,
+        id,
         name: row.try_get("name")?,
         cidr: row.try_get("cidr")?,
         range_start: row.try_get("range_start")?,
@@ -114,6 +122,8 @@ fn subnet_row(row: &Row) -> Result<SubnetRow> {
         enabled: row.try_get("enabled")?,
         comment: row.try_get("comment")?,
         site: row.try_get("site")?,
+        default_profile: row.try_get("default_profile")?,
+        options: options::list(client, Owner::Subnet(id)).await?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         usage: Usage {
@@ -141,6 +151,12 @@ pub struct SubnetFields {
     pub comment: Option<Option<String>>,
     /// `Some(None)` takes the subnet out of its site.
     pub site: Option<Option<String>>,
+    /// `Some(None)`: its hosts have no default profile.
+    pub default_profile: Option<Option<String>>,
+    /// Options to set or replace.
+    pub options: Vec<OptionArg>,
+    /// Options (names or numbers) to remove.
+    pub unset_options: Vec<String>,
 }
 
 impl SubnetFields {
@@ -155,7 +171,19 @@ impl SubnetFields {
         if let Some(Some(site)) = &self.site {
             super::sites::validate_name(site).map_err(AdminError::Invalid)?;
         }
+        if let Some(Some(profile)) = &self.default_profile {
+            profiles::validate_name(profile).map_err(AdminError::Invalid)?;
+        }
         Ok(())
+    }
+
+    /// The id of the default profile this change names: `Some(None)` for none.
+    async fn default_profile_id(&self, client: &impl GenericClient) -> Result<Option<Option<i64>>> {
+        Ok(match &self.default_profile {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(name)) => Some(Some(profiles::resolve_id(client, name).await?)),
+        })
     }
 }
 
@@ -168,12 +196,13 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
         ));
     };
     let range = fields.range.flatten();
+    let default_profile = fields.default_profile_id(client).await?.flatten();
     let id: i64 = client
         .query_one(
             "INSERT INTO ipmanager.subnets \
                  (name, cidr, range_start, range_end, gateway, domain, lease_time, enabled, comment, \
-                  site) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9, $10) \
+                  site, default_profile_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * interval '1 second', $8, $9, $10, $11) \
              RETURNING id",
             &[
                 name,
@@ -186,10 +215,12 @@ pub async fn add(client: &impl GenericClient, fields: &SubnetFields) -> Result<S
                 &fields.enabled.unwrap_or(true),
                 &fields.comment.clone().flatten(),
                 &fields.site.clone().flatten(),
+                &default_profile,
             ],
         )
         .await?
         .try_get("id")?;
+    options::apply(client, Owner::Subnet(id), &fields.options, &[]).await?;
     by_id(client, id).await
 }
 
@@ -197,7 +228,7 @@ async fn by_id(client: &impl GenericClient, id: i64) -> Result<SubnetRow> {
     let row = client
         .query_one(&format!("{SELECT_SUBNETS} WHERE s.id = $1"), &[&id])
         .await?;
-    subnet_row(&row)
+    subnet_row(client, &row).await
 }
 
 /// One subnet by name or CIDR, locked against other edits for the rest of the transaction.
@@ -227,7 +258,11 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<SubnetRow>> {
     let rows = client
         .query(&format!("{SELECT_SUBNETS} ORDER BY s.cidr"), &[])
         .await?;
-    rows.iter().map(subnet_row).collect()
+    let mut subnets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        subnets.push(subnet_row(client, row).await?);
+    }
+    Ok(subnets)
 }
 
 /// Changes a subnet; returns it before and after.
@@ -257,6 +292,17 @@ pub async fn set(
     // Only the columns that change are named: an UPDATE naming cidr fires subnets_lock_hosts
     // (LOCK hosts IN SHARE MODE), which waits for every open host transaction.
     let site = fields.site.clone().unwrap_or_else(|| old.site.clone());
+    let old_profile: Option<i64> = client
+        .query_one(
+            "SELECT default_profile_id FROM ipmanager.subnets WHERE id = $1",
+            &[&old.id],
+        )
+        .await?
+        .try_get("default_profile_id")?;
+    let default_profile = fields
+        .default_profile_id(client)
+        .await?
+        .unwrap_or(old_profile);
     let mut changes = Changes::default();
     changes.add("name", &name, name != old.name);
     changes.add("cidr", &cidr, cidr != old.cidr);
@@ -268,23 +314,37 @@ pub async fn set(
     changes.add("enabled", &enabled, enabled != old.enabled);
     changes.add("comment", &comment, comment != old.comment);
     changes.add("site", &site, site != old.site);
-    if changes.columns.is_empty() {
+    changes.add(
+        "default_profile_id",
+        &default_profile,
+        default_profile != old_profile,
+    );
+    if !changes.columns.is_empty() {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&old.id];
+        params.extend(changes.values.iter().copied());
+        client
+            .execute(
+                &format!(
+                    "UPDATE ipmanager.subnets SET {} WHERE id = $1",
+                    changes.columns.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+    }
+    let options_changed = options::apply(
+        client,
+        Owner::Subnet(old.id),
+        &fields.options,
+        &fields.unset_options,
+    )
+    .await?;
+    if changes.columns.is_empty() && !options_changed {
         return Err(AdminError::NothingToDo(format!(
             "subnet {} already has these values: nothing to change",
             quote(&old.name)
         )));
     }
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&old.id];
-    params.extend(changes.values.iter().copied());
-    client
-        .execute(
-            &format!(
-                "UPDATE ipmanager.subnets SET {} WHERE id = $1",
-                changes.columns.join(", ")
-            ),
-            &params,
-        )
-        .await?;
     let new = by_id(client, old.id).await?;
     Ok((old, new))
 }

@@ -30,7 +30,8 @@ const DEFAULT_MAX_INPUT: &str = "64MiB";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileFormat {
-    /// dnsmasq configuration: dhcp-host= lines (other lines are skipped).
+    /// dnsmasq configuration: dhcp-host= lines; host-record=, address=/name/IP and cname= as
+    /// aliases and DNS-only names (other lines are skipped).
     Dnsmasq,
     /// /etc/ethers: MAC followed by an IP address or host name.
     Ethers,
@@ -38,6 +39,9 @@ pub enum FileFormat {
     Hostsfile,
     /// ISC Kea DHCPv4/DHCPv6 JSON configuration: subnets and their reservations.
     Kea,
+    /// Hosts file (/etc/hosts, dnsmasq --addn-hosts): IP, name and aliases per line; names
+    /// become aliases of the reservation with the address, or DNS-only names.
+    Hosts,
 }
 
 impl From<FileFormat> for exchange::Format {
@@ -47,6 +51,7 @@ impl From<FileFormat> for exchange::Format {
             FileFormat::Ethers => exchange::Format::Ethers,
             FileFormat::Hostsfile => exchange::Format::Hostsfile,
             FileFormat::Kea => exchange::Format::Kea,
+            FileFormat::Hosts => exchange::Format::Hosts,
         }
     }
 }

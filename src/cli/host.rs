@@ -15,6 +15,9 @@ const HOST_EXAMPLES: &str = "\
 Examples:
   ipmanager host add --mac 52:54:00:12:34:56 --hostname printer --subnet office
   ipmanager host add --mac 5254.0012.3457 --hostname nas --ip 10.1.0.20 --wait
+  ipmanager host add --hostname vip1 --ip 10.1.0.60      a DNS-only name (no MAC)
+  ipmanager host set printer --alias laser,print-server --profile pxe-uefi
+  ipmanager host set printer --no-aliases --no-profile
   ipmanager host set printer --ip 10.1.0.30 --comment 'moved to 2nd floor'
   ipmanager host show 52:54:00:12:34:56
   ipmanager host list --subnet office --search print -o json
@@ -27,9 +30,11 @@ Examples:
 pub enum HostCommand {
     /// Reserve an address for a MAC: the one given with --ip, or the next free address of a
     /// subnet (outside its dynamic range; never the gateway, network or broadcast address).
+    /// Without --mac the name is DNS-only: served in DNS, never in DHCP, its address reserved.
     #[command(after_help = HOST_EXAMPLES)]
     Add(AddArgs),
-    /// Change a reservation's IP, MAC, name, enabled state, lease time or comment.
+    /// Change a reservation's IP, MAC, name, aliases, profile, enabled state, lease time or
+    /// comment.
     #[command(after_help = HOST_EXAMPLES)]
     Set(SetArgs),
     /// Remove a reservation.
@@ -47,12 +52,19 @@ pub enum HostCommand {
 #[command(group = clap::ArgGroup::new("address").required(true).multiple(true).args(["ip", "subnet"]))]
 pub struct AddArgs {
     /// Hardware address: 52:54:00:12:34:56, 8:0:20:1:2:3, 52-54-00-12-34-56, 5254.0012.3456 or
-    /// 525400123456.
+    /// 525400123456. Without it the name is DNS-only (never offered by DHCP).
     #[arg(long)]
-    mac: String,
-    /// Host name (RFC 1123; unique within the subnet, ignoring case).
+    mac: Option<String>,
+    /// Host name (RFC 1123; unique within the subnet with the aliases, ignoring case).
     #[arg(long)]
     hostname: String,
+    /// Extra DNS names of the address, separated by commas (the PTR stays the host name).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    alias: Vec<String>,
+    /// The profile (DHCP options and PXE boot settings) of the host; without it, its subnet's
+    /// default profile applies.
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
     /// The address to reserve; its subnet is the enabled subnet containing it.
     #[arg(long)]
     ip: Option<String>,
@@ -92,6 +104,23 @@ pub struct SetArgs {
     /// New host name.
     #[arg(long)]
     hostname: Option<String>,
+    /// The host's aliases, separated by commas: replaces the ones it has.
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        conflicts_with = "no_aliases"
+    )]
+    alias: Option<Vec<String>>,
+    /// Remove every alias of the host.
+    #[arg(long)]
+    no_aliases: bool,
+    /// Put the host in this profile.
+    #[arg(long, value_name = "PROFILE", conflicts_with = "no_profile")]
+    profile: Option<String>,
+    /// Take the host out of its profile (its subnet's default profile applies, if any).
+    #[arg(long)]
+    no_profile: bool,
     /// Serve the reservation.
     #[arg(long, conflicts_with = "disable")]
     enable: bool,
@@ -173,7 +202,12 @@ pub async fn run(command: HostCommand, session: &mut Session) -> Result<()> {
 }
 
 async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
-    let mac = validate::mac(&args.mac).map_err(invalid)?;
+    let mac = args
+        .mac
+        .as_deref()
+        .map(validate::mac)
+        .transpose()
+        .map_err(invalid)?;
     let placement = match (args.ip.as_deref(), args.subnet) {
         (Some(ip), subnet) => Placement::Ip {
             ip: validate::ip("hosts.ip", ip).map_err(invalid)?,
@@ -185,6 +219,8 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
     let new = NewHost {
         mac,
         hostname: args.hostname,
+        aliases: args.alias,
+        profile: args.profile,
         placement,
         lease: lease(args.lease_time.as_deref())?.flatten(),
         comment: args.comment.filter(|c| !c.is_empty()),
@@ -222,17 +258,22 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
         },
         lease: lease(args.lease_time.as_deref())?,
         comment: args.comment.map(|c| Some(c).filter(|c| !c.is_empty())),
+        profile: match (args.profile, args.no_profile) {
+            (Some(profile), _) => Some(Some(profile)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+        aliases: if args.no_aliases {
+            Some(Vec::new())
+        } else {
+            args.alias
+        },
     };
-    let nothing_requested = change.ip.is_none()
-        && change.mac.is_none()
-        && change.hostname.is_none()
-        && change.enabled.is_none()
-        && change.lease.is_none()
-        && change.comment.is_none();
-    if nothing_requested {
+    if change.is_empty() {
         return Err(AdminError::NothingToDo(
-            "nothing to change: give at least one of --ip, --mac, --hostname, --enable, \
-             --disable, --lease-time or --comment"
+            "nothing to change: give at least one of --ip, --mac, --hostname, --alias, \
+             --no-aliases, --profile, --no-profile, --enable, --disable, --lease-time or \
+             --comment"
                 .to_owned(),
         )
         .into());
@@ -292,6 +333,14 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
                     column("IP", Fit::Keep),
                     column("MAC", Fit::Keep),
                     column(
+                        "PROFILE",
+                        if rows.iter().any(|h| h.profile.is_some()) {
+                            Fit::Optional(4)
+                        } else {
+                            Fit::Hidden
+                        },
+                    ),
+                    column(
                         "SUBNET",
                         if args.subnet.is_some() {
                             Fit::Hidden
@@ -305,9 +354,10 @@ async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
                 ],
                 rows.iter().map(|h| {
                     vec![
-                        h.hostname.clone(),
+                        names_text(h),
                         h.ip.to_string(),
-                        h.mac.clone(),
+                        mac_text(h),
+                        output::or_dash(h.profile.as_deref()),
                         h.subnet.clone(),
                         output::lease(h.lease_seconds),
                         state(h.enabled),
@@ -324,11 +374,27 @@ fn state(enabled: bool) -> String {
     if enabled { "on" } else { "off" }.to_owned()
 }
 
+/// The MAC column: a DNS-only name has none.
+fn mac_text(host: &HostRow) -> String {
+    host.mac.clone().unwrap_or_else(|| "(DNS only)".to_owned())
+}
+
+/// The host name, then its aliases in parentheses.
+fn names_text(host: &HostRow) -> String {
+    if host.aliases.is_empty() {
+        host.hostname.clone()
+    } else {
+        format!("{} ({})", host.hostname, host.aliases.join(", "))
+    }
+}
+
 fn details(host: &HostRow) -> String {
     output::fields(&[
         ("hostname", host.hostname.clone()),
+        ("aliases", aliases_text(host)),
         ("ip", host.ip.to_string()),
-        ("mac", host.mac.clone()),
+        ("mac", mac_text(host)),
+        ("profile", output::or_dash(host.profile.as_deref())),
         ("subnet", host.subnet.clone()),
         (
             "enabled",
@@ -348,8 +414,16 @@ fn print_one(host: &HostRow, format: Format, verb: &str) -> Result<()> {
             "{verb} host {} {} {} in subnet {}",
             host.hostname,
             host.ip,
-            host.mac,
+            mac_text(host),
             host.subnet
         ),
+    }
+}
+
+fn aliases_text(host: &HostRow) -> String {
+    if host.aliases.is_empty() {
+        "-".to_owned()
+    } else {
+        host.aliases.join(", ")
     }
 }

@@ -5,6 +5,7 @@ mod audit;
 mod exchange;
 mod host;
 mod output;
+mod profile;
 mod service;
 mod site;
 mod subnet;
@@ -90,6 +91,10 @@ pub enum Command {
     /// Add, change, remove, show and list subnets.
     #[command(subcommand)]
     Subnet(subnet::SubnetCommand),
+    /// Add, change, remove, show and list profiles (DHCP options and PXE boot settings for
+    /// groups of hosts).
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Add, remove, show and list sites (named groups of subnets that agents serve by site).
     #[command(subcommand)]
     Site(site::SiteCommand),
@@ -185,7 +190,8 @@ impl Session {
         }
     }
 
-    /// Everything the agents serve, read as the agent reads it.
+    /// Everything the agents serve, read as the agent reads it, with options, profiles,
+    /// aliases and DNS-only names.
     async fn snapshot(&self) -> Result<Snapshot> {
         let pool = db::pool(self.connector.clone());
         Ok(db::take_snapshot(&pool, 0).await?)
@@ -318,6 +324,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(_) => "host",
         Command::Subnet(_) => "subnet",
         Command::Site(_) => "site",
+        Command::Profile(_) => "profile",
         Command::Status(_) => "status",
         Command::Compact(_) => "compact",
         Command::Log(_) => "log",
@@ -330,6 +337,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(command) => host::run(command, &mut session).await,
         Command::Subnet(command) => subnet::run(command, &mut session).await,
         Command::Site(command) => site::run(command, &mut session).await,
+        Command::Profile(command) => profile::run(command, &mut session).await,
         Command::Status(args) => sync::status(args, &mut session).await,
         Command::Compact(args) => sync::compact(args, &mut session).await,
         Command::Log(args) => audit::run(args, &mut session).await,

@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 
 use super::output::{self, column, out, outln, Fit, Format, OutputArgs};
 use super::Session;
-use crate::admin::sites;
+use crate::admin::options::OptionArg;
 use crate::admin::subnets::{self, SubnetFields, SubnetRow};
+use crate::admin::{profiles, sites};
 use crate::admin::{validate, AdminError};
 
 const SUBNET_EXAMPLES: &str = "\
@@ -17,6 +18,10 @@ Examples:
       --gateway 10.1.0.1 --domain office.example --lease-time 12h
   ipmanager subnet set office --range none --comment 'reservations only'
   ipmanager subnet set office --site berlin
+  ipmanager subnet set office --dns-servers 10.1.0.53,10.1.0.54 --ntp-servers 10.1.0.123 \\
+      --domain-search office.example,example.com --option mtu=1400 \\
+      --option 252='\"http://wpad/wpad.dat\"' --default-profile pxe
+  ipmanager subnet set office --unset-option mtu --default-profile none
   ipmanager subnet show office
   ipmanager subnet list -o json
   ipmanager subnet rm 10.1.0.0/24 --cascade";
@@ -71,6 +76,23 @@ struct Settings {
     /// The site whose agents serve the subnet (see 'ipmanager site'), or "none".
     #[arg(long, value_name = "SITE|none")]
     site: Option<String>,
+    /// DNS servers handed to clients (option dns-server), separated by commas.
+    #[arg(long, value_name = "IP,...")]
+    dns_servers: Option<String>,
+    /// NTP servers handed to clients (option ntp-server), separated by commas.
+    #[arg(long, value_name = "IP,...")]
+    ntp_servers: Option<String>,
+    /// DNS search list handed to clients (option domain-search), separated by commas.
+    #[arg(long, value_name = "DOMAIN,...")]
+    domain_search: Option<String>,
+    /// A DHCP option by dnsmasq's name or by number: NAME=VALUE, NUMBER:TYPE=VALUE for a number
+    /// ipmanager does not know, NUMBER="TEXT" for a string (repeatable). See
+    /// ipmanager.dhcp_options for names and types.
+    #[arg(long = "option", value_name = "NAME=VALUE")]
+    options: Vec<String>,
+    /// The profile of the subnet's hosts that name none (see 'ipmanager profile'), or "none".
+    #[arg(long, value_name = "PROFILE|none")]
+    default_profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +107,9 @@ pub struct SetArgs {
     cidr: Option<String>,
     #[command(flatten)]
     settings: Settings,
+    /// Remove a DHCP option (name or number; repeatable).
+    #[arg(long, value_name = "NAME")]
+    unset_option: Vec<String>,
     /// Serve the subnet.
     #[arg(long, conflicts_with = "disable")]
     enable: bool,
@@ -169,9 +194,42 @@ impl Settings {
             site: clearable(self.site.as_deref(), "none", |t| {
                 sites::validate_name(t).map(|()| t.to_owned())
             })?,
+            default_profile: clearable(self.default_profile.as_deref(), "none", |t| {
+                profiles::validate_name(t).map(|()| t.to_owned())
+            })?,
+            options: option_args(
+                &[
+                    ("dns-server", &self.dns_servers),
+                    ("ntp-server", &self.ntp_servers),
+                    ("domain-search", &self.domain_search),
+                ],
+                &self.options,
+            )?,
             ..SubnetFields::default()
         })
     }
+}
+
+/// The options of the named flags (`--dns-servers` ...) and of every `--option`, read by the
+/// one parser ([`OptionArg::parse`]); shared with `profile add|set`.
+pub(super) fn option_args(
+    named: &[(&str, &Option<String>)],
+    options: &[String],
+) -> Result<Vec<OptionArg>> {
+    let mut args: Vec<OptionArg> = named
+        .iter()
+        .filter_map(|(option, value)| {
+            value.as_ref().map(|value| OptionArg {
+                option: (*option).to_owned(),
+                kind: None,
+                value: value.clone(),
+            })
+        })
+        .collect();
+    for text in options {
+        args.push(OptionArg::parse(text).map_err(invalid)?);
+    }
+    Ok(args)
 }
 
 pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
@@ -186,6 +244,7 @@ pub async fn run(command: SubnetCommand, session: &mut Session) -> Result<()> {
         }
         SubnetCommand::Set(args) => {
             let mut fields = args.settings.fields()?;
+            fields.unset_options = args.unset_option;
             fields.name = args.name;
             fields.cidr = args
                 .cidr
@@ -318,6 +377,11 @@ fn details(subnet: &SubnetRow) -> String {
         ("lease time", output::lease(subnet.lease_seconds)),
         ("comment", output::or_dash(subnet.comment.as_deref())),
         ("site", output::or_dash(subnet.site.as_deref())),
+        (
+            "default profile",
+            output::or_dash(subnet.default_profile.as_deref()),
+        ),
+        ("options", options_text(&subnet.options)),
         ("addresses", usage.addresses.to_string()),
         ("range size", usage.range_size.to_string()),
         ("static pool", usage.static_pool.to_string()),
@@ -327,4 +391,17 @@ fn details(subnet: &SubnetRow) -> String {
         ("created", output::timestamp(subnet.created_at)),
         ("updated", output::timestamp(subnet.updated_at)),
     ])
+}
+
+/// Options as `name=value` separated by "; " for a `show` field, `-` without any; shared with
+/// `profile show`.
+pub(super) fn options_text(options: &[crate::admin::options::OptionRow]) -> String {
+    if options.is_empty() {
+        return "-".to_owned();
+    }
+    options
+        .iter()
+        .map(|o| o.assignment())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -23,10 +23,12 @@
 //! supported (no field ipmanager keeps can contain a quote). Lines of
 //! [`validate::MAX_LINE_BYTES`] or more are rejected: dnsmasq would read their tail as a new line.
 //!
-//! In a config file every other option goes to `skipped` as "not a reservation (option)".
+//! In a config file, `host-record=`, `address=` and `cname=` lines are names ([`super::names`]);
+//! every other option goes to `skipped` as "not a reservation (option)".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::names::{self, Names};
 use super::{
     check_hostname, note_text, parse_mac, strip_comment, ExportPlan, Format, Note, Parsed,
     Reservation,
@@ -82,6 +84,15 @@ pub fn parse(input: &str, flavour: Flavour) -> Parsed {
                     Some((option, value)) => (option.trim(), value.trim()),
                     None => (content, ""),
                 };
+                if let Some(names) = names::dnsmasq_option(option, value, line) {
+                    match names {
+                        Ok(Names::Records(records)) => parsed.names.extend(records),
+                        Ok(Names::Alias(alias)) => parsed.aliases.push(alias),
+                        Ok(Names::Skipped(reason)) => parsed.skipped.push(note(reason)),
+                        Err(reason) => parsed.rejected.push(note(reason)),
+                    }
+                    continue;
+                }
                 if option != "dhcp-host" {
                     parsed.skipped.push(note(not_a_reservation(option)));
                     continue;
@@ -339,7 +350,17 @@ pub(crate) fn export(plan: &ExportPlan<'_>, flavour: Flavour) -> String {
                 None => out.push_str("# hosts whose subnet is not exported\n"),
             }
         }
-        lines::dhcp_host(&mut out, prefix, host);
+        lines::dhcp_host(&mut out, prefix, host, None);
+    }
+    // A dhcp-hostsfile holds reservations only.
+    if flavour == Flavour::Conf
+        && plan
+            .names
+            .iter()
+            .any(|n| n.dns_only || !n.aliases.is_empty())
+    {
+        out.push_str("# aliases and DNS-only names\n");
+        names::dnsmasq_lines(&mut out, &plan.names);
     }
     out
 }

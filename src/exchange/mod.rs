@@ -14,13 +14,16 @@
 //! what it prints parses back to the same reservations (see each format's module for what a
 //! format cannot carry: ethers has no IPv6 and no lease times).
 //!
-//! - [`dnsmasq`][]: `dhcp-host=` lines of a dnsmasq config file, and the dhcp-hostsfile format.
+//! - [`dnsmasq`][]: `dhcp-host=` lines of a dnsmasq config file, and the dhcp-hostsfile format;
+//!   `host-record=`, `address=` and `cname=` lines through [`names`].
 //! - [`ethers`][]: `/etc/ethers`.
 //! - [`kea`][]: ISC Kea `Dhcp4`/`Dhcp6` JSON with comments.
+//! - [`names`][]: aliases and DNS-only names, and the hosts file format (`IP name alias…`).
 
 pub mod dnsmasq;
 pub mod ethers;
 pub mod kea;
+pub mod names;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -30,6 +33,7 @@ use cidr::IpCidr;
 
 use crate::model::{Host, Snapshot, Subnet};
 use crate::render::validate;
+pub use names::{AliasRecord, NameRecord};
 
 /// A file format that can be imported and exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,15 +46,18 @@ pub enum Format {
     Hostsfile,
     /// An ISC Kea DHCPv4/DHCPv6 JSON configuration.
     Kea,
+    /// A hosts file (`/etc/hosts`, dnsmasq's `--addn-hosts`): `IP name alias…` per line.
+    Hosts,
 }
 
 impl Format {
     /// Every format, in the order the command line lists them.
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 5] = [
         Format::Dnsmasq,
         Format::Ethers,
         Format::Hostsfile,
         Format::Kea,
+        Format::Hosts,
     ];
 
     /// The name [`FromStr`] accepts and [`fmt::Display`] prints.
@@ -60,6 +67,7 @@ impl Format {
             Format::Ethers => "ethers",
             Format::Hostsfile => "hostsfile",
             Format::Kea => "kea",
+            Format::Hosts => "hosts",
         }
     }
 }
@@ -131,12 +139,17 @@ pub struct Parsed {
     pub skipped: Vec<Note>,
     /// Reservations that cannot be kept (bad field, no MAC, several MACs…).
     pub rejected: Vec<Note>,
+    /// Addresses with names (`host-record=`, `address=/name/ip`, hosts-file lines): aliases of
+    /// the reservation with that address, or DNS-only names.
+    pub names: Vec<NameRecord>,
+    /// `cname=` lines: aliases of the host named by the target.
+    pub aliases: Vec<AliasRecord>,
 }
 
 /// Why a whole file cannot be used, or a format name is unknown.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
-    #[error("unknown format '{0}': expected one of dnsmasq, ethers, hostsfile, kea")]
+    #[error("unknown format '{0}': expected one of dnsmasq, ethers, hostsfile, kea, hosts")]
     UnknownFormat(String),
     #[error("Kea configuration is not valid JSON at line {line}, column {column}: {message}")]
     KeaSyntax {
@@ -157,12 +170,14 @@ pub fn parse(format: Format, input: &str) -> Result<Parsed, ExchangeError> {
         Format::Hostsfile => Ok(dnsmasq::parse(input, dnsmasq::Flavour::Hostsfile)),
         Format::Ethers => Ok(ethers::parse(input)),
         Format::Kea => kea::parse(input),
+        Format::Hosts => Ok(names::parse_hosts(input)),
     }
 }
 
 /// Prints `snapshot` as `format`: deterministic, hosts by subnet cidr then address. A host or
 /// subnet that fails the renderer's validation is not printed; text formats say so in a comment
-/// line (without the offending value), like the renderer's skipped rows.
+/// line (without the offending value), like the renderer's skipped rows. Aliases and DNS-only
+/// names of the snapshot go into the dnsmasq and hosts formats, which have a place for them.
 pub fn export(format: Format, snapshot: &Snapshot) -> String {
     let plan = ExportPlan::new(snapshot);
     match format {
@@ -170,6 +185,11 @@ pub fn export(format: Format, snapshot: &Snapshot) -> String {
         Format::Hostsfile => dnsmasq::export(&plan, dnsmasq::Flavour::Hostsfile),
         Format::Ethers => ethers::export(&plan),
         Format::Kea => kea::export(&plan),
+        Format::Hosts => {
+            let mut out = plan.header("#", format);
+            names::hosts_lines(&mut out, &plan.names);
+            out
+        }
     }
 }
 
@@ -181,12 +201,16 @@ pub(crate) struct ExportPlan<'a> {
     /// missing or invalid come last, by address, with `None`: an export is a copy of the data,
     /// so a host whose own fields are safe is kept even when the agent would not serve it.
     pub hosts: Vec<(Option<&'a Subnet>, &'a Host)>,
+    /// Every exported host's and valid DNS-only name's address with its names, in the order of
+    /// `hosts`, then the DNS-only names by address.
+    pub names: Vec<names::NameLine<'a>>,
     /// `what id: reason` for every row left out.
     pub left_out: Vec<String>,
 }
 
 impl<'a> ExportPlan<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
+        let extras = &snapshot.extras;
         let mut left_out = Vec::new();
         let mut subnets: Vec<&Subnet> = Vec::new();
         for subnet in &snapshot.subnets {
@@ -220,9 +244,43 @@ impl<'a> ExportPlan<'a> {
                 host.id,
             )
         });
+        let no_aliases: &[String] = &[];
+        let mut names: Vec<names::NameLine<'a>> = hosts
+            .iter()
+            .map(|(_, host)| names::NameLine {
+                ip: host.ip,
+                hostname: &host.hostname,
+                aliases: extras.hosts.iter().find(|h| h.host_id == host.id).map_or(
+                    no_aliases,
+                    |h| {
+                        if h.aliases.iter().all(|a| validate::hostname(a).is_ok()) {
+                            &h.aliases[..]
+                        } else {
+                            no_aliases
+                        }
+                    },
+                ),
+                dns_only: false,
+            })
+            .collect();
+        let mut dns_only: Vec<&crate::model::DnsName> = Vec::new();
+        for name in &extras.dns_names {
+            match names::valid_dns_name(name) {
+                Ok(()) => dns_only.push(name),
+                Err(reason) => left_out.push(format!("DNS-only name {}: {reason}", name.id)),
+            }
+        }
+        dns_only.sort_by_key(|n| (n.ip, n.id));
+        names.extend(dns_only.into_iter().map(|n| names::NameLine {
+            ip: n.ip,
+            hostname: &n.hostname,
+            aliases: &n.aliases,
+            dns_only: true,
+        }));
         ExportPlan {
             subnets,
             hosts,
+            names,
             left_out,
         }
     }
@@ -303,7 +361,7 @@ mod tests {
         assert!("Kea".parse::<Format>().is_err());
         assert_eq!(
             "csv".parse::<Format>().unwrap_err().to_string(),
-            "unknown format 'csv': expected one of dnsmasq, ethers, hostsfile, kea"
+            "unknown format 'csv': expected one of dnsmasq, ethers, hostsfile, kea, hosts"
         );
     }
 

@@ -31,7 +31,16 @@
 //! `dhcp-option=tag:subnetN,option:router,IPV4` (after its range, inside its network, once),
 //! `domain=DOMAIN,CIDR` (of a network set up by an earlier range), `dhcp-host=MAC,IP,hostname[,LEASE]`
 //! (as in a hostsfile; a repeated address stops dnsmasq from starting) and
-//! `host-record=[fqdn,]hostname,IP` (no address twice). Nothing else.
+//! `host-record=[fqdn,]hostname[,[fqdn,]alias…],IP` (no address twice); the options and profiles
+//! of `super::options`: `dhcp-option=tag:subnetN[,tag:!profileM…],[option6:]NUMBER,VALUE` (a
+//! subnet of the right family set up earlier) or `dhcp-option=tag:profileN,NUMBER,VALUE`, the
+//! value one quoted string without quote, backslash, '#' or ',' or items that are each an
+//! address, network, number, hex bytes or DNS name, never a number ipmanager sets otherwise;
+//! `dhcp-boot=tag:profileN[,tag:[!]ipm-ipxe|ipm-efi64|ipm-arm64…],FILE[,[SERVER][,IPV4]]`; the
+//! fixed `dhcp-match` and `dhcp-userclass` lines. Nothing else.
+//!
+//! A reservation may carry `set:profileN` after its MAC; an addn-hosts line may carry aliases
+//! after the host's name, each `[fqdn] alias`.
 //!
 //! Messages describe what is wrong without repeating the offending text, which may be hostile;
 //! they quote only values this module has parsed itself (addresses, line numbers, option names
@@ -327,40 +336,51 @@ impl Checker {
         }
     }
 
-    /// `MAC,IP,hostname[,LEASE]`, a hostsfile line or the value of `dhcp-host=`.
+    /// `MAC[,set:profileN],IP,hostname[,LEASE]`, a hostsfile line or the value of `dhcp-host=`.
     fn reservation(&mut self, n: usize, text: &str) -> Result<(), String> {
-        let (fields, count) = split::<4>(text, b',');
+        let (all, all_count) = split::<5>(text, b',');
+        // The profile's tag is the one field that may follow the MAC; without it the fields
+        // are as they always were.
+        let tagged = all_count > 1 && all[1].starts_with("set:");
+        if tagged && all[1].strip_prefix("set:").and_then(profile_id).is_none() {
+            return Err("the tag of a reservation must be set:profileN".to_owned());
+        }
+        let skip = usize::from(tagged);
+        let count = all_count - skip;
+        let field = |i: usize| if i == 0 { all[0] } else { all[i + skip] };
         if !(3..=4).contains(&count) {
             return Err(format!(
-                "{count} comma-separated fields; a reservation is MAC,IP,hostname[,lease seconds]"
+                "{all_count} comma-separated fields; a reservation is \
+                 MAC[,set:profileN],IP,hostname[,lease seconds]"
             ));
         }
-        mac(fields[0])?;
-        let ip = dhcp_address(fields[1])?;
-        validate::hostname(fields[2])?;
+        mac(field(0))?;
+        let ip = dhcp_address(field(1))?;
+        validate::hostname(field(2))?;
         if count == 4 {
-            lease(fields[3])?;
+            lease(field(3))?;
         }
         self.reservations.push(ip, n);
         Ok(())
     }
 
-    /// `IP [fqdn] hostname`.
+    /// `IP [fqdn] hostname [[fqdn] alias …]`.
     fn addn_hosts(&mut self, n: usize, line: &str) -> Result<(), String> {
-        let (fields, count) = split::<3>(line, b' ');
         if line.starts_with(' ') || line.ends_with(' ') || line.contains("  ") {
             return Err(
                 "empty field: fields must be separated by single spaces, with none at the ends"
                     .to_owned(),
             );
         }
-        if !(2..=3).contains(&count) {
-            return Err(format!(
-                "{count} space-separated fields; an addn-hosts line is IP [fqdn] hostname"
-            ));
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 2 {
+            return Err(
+                "1 space-separated field; an addn-hosts line is IP [fqdn] hostname [alias…]"
+                    .to_owned(),
+            );
         }
         let ip = bare_address(fields[0])?;
-        names(&fields[1..count])?;
+        names(&fields[1..])?;
         self.names.push(ip, n);
         Ok(())
     }
@@ -381,7 +401,10 @@ impl Checker {
         }
         match option {
             "dhcp-range" => self.range(n, value),
-            "dhcp-option" => self.router(n, value),
+            "dhcp-option" => self.dhcp_option(n, value),
+            "dhcp-boot" => self.dhcp_boot(value),
+            "dhcp-match" => fixed(value, &MATCHES, "dhcp-match"),
+            "dhcp-userclass" => fixed(value, &["set:ipm-ipxe,iPXE"], "dhcp-userclass"),
             "domain" => self.domain(value),
             "dhcp-host" => self.reservation(n, value),
             "host-record" => self.host_record(n, value),
@@ -537,18 +560,105 @@ impl Checker {
         Ok(())
     }
 
-    /// `host-record=[fqdn,]hostname,IP`.
+    /// `host-record=[fqdn,]hostname[,[fqdn,]alias…],IP`.
     fn host_record(&mut self, n: usize, value: &str) -> Result<(), String> {
-        let (fields, count) = split::<3>(value, b',');
-        if !(2..=3).contains(&count) {
-            return Err(format!(
-                "host-record has {count} fields; expected [fqdn,]hostname,IP"
-            ));
-        }
-        let ip = bare_address(fields[count - 1])?;
-        names(&fields[..count - 1])?;
+        let fields: Vec<&str> = value.split(',').collect();
+        let Some((ip, names_part)) = fields.split_last().filter(|(_, n)| !n.is_empty()) else {
+            return Err("host-record has 1 field; expected [fqdn,]hostname[,alias…],IP".into());
+        };
+        let ip = bare_address(ip)?;
+        names(names_part)?;
         self.names.push(ip, n);
         Ok(())
+    }
+
+    /// `dhcp-option=…`: the router of a subnet, or an option of a subnet or a profile.
+    fn dhcp_option(&mut self, n: usize, value: &str) -> Result<(), String> {
+        if value.contains(",option:router,") {
+            return self.router(n, value);
+        }
+        let mut rest = value;
+        let mut tags = Vec::new();
+        while let Some(after) = rest.strip_prefix("tag:") {
+            let (tag, tail) = after
+                .split_once(',')
+                .ok_or("dhcp-option has no option after its tags")?;
+            tags.push(tag);
+            rest = tail;
+        }
+        let (code, value) = rest.split_once(',').ok_or("dhcp-option has no value")?;
+        let (v6, code) = match code.strip_prefix("option6:") {
+            Some(code) => (true, code),
+            None => (false, code),
+        };
+        let number = number(code).ok_or("the option is not given by its number")?;
+        let reserved = if v6 {
+            number <= 20 || matches!(number, 25 | 26 | 39) || number > 65535
+        } else {
+            matches!(number, 0 | 1 | 3 | 12 | 15 | 50..=57 | 61 | 66 | 67 | 77 | 80..=82 | 93 | 94 | 97 | 125)
+                || number > 254
+        };
+        if reserved {
+            return Err(format!(
+                "option {number} is not one ipmanager sets this way"
+            ));
+        }
+        match tags.as_slice() {
+            [profile] if !v6 && profile_id(profile).is_some() => {}
+            [subnet, excluded @ ..] => {
+                let id = tag_id(subnet).ok_or("the first tag is neither subnetN nor profileN")?;
+                let tag = self
+                    .tags
+                    .get(&id)
+                    .ok_or(format!("no earlier dhcp-range sets tag subnet{id}"))?;
+                if tag.network.is_ipv6() != v6 {
+                    return Err(format!(
+                        "a DHCPv{} option for tag subnet{id}, whose range is DHCPv{}",
+                        if v6 { 6 } else { 4 },
+                        if v6 { 4 } else { 6 }
+                    ));
+                }
+                let all_excluded = excluded
+                    .iter()
+                    .all(|t| t.strip_prefix('!').and_then(profile_id).is_some());
+                if !all_excluded {
+                    return Err("after tag:subnetN only tag:!profileN may follow".to_owned());
+                }
+            }
+            _ => return Err("dhcp-option has no tag:subnetN or tag:profileN".to_owned()),
+        }
+        option_value(value)
+    }
+
+    /// `dhcp-boot=tag:profileN[,tag:[!]ipm-…],FILE[,[SERVER][,IPV4]]`.
+    fn dhcp_boot(&mut self, value: &str) -> Result<(), String> {
+        let fields: Vec<&str> = value.split(',').collect();
+        let tags = fields.iter().take_while(|f| f.starts_with("tag:")).count();
+        let Some(profile) = fields.first().and_then(|f| f.strip_prefix("tag:")) else {
+            return Err("dhcp-boot does not start with tag:profileN".to_owned());
+        };
+        profile_id(profile).ok_or("dhcp-boot does not start with tag:profileN")?;
+        for tag in &fields[1..tags] {
+            let word = tag.trim_start_matches("tag:").trim_start_matches('!');
+            if !["ipm-ipxe", "ipm-efi64", "ipm-arm64"].contains(&word) {
+                return Err("dhcp-boot has a condition other than the architecture tags".into());
+            }
+        }
+        match &fields[tags..] {
+            [file] => validate::boot_file(file),
+            [file, server] => {
+                validate::boot_file(file)?;
+                server_name(server)
+            }
+            [file, server, address] => {
+                validate::boot_file(file)?;
+                if !server.is_empty() {
+                    server_name(server)?;
+                }
+                ipv4(address).map(|_| ())
+            }
+            _ => Err("dhcp-boot has no file, or more than file, server and address".to_owned()),
+        }
     }
 }
 
@@ -574,20 +684,98 @@ fn split<const N: usize>(text: &str, sep: u8) -> ([&str; N], usize) {
     (fields, count + 1)
 }
 
-/// `hostname` or `fqdn hostname` (or with ','), the fqdn being `hostname.domain`.
+/// Names, each `hostname` or `fqdn hostname` (the fqdn being `hostname.domain`): the host's
+/// name, then its aliases.
 fn names(names: &[&str]) -> Result<(), String> {
-    let Some((hostname, rest)) = names.split_last() else {
+    if names.is_empty() {
         return Err("no name".to_owned());
-    };
-    validate::hostname(hostname)?;
-    if let [fqdn] = rest {
-        validate::domain(fqdn).map_err(|e| format!("fqdn is not a DNS name: {e}"))?;
-        let domain = fqdn
-            .strip_prefix(hostname)
-            .and_then(|d| d.strip_prefix('.'))
-            .filter(|d| !d.is_empty());
-        if domain.is_none() {
-            return Err("the first name is not the hostname that follows it plus a domain".into());
+    }
+    let mut at = 0;
+    while at < names.len() {
+        let next = names.get(at + 1);
+        let is_pair = next.is_some_and(|name| {
+            names[at]
+                .strip_prefix(*name)
+                .and_then(|d| d.strip_prefix('.'))
+                .is_some_and(|d| !d.is_empty())
+        });
+        if is_pair {
+            validate::domain(names[at]).map_err(|e| format!("fqdn is not a DNS name: {e}"))?;
+            at += 1;
+        }
+        validate::hostname(names[at])?;
+        at += 1;
+    }
+    Ok(())
+}
+
+/// The `dhcp-match` lines ipmanager writes for the profiles' `dhcp-boot` conditions.
+const MATCHES: [&str; 4] = [
+    "set:ipm-efi64,option:client-arch,7",
+    "set:ipm-efi64,option:client-arch,9",
+    "set:ipm-arm64,option:client-arch,11",
+    "set:ipm-ipxe,175",
+];
+
+/// A value that must be one of `allowed` exactly.
+fn fixed(value: &str, allowed: &[&str], option: &str) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{option} is not one of the lines ipmanager writes"))
+    }
+}
+
+/// The id in `profileN`, written as Rust writes an i64.
+fn profile_id(tag: &str) -> Option<i64> {
+    let digits = tag.strip_prefix("profile")?;
+    let id: i64 = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
+}
+
+/// A TFTP server name in `dhcp-boot`: a DNS name that fits the BOOTP `sname` field.
+fn server_name(name: &str) -> Result<(), String> {
+    validate::domain(name)?;
+    if name.len() > validate::MAX_SERVER_NAME_BYTES {
+        return Err("TFTP server name is too long for the sname field".to_owned());
+    }
+    Ok(())
+}
+
+/// An option's value: one string in double quotes, or comma-separated items each an IPv4
+/// address, a bracketed IPv6 address, a network/prefix, a decimal number, hex bytes or a DNS
+/// name; nothing that could quote, escape, comment or tag.
+fn option_value(value: &str) -> Result<(), String> {
+    if let Some(inner) = value.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .ok_or("a quoted value does not end with its quote")?;
+        let clean = !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b'"' | b'\\' | b'#' | b','));
+        return if clean {
+            Ok(())
+        } else {
+            Err("a quoted value holds a quote, backslash, '#', ',' or nothing".to_owned())
+        };
+    }
+    for item in value.split(',') {
+        let ok = ipv4(item).is_ok()
+            || item
+                .strip_prefix('[')
+                .and_then(|i| i.strip_suffix(']'))
+                .is_some_and(|i| ipv6(i).is_ok())
+            || item.split_once('/').is_some_and(|(network, prefix)| {
+                ipv4(network).is_ok() && number(prefix).is_some_and(|p| p <= 32)
+            })
+            || number(item).is_some()
+            || item
+                .split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| hex(c).is_some()))
+            || (validate::domain(item).is_ok() && !item.contains(':'));
+        if !ok {
+            return Err("an option value item is none of address, number, hex or name".to_owned());
         }
     }
     Ok(())
@@ -747,7 +935,27 @@ fn option_name(word: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const GOLDEN: [(FileKind, &str); 15] = [
+    const GOLDEN: [(FileKind, &str); 20] = [
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.hostsfile/include.conf"),
+        ),
+        (
+            FileKind::HostsFile,
+            include_str!("../../tests/golden/options.hostsfile/dhcp-hosts"),
+        ),
+        (
+            FileKind::AddnHosts,
+            include_str!("../../tests/golden/options.hostsfile/hosts"),
+        ),
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.conf/include.conf"),
+        ),
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/options.incremental/include.conf"),
+        ),
         (
             FileKind::Include,
             include_str!("../../tests/golden/basic.incremental/include.conf"),
@@ -877,6 +1085,92 @@ mod tests {
     }
 
     #[test]
+    fn options_profiles_and_their_injections() {
+        let ok = |extra: &str| check_file(FileKind::Include, &format!("{HEADER}{RANGE}{extra}"));
+        for line in [
+            "dhcp-option=tag:subnet1,6,10.64.5.53,10.64.5.54\n",
+            "dhcp-option=tag:subnet1,tag:!profile3,26,1400\n",
+            "dhcp-option=tag:subnet1,252,\"http://wpad/x.dat\"\n",
+            "dhcp-option=tag:subnet1,121,10.9.0.0/16,10.64.5.2\n",
+            "dhcp-option=tag:profile3,224,de:ad\n",
+            "dhcp-boot=tag:profile3,tag:!ipm-ipxe,tag:ipm-efi64,efi/grubx64.efi,tftp.lan,10.64.5.5\n",
+            "dhcp-boot=tag:profile3,pxelinux.0,,10.64.5.5\n",
+            "dhcp-match=set:ipm-ipxe,175\n",
+            "dhcp-userclass=set:ipm-ipxe,iPXE\n",
+        ] {
+            assert_eq!(ok(line), Ok(()), "{line}");
+        }
+        assert_eq!(
+            check_file(
+                FileKind::HostsFile,
+                "52:54:00:00:00:01,set:profile3,10.64.5.10,a,3600\n"
+            ),
+            Ok(())
+        );
+        for (line, expected) in [
+            (
+                "dhcp-option=tag:subnet1,3,10.64.5.1\n",
+                "option 3 is not one ipmanager sets",
+            ),
+            (
+                "dhcp-option=tag:subnet1,option:dns-server,10.64.5.1\n",
+                "not given by its number",
+            ),
+            (
+                "dhcp-option=tag:subnet2,6,10.64.5.1\n",
+                "no earlier dhcp-range sets tag subnet2",
+            ),
+            (
+                "dhcp-option=tag:subnet1,option6:23,[2001:db8::1]\n",
+                "a DHCPv6 option for tag subnet1",
+            ),
+            (
+                "dhcp-option=tag:subnet1,tag:evil,6,10.64.5.1\n",
+                "only tag:!profileN may follow",
+            ),
+            (
+                "dhcp-option=tag:subnet1,252,\"a\"b\"\n",
+                "a quoted value holds",
+            ),
+            (
+                "dhcp-option=tag:subnet1,252,a b\n",
+                "none of address, number, hex or name",
+            ),
+            (
+                "dhcp-option=tag:subnet1,6,10.64.5.1,set:x\n",
+                "none of address, number, hex or name",
+            ),
+            (
+                "dhcp-boot=tag:profile3,a,b,c,d\n",
+                "more than file, server and address",
+            ),
+            (
+                "dhcp-boot=tag:profile3,tag:evil,x.0\n",
+                "a condition other than",
+            ),
+            ("dhcp-boot=pxelinux.0\n", "does not start with tag:profileN"),
+            ("dhcp-boot=tag:profile3,tag:x.0\n", "a condition other than"),
+            (
+                "dhcp-match=set:x,option:client-arch,7\n",
+                "not one of the lines",
+            ),
+            ("dhcp-userclass=set:ipm-ipxe,evil\n", "not one of the lines"),
+        ] {
+            let failure = ok(line).expect_err(line);
+            assert!(failure.to_string().contains(expected), "{line}: {failure}");
+        }
+        let failure = check_file(
+            FileKind::HostsFile,
+            "52:54:00:00:00:01,set:evil,10.64.5.10,a\n",
+        )
+        .expect_err("a foreign tag");
+        assert!(
+            failure.to_string().contains("must be set:profileN"),
+            "{failure}"
+        );
+    }
+
+    #[test]
     fn injections_fail_with_a_clear_problem() {
         use FileKind::*;
         let ok = "52:54:00:00:00:01,10.64.5.10,a\n";
@@ -932,9 +1226,10 @@ mod tests {
             ),
             (
                 AddnHosts,
-                "10.64.5.10 a b\n".into(),
+                // A name after the host's is an alias, and must be a hostname too.
+                "10.64.5.10 a b_c\n".into(),
                 1,
-                "the first name is not the hostname",
+                "hostname contains '_'",
             ),
             (
                 HostsFile,
@@ -1069,9 +1364,9 @@ mod tests {
             (AddnHosts, "10.64.5.10  a\n".into(), 1, "single spaces"),
             (
                 AddnHosts,
-                "10.64.5.10 a.lan a x\n".into(),
+                "10.64.5.10 a.lan a 12h\n".into(),
                 1,
-                "4 space-separated fields",
+                "hostname is digits and a time unit",
             ),
             (
                 Include,
@@ -1089,7 +1384,7 @@ mod tests {
                 Include,
                 format!("{HEADER}{RANGE}dhcp-option=tag:subnet1,option:dns-server,10.64.5.1\n"),
                 3,
-                "option:router",
+                "the option is not given by its number",
             ),
             (
                 Include,
@@ -1183,9 +1478,9 @@ mod tests {
             ),
             (
                 Include,
-                format!("{HEADER}host-record=a.lan,a,b,10.64.5.10\n"),
+                format!("{HEADER}host-record=a.lan,a,b,10.64.5.10,3600\n"),
                 2,
-                "host-record has 4 fields",
+                "address is not an IPv4 address",
             ),
             (
                 Include,

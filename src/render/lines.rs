@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use cidr::IpCidr;
 
-use super::validate::MAX_LINE_BYTES;
+use super::validate::{MAX_LINE_BYTES, MAX_NAME_BYTES};
 use crate::lease;
 use crate::model::{Host, Subnet};
 
@@ -18,7 +18,7 @@ use crate::model::{Host, Subnet};
 pub(super) const HEADER: &str = "# Managed by ipmanager: do not edit, changes are overwritten.\n";
 
 /// The tag that ties a subnet's `dhcp-range` to its `dhcp-option` lines.
-const TAG: &str = "subnet";
+pub(super) const SUBNET_TAG: &str = "subnet";
 
 /// Whether every line appended since `start` is shorter than [`MAX_LINE_BYTES`]. The validators
 /// make longer lines impossible; this is the last line of defence against dnsmasq reading the
@@ -37,7 +37,7 @@ pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
     let cidr = subnet.cidr;
     // `{:#}` keeps the prefix length even for a single-address network.
     let _ = writeln!(out, "# subnet {id} {cidr:#}");
-    let _ = write!(out, "dhcp-range=set:{TAG}{id},");
+    let _ = write!(out, "dhcp-range=set:{SUBNET_TAG}{id},");
     match subnet.range {
         Some((start, end)) => {
             let _ = write!(out, "{start},{end},");
@@ -58,19 +58,26 @@ pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
     push_lease(out, subnet.lease_seconds);
     out.push('\n');
     if let (IpCidr::V4(_), Some(gateway)) = (cidr, subnet.gateway) {
-        let _ = writeln!(out, "dhcp-option=tag:{TAG}{id},option:router,{gateway}");
+        let _ = writeln!(
+            out,
+            "dhcp-option=tag:{SUBNET_TAG}{id},option:router,{gateway}"
+        );
     }
     if let Some(domain) = &subnet.domain {
         let _ = writeln!(out, "domain={domain},{cidr:#}");
     }
 }
 
-/// A reservation, `MAC,IP,hostname[,lease]`, after `prefix` (empty in a dhcp-hostsfile,
-/// `dhcp-host=` in a conf file). dnsmasq wants IPv6 addresses in brackets here.
-pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host) {
+/// A reservation, `MAC[,set:profile<id>],IP,hostname[,lease]`, after `prefix` (empty in a
+/// dhcp-hostsfile, `dhcp-host=` in a conf file). dnsmasq wants IPv6 addresses in brackets here.
+/// The profile's tag makes its options and boot lines in the include file apply to the host.
+pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host, profile: Option<i64>) {
     out.push_str(prefix);
     push_mac(out, &host.mac);
     out.push(',');
+    if let Some(id) = profile {
+        let _ = write!(out, "set:profile{id},");
+    }
     match host.ip {
         IpAddr::V4(ip) => push_ipv4(out, ip),
         IpAddr::V6(ip) => {
@@ -94,29 +101,56 @@ fn push_lease(out: &mut String, seconds: Option<i64>) {
     }
 }
 
-/// An addn-hosts line, `IP [fqdn] hostname`: the first name is the one a PTR query answers.
-pub(super) fn addn_host(out: &mut String, host: &Host, domain: Option<&str>) {
-    push_ip(out, host.ip);
-    out.push(' ');
-    if let Some(domain) = domain {
-        push_fqdn(out, &host.hostname, domain);
-        out.push(' ');
+/// The names of one address: the host's own (whose fqdn or name a PTR query answers), then its
+/// aliases, each as `fqdn` and bare name when the domain applies to it.
+pub(super) struct Names<'a> {
+    pub(super) ip: IpAddr,
+    pub(super) hostname: &'a str,
+    pub(super) aliases: &'a [String],
+    pub(super) domain: Option<&'a str>,
+}
+
+impl Names<'_> {
+    /// Every name in order, separated by `sep`.
+    fn push(&self, out: &mut String, sep: char) {
+        let mut first = true;
+        for name in std::iter::once(self.hostname).chain(self.aliases.iter().map(String::as_str)) {
+            let fqdn = self.domain.filter(|domain| {
+                !name.contains('.') && name.len() + 1 + domain.len() <= MAX_NAME_BYTES
+            });
+            for written in [fqdn.map(|domain| (name, Some(domain))), Some((name, None))]
+                .into_iter()
+                .flatten()
+            {
+                if !first {
+                    out.push(sep);
+                }
+                first = false;
+                match written {
+                    (name, Some(domain)) => push_fqdn(out, name, domain),
+                    (name, None) => out.push_str(name),
+                }
+            }
+        }
     }
-    out.push_str(&host.hostname);
+}
+
+/// An addn-hosts line, `IP [fqdn] hostname [[fqdn] alias …]`: the first name is the one a PTR
+/// query answers.
+pub(super) fn addn_host(out: &mut String, names: &Names<'_>) {
+    push_ip(out, names.ip);
+    out.push(' ');
+    names.push(out, ' ');
     out.push('\n');
 }
 
-/// `host-record=[fqdn,]hostname,IP`, the conf-file twin of [`addn_host`] (IPv6 without
+/// `host-record=[fqdn,]hostname[,…],IP`, the conf-file twin of [`addn_host`] (IPv6 without
 /// brackets here; the first name gets the PTR record).
-pub(super) fn host_record(out: &mut String, host: &Host, domain: Option<&str>) {
+pub(super) fn host_record(out: &mut String, names: &Names<'_>) {
     out.push_str("host-record=");
-    if let Some(domain) = domain {
-        push_fqdn(out, &host.hostname, domain);
-        out.push(',');
-    }
-    out.push_str(&host.hostname);
+    names.push(out, ',');
     out.push(',');
-    push_ip(out, host.ip);
+    push_ip(out, names.ip);
     out.push('\n');
 }
 

@@ -42,6 +42,14 @@
 //! domain=<domain>,<cidr>                                               with a domain
 //! ```
 //!
+//! followed by the subnet's DHCP options; after every block come the profiles' blocks (see
+//! `render::options`: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
+//! profile (its own, else its subnet's default) is served gets `set:profile<id>` after its MAC
+//! in its reservation line: assigning a profile changes the dhcp-hostsfile (SIGHUP), while a
+//! profile's definition lives in the include file (restart). A host's aliases follow its own
+//! names on its addn-hosts (or `host-record`) line, each as `fqdn alias` when the domain
+//! applies; DNS-only names get such a line after the hosts, and no reservation.
+//!
 //! MACs are lowercase `aa:bb:cc:dd:ee:ff`; IPv6 addresses are bracketed in `dhcp-host` fields
 //! and bare elsewhere; leases are plain seconds. The fqdn is `hostname.domain` when the subnet
 //! has a domain, the hostname has no dot and the result is at most 253 bytes; it comes first so
@@ -56,6 +64,9 @@
 //! order) already holds its address (a duplicate `dhcp-host` address stops dnsmasq from
 //! starting), or when an earlier host in the same subnet holds its MAC. Every written line is
 //! shorter than [`validate::MAX_LINE_BYTES`]; a row whose line would not be is skipped.
+//! Smaller things are refused alone and the rest is served: a profile that fails validation
+//! (its hosts lose its tag), one option of a subnet or profile, a host's aliases (the host keeps
+//! its own name), a DNS-only name (also when a host already took its address).
 //!
 //! # Names only
 //!
@@ -69,6 +80,7 @@
 mod changes;
 pub mod check;
 pub(crate) mod lines;
+mod options;
 mod shard;
 pub mod validate;
 
@@ -80,7 +92,7 @@ use std::path::{Path, PathBuf};
 pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
 pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded, MAX_SHARDS};
 
-use crate::model::{Host, Snapshot, Subnet};
+use crate::model::{DnsName, Host, Snapshot, Subnet};
 
 /// Where reservations live: see the module documentation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -113,6 +125,22 @@ pub struct Layout {
 pub enum Row {
     Host(i64),
     Subnet(i64),
+    /// A profile: its hosts are served without it.
+    Profile(i64),
+    /// One option of a subnet; the subnet is served without it.
+    SubnetOption {
+        subnet: i64,
+        number: u16,
+    },
+    /// One option of a profile; the profile is served without it.
+    ProfileOption {
+        profile: i64,
+        number: u16,
+    },
+    /// A host's aliases; the host is served with its own name only.
+    Aliases(i64),
+    /// A DNS-only name.
+    DnsName(i64),
 }
 
 /// A row that is not served, and why. The reason never quotes the offending value.
@@ -174,21 +202,37 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         }
         LayoutKind::Conf => {}
     }
+    let settings = options::Settings::new(&snapshot.extras, &mut skipped);
     let (named, served): (Vec<&Subnet>, Vec<&Subnet>) = snapshot
         .subnets
         .iter()
         .partition(|s| names_only.contains(&s.id));
-    let mut subnets = render_subnets(served, &mut include, &mut skipped);
+    let mut subnets = render_subnets(served, &settings, &mut include, &mut skipped);
     if !named.is_empty() {
         // Checked like served subnets, so that a name is only ever written under a valid
         // domain; their blocks go nowhere.
-        subnets.add_names_only(render_subnets(named, &mut String::new(), &mut skipped));
+        let mut nowhere = String::new();
+        let mut not_theirs = Vec::new();
+        subnets.add_names_only(render_subnets(
+            named,
+            &settings,
+            &mut nowhere,
+            &mut not_theirs,
+        ));
+        // Their options are another agent's to serve and to report.
+        skipped.extend(
+            not_theirs
+                .into_iter()
+                .filter(|s| matches!(s.row, Row::Subnet(_))),
+        );
     }
+    settings.profile_blocks(&mut include, &mut skipped);
     match layout.kind {
         LayoutKind::Hostsfile | LayoutKind::Incremental => {
             let hosts = render_hosts(
-                &snapshot.hosts,
+                snapshot,
                 &subnets,
+                &settings,
                 layout.kind,
                 String::new(),
                 &mut skipped,
@@ -212,8 +256,9 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         LayoutKind::Conf => {
             // The reservations go straight after the subnet blocks, the names after them.
             let mut hosts = render_hosts(
-                &snapshot.hosts,
+                snapshot,
                 &subnets,
+                &settings,
                 layout.kind,
                 include,
                 &mut skipped,
@@ -265,9 +310,11 @@ impl<'a> SubnetIndex<'a> {
     }
 }
 
-/// Writes the block of every valid subnet and returns what hosts need to know about them.
+/// Writes the block of every valid subnet, with its options, and returns what hosts need to
+/// know about them.
 fn render_subnets<'a>(
     mut order: Vec<&'a Subnet>,
+    settings: &options::Settings,
     out: &mut String,
     skipped: &mut Vec<Skipped>,
 ) -> SubnetIndex<'a> {
@@ -292,6 +339,7 @@ fn render_subnets<'a>(
         match verdict {
             Ok(()) => {
                 served.insert(subnet.id, Some(subnet));
+                settings.subnet_options(out, subnet, skipped);
             }
             Err(reason) => {
                 served.entry(subnet.id).or_insert(None);
@@ -374,22 +422,24 @@ fn repeated_mac_keys(hosts: &[Host]) -> HashMap<u128, Option<i64>> {
 
 /// The per-host halves of the output: reservation lines and name lines, and with
 /// [`LayoutKind::Incremental`] which host wrote which lines, for spreading them over shards.
-struct HostLines<'a> {
+struct HostLines {
     dhcp: String,
     dns: String,
     served: usize,
-    written: Option<Vec<shard::Written<'a>>>,
+    written: Option<Vec<shard::Written>>,
 }
 
 /// Writes the lines of every host that may be served, reservations after whatever `dhcp`
 /// already holds.
-fn render_hosts<'a>(
-    hosts: &'a [Host],
+fn render_hosts(
+    snapshot: &Snapshot,
     subnets: &SubnetIndex,
+    settings: &options::Settings,
     kind: LayoutKind,
     mut dhcp: String,
     skipped: &mut Vec<Skipped>,
-) -> HostLines<'a> {
+) -> HostLines {
+    let hosts = &snapshot.hosts;
     // One allocation per file in the common case: a line is the names plus ~50 bytes. A conf
     // include ends up holding the name lines too.
     let names: usize = hosts.iter().map(|h| h.hostname.len()).sum();
@@ -409,20 +459,31 @@ fn render_hosts<'a>(
     // Hosts come sorted by address, so a taken address can only be the last one served.
     let mut last_served: Option<(IpAddr, i64)> = None;
     let mut repeated = repeated_mac_keys(hosts);
+    // DNS-only names must not take a reserved address; only needed when there are any.
+    let mut taken = std::collections::HashSet::new();
+    let dns_only = !snapshot.extras.dns_names.is_empty();
     for host in host_order(hosts) {
+        let aliases = checked_aliases(host.id, settings.aliases_of(host.id), skipped);
         let verdict = admit(host, subnets, last_served).and_then(|(domain, names_only)| {
+            let names = lines::Names {
+                ip: host.ip,
+                hostname: &host.hostname,
+                aliases,
+                domain,
+            };
             if names_only {
-                return write_name(&mut out, host, domain, kind).map(|()| false);
+                return write_name(&mut out, &names, kind).map(|()| false);
             }
+            let profile = settings.profile_of(host);
             // Checked last, so that a key is taken only by a host that is written.
             match repeated.get_mut(&mac_key(host)) {
-                None => write_host(&mut out, host, domain, kind),
+                None => write_host(&mut out, host, profile, &names, kind),
                 Some(Some(other)) => Err(format!(
                     "MAC address is already reserved in subnet {} by host {other}",
                     host.subnet_id
                 )),
                 Some(holder) => {
-                    write_host(&mut out, host, domain, kind)?;
+                    write_host(&mut out, host, profile, &names, kind)?;
                     *holder = Some(host.id);
                     Ok(())
                 }
@@ -433,14 +494,10 @@ fn render_hosts<'a>(
             Ok(reserved) => {
                 out.served += usize::from(reserved);
                 last_served = Some((host.ip, host.id));
-                if let Some(written) = &mut out.written {
-                    written.push(shard::Written {
-                        host,
-                        reserved,
-                        dhcp_end: out.dhcp.len(),
-                        dns_end: out.dns.len(),
-                    });
+                if dns_only {
+                    taken.insert(host.ip);
                 }
+                out.record(host.id, host.subnet_id, host.mac, host.ip, reserved);
             }
             Err(reason) => skipped.push(Skipped {
                 row: Row::Host(host.id),
@@ -448,7 +505,103 @@ fn render_hosts<'a>(
             }),
         }
     }
+    render_dns_names(
+        &snapshot.extras.dns_names,
+        subnets,
+        kind,
+        &mut out,
+        &mut taken,
+        skipped,
+    );
     out
+}
+
+impl HostLines {
+    /// With the incremental layout, where the lines of a host or name written last end.
+    fn record(&mut self, id: i64, subnet_id: i64, mac: [u8; 6], ip: IpAddr, reserved: bool) {
+        if let Some(written) = &mut self.written {
+            written.push(shard::Written {
+                id,
+                subnet_id,
+                mac,
+                ip,
+                reserved,
+                dhcp_end: self.dhcp.len(),
+                dns_end: self.dns.len(),
+            });
+        }
+    }
+}
+
+/// A host's aliases if every one passes [`validate::hostname`]; else none, listed as skipped.
+fn checked_aliases<'a>(
+    host: i64,
+    aliases: &'a [String],
+    skipped: &mut Vec<Skipped>,
+) -> &'a [String] {
+    match aliases.iter().try_for_each(|a| validate::hostname(a)) {
+        Ok(()) => aliases,
+        Err(reason) => {
+            skipped.push(Skipped {
+                row: Row::Aliases(host),
+                reason: format!("alias: {reason}"),
+            });
+            &[]
+        }
+    }
+}
+
+/// DNS-only names, after the hosts, by address: a name line each (never a reservation), in a
+/// subnet that is served or whose names are, at an address no host took.
+fn render_dns_names(
+    names: &[DnsName],
+    subnets: &SubnetIndex,
+    kind: LayoutKind,
+    out: &mut HostLines,
+    taken: &mut std::collections::HashSet<IpAddr>,
+    skipped: &mut Vec<Skipped>,
+) {
+    let mut order: Vec<&DnsName> = names.iter().collect();
+    order.sort_by_key(|n| (n.ip, n.id));
+    for name in order {
+        let verdict = dns_name(name, subnets, taken).and_then(|domain| {
+            let names = lines::Names {
+                ip: name.ip,
+                hostname: &name.hostname,
+                aliases: &name.aliases,
+                domain,
+            };
+            write_name(out, &names, kind)
+        });
+        match verdict {
+            Ok(()) => out.record(name.id, name.subnet_id, [0; 6], name.ip, false),
+            Err(reason) => skipped.push(Skipped {
+                row: Row::DnsName(name.id),
+                reason,
+            }),
+        }
+    }
+}
+
+/// Whether a DNS-only name may be written; returns the domain of its fqdn, if any.
+fn dns_name<'a>(
+    name: &DnsName,
+    subnets: &SubnetIndex<'a>,
+    taken: &mut std::collections::HashSet<IpAddr>,
+) -> Result<Option<&'a str>, String> {
+    let subnet = match subnets.get(name.subnet_id) {
+        Some((Some(subnet), _)) => subnet,
+        _ => return Err(format!("subnet {} is not served", name.subnet_id)),
+    };
+    validate::hostname(&name.hostname)?;
+    for alias in &name.aliases {
+        validate::hostname(alias).map_err(|reason| format!("alias: {reason}"))?;
+    }
+    validate::host_address(name.ip, subnet.cidr)?;
+    if !taken.insert(name.ip) {
+        return Err(format!("address {} is already served", name.ip));
+    }
+    Ok(subnet.domain.as_deref())
 }
 
 /// Whether `host` may be served, given the host served last (the MAC check is the caller's);
@@ -467,26 +620,15 @@ fn admit<'a>(
     if let Some((ip, other)) = last_served.filter(|&(ip, _)| ip == host.ip) {
         return Err(format!("address {ip} is already reserved by host {other}"));
     }
-    let domain = subnet.domain.as_deref().filter(|domain| {
-        !host.hostname.contains('.')
-            && host.hostname.len() + 1 + domain.len() <= validate::MAX_NAME_BYTES
-    });
-    Ok((domain, names_only))
+    Ok((subnet.domain.as_deref(), names_only))
 }
 
-/// Appends the host's name line only, or nothing if it would be too long.
-fn write_name(
-    out: &mut HostLines,
-    host: &Host,
-    domain: Option<&str>,
-    kind: LayoutKind,
-) -> Result<(), String> {
+/// Appends a name line only, or nothing if it would be too long.
+fn write_name(out: &mut HostLines, names: &lines::Names, kind: LayoutKind) -> Result<(), String> {
     let start = out.dns.len();
     match kind {
-        LayoutKind::Hostsfile | LayoutKind::Incremental => {
-            lines::addn_host(&mut out.dns, host, domain)
-        }
-        LayoutKind::Conf => lines::host_record(&mut out.dns, host, domain),
+        LayoutKind::Hostsfile | LayoutKind::Incremental => lines::addn_host(&mut out.dns, names),
+        LayoutKind::Conf => lines::host_record(&mut out.dns, names),
     }
     if lines::fits(&out.dns, start) {
         Ok(())
@@ -500,18 +642,19 @@ fn write_name(
 fn write_host(
     out: &mut HostLines,
     host: &Host,
-    domain: Option<&str>,
+    profile: Option<i64>,
+    names: &lines::Names,
     kind: LayoutKind,
 ) -> Result<(), String> {
     let (dhcp_start, dns_start) = (out.dhcp.len(), out.dns.len());
     match kind {
         LayoutKind::Hostsfile | LayoutKind::Incremental => {
-            lines::dhcp_host(&mut out.dhcp, "", host);
-            lines::addn_host(&mut out.dns, host, domain);
+            lines::dhcp_host(&mut out.dhcp, "", host, profile);
+            lines::addn_host(&mut out.dns, names);
         }
         LayoutKind::Conf => {
-            lines::dhcp_host(&mut out.dhcp, "dhcp-host=", host);
-            lines::host_record(&mut out.dns, host, domain);
+            lines::dhcp_host(&mut out.dhcp, "dhcp-host=", host, profile);
+            lines::host_record(&mut out.dns, names);
         }
     }
     if lines::fits(&out.dhcp, dhcp_start) && lines::fits(&out.dns, dns_start) {
@@ -632,6 +775,7 @@ mod tests {
                     ..host(6, "10.0.1.6", 6, "far")
                 },
             ],
+            ..Default::default()
         };
         let rendered = render_scoped(&snapshot, &layout(LayoutKind::Incremental), &[2]);
         assert_eq!(
@@ -716,6 +860,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![subnet.clone()],
                 hosts,
+                ..Default::default()
             },
             &layout(LayoutKind::Hostsfile),
         );
@@ -738,6 +883,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![subnet()],
                 hosts,
+                ..Default::default()
             },
             &layout(LayoutKind::Hostsfile),
         );
@@ -776,6 +922,7 @@ mod tests {
         let snapshot = Snapshot {
             subnets: vec![other, subnet()],
             hosts: vec![far, host(1, "10.0.0.5", 1, "local")],
+            ..Default::default()
         };
         let rendered = render_scoped(&snapshot, &layout(LayoutKind::Hostsfile), &[2]);
         assert_eq!(
@@ -818,6 +965,7 @@ mod tests {
             &Snapshot {
                 subnets: vec![later, subnet(), invalid_first],
                 hosts: vec![host(1, "10.0.0.1", 1, "a")],
+                ..Default::default()
             },
             &layout(LayoutKind::Conf),
         );

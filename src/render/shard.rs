@@ -8,8 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::Host;
-
 /// The shard files of both directories, by shard number; a shard without lines has no file
 /// (no entry here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,9 +64,13 @@ impl Sharded {
     }
 }
 
-/// A host the renderer wrote, and where its lines end in the flat outputs.
-pub(super) struct Written<'a> {
-    pub(super) host: &'a Host,
+/// A host (or DNS-only name) the renderer wrote, and where its lines end in the flat outputs.
+pub(super) struct Written {
+    pub(super) id: i64,
+    pub(super) subnet_id: i64,
+    /// Zero for a DNS-only name, which is never `reserved`.
+    pub(super) mac: [u8; 6],
+    pub(super) ip: IpAddr,
     /// Whether it got a reservation line, not only a name line.
     pub(super) reserved: bool,
     pub(super) dhcp_end: usize,
@@ -87,7 +89,7 @@ pub(super) fn split(dhcp: &str, dns: &str, written: &[Written], shards: u32) -> 
         .map(|w| {
             let (dhcp_start, dns_start) = ends;
             ends = (w.dhcp_end, w.dns_end);
-            (shard_of(w.host.id, shards), w, dhcp_start, dns_start)
+            (shard_of(w.id, shards), w, dhcp_start, dns_start)
         })
         .collect();
     placed.sort_by_key(|p| p.0);
@@ -109,11 +111,11 @@ pub(super) fn split(dhcp: &str, dns: &str, written: &[Written], shards: u32) -> 
             dns_file.push_str(&dns[dns_start..w.dns_end]);
             if w.reserved {
                 sharded.entries.push(DhcpEntry {
-                    host_id: w.host.id,
-                    subnet_id: w.host.subnet_id,
+                    host_id: w.id,
+                    subnet_id: w.subnet_id,
                     shard,
-                    mac: w.host.mac,
-                    ip: w.host.ip,
+                    mac: w.mac,
+                    ip: w.ip,
                 });
             }
         }

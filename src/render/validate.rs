@@ -13,7 +13,7 @@ use std::path::Path;
 
 use cidr::IpCidr;
 
-use crate::model::{Host, Subnet};
+use crate::model::{DhcpOptionValue, Host, OptionKind, Profile, Subnet};
 
 /// Every line written must be shorter than this many bytes (newline excluded). dnsmasq reads its
 /// configuration in 1,024-byte chunks and parses whatever follows a chunk boundary as a new
@@ -159,6 +159,213 @@ pub fn host_address(ip: IpAddr, cidr: IpCidr) -> Result<(), String> {
         }
         if ip == cidr.last_address() {
             return Err(format!("address {ip} is the broadcast address of {cidr:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// The longest option value written (the database's bound): with a tag list it stays far below
+/// [`MAX_LINE_BYTES`].
+pub const MAX_OPTION_VALUE_BYTES: usize = 500;
+/// The longest string option: a DHCP option carries at most 255 bytes.
+pub const MAX_OPTION_STRING_BYTES: usize = 255;
+/// The longest boot file name: the BOOTP `file` field holds 128 bytes.
+pub const MAX_BOOT_FILE_BYTES: usize = 128;
+/// The longest TFTP server name: the BOOTP `sname` field holds 64 bytes with its zero.
+pub const MAX_SERVER_NAME_BYTES: usize = 63;
+
+/// Why an option number cannot be written for a family, or `None`: dnsmasq or another setting
+/// produces it (netmask, router, host name, domain, boot file, TFTP server), or it belongs to the
+/// protocol or the client. The same list as the database's `ipmanager.option_reserved`, restated.
+fn reserved_option(number: u16, v6: bool) -> Option<&'static str> {
+    if v6 {
+        return (number == 0 || number <= 20 || matches!(number, 25 | 26 | 39))
+            .then_some("DHCPv6 protocol option");
+    }
+    match number {
+        0 | 255.. => Some("not a DHCPv4 option number"),
+        1 | 3 | 12 | 15 => Some("set by the subnet or host itself"),
+        66 | 67 => Some("a profile's boot setting"),
+        50..=57 | 61 | 77 | 80 | 81 | 82 | 93 | 94 | 97 | 125 => Some("DHCP protocol option"),
+        _ => None,
+    }
+}
+
+/// A DHCP option of a subnet (of the family `v6` says) or a profile (DHCPv4): its number and
+/// its value by its type, restated here independently of the database's
+/// `ipmanager.normalise_option_value` and in its normal form only, so that no value can carry a
+/// field, a tag, a comment or a line into dnsmasq's configuration.
+pub fn option_value(option: &DhcpOptionValue, v6: bool) -> Result<(), String> {
+    let number = option.number;
+    if let Some(why) = reserved_option(number, v6) {
+        return Err(format!("option {number} cannot be set ({why})"));
+    }
+    if let Some(name) = &option.name {
+        let plain = !name.is_empty()
+            && name.len() <= 40
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'+');
+        if !plain {
+            return Err(format!(
+                "option {number} has a name that is not a plain word"
+            ));
+        }
+    }
+    let value = option.value.as_str();
+    if value.is_empty() || value.len() > MAX_OPTION_VALUE_BYTES {
+        return Err(format!(
+            "option {number} value is {} bytes; 1 to {MAX_OPTION_VALUE_BYTES} are allowed",
+            value.len()
+        ));
+    }
+    let family_ok = match option.kind {
+        OptionKind::Ipv4List | OptionKind::ClasslessRoutes => !v6,
+        OptionKind::Ipv6List => v6,
+        _ => true,
+    };
+    if !family_ok {
+        return Err(format!(
+            "option {number} is of type {} but the family is DHCPv{}",
+            option.kind,
+            if v6 { 6 } else { 4 }
+        ));
+    }
+    let items = || value.split(',');
+    let ok = match option.kind {
+        OptionKind::Ipv4List => items().all(canonical_ipv4),
+        OptionKind::Ipv6List => items().all(|i| {
+            i.parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| ip.to_string() == i)
+        }),
+        OptionKind::DomainList => items().all(|i| domain(i).is_ok()),
+        OptionKind::String => option_string(value),
+        OptionKind::Uint8 => canonical_number(value, u8::MAX.into()),
+        OptionKind::Uint16 => canonical_number(value, u16::MAX.into()),
+        OptionKind::Uint32 => canonical_number(value, u32::MAX.into()),
+        OptionKind::Bool => value == "0" || value == "1",
+        OptionKind::Hex => value.split(':').all(|b| {
+            b.len() == 2
+                && b.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        }),
+        OptionKind::ClasslessRoutes => classless_routes(value).is_some(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "option {number} value is not a {} in normal form",
+            option.kind
+        ))
+    }
+}
+
+/// Dotted decimal exactly as Rust prints it: no leading zeros, no abbreviations.
+fn canonical_ipv4(text: &str) -> bool {
+    text.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.to_string() == text)
+}
+
+/// Decimal digits without a leading zero (but "0"), at most `max`.
+fn canonical_number(text: &str, max: u64) -> bool {
+    let digits = !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit());
+    digits && (text == "0" || !text.starts_with('0')) && text.parse::<u64>().is_ok_and(|n| n <= max)
+}
+
+/// A string option: printable ASCII without '"', '', '#' or ',' (it is written in double
+/// quotes, and none of these may close, escape, comment or split it), no blank at either end.
+fn option_string(text: &str) -> bool {
+    text.len() <= MAX_OPTION_STRING_BYTES
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && text
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && !matches!(b, b'"' | b'\\' | b'#' | b','))
+}
+
+/// `network/prefix,router` pairs: networks with their host bits zero, routers IPv4; the pairs
+/// as (network, prefix length, router).
+pub fn classless_routes(text: &str) -> Option<Vec<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>> {
+    let items: Vec<&str> = text.split(',').collect();
+    if !items.len().is_multiple_of(2) {
+        return None;
+    }
+    items
+        .chunks(2)
+        .map(|pair| route(pair[0], pair[1]))
+        .collect()
+}
+
+/// One `network/prefix` and its router.
+fn route(network: &str, router: &str) -> Option<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)> {
+    let (address, prefix) = network.split_once('/')?;
+    if !canonical_ipv4(address) || !canonical_ipv4(router) || !canonical_number(prefix, 32) {
+        return None;
+    }
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    (u32::from(address) & host_bits == 0).then_some((address, prefix, router.parse().ok()?))
+}
+
+/// A boot file name or URL in a `dhcp-boot` line: 1 to [`MAX_BOOT_FILE_BYTES`] bytes of letters,
+/// digits and `._-/:+=?&%~@`, not starting with '-' or a tag prefix (which dnsmasq would read as
+/// a tag), so that it can add no field and end no line.
+pub fn boot_file(file: &str) -> Result<(), String> {
+    let first_ok = file
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/'));
+    if !first_ok || file.len() > MAX_BOOT_FILE_BYTES {
+        return Err(format!(
+            "boot file name is empty, too long or starts with a character other than a letter,              digit, '_', '.' or '/' (1 to {MAX_BOOT_FILE_BYTES} bytes)"
+        ));
+    }
+    if let Some((at, c)) = file
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "._/:+=?&%~@-".contains(c)))
+    {
+        return Err(format!(
+            "boot file name contains {} at byte {at}; only letters, digits and ._/:+=?&%~@- are allowed",
+            describe(c)
+        ));
+    }
+    let lower = file.to_ascii_lowercase();
+    if ["tag:", "set:", "net:"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return Err("boot file name starts like a dnsmasq tag".to_owned());
+    }
+    Ok(())
+}
+
+/// A profile: its boot files, TFTP server name and next server; its options are checked one by
+/// one ([`option_value`]), so that one bad option does not cost the whole profile.
+pub fn profile(profile: &Profile) -> Result<(), String> {
+    for file in [
+        &profile.boot_file,
+        &profile.boot_file_uefi,
+        &profile.boot_file_arm64,
+        &profile.boot_file_ipxe,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        boot_file(file)?;
+    }
+    if let Some(name) = &profile.tftp_server_name {
+        domain(name)?;
+        if name.len() > MAX_SERVER_NAME_BYTES {
+            return Err(format!(
+                "TFTP server name is longer than {MAX_SERVER_NAME_BYTES} bytes"
+            ));
+        }
+    }
+    if let Some(ip) = profile.next_server {
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err("next server is not a unicast address".to_owned());
         }
     }
     Ok(())

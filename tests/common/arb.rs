@@ -244,7 +244,11 @@ pub fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                     }
                 })
                 .collect();
-            Snapshot { subnets, hosts }
+            Snapshot {
+                subnets,
+                hosts,
+                ..Default::default()
+            }
         })
 }
 

@@ -639,6 +639,84 @@ impl Lab {
         }
     }
 
+    /// A DHCP exchange with `mac` and `args` added to udhcpc's (`-O OPTION` to request an
+    /// option, `-x 0x5d:0007` to send one): what udhcpc told its script, by variable (`ip`,
+    /// `dns`, `ntpsrv`, `search`, `mtu`, `staticroutes`, `boot_file`, `siaddr`, `sname`, ...),
+    /// or `None` when no lease was obtained.
+    pub async fn dhcp_env(
+        &self,
+        mac: &str,
+        args: &[&str],
+    ) -> Option<std::collections::HashMap<String, String>> {
+        self.ip(&[
+            "-n",
+            &self.client_ns,
+            "link",
+            "set",
+            "dev",
+            &self.client_if,
+            "address",
+            mac,
+        ])
+        .unwrap_or_else(|e| panic!("cannot set the client's MAC: {e}"));
+        const VARIABLES: [&str; 11] = [
+            "ip",
+            "router",
+            "dns",
+            "ntpsrv",
+            "search",
+            "domain",
+            "mtu",
+            "staticroutes",
+            "boot_file",
+            "siaddr",
+            "sname",
+        ];
+        let script = self.write_script(
+            "udhcpc-env-script",
+            &format!(
+                "case \"$1\" in bound|renew) {} ;; esac\nexit 0\n",
+                VARIABLES
+                    .iter()
+                    .map(|v| format!("echo \"env {v}=${v}\""))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        let mut command = tokio::process::Command::new(&self.tools.ip);
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .args(&self.tools.udhcpc)
+            .args([
+                "-i",
+                &self.client_if,
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "10",
+                "-T",
+                "1",
+            ])
+            .args(args)
+            .arg("-s")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(E2E_DEADLINE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("udhcpc did not finish; {}", self.diagnostics()))
+            .expect("udhcpc runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let env: std::collections::HashMap<String, String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("env "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        (output.status.success() && env.contains_key("ip")).then_some(env)
+    }
+
     /// Asks dnsmasq from the client namespace: `args` are dig's query arguments (`NAME`, or
     /// `-x IP`). Returns the answers (`+short`), empty for NXDOMAIN or no data; panics when
     /// dnsmasq does not answer.
