@@ -1,6 +1,7 @@
 //! The data the agent serves, as plain Rust values: what a snapshot of the database holds and
 //! what the renderer turns into dnsmasq files. No database or file types appear here.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use cidr::IpCidr;
@@ -36,6 +37,19 @@ pub struct Host {
 pub struct Snapshot {
     pub subnets: Vec<Subnet>,
     pub hosts: Vec<Host>,
+}
+
+impl Snapshot {
+    /// Brings the hosts up to date with a read of the `changed` ids alone: every host with
+    /// one of those ids goes, and `fetched` (the rows still there, with those ids only) come
+    /// in. Host order is not kept: the renderer sorts.
+    pub fn patch(&mut self, changed: &HashSet<i64>, fetched: Vec<Host>) {
+        if changed.is_empty() {
+            return;
+        }
+        self.hosts.retain(|h| !changed.contains(&h.id));
+        self.hosts.extend(fetched);
+    }
 }
 
 /// The rule for the names of subnets and agents (`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` in the

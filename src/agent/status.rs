@@ -117,6 +117,7 @@ impl StatusBoard {
                 skipped = rendered.skipped.len(),
                 files_written = outcome.written.files.len(),
                 snapshot = ?rendered.snapshot_time,
+                delta = ?rendered.delta,
                 render_and_write = ?rendered.write_time,
                 "regenerated"
             );
