@@ -122,7 +122,7 @@ fn random_change(rng: &mut Rng, ids: &[i64], serial: u64) -> String {
         ),
         4 if !ids.is_empty() => format!(
             "UPDATE ipmanager.hosts SET lease_time = '{} minutes' WHERE id = {}",
-            1 + serial % 50,
+            2 + serial % 50,
             pick(rng)
         ),
         _ => format!(
