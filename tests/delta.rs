@@ -81,7 +81,9 @@ impl Fixture {
         let stats = db::take_delta_at(&self.pool, &mut patched, &self.scope, 1000)
             .await
             .unwrap();
-        let full = db::take_snapshot_at(&self.pool, 0, &self.scope).await.unwrap();
+        let full = db::take_snapshot_at(&self.pool, 0, &self.scope)
+            .await
+            .unwrap();
         match stats {
             Some(_) => {
                 assert_eq!(normalized(&patched), normalized(&full), "after {what}");
@@ -246,7 +248,10 @@ async fn the_agent_role_may_ask_for_the_changed_hosts_but_not_read_the_log() {
         .unwrap_err();
     let message = error.as_db_error().map(|e| e.message().to_owned());
     assert!(
-        message.as_deref().unwrap_or("").contains("permission denied"),
+        message
+            .as_deref()
+            .unwrap_or("")
+            .contains("permission denied"),
         "{message:?}"
     );
 }

@@ -359,7 +359,11 @@ impl Worker {
     /// than the resync interval; otherwise, or when the delta read cannot tell or fails, a
     /// full read. The last snapshot is taken out: only a successful sync puts one back.
     async fn read(&self, expected: usize) -> Result<(LastRead, Option<DeltaStats>), DbError> {
-        let last = self.last_read.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let last = self
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut last) = last.filter(|l| l.full_at.elapsed() < self.verify_every) {
             let max_changed = (last.at.snapshot.hosts.len() / DELTA_SHARE).max(DELTA_MIN_CHANGED);
             match db::take_delta_at(&self.pool, &mut last.at, &self.scope, max_changed).await {
@@ -389,15 +393,14 @@ impl Worker {
     ) -> Outcome {
         let started = Instant::now();
         let expected = self.last_host_count.load(Ordering::Relaxed);
-        let (snapshot, delta) = match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.read(expected))
-            .await
-        {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => return Outcome::failed(pending, error.into()),
-            Err(_) => {
-                return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
-            }
-        };
+        let (snapshot, delta) =
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.read(expected)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(error)) => return Outcome::failed(pending, error.into()),
+                Err(_) => {
+                    return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
+                }
+            };
         let snapshot_time = started.elapsed();
         self.last_host_count
             .store(snapshot.at.snapshot.hosts.len(), Ordering::Relaxed);

@@ -149,7 +149,9 @@ pub async fn take_delta_at(
         changed: changed.len(),
         fetched: hosts.len(),
     };
-    previous.snapshot.patch(&changed.into_iter().collect::<HashSet<_>>(), hosts);
+    previous
+        .snapshot
+        .patch(&changed.into_iter().collect::<HashSet<_>>(), hosts);
     previous.db_snapshot = db_snapshot;
     Ok(Some(stats))
 }
