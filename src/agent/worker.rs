@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tracing::{debug, warn};
 
+use super::digests::ShardDigests;
 use super::schedule::{CompactionState, Why};
 use super::shards::ShardDirs;
 use super::{error_chain, SyncError};
@@ -136,20 +137,25 @@ impl OutputFiles {
     }
 
     /// [`db_status::files_hash`] of the rendered files under their paths: the shard files (if
-    /// any) in shard order, reservations first, then the whole files in writing order.
-    fn hash(&self, rendered: &Rendered) -> String {
-        let mut files: Vec<(String, &[u8])> = Vec::new();
+    /// any) in shard order, reservations first, each standing for its content by the
+    /// lowercase hex SHA-256 of it (kept in `digests`, so that only changed shards are hashed
+    /// again), then the whole files in writing order.
+    fn hash(&self, rendered: &Rendered, digests: &mut ShardDigests) -> String {
+        let mut shard_files: Vec<(String, &str)> = Vec::new();
         if let Some(sharded) = &rendered.sharded {
             for (dir, shards) in [
                 (&self.layout.hosts_dir, &sharded.dhcp),
                 (&self.layout.names_dir, &sharded.dns),
             ] {
-                files.extend(shards.iter().map(|(shard, content)| {
+                shard_files.extend(shards.iter().map(|(shard, content)| {
                     let path = dir.join(render::shard_file_name(*shard));
-                    (path.display().to_string(), content.as_bytes())
+                    (path.display().to_string(), content.as_str())
                 }));
             }
         }
+        let mut files: Vec<(String, &[u8])> = Vec::new();
+        let shard_digests = digests.digests(shard_files);
+        files.extend(shard_digests.iter().map(|(p, d)| (p.clone(), d.as_bytes())));
         for t in self.targets(rendered) {
             files.push((
                 t.path.display().to_string(),
@@ -331,6 +337,8 @@ pub(super) struct Worker {
     /// The last snapshot read and when the last full read was, for delta reads; `None` after
     /// any failed sync, so that the next one reads everything.
     last_read: Mutex<Option<LastRead>>,
+    /// Incremental layout: the digest of each shard file, for `files_hash`.
+    digests: Mutex<ShardDigests>,
 }
 
 /// A snapshot to patch with the next delta read.
@@ -352,6 +360,7 @@ impl Worker {
             verified_at: Mutex::new(Instant::now()),
             verify_every: config.agent.resync_interval,
             last_read: Mutex::new(None),
+            digests: Mutex::new(ShardDigests::default()),
         }
     }
 
@@ -454,7 +463,10 @@ impl Worker {
         let at = &snapshot.at;
         let mut rendered = render::render_scoped(&at.snapshot, &self.files.layout, &at.names_only);
         let db_snapshot = at.db_snapshot.clone();
-        let files_hash = self.files.hash(&rendered);
+        let files_hash = {
+            let mut digests = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+            self.files.hash(&rendered, &mut digests)
+        };
         let staged = match (rendered.sharded.take(), &self.files.shards) {
             (Some(sharded), Some(dirs)) => {
                 self.stage_incremental(dirs, &rendered, sharded, compact, pending)
