@@ -56,6 +56,9 @@ pub struct Status {
     pub notifications: u64,
     /// Snapshots taken, rendered and compared with the files on disk.
     pub regenerations: u64,
+    /// Of those, the snapshots brought up to date by reading only the hosts changed since the
+    /// one before (delta reads).
+    pub delta_reads: u64,
     /// Syncs that replaced at least one file.
     pub writes: u64,
     /// Successful reloads and restarts.
@@ -133,6 +136,7 @@ impl StatusBoard {
         self.sender.send_modify(|s| {
             if let Some(rendered) = &outcome.rendered {
                 s.regenerations += 1;
+                s.delta_reads += u64::from(rendered.delta.is_some());
                 s.hosts_served = rendered.hosts_served;
                 s.rows_skipped = rendered.skipped.len();
             }
