@@ -222,6 +222,10 @@ async fn subnet_changes_and_truncate_ask_for_a_full_read_and_other_sites_are_not
         assert_eq!(f.check(&format!("after {what}")).await.unwrap().changed, 0);
     }
     assert!(f.last.snapshot.hosts.is_empty());
+
+    // A snapshot from another server (or the same one restarted) is never patched.
+    f.last.server_started = "2000-01-01 00:00:00+00".to_owned();
+    assert_eq!(f.check("a server restart").await, None);
 }
 
 #[tokio::test]

@@ -5,6 +5,17 @@
 //! loop's threads and turns a panic in them into a [`SyncError`], so that a bug costs one failed
 //! sync (the old files stay, the phase is reported, the sync is retried), not the process.
 //!
+//! # Delta reads
+//!
+//! The worker keeps the last snapshot it synced and, in any layout, brings it up to date by
+//! reading only the hosts changed since ([`db::take_delta_at`]): the cost of a one-row change
+//! is then rendering, not reading 100k rows. The patched snapshot equals a full read of the
+//! same transaction (the visibility rule is the one the database itself uses; the tests
+//! `delta`, `delta_props` and the agent's compare them). Whenever that is in doubt it reads
+//! everything: at start, after any failed sync, once per resync interval, after a change to
+//! subnets or sites, a TRUNCATE, a server restart or failover, and when more than a tenth of
+//! the hosts changed.
+//!
 //! # The incremental layout
 //!
 //! The worker owns the model of dnsmasq's memory ([`Loaded`]); `None` means unknown. A sync

@@ -48,7 +48,12 @@ const HOSTS_BY_ID: &str = concat!(hosts_query!(), " AND h.id = ANY($3::bigint[])
 // NULL: only a full read will do.
 const CHANGED: &str = "SELECT ipmanager.hosts_changed_since($1::text::pg_snapshot) AS ids";
 
-const CURRENT_SNAPSHOT: &str = "SELECT pg_current_snapshot()::text AS snapshot";
+// The server's start names the xid sequence the snapshot belongs to: after a restart or a
+// failover (a promoted standby may lack the last commits, and reuse their xids), deltas
+// against an older snapshot cannot be trusted.
+const CURRENT_SNAPSHOT: &str = "\
+    SELECT pg_current_snapshot()::text AS snapshot, \
+           pg_postmaster_start_time()::text AS server_started";
 
 /// Which subnets a snapshot holds: an agent's `[agent] sites` and `[dnsmasq] dns_scope`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +74,9 @@ pub struct SnapshotAt {
     /// `pg_current_snapshot()::text` of the reading transaction, e.g. `1234:1240:1236`: a
     /// transaction's changes are in `snapshot` exactly when it is visible in this one.
     pub db_snapshot: String,
+    /// `pg_postmaster_start_time()` of the server it was read from: a delta read against
+    /// another server, or the same one restarted, reads everything instead.
+    pub server_started: String,
 }
 
 /// Takes a full, consistent snapshot. A partial read is an error, never a smaller snapshot.
@@ -91,7 +99,7 @@ pub async fn take_snapshot_at(
 ) -> Result<SnapshotAt, DbError> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client).await?;
-    let (db_snapshot, subnets, names_only) = read_subnets(&tx, scope).await?;
+    let (current, subnets, names_only) = read_subnets(&tx, scope).await?;
     let hosts_statement = tx.prepare_cached(HOSTS).await?;
     let filter: [&(dyn ToSql + Sync); 2] = [&scope.sites, &scope.names_of_all];
     let hosts = read_hosts(&tx, &hosts_statement, &filter, expected_hosts).await?;
@@ -99,7 +107,8 @@ pub async fn take_snapshot_at(
     Ok(SnapshotAt {
         snapshot: Snapshot { subnets, hosts },
         names_only,
-        db_snapshot,
+        db_snapshot: current.snapshot,
+        server_started: current.server_started,
     })
 }
 
@@ -115,8 +124,8 @@ pub struct DeltaStats {
 /// Brings `previous` (read with the same `scope`) up to date with the hosts changed since it,
 /// in one REPEATABLE READ transaction: `Some` when it was patched, `None` (and `previous`
 /// untouched) when only a full read will do: the subnets read differ from its subnets in any
-/// way, the database cannot tell the changes by host ids, or more than `max_changed` hosts
-/// changed.
+/// way, the server is not the one it was read from (restarted, or another after a failover),
+/// the database cannot tell the changes by host ids, or more than `max_changed` hosts changed.
 pub async fn take_delta_at(
     pool: &Pool,
     previous: &mut SnapshotAt,
@@ -125,8 +134,11 @@ pub async fn take_delta_at(
 ) -> Result<Option<DeltaStats>, DbError> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client).await?;
-    let (db_snapshot, subnets, names_only) = read_subnets(&tx, scope).await?;
-    if subnets != previous.snapshot.subnets || names_only != previous.names_only {
+    let (current, subnets, names_only) = read_subnets(&tx, scope).await?;
+    if subnets != previous.snapshot.subnets
+        || names_only != previous.names_only
+        || current.server_started != previous.server_started
+    {
         return Ok(None);
     }
     let changed_statement = tx.prepare_cached(CHANGED).await?;
@@ -152,7 +164,7 @@ pub async fn take_delta_at(
     previous
         .snapshot
         .patch(&changed.into_iter().collect::<HashSet<_>>(), hosts);
-    previous.db_snapshot = db_snapshot;
+    previous.db_snapshot = current.snapshot;
     Ok(Some(stats))
 }
 
@@ -166,19 +178,26 @@ async fn begin(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>
         .await?)
 }
 
-/// The transaction's `pg_current_snapshot()`, the subnets `scope` covers, and the ids of those
-/// read for names only.
+/// The transaction's snapshot and server.
+struct Current {
+    snapshot: String,
+    server_started: String,
+}
+
+/// The transaction's [`Current`], the subnets `scope` covers, and the ids of those read for
+/// names only.
 async fn read_subnets(
     tx: &Transaction<'_>,
     scope: &SiteScope,
-) -> Result<(String, Vec<Subnet>, Vec<i64>), DbError> {
+) -> Result<(Current, Vec<Subnet>, Vec<i64>), DbError> {
     // Cached statements save a round trip per query on every snapshot.
     let subnets_statement = tx.prepare_cached(SUBNETS).await?;
     let current_statement = tx.prepare_cached(CURRENT_SNAPSHOT).await?;
-    let db_snapshot: String = tx
-        .query_one(&current_statement, &[])
-        .await?
-        .try_get("snapshot")?;
+    let row = tx.query_one(&current_statement, &[]).await?;
+    let current = Current {
+        snapshot: row.try_get("snapshot")?,
+        server_started: row.try_get("server_started")?,
+    };
     let filter: [&(dyn ToSql + Sync); 2] = [&scope.sites, &scope.names_of_all];
     let mut names_only = Vec::new();
     let mut subnets = Vec::new();
@@ -188,7 +207,7 @@ async fn read_subnets(
         }
         subnets.push(subnet(&row)?);
     }
-    Ok((db_snapshot, subnets, names_only))
+    Ok((current, subnets, names_only))
 }
 
 fn subnet(row: &Row) -> Result<Subnet, tokio_postgres::Error> {
