@@ -10,7 +10,7 @@
 mod common;
 mod support;
 
-use support::{env_or, ms, sizes_from_env, stats, strip_ansi, Stats};
+use support::{env_or, field_duration, ms, sizes_from_env, stats, Stats};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -283,23 +283,6 @@ struct AgentProcess {
 
 /// Reads a `Debug`-printed duration such as `1.5ms` or `830.2µs` after `key` in a log line
 /// (which may carry ANSI colour codes).
-fn field_duration(line: &str, key: &str) -> Option<Duration> {
-    let plain: String = strip_ansi(line);
-    let start = plain.find(key)? + key.len();
-    let value = plain[start..].split_whitespace().next()?;
-    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => number,
-        "ms" => number / 1e3,
-        "µs" | "us" => number / 1e6,
-        "ns" => number / 1e9,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(seconds))
-}
-
 impl AgentProcess {
     fn start(url: &str, dir: &Path) -> AgentProcess {
         let d = dir.display();

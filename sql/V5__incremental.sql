@@ -23,6 +23,8 @@
 --   * change_applied: applied also requires that no host the change touched is pending.
 --   * request_compaction(): NOTIFY ipmanager_compact; every agent compacts and reports it.
 --   * sync_status: layout, the number of hosts awaiting a compaction and the last compaction.
+--   * hosts_changed_since(pg_snapshot): the hosts changed since an agent's last snapshot, so
+--     that it reads only those rows instead of every host (NULL: read everything).
 --
 -- SQLSTATEs raised here
 --   23514 check_violation        agent_report: invalid site, dns_scope or layout
@@ -226,6 +228,44 @@ COMMENT ON COLUMN ipmanager.sync_status.awaiting_compaction IS
 COMMENT ON COLUMN ipmanager.sync_status.compacted_at IS 'agent_status.compacted_at';
 
 --------------------------------------------------------------------------------------------------
+-- Delta snapshots
+--------------------------------------------------------------------------------------------------
+
+-- An agent that holds the data of an earlier snapshot `since` reads, in its next REPEATABLE READ
+-- transaction, only the hosts whose rows changed in between: the ids of audit_log rows of
+-- transactions that `since` does not see and the caller's snapshot does (audit rows commit with
+-- the change they log, so "visible now" is the caller's own visibility; transactions older than
+-- xmin(since) are visible in since by definition, index audit_log_xid). Both sides' ids count
+-- (an UPDATE of id logs them as row_id and in old/new). NULL means "read everything": a change
+-- to anything but hosts (subnets, sites), a TRUNCATE, or a caller whose snapshot is older than
+-- since (another server, a restored database): xids cannot be compared. SECURITY DEFINER: agents
+-- may not read the log itself (it holds every row's history), only these ids.
+CREATE FUNCTION ipmanager.hosts_changed_since(since pg_snapshot)
+    RETURNS bigint[]
+    LANGUAGE sql
+    STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+               WHEN pg_snapshot_xmax(pg_current_snapshot()) < pg_snapshot_xmax(since) THEN NULL
+               WHEN coalesce(bool_or(l.table_name <> 'hosts' OR l.operation = 'TRUNCATE'), false)
+                   THEN NULL
+               ELSE ARRAY(SELECT DISTINCT i
+                          FROM unnest(array_agg(l.row_id)
+                                      || array_agg((l.old ->> 'id')::bigint)
+                                      || array_agg((l.new ->> 'id')::bigint)) i
+                          WHERE i IS NOT NULL ORDER BY i)
+           END
+    FROM ipmanager.audit_log l
+    WHERE l.xid >= pg_snapshot_xmin(since)
+      AND NOT pg_visible_in_snapshot(l.xid, since)
+$$;
+
+COMMENT ON FUNCTION ipmanager.hosts_changed_since(pg_snapshot) IS
+    'Ids (sorted) of the hosts inserted, updated or deleted by transactions that the snapshot since does not see and the caller''s does; NULL when that cannot be told by host ids alone (a subnet or site changed, a TRUNCATE, or since is newer than the caller''s snapshot): then read everything. For agents that patch their last snapshot.';
+
+--------------------------------------------------------------------------------------------------
 -- Privileges
 --------------------------------------------------------------------------------------------------
 
@@ -237,3 +277,6 @@ GRANT EXECUTE ON FUNCTION ipmanager.agent_report(text, text, interval, pg_snapsh
 
 REVOKE ALL ON FUNCTION ipmanager.request_compaction() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ipmanager.request_compaction() TO ipmanager_admin;
+
+REVOKE ALL ON FUNCTION ipmanager.hosts_changed_since(pg_snapshot) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ipmanager.hosts_changed_since(pg_snapshot) TO ipmanager_agent;

@@ -1,6 +1,7 @@
 //! The data the agent serves, as plain Rust values: what a snapshot of the database holds and
 //! what the renderer turns into dnsmasq files. No database or file types appear here.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use cidr::IpCidr;
@@ -38,6 +39,29 @@ pub struct Snapshot {
     pub hosts: Vec<Host>,
     /// Options, profiles, aliases and DNS-only names of the same subnets and hosts.
     pub extras: Extras,
+}
+
+impl Snapshot {
+    /// Brings the hosts up to date with a read of the `changed` ids alone: every reservation,
+    /// host setting and DNS-only name with one of those ids goes, and the fetched rows (those
+    /// still there, with those ids only) come in. Order is not kept: the renderer sorts.
+    pub fn patch(
+        &mut self,
+        changed: &HashSet<i64>,
+        hosts: Vec<Host>,
+        settings: Vec<HostSettings>,
+        dns_names: Vec<DnsName>,
+    ) {
+        if changed.is_empty() {
+            return;
+        }
+        self.hosts.retain(|h| !changed.contains(&h.id));
+        self.hosts.extend(hosts);
+        self.extras.hosts.retain(|h| !changed.contains(&h.host_id));
+        self.extras.hosts.extend(settings);
+        self.extras.dns_names.retain(|n| !changed.contains(&n.id));
+        self.extras.dns_names.extend(dns_names);
+    }
 }
 
 /// The rule for the names of subnets and agents (`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` in the

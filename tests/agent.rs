@@ -1934,3 +1934,151 @@ async fn each_incremental_apply_and_each_compaction_logs_one_line_and_foreign_fi
     );
     assert_eq!(agent.terminate().await, Some(0));
 }
+
+/// Every shard file on disk (name relative to the harness directory, content).
+fn shard_files(h: &Harness) -> std::collections::BTreeMap<String, String> {
+    ["dhcp-hosts.d", "hosts.d"]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(h.path(dir))
+                .unwrap()
+                .map(move |e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()))
+        })
+        .filter(|name| !name.rsplit('/').next().unwrap().starts_with('.'))
+        .map(|name| {
+            let content = h.read(&name);
+            (name, content)
+        })
+        .collect()
+}
+
+/// The shard files a full read and render of the database gives now, named as on disk.
+async fn full_render_shards(
+    h: &Harness,
+    db: &TestDb,
+) -> std::collections::BTreeMap<String, String> {
+    let config = h.config(&db.url, "");
+    let pool = ipmanager::db::pool(config.connector("delta-test").unwrap());
+    let at = ipmanager::db::take_snapshot_at(&pool, 0, &Default::default())
+        .await
+        .unwrap();
+    let rendered =
+        ipmanager::render::render_scoped(&at.snapshot, &config.dnsmasq.layout(), &at.names_only);
+    let sharded = rendered.sharded.unwrap();
+    let name = ipmanager::render::shard_file_name;
+    let dhcp = sharded
+        .dhcp
+        .iter()
+        .map(|(s, c)| (format!("dhcp-hosts.d/{}", name(*s)), c.clone()));
+    let dns = sharded
+        .dns
+        .iter()
+        .map(|(s, c)| (format!("hosts.d/{}", name(*s)), c.clone()));
+    dhcp.chain(dns).collect()
+}
+
+/// Waits until the shard files on disk are byte-equal to a full render of the database.
+async fn wait_files_equal_full_render(h: &Harness, db: &TestDb, what: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let expected = full_render_shards(h, db).await;
+        let on_disk = shard_files(h);
+        if on_disk == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {what} the shard files never equalled a full render:\non disk {on_disk:#?}\nexpected {expected:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One random change to the hosts of [`add_subnet`]'s subnet, as SQL; `n` makes names and
+/// addresses unique. `insert` forces an INSERT, which takes no lock on an existing row.
+fn random_host_change(rng: &mut u64, n: u64, insert: bool) -> String {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let pick = format!(
+        "(SELECT id FROM ipmanager.hosts ORDER BY id \
+          OFFSET {} % greatest((SELECT count(*) FROM ipmanager.hosts), 1) LIMIT 1)",
+        *rng >> 8 & 0xffff
+    );
+    match if insert { 4 } else { *rng % 5 } {
+        0 => format!("UPDATE ipmanager.hosts SET hostname = 'u{n}' WHERE id = {pick}"),
+        1 => format!("DELETE FROM ipmanager.hosts WHERE id = {pick}"),
+        2 => format!("UPDATE ipmanager.hosts SET enabled = NOT enabled WHERE id = {pick}"),
+        _ => format!(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES
+             ('02:00:00:01:{:02x}:{:02x}', '10.64.{}.{}', 'n{n}')",
+            n >> 8 & 0xff,
+            n & 0xff,
+            2 + n / 250,
+            1 + n % 250
+        ),
+    }
+}
+
+#[tokio::test]
+async fn an_agent_reading_deltas_ends_with_the_files_of_a_full_render() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    exec(
+        &db,
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname)
+         SELECT ('02:00:00:00:02:' || lpad(to_hex(i), 2, '0'))::macaddr,
+                ('10.64.1.' || i)::inet, 'h' || i FROM generate_series(1, 40) i",
+    )
+    .await;
+    let mut h = Harness::start_incremental(&db, "1h").await;
+    h.wait_in_sync().await;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = seed;
+    let mut n = 0;
+    let mut client = db.client().await;
+    for round in 0..12 {
+        for _ in 0..3 {
+            n += 1;
+            exec(&db, &random_host_change(&mut rng, n, false)).await;
+        }
+        // Two transactions open at once, the later one committing first (the earlier one only
+        // inserts, so that the later one never waits for its locks).
+        let mut other = db.client().await;
+        let early = client.transaction().await.unwrap();
+        n += 1;
+        early
+            .batch_execute(&random_host_change(&mut rng, n, true))
+            .await
+            .unwrap();
+        let late = other.transaction().await.unwrap();
+        n += 1;
+        late.batch_execute(&random_host_change(&mut rng, n, false))
+            .await
+            .unwrap();
+        late.commit().await.unwrap();
+        wait_files_equal_full_render(&h, &db, &format!("round {round} (seed {seed})")).await;
+        early.commit().await.unwrap();
+        wait_files_equal_full_render(&h, &db, &format!("round {round}'s early commit")).await;
+        if round == 6 {
+            exec(&db, "UPDATE ipmanager.subnets SET domain = 'other.lan'").await;
+            wait_files_equal_full_render(&h, &db, "a subnet change").await;
+        }
+    }
+    exec(&db, "TRUNCATE ipmanager.hosts").await;
+    wait_files_equal_full_render(&h, &db, "a TRUNCATE").await;
+    n += 1;
+    exec(&db, &random_host_change(&mut 3, n, true)).await;
+    wait_files_equal_full_render(&h, &db, "an insert after the TRUNCATE").await;
+    let status = h.status();
+    assert!(
+        status.delta_reads >= 12,
+        "the agent read few deltas: {status:?}"
+    );
+    h.stop().await;
+}

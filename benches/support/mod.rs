@@ -70,3 +70,22 @@ pub fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// A `key=<number><unit>` duration from an agent's debug line (as Rust's Debug of a Duration
+/// prints it), ANSI colours ignored.
+pub fn field_duration(line: &str, key: &str) -> Option<Duration> {
+    let plain: String = strip_ansi(line);
+    let start = plain.find(key)? + key.len();
+    let value = plain[start..].split_whitespace().next()?;
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "ms" => number / 1e3,
+        "µs" | "us" => number / 1e6,
+        "ns" => number / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}

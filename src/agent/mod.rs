@@ -17,6 +17,7 @@
 //! log lines of one sync carry its number.
 
 mod backoff;
+mod digests;
 mod event_loop;
 mod reports;
 mod schedule;

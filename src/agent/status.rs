@@ -56,6 +56,9 @@ pub struct Status {
     pub notifications: u64,
     /// Snapshots taken, rendered and compared with the files on disk.
     pub regenerations: u64,
+    /// Of those, the snapshots brought up to date by reading only the hosts changed since the
+    /// one before (delta reads).
+    pub delta_reads: u64,
     /// Syncs that replaced at least one file.
     pub writes: u64,
     /// Successful reloads and restarts.
@@ -117,6 +120,7 @@ impl StatusBoard {
                 skipped = rendered.skipped.len(),
                 files_written = outcome.written.files.len(),
                 snapshot = ?rendered.snapshot_time,
+                delta = ?rendered.delta,
                 render_and_write = ?rendered.write_time,
                 "regenerated"
             );
@@ -132,6 +136,7 @@ impl StatusBoard {
         self.sender.send_modify(|s| {
             if let Some(rendered) = &outcome.rendered {
                 s.regenerations += 1;
+                s.delta_reads += u64::from(rendered.delta.is_some());
                 s.hosts_served = rendered.hosts_served;
                 s.rows_skipped = rendered.skipped.len();
             }

@@ -5,6 +5,17 @@
 //! loop's threads and turns a panic in them into a [`SyncError`], so that a bug costs one failed
 //! sync (the old files stay, the phase is reported, the sync is retried), not the process.
 //!
+//! # Delta reads
+//!
+//! The worker keeps the last snapshot it synced and, in any layout, brings it up to date by
+//! reading only the hosts changed since ([`db::take_delta_at`]): the cost of a one-row change
+//! is then rendering, not reading 100k rows. The patched snapshot equals a full read of the
+//! same transaction (the visibility rule is the one the database itself uses; the tests
+//! `delta`, `delta_props` and the agent's compare them). Whenever that is in doubt it reads
+//! everything: at start, after any failed sync, once per resync interval, after a change to
+//! subnets or sites, a TRUNCATE, a server restart or failover, and when more than a tenth of
+//! the hosts changed.
+//!
 //! # The incremental layout
 //!
 //! The worker owns the model of dnsmasq's memory ([`Loaded`]); `None` means unknown. A sync
@@ -40,15 +51,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use super::digests::ShardDigests;
 use super::schedule::{CompactionState, Why};
 use super::shards::ShardDirs;
 use super::{error_chain, SyncError};
 use crate::activate::{Activation, Activator};
 use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
-use crate::db::{self, SiteScope, SnapshotAt};
+use crate::db::{self, DbError, DeltaStats, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
@@ -58,6 +70,11 @@ use crate::write::{self, FileError};
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Hosts named per kind of change (added, removed, changed) in the "applied" log line.
 const HOSTS_NAMED: usize = 5;
+/// A delta read gives up (a full read follows) when more than this share of the hosts (in
+/// 1/x), or [`DELTA_MIN_CHANGED`] if that is more, changed: fetching them by id costs more than
+/// streaming them all.
+const DELTA_SHARE: usize = 10;
+const DELTA_MIN_CHANGED: usize = 100;
 
 /// The files the agent owns, in the order they are written: the include file last, since it
 /// points at the others.
@@ -131,20 +148,25 @@ impl OutputFiles {
     }
 
     /// [`db_status::files_hash`] of the rendered files under their paths: the shard files (if
-    /// any) in shard order, reservations first, then the whole files in writing order.
-    fn hash(&self, rendered: &Rendered) -> String {
-        let mut files: Vec<(String, &[u8])> = Vec::new();
+    /// any) in shard order, reservations first, each standing for its content by the
+    /// lowercase hex SHA-256 of it (kept in `digests`, so that only changed shards are hashed
+    /// again), then the whole files in writing order.
+    fn hash(&self, rendered: &Rendered, digests: &mut ShardDigests) -> String {
+        let mut shard_files: Vec<(String, &str)> = Vec::new();
         if let Some(sharded) = &rendered.sharded {
             for (dir, shards) in [
                 (&self.layout.hosts_dir, &sharded.dhcp),
                 (&self.layout.names_dir, &sharded.dns),
             ] {
-                files.extend(shards.iter().map(|(shard, content)| {
+                shard_files.extend(shards.iter().map(|(shard, content)| {
                     let path = dir.join(render::shard_file_name(*shard));
-                    (path.display().to_string(), content.as_bytes())
+                    (path.display().to_string(), content.as_str())
                 }));
             }
         }
+        let mut files: Vec<(String, &[u8])> = Vec::new();
+        let shard_digests = digests.digests(shard_files);
+        files.extend(shard_digests.iter().map(|(p, d)| (p.clone(), d.as_bytes())));
         for t in self.targets(rendered) {
             files.push((
                 t.path.display().to_string(),
@@ -300,6 +322,8 @@ pub(super) struct RenderedSummary {
     /// How long reading the snapshot, and rendering plus writing, took: for the debug log.
     pub(super) snapshot_time: Duration,
     pub(super) write_time: Duration,
+    /// What the delta read found; `None`: a full read.
+    pub(super) delta: Option<DeltaStats>,
     /// Incremental layout: [`Loaded::pending`] once these files are in place, reported with
     /// `applied`.
     pub(super) pending_hosts: Option<Vec<i64>>,
@@ -321,6 +345,18 @@ pub(super) struct Worker {
     /// often they are (the resync interval: the other layouts compare at every sync).
     verified_at: Mutex<Instant>,
     verify_every: Duration,
+    /// The last snapshot read and when the last full read was, for delta reads; `None` after
+    /// any failed sync, so that the next one reads everything.
+    last_read: Mutex<Option<LastRead>>,
+    /// Incremental layout: the digest of each shard file, for `files_hash`.
+    digests: Mutex<ShardDigests>,
+}
+
+/// A snapshot to patch with the next delta read.
+struct LastRead {
+    at: SnapshotAt,
+    /// The last full read: one is done again after the resync interval, whatever the deltas.
+    full_at: Instant,
 }
 
 impl Worker {
@@ -334,7 +370,33 @@ impl Worker {
             model: Mutex::new(None),
             verified_at: Mutex::new(Instant::now()),
             verify_every: config.agent.resync_interval,
+            last_read: Mutex::new(None),
+            digests: Mutex::new(ShardDigests::default()),
         }
+    }
+
+    /// A delta read patching the last snapshot when there is one and its full read is younger
+    /// than the resync interval; otherwise, or when the delta read cannot tell or fails, a
+    /// full read. The last snapshot is taken out: only a successful sync puts one back.
+    async fn read(&self, expected: usize) -> Result<(LastRead, Option<DeltaStats>), DbError> {
+        let last = self
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut last) = last.filter(|l| l.full_at.elapsed() < self.verify_every) {
+            let max_changed = (last.at.snapshot.hosts.len() / DELTA_SHARE).max(DELTA_MIN_CHANGED);
+            match db::take_delta_at(&self.pool, &mut last.at, &self.scope, max_changed).await {
+                Ok(Some(stats)) => return Ok((last, Some(stats))),
+                Ok(None) => {}
+                Err(error) => {
+                    debug!(error = %error_chain(&error), "delta read failed; reading everything")
+                }
+            }
+        }
+        let full_at = Instant::now();
+        let at = db::take_snapshot_at(&self.pool, expected, &self.scope).await?;
+        Ok((LastRead { at, full_at }, None))
     }
 
     fn model(&self) -> MutexGuard<'_, Option<Loaded>> {
@@ -351,25 +413,21 @@ impl Worker {
     ) -> Outcome {
         let started = Instant::now();
         let expected = self.last_host_count.load(Ordering::Relaxed);
-        let snapshot = match tokio::time::timeout(
-            SNAPSHOT_TIMEOUT,
-            db::take_snapshot_at(&self.pool, expected, &self.scope),
-        )
-        .await
-        {
-            Ok(Ok(snapshot)) => snapshot,
-            Ok(Err(error)) => return Outcome::failed(pending, error.into()),
-            Err(_) => {
-                return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
-            }
-        };
+        let (snapshot, delta) =
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.read(expected)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(error)) => return Outcome::failed(pending, error.into()),
+                Err(_) => {
+                    return Outcome::failed(pending, SyncError::SnapshotTimeout(SNAPSHOT_TIMEOUT))
+                }
+            };
         let snapshot_time = started.elapsed();
         self.last_host_count
-            .store(snapshot.snapshot.hosts.len(), Ordering::Relaxed);
+            .store(snapshot.at.snapshot.hosts.len(), Ordering::Relaxed);
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let render = move || worker.render_and_stage(snapshot, compact, pending);
-        let (summary, staged) = match blocking("rendering", render).await {
+        let (summary, staged, snapshot) = match blocking("rendering", render).await {
             Ok(rendered) => rendered,
             Err(error) => return Outcome::failed(pending, error),
         };
@@ -382,12 +440,16 @@ impl Worker {
             }
             Err(error) => Outcome::failed(pending, error),
         };
+        if outcome.result.is_ok() {
+            *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        }
         if self.files.shards.is_some() && outcome.incremental.is_none() {
             outcome.incremental = Some(self.incremental(None));
         }
         outcome.rendered = Some(RenderedSummary {
             snapshot_time,
             write_time: started.elapsed() - snapshot_time,
+            delta,
             pending_hosts: outcome
                 .incremental
                 .as_ref()
@@ -397,18 +459,25 @@ impl Worker {
         outcome
     }
 
-    /// Renders the snapshot, then checks and stages what differs from disk.
+    /// Renders the snapshot, then checks and stages what differs from disk; hands the snapshot
+    /// back for the next delta read.
     fn render_and_stage(
         &self,
-        snapshot: SnapshotAt,
+        snapshot: LastRead,
         compact: Option<Why>,
         pending: Option<Activation>,
-    ) -> (RenderedSummary, Result<Option<StagedChange>, SyncError>) {
-        let mut rendered =
-            render::render_scoped(&snapshot.snapshot, &self.files.layout, &snapshot.names_only);
-        let db_snapshot = snapshot.db_snapshot;
-        drop(snapshot.snapshot);
-        let files_hash = self.files.hash(&rendered);
+    ) -> (
+        RenderedSummary,
+        Result<Option<StagedChange>, SyncError>,
+        LastRead,
+    ) {
+        let at = &snapshot.at;
+        let mut rendered = render::render_scoped(&at.snapshot, &self.files.layout, &at.names_only);
+        let db_snapshot = at.db_snapshot.clone();
+        let files_hash = {
+            let mut digests = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+            self.files.hash(&rendered, &mut digests)
+        };
         let staged = match (rendered.sharded.take(), &self.files.shards) {
             (Some(sharded), Some(dirs)) => {
                 self.stage_incremental(dirs, &rendered, sharded, compact, pending)
@@ -426,9 +495,10 @@ impl Worker {
             skipped: rendered.skipped,
             snapshot_time: Duration::ZERO,
             write_time: Duration::ZERO,
+            delta: None,
             pending_hosts: None,
         };
-        (summary, staged)
+        (summary, staged, snapshot)
     }
 
     /// Checks every whole file that differs from disk with ipmanager's own validator and

@@ -18,7 +18,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::connection::{self, ConnectionError, LibpqEnv, Settings, SslMode};
 
 pub use migrate::{migrate, MigrationReport};
-pub use snapshot::{take_snapshot, take_snapshot_at, SiteScope, SnapshotAt};
+pub use snapshot::{
+    take_delta_at, take_snapshot, take_snapshot_at, DeltaStats, SiteScope, SnapshotAt,
+};
 
 /// The channel on which the schema's statement-level triggers notify every change.
 pub const CHANGES_CHANNEL: &str = "ipmanager_changes";

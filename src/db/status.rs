@@ -146,7 +146,10 @@ impl StatusWriter {
 
 /// SHA-256, lower-case hex, over `files` in the order given: for each file its name, a NUL byte,
 /// its content and a NUL byte. The agent hashes its files in the order it writes them (hosts
-/// file, addn-hosts file, include file) under their configured paths.
+/// file, addn-hosts file, include file) under their configured paths. With the incremental
+/// layout the shard files come first (reservations, then names, each in shard order), each with
+/// the lowercase hex SHA-256 of its content in place of the content, so that the agent hashes
+/// again only the shards that changed.
 pub fn files_hash<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
     let mut hasher = Sha256::new();
     for (name, content) in files {
