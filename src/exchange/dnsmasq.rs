@@ -350,7 +350,7 @@ pub(crate) fn export(plan: &ExportPlan<'_>, flavour: Flavour) -> String {
                 None => out.push_str("# hosts whose subnet is not exported\n"),
             }
         }
-        lines::dhcp_host(&mut out, prefix, host, None);
+        lines::dhcp_host(&mut out, prefix, host, &lines::Ident::default());
     }
     // A dhcp-hostsfile holds reservations only.
     if flavour == Flavour::Conf

@@ -149,6 +149,30 @@ pub fn host(host: &Host, subnet: &Subnet) -> Result<(), String> {
     Ok(())
 }
 
+/// The most MACs a reservation has besides its own (`host_macs_at_most_8` in the database).
+pub const MAX_EXTRA_MACS: usize = 8;
+
+/// A reservation's client identifier and extra MACs: 2 to 130 octets (rendered as hex, so no
+/// octet can inject anything), at most [`MAX_EXTRA_MACS`] unicast MACs.
+pub(crate) fn ident(ident: &super::lines::Ident<'_>) -> Result<(), String> {
+    if let Some(client_id) = ident.client_id {
+        if !crate::client_id::valid_length(&client_id.0) {
+            return Err(format!(
+                "client identifier has {} octets; 2 to {} are allowed",
+                client_id.0.len(),
+                crate::client_id::MAX_OCTETS
+            ));
+        }
+    }
+    if ident.macs.len() > MAX_EXTRA_MACS {
+        return Err(format!(
+            "{} extra MAC addresses; a reservation has at most {MAX_EXTRA_MACS}",
+            ident.macs.len()
+        ));
+    }
+    ident.macs.iter().try_for_each(mac)
+}
+
 /// A reserved address: inside the subnet, and for IPv4 networks larger than /31 neither the
 /// network nor the broadcast address, which no client can use.
 pub fn host_address(ip: IpAddr, cidr: IpCidr) -> Result<(), String> {
