@@ -14,6 +14,13 @@
 //!   is refused (the old line stays in force). IPv6 entries are never refused.
 //! - A client with MAC M in subnet S is offered the address of the newest loaded entry for
 //!   (S, M). Every loaded IPv4 address is reserved: never given from the pool.
+//! - A line with several MACs, or a client identifier (`id:`), is one entry, loaded once, and
+//!   the newest entry for each of its keys: (S, MAC) for each MAC and (S, client identifier).
+//!   A client that sends an identifier is offered the newest entry for (S, identifier) if there
+//!   is one, else the newest for (S, its MAC): dnsmasq's `find_config_match`
+//!   (`src/dhcp-common.c`) walks the entries for a matching identifier before it looks at MACs.
+//!   So the model keeps one slot per key, and "served as the files say" per key implies it per
+//!   client.
 //! - Names (`--hostsdir`) always equal the files: a re-read file's names replace its old ones,
 //!   a deleted file's names go. They need no model.
 //!
@@ -36,14 +43,16 @@
 //! # Representation
 //!
 //! [`Loaded`] keeps the shard files and only what dnsmasq's memory holds beyond them: the set of
-//! loaded IPv4 addresses (for refusals), the (subnet, MAC) keys whose newest entry is not the
+//! loaded IPv4 addresses (for refusals), the keys ((subnet, MAC) and (subnet, identifier);
+//! see [`crate::render::subnet_client_key`]) whose newest entry is not the
 //! files' line for that key, and two counters. Everything else is, by that invariant, exactly
 //! the files, so [`plan`] touches only the keys of the shards that changed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::render::{shard_of, subnet_mac_key, DhcpEntry, Sharded};
+use crate::client_id::ClientId;
+use crate::render::{shard_of, subnet_client_key, subnet_mac_key, DhcpEntry, Sharded};
 
 /// dnsmasq's DHCP memory since its last full read of the hosts directory, plus the shard files
 /// on disk.
@@ -62,7 +71,7 @@ struct Memory {
     /// files' line for the key, or that have only one of the two. Usually few: the rest of the
     /// keys are served exactly their line in the files.
     differs: HashMap<u128, Differs>,
-    /// Entries loaded since the last full read.
+    /// Entries loaded since the last full read, each counted once per key of its line.
     loaded: usize,
     /// Keys with at least one loaded entry.
     effective: usize,
@@ -145,14 +154,31 @@ impl Loaded {
     /// The address dnsmasq offers the client with `mac` in subnet `subnet_id` now, if any.
     /// Looks the files up linearly: meant for tests and diagnostics.
     pub fn served(&self, subnet_id: i64, mac: [u8; 6]) -> Option<IpAddr> {
-        let key = subnet_mac_key(subnet_id, &mac);
+        self.served_to(subnet_id, None, mac)
+    }
+
+    /// The address dnsmasq offers a client that sends `client_id` (if any) from `mac` in subnet
+    /// `subnet_id` now: the newest entry with that identifier, else the newest with that MAC
+    /// (dnsmasq's `find_config_match` looks at identifiers before MACs).
+    pub fn served_to(
+        &self,
+        subnet_id: i64,
+        client_id: Option<&ClientId>,
+        mac: [u8; 6],
+    ) -> Option<IpAddr> {
+        client_id
+            .and_then(|c| self.served_key(subnet_client_key(subnet_id, c)))
+            .or_else(|| self.served_key(subnet_mac_key(subnet_id, &mac)))
+    }
+
+    fn served_key(&self, key: u128) -> Option<IpAddr> {
         match self.memory.differs.get(&key) {
             Some(differs) => differs.served.as_ref().map(|e| e.ip),
             None => self
                 .files
                 .entries
                 .iter()
-                .find(|e| entry_key(e) == key)
+                .find(|e| entry_keys(&self.files, e).any(|k| k == key))
                 .map(|e| e.ip),
         }
     }
@@ -248,8 +274,11 @@ struct Slot<'a> {
     wanted: Option<Line<'a>>,
 }
 
-fn entry_key(entry: &DhcpEntry) -> u128 {
-    subnet_mac_key(entry.subnet_id, &entry.mac)
+/// Every key dnsmasq serves `entry`'s line to: its primary MAC's, then its client identifier's
+/// and extra MACs' (a line with several is loaded once, as the newest entry of each).
+fn entry_keys<'a>(files: &'a Sharded, entry: &DhcpEntry) -> impl Iterator<Item = u128> + 'a {
+    std::iter::once(subnet_mac_key(entry.subnet_id, &entry.mac))
+        .chain(files.more_keys(entry).iter().copied())
 }
 
 /// `before` (the memory with the `old` files on disk) once the DHCP shards in `changed` hold
@@ -270,27 +299,29 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
     let mut slots: HashMap<u128, Slot> = HashMap::new();
     for &(shard, _) in changed {
         for (entry, text) in old.reservations(shard) {
-            let key = entry_key(entry);
-            // Not differing: the newest entry is the files' line.
-            let served = served_now(&key).unwrap_or(Some(Line::of(entry, text)));
-            slots.insert(
-                key,
-                Slot {
-                    served,
-                    wanted: None,
-                },
-            );
+            for key in entry_keys(old, entry) {
+                // Not differing: the newest entry is the files' line.
+                let served = served_now(&key).unwrap_or(Some(Line::of(entry, text)));
+                slots.insert(
+                    key,
+                    Slot {
+                        served,
+                        wanted: None,
+                    },
+                );
+            }
         }
     }
     for &(shard, _) in changed {
         for (entry, text) in new.reservations(shard) {
-            let key = entry_key(entry);
-            let slot = slots.entry(key).or_insert_with(|| Slot {
-                // Not differing and not in the old files: nothing is loaded for it.
-                served: served_now(&key).flatten(),
-                wanted: None,
-            });
-            slot.wanted = Some(Line::of(entry, text));
+            for key in entry_keys(new, entry) {
+                let slot = slots.entry(key).or_insert_with(|| Slot {
+                    // Not differing and not in the old files: nothing is loaded for it.
+                    served: served_now(&key).flatten(),
+                    wanted: None,
+                });
+                slot.wanted = Some(Line::of(entry, text));
+            }
         }
     }
     let mut after = before.clone();
@@ -302,12 +333,16 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
                     continue;
                 }
             }
-            after.loaded += 1;
-            if let Some(slot) = slots.get_mut(&entry_key(entry)) {
-                if slot.served.is_none() {
-                    after.effective += 1;
+            // Counted per key, so that `effective` (keys) and `loaded` compare: a line with
+            // three keys fills three.
+            for key in entry_keys(new, entry) {
+                after.loaded += 1;
+                if let Some(slot) = slots.get_mut(&key) {
+                    if slot.served.is_none() {
+                        after.effective += 1;
+                    }
+                    slot.served = Some(Line::of(entry, text));
                 }
-                slot.served = Some(Line::of(entry, text));
             }
         }
     }

@@ -501,7 +501,7 @@ fn render_hosts(
                 return write_name(&mut out, &names, kind).map(|()| false);
             }
             let ident = settings.ident_of(host);
-            validate::ident(&ident)?;
+            validate::ident(&host.mac, &ident)?;
             // Checked last, so that a key is taken only by a host that is written.
             claim(&mut repeated, host, &ident, || {
                 write_host(&mut out, host, &ident, &names, kind)

@@ -153,8 +153,9 @@ pub fn host(host: &Host, subnet: &Subnet) -> Result<(), String> {
 pub const MAX_EXTRA_MACS: usize = 8;
 
 /// A reservation's client identifier and extra MACs: 2 to 130 octets (rendered as hex, so no
-/// octet can inject anything), at most [`MAX_EXTRA_MACS`] unicast MACs.
-pub(crate) fn ident(ident: &super::lines::Ident<'_>) -> Result<(), String> {
+/// octet can inject anything), at most [`MAX_EXTRA_MACS`] unicast MACs, each other than the
+/// host's `own` and the others (a repeated MAC would count twice in the planner's model).
+pub(crate) fn ident(own: &[u8; 6], ident: &super::lines::Ident<'_>) -> Result<(), String> {
     if let Some(client_id) = ident.client_id {
         if !crate::client_id::valid_length(&client_id.0) {
             return Err(format!(
@@ -170,7 +171,13 @@ pub(crate) fn ident(ident: &super::lines::Ident<'_>) -> Result<(), String> {
             ident.macs.len()
         ));
     }
-    ident.macs.iter().try_for_each(mac)
+    for (at, extra) in ident.macs.iter().enumerate() {
+        mac(extra)?;
+        if extra == own || ident.macs[..at].contains(extra) {
+            return Err("the same MAC address is listed twice in the reservation".to_owned());
+        }
+    }
+    Ok(())
 }
 
 /// A reserved address: inside the subnet, and for IPv4 networks larger than /31 neither the
