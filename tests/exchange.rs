@@ -507,6 +507,7 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
             host_id: printer.id,
             profile: None,
             aliases: vec!["laser".into(), "print-server".into()],
+            ..HostSettings::default()
         }],
         dns_names: vec![
             DnsName {

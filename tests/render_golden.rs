@@ -524,22 +524,26 @@ fn options() -> Snapshot {
                 host_id: 11,
                 profile: None,
                 aliases: vec!["laser".to_owned(), "print-server".to_owned()],
+                ..HostSettings::default()
             },
             HostSettings {
                 host_id: 12,
                 profile: Some(1),
                 aliases: Vec::new(),
+                ..HostSettings::default()
             },
             HostSettings {
                 host_id: 13,
                 profile: Some(3),
                 aliases: vec!["bad_alias".to_owned()],
+                ..HostSettings::default()
             },
             // Its own profile beats the subnet's default.
             HostSettings {
                 host_id: 32,
                 profile: Some(1),
                 aliases: Vec::new(),
+                ..HostSettings::default()
             },
         ],
         dns_names: vec![

@@ -353,7 +353,12 @@ impl Checker {
             .count();
         let tag_at = with_id + macs;
         let tagged = fields.get(tag_at).is_some_and(|f| f.starts_with("set:"));
-        if tagged && fields[tag_at].strip_prefix("set:").and_then(profile_id).is_none() {
+        if tagged
+            && fields[tag_at]
+                .strip_prefix("set:")
+                .and_then(profile_id)
+                .is_none()
+        {
             return Err("the tag of a reservation must be set:profileN".to_owned());
         }
         let rest = count.saturating_sub(tag_at + usize::from(tagged));
@@ -808,9 +813,7 @@ fn client_id(text: &str) -> Result<(), String> {
     if well_formed {
         Ok(())
     } else {
-        Err(
-            "client identifier is not 2 to 130 lowercase hex octets separated by ':'".to_owned(),
-        )
+        Err("client identifier is not 2 to 130 lowercase hex octets separated by ':'".to_owned())
     }
 }
 

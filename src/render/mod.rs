@@ -415,9 +415,12 @@ pub fn subnet_mac_key(subnet_id: i64, mac: &[u8; 6]) -> u128 {
 /// (odds 2^-63 a pair), which would make the renderer refuse the second as a duplicate and the
 /// planner track the two as one.
 pub fn subnet_client_key(subnet_id: i64, client_id: &ClientId) -> u128 {
-    let hash = client_id.0.iter().fold(0xcbf2_9ce4_8422_2325u64, |acc, &b| {
-        (acc ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = client_id
+        .0
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |acc, &b| {
+            (acc ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     u128::from(subnet_id as u64) << 64 | u128::from(hash | 1 << 63)
 }
 

@@ -90,7 +90,10 @@ impl<'a> Settings<'a> {
     }
 
     /// The hosts of `hosts` that have a client identifier or extra MACs.
-    pub(super) fn hosts_with_idents<'h>(&self, hosts: &'h [Host]) -> impl Iterator<Item = &'h Host> {
+    pub(super) fn hosts_with_idents<'h>(
+        &self,
+        hosts: &'h [Host],
+    ) -> impl Iterator<Item = &'h Host> {
         let with: std::collections::HashSet<i64> = self
             .hosts
             .values()

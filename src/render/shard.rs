@@ -67,7 +67,9 @@ impl Sharded {
         if self.more_keys.is_empty() {
             return &[];
         }
-        self.more_keys.get(&entry.host_id).map_or(&[], Vec::as_slice)
+        self.more_keys
+            .get(&entry.host_id)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The reservations of `shard`, each with its line (without the newline), in file order.
