@@ -62,6 +62,23 @@ fn octets(text: &str) -> Option<Vec<u8>> {
     }
 }
 
+impl ClientId {
+    /// The Ethernet MAC an identifier carries, for importing reservations keyed by identifier
+    /// only: a DHCPv4 client-id of hardware type 1 (`01` + MAC), a DUID-LLT or DUID-LL of
+    /// hardware type 1 (RFC 8415), or an RFC 4361 client-id (`ff`, a 4-octet IAID, a DUID).
+    pub fn embedded_mac(&self) -> Option<[u8; 6]> {
+        let octets = &self.0[..];
+        let mac = |rest: &[u8]| <[u8; 6]>::try_from(rest).ok();
+        match octets {
+            [0x01, rest @ ..] => mac(rest),
+            [0x00, 0x01, 0x00, 0x01, _, _, _, _, rest @ ..] => mac(rest),
+            [0x00, 0x03, 0x00, 0x01, rest @ ..] => mac(rest),
+            [0xff, _, _, _, _, duid @ ..] => ClientId(duid.to_vec()).embedded_mac(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for ClientId {
     /// Lowercase hex octets separated by ':'.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,6 +103,26 @@ mod tests {
             assert_eq!(parse(text), Ok(want.clone()), "{text}");
         }
         assert_eq!(want.to_string(), "01:52:54:00:ab");
+    }
+
+    #[test]
+    fn macs_inside_identifiers() {
+        let mac = Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        for text in [
+            "01:52:54:00:12:34:56",
+            "00:01:00:01:2c:5e:11:22:52:54:00:12:34:56",
+            "00:03:00:01:52:54:00:12:34:56",
+            "ff:00:00:00:01:00:03:00:01:52:54:00:12:34:56",
+        ] {
+            assert_eq!(parse(text).unwrap().embedded_mac(), mac, "{text}");
+        }
+        for text in [
+            "00:02:00:00:00:09:01",
+            "01:52:54",
+            "00:04:11:22:33:44:55:66:77:88",
+        ] {
+            assert_eq!(parse(text).unwrap().embedded_mac(), None, "{text}");
+        }
     }
 
     #[test]
