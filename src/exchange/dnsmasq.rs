@@ -464,6 +464,21 @@ mod tests {
     }
 
     #[test]
+    fn several_macs_and_identifiers() {
+        let r = one("52:54:00:aa:bb:01,52-54-00-aa-bb-02,10.0.0.5,pc").unwrap();
+        assert_eq!(r.extra_macs, [[0x52, 0x54, 0, 0xaa, 0xbb, 2]]);
+        let r = one("id:laptop,52:54:00:aa:bb:01").unwrap();
+        assert_eq!(r.client_id.unwrap().0, b"laptop");
+        // An identifier-only line takes the MAC inside a DUID-LL.
+        let r = one("id:00:03:00:01:52:54:00:aa:bb:07,[2001:db8::7],v6pc").unwrap();
+        assert_eq!(r.mac[5], 7);
+        assert_eq!(
+            r.notes,
+            ["MAC 52:54:00:aa:bb:07 taken from the client identifier"]
+        );
+    }
+
+    #[test]
     fn dual_stack_line_becomes_two_reservations() {
         let all = host_fields("52:54:00:aa:bb:01,10.0.0.5,[2001:db8::5],pc", 3).unwrap();
         assert_eq!(all.len(), 2);
@@ -477,12 +492,12 @@ mod tests {
         assert_eq!(
             r.notes,
             [
-                "client-id id:01:52:54:00:aa:bb:01 not kept: ipmanager matches clients by MAC",
                 "tag set:voip not kept",
                 "tag condition tag:lab not kept: the reservation applies to every client with this MAC",
                 "id:* (ignore the client-id) not kept",
             ]
         );
+        assert_eq!(r.client_id.unwrap().to_string(), "01:52:54:00:aa:bb:01");
         let r = one("52:54:00:aa:bb:01,[2001:db8::5],[2001:db8::6]").unwrap();
         assert_eq!(r.notes.len(), 1);
         assert_eq!(
@@ -502,9 +517,14 @@ mod tests {
                 "reservation is keyed by client-id only",
             ),
             (
-                "52:54:00:aa:bb:01,52:54:00:aa:bb:02,pc",
-                "2 MAC addresses: ipmanager keeps one MAC",
+                "52:54:00:aa:bb:01,52:54:00:aa:bb:02,52:54:00:aa:bb:01,pc",
+                "MAC address 52:54:00:aa:bb:01 is given twice",
             ),
+            (
+                "id:01:02:03,id:04:05,52:54:00:aa:bb:01",
+                "2 client identifiers",
+            ),
+            ("id:a\u{1b},52:54:00:aa:bb:01", "field 1: hosts.client_id"),
             (
                 "52:54:00:aa:bb:01,ignore",
                 "ignore: dnsmasq refuses service",

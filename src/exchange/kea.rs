@@ -887,18 +887,31 @@ mod tests {
     fn reservation_rules() {
         let net: IpCidr = "10.0.0.0/24".parse().unwrap();
         let fields = |value: Value| reservation(&value, Family::V4, Some(net));
-        let (ip, name, lease, mac, notes) = fields(json!({
+        let r = fields(json!({
             "hw-address": "52:54:00:AA:BB:01", "ip-address": "10.0.0.5", "hostname": "",
             "option-data": [], "user-context": { "ipmanager-lease-seconds": 600, "x": 1 }
         }))
         .unwrap();
-        assert_eq!(ip, Some("10.0.0.5".parse().unwrap()));
-        assert_eq!((name, lease, mac[5]), (None, Some(600), 1));
-        assert_eq!(notes, ["option-data not kept", "user-context not kept"]);
+        assert_eq!(r.ip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            (r.hostname, r.lease_seconds, r.mac[5]),
+            (None, Some(600), 1)
+        );
+        assert_eq!(r.notes, ["option-data not kept", "user-context not kept"]);
+        // Identifiers: the MACs come from user-context, else from inside the identifier.
+        let r = fields(json!({
+            "client-id": "01:52:54:00:aa:bb:09", "ip-address": "10.0.0.6",
+            "user-context": { "ipmanager-macs": ["52:54:00:aa:bb:02", "52:54:00:aa:bb:03"] }
+        }))
+        .unwrap();
+        assert_eq!((r.mac[5], r.extra_macs.len(), r.notes.len()), (2, 1, 0));
+        assert_eq!(r.client_id.unwrap().to_string(), "01:52:54:00:aa:bb:09");
+        let r = fields(json!({ "client-id": "01:52:54:00:aa:bb:09" })).unwrap();
+        assert_eq!((r.mac[5], r.extra_macs.len()), (9, 0));
         for (value, expected) in [
             (
                 json!({ "duid": "01:02" }),
-                "reservation is keyed by duid only",
+                "reservation is keyed by duid only and it holds no MAC",
             ),
             (json!({ "hostname": "a" }), "no hw-address"),
             (
@@ -934,13 +947,13 @@ mod tests {
             let error = fields(value.clone()).unwrap_err();
             assert!(error.starts_with(expected), "{value}: {error}");
         }
-        let (ip, _, _, _, notes) = reservation(
+        let r = reservation(
             &json!({ "hw-address": "52:54:00:aa:bb:01", "ip-addresses": ["2001:db8::5", "2001:db8::6"] }),
             Family::V6,
             None,
         )
         .unwrap();
-        assert_eq!(ip, Some("2001:db8::5".parse().unwrap()));
-        assert_eq!(notes.len(), 1);
+        assert_eq!(r.ip, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(r.notes.len(), 1);
     }
 }

@@ -37,7 +37,7 @@
 //! value one quoted string without quote, backslash, '#' or ',' or items that are each an
 //! address, network, number, hex bytes or DNS name, never a number ipmanager sets otherwise;
 //! `dhcp-boot=tag:profileN[,tag:[!]ipm-ipxe|ipm-efi64|ipm-arm64…],FILE[,[SERVER][,IPV4]]`; the
-//! fixed `dhcp-match` and `dhcp-userclass` lines. Nothing else.
+//! fixed `dhcp-match` and `dhcp-userclass` lines; `enable-ra` and `ra-param=*,0,0`. Nothing else.
 //!
 //! A reservation may start with `id:CLIENTID` (2 to 130 lowercase hex octets separated by ':'),
 //! may have up to 8 more MACs after its first, and may carry `set:profileN` after its MACs; an
@@ -405,6 +405,9 @@ impl Checker {
 
     /// A line of the include file.
     fn include(&mut self, n: usize, line: &str) -> Result<(), String> {
+        if line == "enable-ra" {
+            return Ok(());
+        }
         let Some((option, value)) = line.split_once('=') else {
             return Err(match option_name(line) {
                 Some(word) => format!(
@@ -423,6 +426,7 @@ impl Checker {
             "dhcp-boot" => self.dhcp_boot(value),
             "dhcp-match" => fixed(value, &MATCHES, "dhcp-match"),
             "dhcp-userclass" => fixed(value, &["set:ipm-ipxe,iPXE"], "dhcp-userclass"),
+            "ra-param" => fixed(value, &["*,0,0"], "ra-param"),
             "domain" => self.domain(value),
             "dhcp-host" => self.reservation(n, value),
             "host-record" => self.host_record(n, value),

@@ -18,6 +18,10 @@ use crate::model::{Host, Subnet};
 /// The first line of the include file.
 pub(super) const HEADER: &str = "# Managed by ipmanager: do not edit, changes are overwritten.\n";
 
+/// Written once after the subnet blocks when an IPv6 subnet is served (see [`super`]).
+pub(crate) const ROUTER_ADVERTISEMENTS: &str = "# IPv6: router advertisements with the managed \
+     flag, never as default router\nenable-ra\nra-param=*,0,0\n";
+
 /// The tag that ties a subnet's `dhcp-range` to its `dhcp-option` lines.
 pub(super) const SUBNET_TAG: &str = "subnet";
 

@@ -42,7 +42,14 @@
 //! domain=<domain>,<cidr>                                               with a domain
 //! ```
 //!
-//! followed by the subnet's DHCP options; after every block come the profiles' blocks (see
+//! followed by the subnet's DHCP options. When an IPv6 subnet is served, [`lines::ROUTER_ADVERTISEMENTS`]
+//! follows the blocks: `enable-ra`, so that dnsmasq sends router advertisements with the
+//! managed flag (M) for each IPv6 range, which is what makes real clients (NetworkManager,
+//! systemd-networkd, Windows) ask DHCPv6 for an address, and `ra-param=*,0,0`, router lifetime
+//! 0, so that dnsmasq never announces itself as a default router: the default route comes from
+//! the network's router (its own advertisements, with or without M). The ranges have no mode
+//! keyword: addresses come from DHCPv6 only (no SLAAC), so a reservation is what a client gets.
+//! After every block come the profiles' blocks (see
 //! `render::options`: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
 //! profile (its own, else its subnet's default) is served gets `set:profile<id>` after its MAC
 //! in its reservation line: assigning a profile changes the dhcp-hostsfile (SIGHUP), while a
@@ -209,6 +216,13 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         .iter()
         .partition(|s| names_only.contains(&s.id));
     let mut subnets = render_subnets(served, &settings, &mut include, &mut skipped);
+    if subnets
+        .0
+        .iter()
+        .any(|e| e.1.is_some_and(|s| s.cidr.is_ipv6()))
+    {
+        include.push_str(lines::ROUTER_ADVERTISEMENTS);
+    }
     if !named.is_empty() {
         // Checked like served subnets, so that a name is only ever written under a valid
         // domain; their blocks go nowhere.
