@@ -661,7 +661,12 @@ fn clients() -> Snapshot {
         profiles: vec![Profile {
             id: 1,
             name: "kiosk".to_owned(),
-            options: vec![option(42, Some("ntp-server"), OptionKind::Ipv4List, "10.3.0.123")],
+            options: vec![option(
+                42,
+                Some("ntp-server"),
+                OptionKind::Ipv4List,
+                "10.3.0.123",
+            )],
             ..Profile::default()
         }],
         hosts: vec![
@@ -672,10 +677,14 @@ fn clients() -> Snapshot {
                 profile: Some(1),
                 ..settings(4, id("6b:69:6f:73:6b"), vec![mac(0x14)])
             },
-            settings(5, id("01:02").map(|mut c| {
-                c.0.truncate(1);
-                c
-            }), Vec::new()),
+            settings(
+                5,
+                id("01:02").map(|mut c| {
+                    c.0.truncate(1);
+                    c
+                }),
+                Vec::new(),
+            ),
             settings(6, None, vec![mac(0x11)]),
             settings(7, None, vec![mac(0x17), mac(0x17)]),
             settings(8, None, vec![[0x01, 0, 0x5e, 0, 0, 1]]),
@@ -700,7 +709,10 @@ fn clients_skipped() -> Vec<Skipped> {
         skipped(6, "MAC address is already reserved in subnet 1 by host 1"),
         skipped(7, "the same MAC address is listed twice in the reservation"),
         skipped(8, "MAC address is a multicast or broadcast address"),
-        skipped(9, "client identifier is already reserved in subnet 1 by host 2"),
+        skipped(
+            9,
+            "client identifier is already reserved in subnet 1 by host 2",
+        ),
     ]
 }
 
