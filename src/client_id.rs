@@ -51,7 +51,7 @@ fn octets(text: &str) -> Option<Vec<u8>> {
                     .flatten()
             })
             .collect()
-    } else if text.len() % 2 == 0 && digit_ok(text) {
+    } else if text.len().is_multiple_of(2) && digit_ok(text) {
         // Only hex digits, so byte offsets are character offsets.
         (0..text.len())
             .step_by(2)

@@ -541,8 +541,8 @@ fn check_full_read(loaded: &Loaded, flat: &Rendered) {
         for mac in MACS {
             let key = (subnet.id, Key::Mac(mac));
             assert_eq!(loaded.served(subnet.id, mac), expected.get(&key).copied());
-            for c in 0..CLIENT_IDS.len() {
-                let client_id = ClientId(CLIENT_IDS[c].to_vec());
+            for (c, bytes) in CLIENT_IDS.iter().enumerate() {
+                let client_id = ClientId(bytes.to_vec());
                 let want = expected
                     .get(&(subnet.id, Key::Client(c)))
                     .or(expected.get(&key));

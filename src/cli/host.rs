@@ -199,8 +199,11 @@ fn invalid(message: String) -> anyhow::Error {
     AdminError::Invalid(message).into()
 }
 
-/// The MACs of `--mac`, parsed: the primary and the extra ones.
-fn macs(texts: &[String]) -> Result<Option<([u8; 6], Vec<[u8; 6]>)>> {
+/// A reservation's primary MAC and its extra ones.
+type Macs = ([u8; 6], Vec<[u8; 6]>);
+
+/// The MACs of `--mac`, parsed.
+fn macs(texts: &[String]) -> Result<Option<Macs>> {
     let parsed = texts
         .iter()
         .map(|text| validate::mac(text))
