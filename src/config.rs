@@ -128,6 +128,14 @@ pub struct DnsmasqConfig {
     /// (incremental layout).
     #[serde(with = "humantime_serde")]
     pub compaction_interval: Duration,
+    /// dnsmasq's lease file, read (never written) to find the leases to release.
+    pub lease_file: PathBuf,
+    /// Run as `COMMAND IFACE IP MAC [CLIENT-ID]` for each lease of a reservation dnsmasq no
+    /// longer serves (dnsmasq-utils' `dhcp_release`). Empty: leases are never released.
+    pub release_command: Vec<String>,
+    /// The interface `release_command` sends from; without it, the interface with an address
+    /// in the same network as the lease.
+    pub release_interface: Option<String>,
 }
 
 /// Most shard files: the file name is four hex digits.
@@ -175,6 +183,9 @@ impl Default for DnsmasqConfig {
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: 1024,
             compaction_interval: Duration::from_secs(300),
+            lease_file: "/var/lib/misc/dnsmasq.leases".into(),
+            release_command: vec!["dhcp_release".to_owned()],
+            release_interface: None,
         }
     }
 }
@@ -328,6 +339,7 @@ impl Config {
                 .with_list_parse_key("dnsmasq.reload_command")
                 .with_list_parse_key("dnsmasq.restart_command")
                 .with_list_parse_key("dnsmasq.check_command")
+                .with_list_parse_key("dnsmasq.release_command")
                 .with_list_parse_key("agent.sites")
                 .try_parsing(true)
                 .source(Some(sectioned.into_iter().collect())),

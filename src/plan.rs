@@ -142,6 +142,24 @@ impl Loaded {
         !self.memory.differs.is_empty() || self.memory.loaded > self.memory.effective
     }
 
+    /// Every (MAC, address) dnsmasq offers now: the files' lines, except where a key differs,
+    /// whose newest loaded entry counts instead (a removed or moved reservation stays offered
+    /// until the compaction).
+    pub fn served_pairs(&self) -> Vec<([u8; 6], IpAddr)> {
+        let files = self
+            .files
+            .entries
+            .iter()
+            .filter(|e| !self.memory.differs.contains_key(&entry_key(e)))
+            .map(|e| (e.mac, e.ip));
+        let differing = self.memory.differs.iter().filter_map(|(key, d)| {
+            // The low 48 bits of a key are the MAC (see `subnet_mac_key`).
+            let mac: [u8; 6] = key.to_be_bytes()[10..].try_into().ok()?;
+            d.served.as_ref().map(|e| (mac, e.ip))
+        });
+        files.chain(differing).collect()
+    }
+
     /// The address dnsmasq offers the client with `mac` in subnet `subnet_id` now, if any.
     /// Looks the files up linearly: meant for tests and diagnostics.
     pub fn served(&self, subnet_id: i64, mac: [u8; 6]) -> Option<IpAddr> {
@@ -487,9 +505,19 @@ mod tests {
         assert_eq!(plan.after.pending(), vec![2]);
         assert!(plan.after.debt());
         assert_eq!(plan.after.served(1, mac(2)), ip("10.0.0.11"));
+        let pairs = |loaded: &Loaded| {
+            let mut pairs = loaded.served_pairs();
+            pairs.sort_unstable();
+            pairs
+        };
+        let two = (mac(2), "10.0.0.11".parse().unwrap());
+        assert_eq!(pairs(&plan.after), pairs(&before));
+        assert!(pairs(&plan.after).contains(&two));
         let compacted = Loaded::full_read(plan.after.files().clone());
         assert_clean(&compacted);
         assert_eq!(compacted.served(1, mac(2)), None);
+        assert!(!pairs(&compacted).contains(&two));
+        assert_eq!(pairs(&compacted).len(), 2);
     }
 
     #[test]
