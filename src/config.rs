@@ -399,6 +399,24 @@ impl Config {
         if let Err(message) = d.validate_incremental() {
             return invalid(message);
         }
+        if !d.lease_file.is_absolute() {
+            return invalid(format!(
+                "dnsmasq.lease_file {} must be an absolute path",
+                d.lease_file.display()
+            ));
+        }
+        if let Some(name) = &d.release_interface {
+            // IFNAMSIZ is 16 with the NUL; the kernel refuses '/', ':' and white space.
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(['/', ':'])
+                || name.contains(char::is_whitespace)
+            {
+                return invalid(format!(
+                    "dnsmasq.release_interface {name:?} is not an interface name"
+                ));
+            }
+        }
         if d.restart_command.is_empty() {
             return invalid(
                 "dnsmasq.restart_command is empty: dnsmasq re-reads the include file only on a \
@@ -778,6 +796,29 @@ mod tests {
                 "postgresql://db/ipm".to_owned(),
             )]),
         )
+    }
+
+    #[test]
+    fn the_release_keys_have_defaults_and_errors_name_the_key() {
+        let d = load_dnsmasq(&[]).unwrap().dnsmasq;
+        assert_eq!(d.lease_file, Path::new("/var/lib/misc/dnsmasq.leases"));
+        assert_eq!(d.release_command, ["dhcp_release"]);
+        assert_eq!(d.release_interface, None);
+        let d = load_dnsmasq(&[
+            ("RELEASE_COMMAND", "ip netns exec dhcp dhcp_release"),
+            ("RELEASE_INTERFACE", "br0"),
+        ])
+        .unwrap()
+        .dnsmasq;
+        assert_eq!(d.release_command.len(), 5);
+        assert_eq!(d.release_interface.as_deref(), Some("br0"));
+        for (key, value) in [
+            ("LEASE_FILE", "dnsmasq.leases"),
+            ("RELEASE_INTERFACE", "eth 0"),
+        ] {
+            let error = load_dnsmasq(&[(key, value)]).unwrap_err().to_string();
+            assert!(error.contains(&key.to_lowercase()), "{error}");
+        }
     }
 
     #[test]

@@ -253,11 +253,15 @@ garbage line
         let pending = carry(
             &set(&[]),
             &set(&[a10.clone(), b11.clone()]),
-            &set(&[b10.clone()]),
+            &set(std::slice::from_ref(&b10)),
         );
         assert_eq!(pending, set(&[a10.clone(), b11.clone()]));
         // Not released yet, and .11 is given back to B: only A's .10 stays pending.
-        let pending = carry(&pending, &set(&[b10.clone()]), &set(&[b10, b11]));
+        let pending = carry(
+            &pending,
+            &set(std::slice::from_ref(&b10)),
+            &set(&[b10, b11]),
+        );
         assert_eq!(pending, set(&[a10]));
     }
 

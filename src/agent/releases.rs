@@ -257,3 +257,75 @@ fn host_interfaces() -> Vec<Interface> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DATABASE_URL_VAR;
+
+    fn releases(dir: &std::path::Path, command: Vec<String>) -> Releases {
+        let mut config = Config::load(
+            None,
+            [(
+                DATABASE_URL_VAR.to_owned(),
+                "postgresql://db/ipm".to_owned(),
+            )],
+        )
+        .unwrap();
+        config.dnsmasq.lease_file = dir.join("leases");
+        config.dnsmasq.release_command = command;
+        config.dnsmasq.release_interface = Some("lo".to_owned());
+        Releases::new(&config)
+    }
+
+    async fn attempt(releases: &mut Releases) -> Option<String> {
+        releases.start_due();
+        loop {
+            if let Some(attempt) = releases.next().await {
+                return releases.finished(attempt);
+            }
+            releases.start_due();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_release_stays_pending_and_is_retried_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("leases"),
+            "1764600000 52:54:00:00:00:0a 10.0.0.10 alpha *\n\
+             1764600000 52:54:00:00:00:0c 10.0.0.150 dyn *\n",
+        )
+        .unwrap();
+        let flag = dir.path().join("works");
+        let log = dir.path().join("released");
+        // Fails until `flag` exists, then records its arguments.
+        let script = format!(
+            "test -e {} && echo \"$@\" >> {}",
+            flag.display(),
+            log.display()
+        );
+        let command = ["sh", "-c", &script, "release"].map(String::from).to_vec();
+        let mut r = releases(dir.path(), command);
+        let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
+        // Served, then files without it in effect: pending.
+        r.served(Some(vec![a10.clone()]), true);
+        assert_eq!(r.pending(), 0);
+        r.served(Some(Vec::new()), false);
+        assert_eq!(r.pending(), 0, "not pending before the files are in effect");
+        r.served(None, true);
+        assert_eq!(r.pending(), 1);
+
+        let error = attempt(&mut r).await.expect("the command fails");
+        assert!(error.contains("failed"), "{error}");
+        assert_eq!(r.pending(), 1);
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(attempt(&mut r).await, None);
+        assert_eq!(r.pending(), 0);
+        // Only the stale reservation's own lease; the dynamic one was never a reservation's.
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "lo 10.0.0.10 52:54:00:00:00:0a\n"
+        );
+    }
+}

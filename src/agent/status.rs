@@ -369,5 +369,12 @@ mod tests {
             status_text(&s),
             "in sync: 12 hosts, 2 hosts await a compaction"
         );
+        s.awaiting_compaction.clear();
+        s.releases_pending = 1;
+        s.release_error = Some("[\"dhcp_release\"] failed".to_owned());
+        assert_eq!(
+            status_text(&s),
+            "in sync: 12 hosts, 1 stale leases not released: [\"dhcp_release\"] failed"
+        );
     }
 }
