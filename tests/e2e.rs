@@ -1403,3 +1403,45 @@ async fn with_the_incremental_layout_a_deleted_reservations_lease_is_released_at
     drop(client);
     w.finish().await;
 }
+
+/// The incremental layout: an address moved from client A to client B waits for the compaction
+/// (until then dnsmasq still offers it to A, so A's lease stays); after it, A's lease is released
+/// and B is offered the address at once.
+#[tokio::test]
+async fn with_the_incremental_layout_a_moved_address_is_released_at_the_compaction() {
+    const OCTET: u8 = 75;
+    let Some(mut w) = World::start_releasing(OCTET, "incremental").await else {
+        return;
+    };
+    let ip = w.lab.addr(10);
+    let (mac_a, mac_b) = (mac(OCTET), format!("02:00:00:99:{OCTET:02x}:0b"));
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    w.lab
+        .wait_log("dnsmasq to read the new shard", |log| {
+            log.contains("inotify")
+        })
+        .await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client.wait_event(&w.lab, &format!("bound {ip}"), 0).await;
+    drop(client);
+    w.wait_leases("A's lease", |_| w.has_lease(&mac_a, ip))
+        .await;
+
+    w.sql_and_sync(&format!(
+        "UPDATE ipmanager.hosts SET mac = '{mac_b}' WHERE hostname = 'h1'"
+    ))
+    .await;
+    assert!(!w.agent.status().awaiting_compaction.is_empty());
+    assert_eq!(w.agent.status().releases_pending, 0);
+    assert!(w.has_lease(&mac_a, ip), "{:?}", w.lease_lines());
+
+    let compactions = w.agent.status().compactions;
+    w.sql("SELECT ipmanager.request_compaction()").await;
+    w.agent
+        .wait_status("the compaction", |s| s.compactions > compactions)
+        .await;
+    w.wait_leases("A's lease released", |_| !w.has_lease(&mac_a, ip))
+        .await;
+    w.assert_dhcp_gets(&mac_b, ip).await;
+    w.finish().await;
+}

@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -52,9 +53,9 @@ pub(super) struct Attempt {
 pub(super) struct Releases {
     settings: Option<Settings>,
     /// What dnsmasq serves, when known.
-    served: Option<BTreeSet<Reservation>>,
-    /// What the latest files serve once in effect.
-    latest: Option<BTreeSet<Reservation>>,
+    served: Option<Arc<BTreeSet<Reservation>>>,
+    /// What the latest files serve once in effect; usually the same set as `served`.
+    latest: Option<Arc<BTreeSet<Reservation>>>,
     pending: BTreeSet<Reservation>,
     state: State,
     backoff: Backoff,
@@ -86,15 +87,17 @@ impl Releases {
             return;
         }
         if let Some(files) = files {
-            self.latest = Some(files.into_iter().collect());
+            self.latest = Some(Arc::new(files.into_iter().collect()));
         }
         let Some(now) = self.latest.as_ref().filter(|_| in_effect) else {
             return;
         };
-        if let Some(before) = &self.served {
-            self.pending = release::carry(&self.pending, before, now);
+        match &self.served {
+            Some(before) if Arc::ptr_eq(before, now) => {}
+            Some(before) => self.pending = release::carry(&self.pending, before, now),
+            None => {}
         }
-        self.served = Some(now.clone());
+        self.served = Some(Arc::clone(now));
     }
 
     /// Reservations waiting for their lease to be released.

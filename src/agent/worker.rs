@@ -331,6 +331,8 @@ pub(super) struct Worker {
     verify_every: Duration,
     /// Whether stale leases are released: then outcomes say what dnsmasq serves.
     releasing: bool,
+    /// Whether the reservations of the files were read once (the other layouts).
+    served_read: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -345,6 +347,7 @@ impl Worker {
             verified_at: Mutex::new(Instant::now()),
             verify_every: config.agent.resync_interval,
             releasing: !config.dnsmasq.release_command.is_empty(),
+            served_read: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -421,9 +424,6 @@ impl Worker {
     ) -> (RenderedSummary, Result<Option<StagedChange>, SyncError>) {
         let mut rendered =
             render::render_scoped(&snapshot.snapshot, &self.files.layout, &snapshot.names_only);
-        let served = (self.releasing && rendered.sharded.is_none()).then(|| {
-            release::reservations_in(rendered.hosts.as_deref().unwrap_or(&rendered.include))
-        });
         let db_snapshot = snapshot.db_snapshot;
         drop(snapshot.snapshot);
         let files_hash = self.files.hash(&rendered);
@@ -433,6 +433,7 @@ impl Worker {
             }
             _ => self.stage_changed(&rendered),
         };
+        let served = self.served_by_files(&rendered, &staged);
         let summary = RenderedSummary {
             applied: Applied {
                 db_snapshot,
@@ -717,6 +718,32 @@ impl Worker {
             owed: model.as_ref().is_some_and(Loaded::debt),
             compacted,
         }
+    }
+
+    /// The other layouts, when releasing: the reservations of the rendered files, read from
+    /// them when they change (and at the first sync), since that costs about as much as the
+    /// render; `None` otherwise: the same as before.
+    fn served_by_files(
+        &self,
+        rendered: &Rendered,
+        staged: &Result<Option<StagedChange>, SyncError>,
+    ) -> Option<Vec<Reservation>> {
+        if !self.releasing || self.files.shards.is_some() {
+            return None;
+        }
+        let changed = match staged {
+            Ok(Some(change)) => change
+                .targets
+                .iter()
+                .any(|(p, _)| self.files.holds_hosts(p)),
+            _ => false,
+        };
+        let first = !self.served_read.swap(true, Ordering::Relaxed);
+        if !changed && !first {
+            return None;
+        }
+        let text = rendered.hosts.as_deref().unwrap_or(&rendered.include);
+        Some(release::reservations_in(text))
     }
 
     /// Incremental layout: what dnsmasq serves after a successful sync, by the model.
