@@ -13,6 +13,7 @@
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
 //! - [`plan`](mod@plan): the incremental layout's planner: which shard files change, and what
 //!   dnsmasq serves after re-reading them.
+//! - [`release`]: which leases to release when a reservation stops being served.
 //! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
@@ -38,5 +39,6 @@ pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod plan;
+pub mod release;
 pub mod render;
 pub mod write;

@@ -52,6 +52,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::client_id::ClientId;
+use crate::release::{reservations_in, Client, Reservation};
 use crate::render::{shard_of, subnet_client_key, subnet_mac_key, DhcpEntry, Sharded};
 
 /// dnsmasq's DHCP memory since its last full read of the hosts directory, plus the shard files
@@ -149,6 +150,42 @@ impl Loaded {
         // With nothing pending, the newest entries are exactly the files' lines; any other
         // loaded entry is one a full read would not load.
         !self.memory.differs.is_empty() || self.memory.loaded > self.memory.effective
+    }
+
+    /// Every (client, address) dnsmasq offers now, a client being a MAC or a client identifier:
+    /// for each key, its line in the files, except where the key differs, whose newest loaded
+    /// entry counts instead (a removed or moved reservation stays offered until the compaction).
+    /// Reads the lines, like [`release::reservations_in`] reads a hostsfile.
+    pub fn served_reservations(&self) -> Vec<Reservation> {
+        let of_key = |subnet_id: i64, line: &str, key: Option<u128>| {
+            reservations_in(line).into_iter().filter(move |r| {
+                let own = match &r.client {
+                    Client::Mac(mac) => subnet_mac_key(subnet_id, mac),
+                    Client::Id(id) => subnet_client_key(subnet_id, id),
+                };
+                match key {
+                    Some(key) => own == key,
+                    None => !self.memory.differs.contains_key(&own),
+                }
+            })
+        };
+        let mut found: Vec<Reservation> = self
+            .files
+            .dhcp
+            .keys()
+            .flat_map(|&shard| self.files.reservations(shard))
+            .flat_map(|(entry, line)| of_key(entry.subnet_id, line, None))
+            .collect();
+        for (key, differs) in &self.memory.differs {
+            if let Some(served) = &differs.served {
+                // The top 64 bits of a key are the subnet id (see `subnet_mac_key`).
+                let subnet_id = (key >> 64) as u64 as i64;
+                found.extend(of_key(subnet_id, &served.line, Some(*key)));
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
     }
 
     /// The address dnsmasq offers the client with `mac` in subnet `subnet_id` now, if any.
@@ -369,7 +406,7 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Host, Snapshot, Subnet};
+    use crate::model::{Extras, Host, HostSettings, Snapshot, Subnet};
     use crate::render::{render, shard_of, Layout, LayoutKind};
 
     const SHARDS: u32 = 4;
@@ -402,21 +439,24 @@ mod tests {
         [0x52, 0x54, 0, 0, 0, last]
     }
 
-    fn files(hosts: &[Host]) -> Sharded {
-        let layout = Layout {
+    fn layout() -> Layout {
+        Layout {
             kind: LayoutKind::Incremental,
             hosts_file: "/unused".into(),
             addn_hosts_file: "/unused".into(),
             hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: SHARDS,
-        };
+        }
+    }
+
+    fn files(hosts: &[Host]) -> Sharded {
         let snapshot = Snapshot {
             subnets: subnets(),
             hosts: hosts.to_vec(),
             ..Default::default()
         };
-        render(&snapshot, &layout).sharded.unwrap()
+        render(&snapshot, &layout()).sharded.unwrap()
     }
 
     fn start(hosts: &[Host]) -> Loaded {
@@ -522,9 +562,58 @@ mod tests {
         assert_eq!(plan.after.pending(), vec![2]);
         assert!(plan.after.debt());
         assert_eq!(plan.after.served(1, mac(2)), ip("10.0.0.11"));
+        let pairs = |loaded: &Loaded| loaded.served_reservations();
+        let two = Reservation::mac(mac(2), "10.0.0.11".parse().unwrap());
+        assert_eq!(pairs(&plan.after), pairs(&before));
+        assert!(pairs(&plan.after).contains(&two));
         let compacted = Loaded::full_read(plan.after.files().clone());
         assert_clean(&compacted);
         assert_eq!(compacted.served(1, mac(2)), None);
+        assert!(!pairs(&compacted).contains(&two));
+        assert_eq!(pairs(&compacted).len(), 2);
+    }
+
+    #[test]
+    fn a_line_with_several_macs_and_an_identifier_serves_each_until_the_compaction() {
+        let settings = HostSettings {
+            host_id: 2,
+            client_id: Some(ClientId(vec![1, 2, 3])),
+            macs: vec![mac(9)],
+            ..HostSettings::default()
+        };
+        let snapshot = |hosts: &[Host], settings: Vec<HostSettings>| Snapshot {
+            subnets: subnets(),
+            hosts: hosts.to_vec(),
+            extras: Extras {
+                hosts: settings,
+                ..Extras::default()
+            },
+        };
+        let render_files = |s: &Snapshot| render(s, &layout()).sharded.unwrap();
+        let before = Loaded::full_read(render_files(&snapshot(&base(), vec![settings])));
+        let id = ClientId(vec![1, 2, 3]);
+        let eleven = ip("10.0.0.11");
+        assert_eq!(before.served(1, mac(9)), eleven);
+        assert_eq!(before.served_to(1, Some(&id), mac(77)), eleven);
+        let served = before.served_reservations();
+        assert!(served.contains(&Reservation {
+            client: Client::Id(id.clone()),
+            ip: eleven.unwrap()
+        }));
+        assert!(served.contains(&Reservation::mac(mac(9), eleven.unwrap())));
+        // Host 2 loses its extra MAC and identifier: its line is re-read, but the old entry
+        // still serves them until the compaction.
+        let after = plan(&before, render_files(&snapshot(&base(), Vec::new()))).after;
+        assert_eq!(after.served(1, mac(9)), eleven);
+        assert_eq!(after.served_to(1, Some(&id), mac(77)), eleven);
+        assert_eq!(after.pending(), vec![2]);
+        assert!(after
+            .served_reservations()
+            .contains(&Reservation::mac(mac(9), eleven.unwrap())));
+        let compacted = Loaded::full_read(after.files().clone());
+        assert_eq!(compacted.served(1, mac(9)), None);
+        assert_eq!(compacted.served_to(1, Some(&id), mac(77)), None);
+        assert_eq!(compacted.served_reservations().len(), 3);
     }
 
     #[test]

@@ -50,6 +50,7 @@ use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
+use crate::release::{self, Reservation};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
@@ -237,6 +238,9 @@ pub(super) struct Outcome {
     pub(super) result: Result<(), SyncError>,
     /// Incremental layout, after a sync: what dnsmasq owes the files.
     pub(super) incremental: Option<Incremental>,
+    /// The reservations dnsmasq serves with these files once they are in effect (incremental
+    /// layout: the model's, after a successful sync); `None`: not known, or not releasing.
+    pub(super) served: Option<Vec<Reservation>>,
 }
 
 /// What dnsmasq owes the shard files after a sync (incremental layout).
@@ -277,6 +281,7 @@ impl Outcome {
             pending,
             result: Err(error),
             incremental: None,
+            served: None,
         }
     }
 
@@ -288,6 +293,7 @@ impl Outcome {
             pending: None,
             result: Ok(()),
             incremental: None,
+            served: None,
         }
     }
 }
@@ -303,6 +309,8 @@ pub(super) struct RenderedSummary {
     /// Incremental layout: [`Loaded::pending`] once these files are in place, reported with
     /// `applied`.
     pub(super) pending_hosts: Option<Vec<i64>>,
+    /// The other layouts: the reservations these files serve, when releasing.
+    pub(super) served: Option<Vec<Reservation>>,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -321,6 +329,10 @@ pub(super) struct Worker {
     /// often they are (the resync interval: the other layouts compare at every sync).
     verified_at: Mutex<Instant>,
     verify_every: Duration,
+    /// Whether stale leases are released: then outcomes say what dnsmasq serves.
+    releasing: bool,
+    /// Whether the reservations of the files were read once (the other layouts).
+    served_read: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -334,6 +346,8 @@ impl Worker {
             model: Mutex::new(None),
             verified_at: Mutex::new(Instant::now()),
             verify_every: config.agent.resync_interval,
+            releasing: !config.dnsmasq.release_command.is_empty(),
+            served_read: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -369,7 +383,7 @@ impl Worker {
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let render = move || worker.render_and_stage(snapshot, compact, pending);
-        let (summary, staged) = match blocking("rendering", render).await {
+        let (mut summary, staged) = match blocking("rendering", render).await {
             Ok(rendered) => rendered,
             Err(error) => return Outcome::failed(pending, error),
         };
@@ -385,6 +399,10 @@ impl Worker {
         if self.files.shards.is_some() && outcome.incremental.is_none() {
             outcome.incremental = Some(self.incremental(None));
         }
+        outcome.served = match &self.files.shards {
+            Some(_) => self.served_by_model(&outcome),
+            None => summary.served.take(),
+        };
         outcome.rendered = Some(RenderedSummary {
             snapshot_time,
             write_time: started.elapsed() - snapshot_time,
@@ -415,6 +433,7 @@ impl Worker {
             }
             _ => self.stage_changed(&rendered),
         };
+        let served = self.served_by_files(&rendered, &staged);
         let summary = RenderedSummary {
             applied: Applied {
                 db_snapshot,
@@ -427,6 +446,7 @@ impl Worker {
             snapshot_time: Duration::ZERO,
             write_time: Duration::ZERO,
             pending_hosts: None,
+            served,
         };
         (summary, staged)
     }
@@ -698,6 +718,41 @@ impl Worker {
             owed: model.as_ref().is_some_and(Loaded::debt),
             compacted,
         }
+    }
+
+    /// The other layouts, when releasing: the reservations of the rendered files, read from
+    /// them when they change (and at the first sync), since that costs about as much as the
+    /// render; `None` otherwise: the same as before.
+    fn served_by_files(
+        &self,
+        rendered: &Rendered,
+        staged: &Result<Option<StagedChange>, SyncError>,
+    ) -> Option<Vec<Reservation>> {
+        if !self.releasing || self.files.shards.is_some() {
+            return None;
+        }
+        let changed = match staged {
+            Ok(Some(change)) => change
+                .targets
+                .iter()
+                .any(|(p, _)| self.files.holds_hosts(p)),
+            _ => false,
+        };
+        let first = !self.served_read.swap(true, Ordering::Relaxed);
+        if !changed && !first {
+            return None;
+        }
+        let text = rendered.hosts.as_deref().unwrap_or(&rendered.include);
+        Some(release::reservations_in(text))
+    }
+
+    /// Incremental layout: what dnsmasq serves after a successful sync, by the model.
+    fn served_by_model(&self, outcome: &Outcome) -> Option<Vec<Reservation>> {
+        if !self.releasing || outcome.result.is_err() {
+            return None;
+        }
+        let model = self.model();
+        Some(model.as_ref()?.served_reservations())
     }
 
     /// Retries an activation owed without a new snapshot. With the incremental layout the

@@ -1,0 +1,334 @@
+//! Releasing the leases of reservations dnsmasq no longer serves, beside the loop: the loop
+//! hands over what dnsmasq serves after each piece of work ([`Releases::served`]), and a release
+//! runs whenever some reservation stopped being served: it reads dnsmasq's lease file and runs
+//! `release_command IFACE IP MAC [CLIENT-ID]` for each lease [`crate::release`] picks.
+//!
+//! What dnsmasq serves is known only after files took effect: the hostsfile and conf layouts
+//! once they are activated, the incremental layout from the planner's model, which keeps a
+//! removed or moved reservation served until the compaction (a release before would only hand
+//! the client its reserved address again). A failed release is logged, kept and retried with
+//! backoff; it never holds up a sync.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::backoff::{wake_at, Backoff};
+use crate::activate::{run_command, ActivateError};
+use crate::config::Config;
+use crate::release::{self, Interface, Lease, Reservation};
+
+/// What a release needs from the configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    lease_file: std::path::PathBuf,
+    command: Vec<String>,
+    interface: Option<String>,
+    timeout: Duration,
+}
+
+/// Where releasing stands.
+enum State {
+    /// Nothing running; the next attempt may start at `not_before` (`None`: at once).
+    Idle {
+        not_before: Option<Instant>,
+    },
+    Running(Pin<Box<dyn Future<Output = Attempt> + Send>>),
+}
+
+/// What one attempt did with the reservations it was given.
+pub(super) struct Attempt {
+    /// Reservations released, or without a lease: no longer pending.
+    done: BTreeSet<Reservation>,
+    released: usize,
+    /// Why some reservation stays pending, if one does.
+    error: Option<String>,
+}
+
+/// The pending releases and the one attempt at a time.
+pub(super) struct Releases {
+    settings: Option<Settings>,
+    /// What dnsmasq serves, when known.
+    served: Option<Arc<BTreeSet<Reservation>>>,
+    /// What the latest files serve once in effect; usually the same set as `served`.
+    latest: Option<Arc<BTreeSet<Reservation>>>,
+    pending: BTreeSet<Reservation>,
+    state: State,
+    backoff: Backoff,
+}
+
+impl Releases {
+    pub(super) fn new(config: &Config) -> Releases {
+        let d = &config.dnsmasq;
+        Releases {
+            settings: (!d.release_command.is_empty()).then(|| Settings {
+                lease_file: d.lease_file.clone(),
+                command: d.release_command.clone(),
+                interface: d.release_interface.clone(),
+                timeout: d.command_timeout,
+            }),
+            served: None,
+            latest: None,
+            pending: BTreeSet::new(),
+            state: State::Idle { not_before: None },
+            backoff: Backoff::new(config.agent.max_backoff.max(Duration::from_secs(1))),
+        }
+    }
+
+    /// After a piece of work: `files` is what its files serve (if it rendered any), `in_effect`
+    /// whether dnsmasq now serves the latest files. Reservations served before and not now
+    /// become pending.
+    pub(super) fn served(&mut self, files: Option<Vec<Reservation>>, in_effect: bool) {
+        if self.settings.is_none() {
+            return;
+        }
+        if let Some(files) = files {
+            self.latest = Some(Arc::new(files.into_iter().collect()));
+        }
+        let Some(now) = self.latest.as_ref().filter(|_| in_effect) else {
+            return;
+        };
+        match &self.served {
+            Some(before) if Arc::ptr_eq(before, now) => {}
+            Some(before) => self.pending = release::carry(&self.pending, before, now),
+            None => {}
+        }
+        self.served = Some(Arc::clone(now));
+    }
+
+    /// Reservations waiting for their lease to be released.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Starts an attempt when one is due.
+    pub(super) fn start_due(&mut self) {
+        let (Some(settings), State::Idle { not_before }) = (&self.settings, &self.state) else {
+            return;
+        };
+        if self.pending.is_empty() || !super::backoff::is_due(*not_before) {
+            return;
+        }
+        let settings = settings.clone();
+        let attempt = self.pending.clone();
+        self.state = State::Running(Box::pin(release_leases(settings, attempt)));
+    }
+
+    /// Completes when an attempt ends or a retry is due; never while there is nothing to do.
+    pub(super) async fn next(&mut self) -> Option<Attempt> {
+        match &mut self.state {
+            State::Running(task) => {
+                let attempt = task.as_mut().await;
+                self.state = State::Idle { not_before: None };
+                Some(attempt)
+            }
+            State::Idle {
+                not_before: Some(at),
+            } if !self.pending.is_empty() => {
+                wake_at(Some(*at)).await;
+                self.state = State::Idle { not_before: None };
+                None
+            }
+            State::Idle { .. } => std::future::pending().await,
+        }
+    }
+
+    /// Takes an attempt's result in; returns its error, if any, after scheduling the retry.
+    pub(super) fn finished(&mut self, attempt: Attempt) -> Option<String> {
+        self.pending.retain(|r| !attempt.done.contains(r));
+        if attempt.released > 0 {
+            info!(
+                released = attempt.released,
+                "released leases of reservations no longer served"
+            );
+        }
+        match attempt.error {
+            Some(error) => {
+                self.state = State::Idle {
+                    not_before: Some(self.backoff.next_at()),
+                };
+                Some(error)
+            }
+            None => {
+                self.backoff.reset();
+                None
+            }
+        }
+    }
+}
+
+/// One attempt: the leases of `stale` in the lease file, each released.
+async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Attempt {
+    let text = match tokio::fs::read_to_string(&settings.lease_file).await {
+        Ok(text) => text,
+        // dnsmasq writes it at its first lease: no file, no lease.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => {
+            return Attempt {
+                done: BTreeSet::new(),
+                released: 0,
+                error: Some(format!(
+                    "cannot read the lease file {}: {error}",
+                    settings.lease_file.display()
+                )),
+            }
+        }
+    };
+    let leases = release::parse_lease_file(&text);
+    let to_release = release::leases_to_release(&stale, &leases);
+    let interfaces = host_interfaces();
+    let mut attempt = Attempt {
+        // Whatever has no lease needs no release; failures are taken out again below.
+        done: stale,
+        released: 0,
+        error: None,
+    };
+    for lease in to_release {
+        match release_one(&settings, &interfaces, lease).await {
+            Ok(()) => attempt.released += 1,
+            Err(error) => {
+                warn!(ip = %lease.ip, error = %error, "cannot release a stale lease; retrying");
+                attempt.done.retain(|r| !lease.holds(r));
+                attempt.error = Some(error);
+            }
+        }
+    }
+    attempt
+}
+
+/// Releases one lease. Without an interface for it, a retry would not find one either: that is
+/// logged, and the lease left to expire.
+async fn release_one(
+    settings: &Settings,
+    interfaces: &[Interface],
+    lease: &Lease,
+) -> Result<(), String> {
+    let Some(mac) = lease.mac else {
+        return Ok(());
+    };
+    let interface = match &settings.interface {
+        Some(name) => name.as_str(),
+        None => match release::interface_for(lease.ip, interfaces) {
+            Some(name) => name,
+            None => {
+                warn!(
+                    ip = %lease.ip,
+                    "no interface of this host is in the subnet of a stale lease, so it cannot be \
+                     released (set dnsmasq.release_interface); it stays until it expires"
+                );
+                return Ok(());
+            }
+        },
+    };
+    let mut command = settings.command.clone();
+    command.extend([
+        interface.to_owned(),
+        lease.ip.to_string(),
+        crate::mac::Mac(mac).to_string(),
+    ]);
+    command.extend(lease.client_id.clone());
+    run_command(&command, settings.timeout)
+        .await
+        .map_err(|error: ActivateError| super::error_chain(&error))?;
+    info!(ip = %lease.ip, mac = %crate::mac::Mac(mac).to_string(), interface, "released a stale lease");
+    Ok(())
+}
+
+/// This host's interface addresses; none when they cannot be read (then only
+/// `release_interface` helps, and the warning says so).
+fn host_interfaces() -> Vec<Interface> {
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addresses
+        .filter_map(|a| {
+            let (address, netmask) = (a.address?, a.netmask?);
+            let ip = |s: &nix::sys::socket::SockaddrStorage| {
+                s.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| s.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            };
+            Some(Interface {
+                name: a.interface_name.clone(),
+                address: ip(&address)?,
+                netmask: ip(&netmask)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DATABASE_URL_VAR;
+
+    fn releases(dir: &std::path::Path, command: Vec<String>) -> Releases {
+        let mut config = Config::load(
+            None,
+            [(
+                DATABASE_URL_VAR.to_owned(),
+                "postgresql://db/ipm".to_owned(),
+            )],
+        )
+        .unwrap();
+        config.dnsmasq.lease_file = dir.join("leases");
+        config.dnsmasq.release_command = command;
+        config.dnsmasq.release_interface = Some("lo".to_owned());
+        Releases::new(&config)
+    }
+
+    async fn attempt(releases: &mut Releases) -> Option<String> {
+        releases.start_due();
+        loop {
+            if let Some(attempt) = releases.next().await {
+                return releases.finished(attempt);
+            }
+            releases.start_due();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_release_stays_pending_and_is_retried_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("leases"),
+            "1764600000 52:54:00:00:00:0a 10.0.0.10 alpha *\n\
+             1764600000 52:54:00:00:00:0c 10.0.0.150 dyn *\n",
+        )
+        .unwrap();
+        let flag = dir.path().join("works");
+        let log = dir.path().join("released");
+        // Fails until `flag` exists, then records its arguments.
+        let script = format!(
+            "test -e {} && echo \"$@\" >> {}",
+            flag.display(),
+            log.display()
+        );
+        let command = ["sh", "-c", &script, "release"].map(String::from).to_vec();
+        let mut r = releases(dir.path(), command);
+        let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
+        // Served, then files without it in effect: pending.
+        r.served(Some(vec![a10.clone()]), true);
+        assert_eq!(r.pending(), 0);
+        r.served(Some(Vec::new()), false);
+        assert_eq!(r.pending(), 0, "not pending before the files are in effect");
+        r.served(None, true);
+        assert_eq!(r.pending(), 1);
+
+        let error = attempt(&mut r).await.expect("the command fails");
+        assert!(error.contains("failed"), "{error}");
+        assert_eq!(r.pending(), 1);
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(attempt(&mut r).await, None);
+        assert_eq!(r.pending(), 0);
+        // Only the stale reservation's own lease; the dynamic one was never a reservation's.
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "lo 10.0.0.10 52:54:00:00:00:0a\n"
+        );
+    }
+}
