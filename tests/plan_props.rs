@@ -70,7 +70,7 @@ fn parse_line(line: &str) -> Line {
     for field in line.split(',') {
         if let Some(id) = field.strip_prefix("id:") {
             parsed.client_id = Some(hex(id));
-        } else if field.len() == 17 && field.as_bytes()[2] == b':' {
+        } else if field.len() == 17 && !field.starts_with('[') {
             parsed.macs.push(hex(field).try_into().unwrap());
         } else if !field.starts_with("set:") {
             let ip = field.trim_start_matches('[').trim_end_matches(']');

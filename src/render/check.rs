@@ -349,7 +349,7 @@ impl Checker {
         let macs = 1 + fields
             .iter()
             .skip(with_id + 1)
-            .take_while(|f| f.len() == 17 && f.as_bytes()[2] == b':')
+            .take_while(|f| mac_shaped(f))
             .count();
         let tag_at = with_id + macs;
         let tagged = fields.get(tag_at).is_some_and(|f| f.starts_with("set:"));
@@ -803,6 +803,16 @@ fn option_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a field has a MAC's shape (17 bytes, ':' every third): a bracketed IPv6 address
+/// of 17 bytes (`[::1:0:0:b5:4002]`) has not.
+fn mac_shaped(field: &str) -> bool {
+    field.len() == 17
+        && field
+            .bytes()
+            .enumerate()
+            .all(|(at, b)| (at % 3 == 2) == (b == b':'))
+}
+
 /// A client identifier after `id:`: 2 to 130 octets, each two lowercase hex digits, separated by
 /// ':'. dnsmasq would read anything else as text, or `*` as "ignore the client's identifier".
 fn client_id(text: &str) -> Result<(), String> {
@@ -1122,6 +1132,54 @@ mod tests {
              hostsdir=/var/lib/ipmanager/hosts.d\n{RANGE}"
         );
         assert_eq!(check_file(FileKind::Include, &dirs), Ok(()));
+    }
+
+    #[test]
+    fn identifiers_and_several_macs_and_their_injections() {
+        let hosts = "id:01:52:54:00:00:00:01,52:54:00:00:00:01,52:54:00:00:00:11,10.64.5.10,a\n\
+                     52:54:00:00:00:02,52:54:00:00:00:12,set:profile3,10.64.5.11,b,3600\n\
+                     id:00:03:00:01:52:54:00:00:00:03,52:54:00:00:00:03,[::1:0:0:b5:4002],c\n\
+                     52:54:00:00:00:04,[::1:0:0:b5:4003],d\n";
+        assert_eq!(check_file(FileKind::HostsFile, hosts), Ok(()));
+        for (line, expected) in [
+            (
+                "id:01,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:01:AB,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:*,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:laptop,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "52:54:00:00:00:01,01:00:5e:00:00:01,10.64.5.10,a\n",
+                "multicast",
+            ),
+            (
+                "52:54:00:00:00:01,10.64.5.10,a,id:01:02\n",
+                "lease is not plain seconds",
+            ),
+            (
+                "52:54:00:00:00:01,id:01:02,10.64.5.10,a\n",
+                "IPv6 address is not in brackets",
+            ),
+            (
+                &format!("{}10.64.5.10,a\n", "52:54:00:00:00:01,".repeat(10)),
+                "comma-separated fields",
+            ),
+        ] {
+            let failure = check_file(FileKind::HostsFile, line)
+                .unwrap_err()
+                .to_string();
+            assert!(failure.contains(expected), "{line:?}: {failure}");
+        }
     }
 
     #[test]
