@@ -580,3 +580,85 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
         );
     }
 }
+
+/// Client identifiers and extra MACs go out as dnsmasq's `id:` and `mac1,mac2` and as Kea's
+/// `client-id` / `duid` with every MAC in `user-context`, and read back as the same; ethers
+/// keeps the primary MAC only.
+#[test]
+fn identifiers_and_several_macs_round_trip() {
+    use ipmanager::client_id::parse as client_id;
+    use ipmanager::model::HostSettings;
+    let snapshot = sample();
+    let (v6, v4) = (snapshot.hosts[0].clone(), snapshot.hosts[1].clone());
+    let extra = [0x52, 0x54, 0, 0, 0, 0x21];
+    let extras = Extras {
+        hosts: vec![
+            HostSettings {
+                host_id: v6.id,
+                client_id: Some(client_id("00:03:00:01:52:54:00:00:00:03").unwrap()),
+                ..HostSettings::default()
+            },
+            HostSettings {
+                host_id: v4.id,
+                client_id: Some(client_id("01:52:54:00:00:00:01").unwrap()),
+                macs: vec![extra],
+                ..HostSettings::default()
+            },
+        ],
+        ..Extras::default()
+    };
+    let snapshot = Snapshot { extras, ..snapshot };
+    for format in [Format::Dnsmasq, Format::Hostsfile, Format::Kea] {
+        let text = export(format, &snapshot);
+        let parsed = parse(format, &text).unwrap();
+        let find = |host: &Host| {
+            parsed
+                .reservations
+                .iter()
+                .find(|r| r.ip == Some(host.ip))
+                .unwrap_or_else(|| panic!("{format}: {} missing:\n{text}", host.ip))
+                .clone()
+        };
+        let (r6, r4) = (find(&v6), find(&v4));
+        assert_eq!(
+            (
+                r6.mac,
+                r6.extra_macs.clone(),
+                r6.client_id.as_ref().map(|c| c.to_string())
+            ),
+            (
+                v6.mac,
+                vec![],
+                Some("00:03:00:01:52:54:00:00:00:03".to_owned())
+            ),
+            "{format}:\n{text}"
+        );
+        assert_eq!(
+            (
+                r4.mac,
+                r4.extra_macs.clone(),
+                r4.client_id.as_ref().map(|c| c.to_string())
+            ),
+            (v4.mac, vec![extra], Some("01:52:54:00:00:00:01".to_owned())),
+            "{format}:\n{text}"
+        );
+        assert!(
+            r4.notes.is_empty() && r6.notes.is_empty(),
+            "{format}: {r4:?} {r6:?}"
+        );
+    }
+    let kea = export(Format::Kea, &snapshot);
+    assert!(
+        kea.contains("\"duid\": \"00:03:00:01:52:54:00:00:00:03\""),
+        "{kea}"
+    );
+    assert!(
+        kea.contains("\"client-id\": \"01:52:54:00:00:00:01\""),
+        "{kea}"
+    );
+    let ethers = parse(Format::Ethers, &export(Format::Ethers, &snapshot)).unwrap();
+    assert!(ethers
+        .reservations
+        .iter()
+        .all(|r| r.extra_macs.is_empty() && r.client_id.is_none()));
+}
