@@ -79,12 +79,20 @@ impl Releases {
         }
     }
 
-    /// After a piece of work: `files` is what its files serve (if it rendered any), `in_effect`
-    /// whether dnsmasq now serves the latest files. Reservations served before and not now
-    /// become pending.
-    pub(super) fn served(&mut self, files: Option<Vec<Reservation>>, in_effect: bool) {
+    /// After a piece of work: `files` is what its files serve (if it rendered any), `at_start`
+    /// what the files found at the agent's start served, `in_effect` whether dnsmasq now serves
+    /// the latest files. Reservations served before and not now become pending.
+    pub(super) fn served(
+        &mut self,
+        files: Option<Vec<Reservation>>,
+        at_start: Option<Vec<Reservation>>,
+        in_effect: bool,
+    ) {
         if self.settings.is_none() {
             return;
+        }
+        if let (None, Some(at_start)) = (&self.served, at_start) {
+            self.served = Some(Arc::new(at_start.into_iter().collect()));
         }
         if let Some(files) = files {
             self.latest = Some(Arc::new(files.into_iter().collect()));
@@ -312,11 +320,12 @@ mod tests {
         let mut r = releases(dir.path(), command);
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         // Served, then files without it in effect: pending.
-        r.served(Some(vec![a10.clone()]), true);
+        r.served(None, Some(vec![a10.clone()]), false);
+        r.served(Some(vec![a10.clone()]), None, true);
         assert_eq!(r.pending(), 0);
-        r.served(Some(Vec::new()), false);
+        r.served(Some(Vec::new()), None, false);
         assert_eq!(r.pending(), 0, "not pending before the files are in effect");
-        r.served(None, true);
+        r.served(None, None, true);
         assert_eq!(r.pending(), 1);
 
         let error = attempt(&mut r).await.expect("the command fails");
