@@ -40,6 +40,9 @@ impl Reservation {
     }
 }
 
+/// Reservations in order, each once.
+pub type Reservations = BTreeSet<Reservation>;
+
 /// One line of dnsmasq's lease file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -92,9 +95,8 @@ fn parse_lease(line: &str) -> Option<Lease> {
 
 /// The reservations of rendered reservation lines: a dhcp-hostsfile (`MAC,[set:…,]IP,name…`),
 /// or a conf-layout include file, whose reservations are its `dhcp-host=` lines.
-pub fn reservations_in(text: &str) -> Vec<Reservation> {
-    let mut found: Vec<Reservation> = text
-        .lines()
+pub fn reservations_in(text: &str) -> BTreeSet<Reservation> {
+    text.lines()
         .filter_map(|line| {
             // A hostsfile line has no `=`; in a conf file only `dhcp-host=` lines reserve.
             let fields = match line.strip_prefix("dhcp-host=") {
@@ -115,10 +117,7 @@ pub fn reservations_in(text: &str) -> Vec<Reservation> {
             Some(macs.into_iter().map(move |mac| Reservation::mac(mac, ip)))
         })
         .flatten()
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    found
+        .collect()
 }
 
 /// An address field of a `dhcp-host` line: an IPv4 address, or an IPv6 one in brackets.
@@ -229,11 +228,11 @@ garbage line
         let hostsfile = "52:54:00:00:00:0a,10.0.0.10,alpha\n\
                          52:54:00:00:00:0b,set:profile3,10.0.0.11,beta,3600\n\
                          52:54:00:00:00:0a,[fd00::10],alpha6\n";
-        let expected = vec![
+        let expected = set(&[
             Reservation::mac(A, ip("10.0.0.10")),
             Reservation::mac(A, ip("fd00::10")),
             Reservation::mac(B, ip("10.0.0.11")),
-        ];
+        ]);
         assert_eq!(reservations_in(hostsfile), expected);
         let conf = "# generated\ndhcp-range=set:subnet1,10.0.0.100,10.0.0.200,255.255.255.0\n\
                     dhcp-option=tag:subnet1,option:router,10.0.0.1\n\

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::backoff::{wake_at, Backoff};
 use crate::activate::{run_command, ActivateError};
 use crate::config::Config;
-use crate::release::{self, Interface, Lease, Reservation};
+use crate::release::{self, Interface, Lease, Reservation, Reservations};
 
 /// What a release needs from the configuration.
 #[derive(Debug, Clone)]
@@ -84,18 +84,18 @@ impl Releases {
     /// the latest files. Reservations served before and not now become pending.
     pub(super) fn served(
         &mut self,
-        files: Option<Vec<Reservation>>,
-        at_start: Option<Vec<Reservation>>,
+        files: Option<Arc<Reservations>>,
+        at_start: Option<Reservations>,
         in_effect: bool,
     ) {
         if self.settings.is_none() {
             return;
         }
         if let (None, Some(at_start)) = (&self.served, at_start) {
-            self.served = Some(Arc::new(at_start.into_iter().collect()));
+            self.served = Some(Arc::new(at_start));
         }
         if let Some(files) = files {
-            self.latest = Some(Arc::new(files.into_iter().collect()));
+            self.latest = Some(files);
         }
         let Some(now) = self.latest.as_ref().filter(|_| in_effect) else {
             return;
@@ -320,10 +320,10 @@ mod tests {
         let mut r = releases(dir.path(), command);
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         // Served, then files without it in effect: pending.
-        r.served(None, Some(vec![a10.clone()]), false);
-        r.served(Some(vec![a10.clone()]), None, true);
+        r.served(None, Some(Reservations::from([a10.clone()])), false);
+        r.served(Some(Arc::new(Reservations::from([a10]))), None, true);
         assert_eq!(r.pending(), 0);
-        r.served(Some(Vec::new()), None, false);
+        r.served(Some(Arc::default()), None, false);
         assert_eq!(r.pending(), 0, "not pending before the files are in effect");
         r.served(None, None, true);
         assert_eq!(r.pending(), 1);

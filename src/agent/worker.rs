@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
-use crate::release::{self, Reservation};
+use crate::release::{self, Reservation, Reservations};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
@@ -240,10 +240,10 @@ pub(super) struct Outcome {
     pub(super) incremental: Option<Incremental>,
     /// The reservations dnsmasq serves with these files once they are in effect (incremental
     /// layout: the model's, after a successful sync); `None`: not known, or not releasing.
-    pub(super) served: Option<Vec<Reservation>>,
+    pub(super) served: Option<Arc<Reservations>>,
     /// The other layouts, at the agent's first sync when it changed them: the reservations of
     /// the files it found, which dnsmasq served until then.
-    pub(super) served_at_start: Option<Vec<Reservation>>,
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// What dnsmasq owes the shard files after a sync (incremental layout).
@@ -315,9 +315,9 @@ pub(super) struct RenderedSummary {
     /// `applied`.
     pub(super) pending_hosts: Option<Vec<i64>>,
     /// The other layouts: the reservations these files serve, when releasing.
-    pub(super) served: Option<Vec<Reservation>>,
+    pub(super) served: Option<Arc<Reservations>>,
     /// See [`Outcome::served_at_start`].
-    pub(super) served_at_start: Option<Vec<Reservation>>,
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -407,7 +407,7 @@ impl Worker {
             outcome.incremental = Some(self.incremental(None));
         }
         outcome.served = match &self.files.shards {
-            Some(_) => self.served_by_model(&outcome),
+            Some(_) => Arc::clone(&self).served_by_model(&outcome).await,
             None => summary.served.take(),
         };
         outcome.served_at_start = summary.served_at_start.take();
@@ -737,7 +737,7 @@ impl Worker {
         &self,
         rendered: &Rendered,
         staged: &Result<Option<StagedChange>, SyncError>,
-    ) -> (Option<Vec<Reservation>>, Option<Vec<Reservation>>) {
+    ) -> (Option<Arc<Reservations>>, Option<Reservations>) {
         if !self.releasing || self.files.shards.is_some() {
             return (None, None);
         }
@@ -762,22 +762,34 @@ impl Worker {
             release::reservations_in(&String::from_utf8_lossy(&old))
         });
         let text = rendered.hosts.as_deref().unwrap_or(&rendered.include);
-        (Some(release::reservations_in(text)), at_start)
+        (Some(Arc::new(release::reservations_in(text))), at_start)
     }
 
-    /// Incremental layout: what dnsmasq serves after a successful sync, by the model.
-    fn served_by_model(&self, outcome: &Outcome) -> Option<Vec<Reservation>> {
-        if !self.releasing || outcome.result.is_err() {
+    /// Incremental layout, when releasing: what dnsmasq serves after a successful sync that
+    /// wrote or compacted (or the first), by the model; `None` otherwise: the same as before.
+    /// Built off the loop's thread: it costs in proportion to all hosts.
+    async fn served_by_model(self: Arc<Self>, outcome: &Outcome) -> Option<Arc<Reservations>> {
+        let first = !self.served_read.load(Ordering::Relaxed);
+        let changed = !outcome.written.files.is_empty() || outcome.activated.is_some();
+        if !self.releasing || outcome.result.is_err() || !(changed || first) {
             return None;
         }
-        let model = self.model();
-        let pairs = model.as_ref()?.served_pairs();
-        Some(
-            pairs
-                .into_iter()
-                .map(|(mac, ip)| Reservation::mac(mac, ip))
-                .collect(),
-        )
+        let worker = Arc::clone(&self);
+        let served = blocking("reading the served reservations", move || {
+            let model = worker.model();
+            let pairs = model.as_ref()?.served_pairs();
+            Some(
+                pairs
+                    .into_iter()
+                    .map(|(mac, ip)| Reservation::mac(mac, ip))
+                    .collect(),
+            )
+        })
+        .await
+        .ok()
+        .flatten()?;
+        self.served_read.store(true, Ordering::Relaxed);
+        Some(Arc::new(served))
     }
 
     /// Retries an activation owed without a new snapshot. With the incremental layout the
