@@ -2,7 +2,7 @@
 //! reads the lease file and runs `dhcp_release` (see `agent::releases`).
 //!
 //! A lease is released when it is the lease of a reservation dnsmasq served before and serves
-//! no longer: the client and the address of the lease ([`Lease::holds`]) are those of a
+//! no longer: the client and the address of the lease ([`Lease::candidates`]) are those of a
 //! [`Reservation`] that was served, and no served reservation gives that address to that client
 //! now. Everything else is left alone: a dynamic lease was never a served reservation's, and
 //! another client's lease on the same address has another client.
@@ -13,7 +13,7 @@
 //! served until the compaction.
 //!
 //! A reservation is keyed by its [`Client`] and address, so that other ways of identifying a
-//! client (a client-id, a DUID) become another [`Client`] variant that [`Lease::holds`] matches.
+//! client (a client-id, a DUID) become another [`Client`] variant that [`Lease::candidates`] lists.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -57,12 +57,13 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Whether this is `reservation`'s client holding `reservation`'s address.
-    pub fn holds(&self, reservation: &Reservation) -> bool {
-        self.ip == reservation.ip
-            && match &reservation.client {
-                Client::Mac(mac) => self.mac.as_ref() == Some(mac),
-            }
+    /// The reservations this can be the lease of: its address for each way its client is
+    /// identified (a DHCPv6 lease names no MAC, so a MAC reservation never matches it).
+    pub fn candidates(&self) -> Vec<Reservation> {
+        self.mac
+            .map(|mac| Reservation::mac(mac, self.ip))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -146,10 +147,10 @@ pub fn carry(
 
 /// The leases to release for `stale` reservations: each lease whose client holds the address of
 /// one of them. Every other lease (dynamic, another client's) is left alone.
-pub fn leases_to_release<'a>(stale: &BTreeSet<Reservation>, leases: &'a [Lease]) -> Vec<&'a Lease> {
+pub fn leases_to_release<'a>(stale: &Reservations, leases: &'a [Lease]) -> Vec<&'a Lease> {
     leases
         .iter()
-        .filter(|lease| stale.iter().any(|r| lease.holds(r)))
+        .filter(|lease| lease.candidates().iter().any(|r| stale.contains(r)))
         .collect()
 }
 

@@ -9,7 +9,7 @@
 //! the client its reserved address again). A failed release is logged, kept and retried with
 //! backoff; it never holds up a sync.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,9 +60,9 @@ pub(super) struct Attempt {
 pub(super) struct Releases {
     settings: Option<Settings>,
     /// What dnsmasq serves, when known.
-    served: Option<Arc<BTreeSet<Reservation>>>,
+    served: Option<Arc<Reservations>>,
     /// What the latest files serve once in effect; usually the same set as `served`.
-    latest: Option<Arc<BTreeSet<Reservation>>>,
+    latest: Option<Arc<Reservations>>,
     pending: Reservations,
     /// Releases sent so far per pending reservation.
     sends: BTreeMap<Reservation, u32>,
@@ -82,10 +82,10 @@ impl Releases {
             }),
             served: None,
             latest: None,
-            pending: BTreeSet::new(),
+            pending: Reservations::new(),
             sends: BTreeMap::new(),
             state: State::Idle { not_before: None },
-            backoff: Backoff::new(config.agent.max_backoff.max(Duration::from_secs(1))),
+            backoff: Backoff::new(config.agent.max_backoff),
         }
     }
 
@@ -196,15 +196,15 @@ impl Releases {
 }
 
 /// One attempt: the leases of `stale` in the lease file, each released.
-async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Attempt {
+async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
     let text = match tokio::fs::read_to_string(&settings.lease_file).await {
         Ok(text) => text,
         // dnsmasq writes it at its first lease: no file, no lease.
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => {
             return Attempt {
-                done: BTreeSet::new(),
-                sent: BTreeSet::new(),
+                done: Reservations::new(),
+                sent: Reservations::new(),
                 error: Some(format!(
                     "cannot read the lease file {}: {error}",
                     settings.lease_file.display()
@@ -218,21 +218,27 @@ async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Att
     let mut attempt = Attempt {
         // Whatever has no lease needs no release; the leased ones are taken out below.
         done: stale,
-        sent: BTreeSet::new(),
+        sent: Reservations::new(),
         error: None,
     };
     for lease in to_release {
-        let holders = attempt.done.iter().filter(|r| lease.holds(r)).cloned();
-        let holders: Vec<Reservation> = holders.collect();
         match release_one(&settings, &interfaces, lease).await {
             Ok(false) => continue,
-            Ok(true) => attempt.sent.extend(holders.iter().cloned()),
+            Ok(true) => {
+                for holder in lease.candidates() {
+                    if attempt.done.remove(&holder) {
+                        attempt.sent.insert(holder);
+                    }
+                }
+            }
             Err(error) => {
                 warn!(ip = %lease.ip, error = %error, "cannot release a stale lease; retrying");
+                for holder in lease.candidates() {
+                    attempt.done.remove(&holder);
+                }
                 attempt.error = Some(error);
             }
         }
-        attempt.done.retain(|r| !holders.contains(r));
     }
     attempt
 }
