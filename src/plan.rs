@@ -48,7 +48,7 @@
 //! files' line for that key, and two counters. Everything else is, by that invariant, exactly
 //! the files, so [`plan`] touches only the keys of the shards that changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::client_id::ClientId;
@@ -156,7 +156,7 @@ impl Loaded {
     /// for each key, its line in the files, except where the key differs, whose newest loaded
     /// entry counts instead (a removed or moved reservation stays offered until the compaction).
     /// Reads the lines, like [`release::reservations_in`] reads a hostsfile.
-    pub fn served_reservations(&self) -> Vec<Reservation> {
+    pub fn served_reservations(&self) -> BTreeSet<Reservation> {
         let of_key = |subnet_id: i64, line: &str, key: Option<u128>| {
             reservations_in(line).into_iter().filter(move |r| {
                 let own = match &r.client {
@@ -169,7 +169,7 @@ impl Loaded {
                 }
             })
         };
-        let mut found: Vec<Reservation> = self
+        let mut found: BTreeSet<Reservation> = self
             .files
             .dhcp
             .keys()
@@ -183,8 +183,6 @@ impl Loaded {
                 found.extend(of_key(subnet_id, &served.line, Some(*key)));
             }
         }
-        found.sort_unstable();
-        found.dedup();
         found
     }
 

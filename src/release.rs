@@ -2,7 +2,7 @@
 //! reads the lease file and runs `dhcp_release` (see `agent::releases`).
 //!
 //! A lease is released when it is the lease of a reservation dnsmasq served before and serves
-//! no longer: the client and the address of the lease ([`Lease::holds`]) are those of a
+//! no longer: the client and the address of the lease ([`Lease::candidates`]) are those of a
 //! [`Reservation`] that was served, and no served reservation gives that address to that client
 //! now. Everything else is left alone: a dynamic lease was never a served reservation's, and
 //! another client's lease on the same address has another client.
@@ -13,13 +13,13 @@
 //! served until the compaction.
 //!
 //! A reservation is keyed by its [`Client`] and address: each MAC of a `dhcp-host` line, and its
-//! client identifier (`id:`, a client-id or DUID), which [`Lease::holds`] matches against the
+//! client identifier (`id:`, a client-id or DUID), which [`Lease::candidates`] lists from the
 //! lease's client-id field.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::client_id::ClientId;
-use std::net::{IpAddr, Ipv6Addr};
 
 /// Who a reservation is for, as dnsmasq matches the client.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,6 +45,9 @@ impl Reservation {
     }
 }
 
+/// Reservations in order, each once.
+pub type Reservations = BTreeSet<Reservation>;
+
 /// One line of dnsmasq's lease file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -59,16 +62,22 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Whether this is `reservation`'s client holding `reservation`'s address.
-    pub fn holds(&self, reservation: &Reservation) -> bool {
-        self.ip == reservation.ip
-            && match &reservation.client {
-                Client::Mac(mac) => self.mac.as_ref() == Some(mac),
-                Client::Id(id) => self
-                    .client_id
-                    .as_deref()
-                    .is_some_and(|text| crate::client_id::parse(text).as_ref() == Ok(id)),
-            }
+    /// The reservations this can be the lease of: its address for each way its client is
+    /// identified, its MAC (a DHCPv6 lease names none) and its client-id or DUID.
+    pub fn candidates(&self) -> Vec<Reservation> {
+        let by_id = self
+            .client_id
+            .as_deref()
+            .and_then(|text| crate::client_id::parse(text).ok())
+            .map(|id| Reservation {
+                client: Client::Id(id),
+                ip: self.ip,
+            });
+        self.mac
+            .map(|mac| Reservation::mac(mac, self.ip))
+            .into_iter()
+            .chain(by_id)
+            .collect()
     }
 }
 
@@ -101,9 +110,8 @@ fn parse_lease(line: &str) -> Option<Lease> {
 
 /// The reservations of rendered reservation lines: a dhcp-hostsfile (`MAC,[set:…,]IP,name…`),
 /// or a conf-layout include file, whose reservations are its `dhcp-host=` lines.
-pub fn reservations_in(text: &str) -> Vec<Reservation> {
-    let mut found: Vec<Reservation> = text
-        .lines()
+pub fn reservations_in(text: &str) -> BTreeSet<Reservation> {
+    text.lines()
         .filter_map(|line| {
             // A hostsfile line has no `=`; in a conf file only `dhcp-host=` lines reserve.
             let fields = match line.strip_prefix("dhcp-host=") {
@@ -131,10 +139,7 @@ pub fn reservations_in(text: &str) -> Vec<Reservation> {
             )
         })
         .flatten()
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    found
+        .collect()
 }
 
 /// An address field of a `dhcp-host` line: an IPv4 address, or an IPv6 one in brackets.
@@ -163,10 +168,10 @@ pub fn carry(
 
 /// The leases to release for `stale` reservations: each lease whose client holds the address of
 /// one of them. Every other lease (dynamic, another client's) is left alone.
-pub fn leases_to_release<'a>(stale: &BTreeSet<Reservation>, leases: &'a [Lease]) -> Vec<&'a Lease> {
+pub fn leases_to_release<'a>(stale: &Reservations, leases: &'a [Lease]) -> Vec<&'a Lease> {
     leases
         .iter()
-        .filter(|lease| stale.iter().any(|r| lease.holds(r)))
+        .filter(|lease| lease.candidates().iter().any(|r| stale.contains(r)))
         .collect()
 }
 
@@ -245,11 +250,11 @@ garbage line
         let hostsfile = "52:54:00:00:00:0a,10.0.0.10,alpha\n\
                          52:54:00:00:00:0b,set:profile3,10.0.0.11,beta,3600\n\
                          52:54:00:00:00:0a,[fd00::10],alpha6\n";
-        let expected = vec![
+        let expected = set(&[
             Reservation::mac(A, ip("10.0.0.10")),
             Reservation::mac(A, ip("fd00::10")),
             Reservation::mac(B, ip("10.0.0.11")),
-        ];
+        ]);
         assert_eq!(reservations_in(hostsfile), expected);
         let conf = "# generated\ndhcp-range=set:subnet1,10.0.0.100,10.0.0.200,255.255.255.0\n\
                     dhcp-option=tag:subnet1,option:router,10.0.0.1\n\
@@ -271,19 +276,18 @@ garbage line
         };
         assert_eq!(
             reservations_in(line),
-            vec![
+            BTreeSet::from([
                 Reservation::mac(A, ip("fd00::10")),
                 Reservation::mac(B, ip("fd00::10")),
                 by_id.clone(),
-            ]
+            ])
         );
         // A DHCPv6 lease names its client by DUID only.
         let leases = parse_lease_file(
             "duid 00:01:00:01:2c:00:00:01:52:54:00:00:00:01\n\
              1700000000 11259139 fd00::10 pc 00:03:00:01:52:54:00:00:00:0a\n",
         );
-        assert!(leases[0].holds(&by_id));
-        assert!(!leases[0].holds(&Reservation::mac(A, ip("fd00::10"))));
+        assert_eq!(leases[0].candidates(), vec![by_id]);
     }
 
     #[test]

@@ -1288,23 +1288,7 @@ impl World {
             ))
             .await
             .unwrap();
-        let dnsmasq_extra = format!(
-            "lease_file = {lease_file:?}\n\
-             release_command = [\"ip\", \"netns\", \"exec\", {ns:?}, \"dhcp_release\"]\n\
-             release_interface = {interface:?}\n\
-             hosts_dir = {hosts_dir:?}\n\
-             names_dir = {names_dir:?}\n\
-             shards = 4\n\
-             compaction_interval = \"1h\"\n",
-            lease_file = lab.lease_file().display().to_string(),
-            ns = lab.server_ns,
-            interface = lab.server_if,
-            hosts_dir = lab.path("dhcp-hosts.d").display().to_string(),
-            names_dir = lab.path("hosts.d").display().to_string(),
-        );
-        for dir in ["dhcp-hosts.d", "hosts.d"] {
-            std::fs::create_dir_all(lab.path(dir)).unwrap();
-        }
+        let dnsmasq_extra = releasing(&lab);
         let mut agent = AgentRun::start_with(&db, &lab, layout, "e2e", "", &dnsmasq_extra);
         agent.wait_in_sync().await;
         lab.start_dnsmasq().await;
@@ -1368,6 +1352,30 @@ impl World {
         }
         started.elapsed()
     }
+}
+
+/// The `[dnsmasq]` keys of an agent that releases stale leases in the lab's dnsmasq (in its
+/// namespace, from its interface), with the incremental layout's directories in the lab and
+/// compactions only on request.
+fn releasing(lab: &Lab) -> String {
+    let extra = format!(
+        "lease_file = {lease_file:?}\n\
+         release_command = [\"ip\", \"netns\", \"exec\", {ns:?}, \"dhcp_release\"]\n\
+         release_interface = {interface:?}\n\
+         hosts_dir = {hosts_dir:?}\n\
+         names_dir = {names_dir:?}\n\
+         shards = 4\n\
+         compaction_interval = \"1h\"\n",
+        lease_file = lab.lease_file().display().to_string(),
+        ns = lab.server_ns,
+        interface = lab.server_if,
+        hosts_dir = lab.path("dhcp-hosts.d").display().to_string(),
+        names_dir = lab.path("hosts.d").display().to_string(),
+    );
+    for dir in ["dhcp-hosts.d", "hosts.d"] {
+        std::fs::create_dir_all(lab.path(dir)).unwrap();
+    }
+    extra
 }
 
 /// Waits until `client` reports a lease on a pool address after its first `after` events.
@@ -1576,5 +1584,37 @@ async fn with_the_incremental_layout_a_moved_address_is_released_at_the_compacti
     w.wait_leases("A's lease released", |_| !w.has_lease(&mac_a, ip))
         .await;
     w.assert_dhcp_gets(&mac_b, ip).await;
+    w.finish().await;
+}
+
+/// A reservation deleted while the agent was stopped: the agent finds it in the file it replaces
+/// at its start, and releases its lease once the new file is in effect.
+#[tokio::test]
+async fn a_reservation_deleted_while_the_agent_was_stopped_is_released_at_its_start() {
+    const OCTET: u8 = 76;
+    let Some(mut w) = World::start_releasing(OCTET, "hostsfile").await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    let mac_a = mac(OCTET);
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client
+        .wait_event(&w.lab, &format!("bound {reserved}"), 0)
+        .await;
+    drop(client);
+    w.wait_leases("the reserved lease", |_| w.has_lease(&mac_a, reserved))
+        .await;
+
+    w.agent.stop().await;
+    w.sql("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
+        .await;
+    w.agent = AgentRun::start_with(&w.db, &w.lab, "hostsfile", "e2e", "", &releasing(&w.lab));
+    w.agent.wait_in_sync().await;
+    w.wait_leases("the released lease gone", |_| {
+        !w.has_lease(&mac_a, reserved)
+    })
+    .await;
+    w.wait_unresolved("h1").await;
     w.finish().await;
 }

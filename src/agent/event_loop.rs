@@ -393,7 +393,11 @@ impl EventLoop {
         }
         self.status.record(&outcome, &mut self.skipped);
         let in_effect = outcome.result.is_ok() && outcome.pending.is_none();
-        self.releases.served(outcome.served.take(), in_effect);
+        self.releases.served(
+            outcome.served.take(),
+            outcome.served_at_start.take(),
+            in_effect,
+        );
         self.status.set_releases(self.releases.pending(), None);
         self.reports.queue_outcome(&outcome);
         let failure = outcome.result.as_ref().err();

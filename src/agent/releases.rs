@@ -9,7 +9,7 @@
 //! the client its reserved address again). A failed release is logged, kept and retried with
 //! backoff; it never holds up a sync.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::backoff::{wake_at, Backoff};
 use crate::activate::{run_command, ActivateError};
 use crate::config::Config;
-use crate::release::{self, Interface, Lease, Reservation};
+use crate::release::{self, Interface, Lease, Reservation, Reservations};
 
 /// What a release needs from the configuration.
 #[derive(Debug, Clone)]
@@ -40,12 +40,19 @@ enum State {
     Running(Pin<Box<dyn Future<Output = Attempt> + Send>>),
 }
 
+/// How long after sending releases the lease file is read again to see them taken.
+const VERIFY_AFTER: Duration = Duration::from_millis(300);
+/// Releases sent for one lease before it is left to expire: `dhcp_release` cannot tell whether
+/// dnsmasq took it (dnsmasq may be restarting), so the lease file is the only answer.
+const MAX_SENDS: u32 = 5;
+
 /// What one attempt did with the reservations it was given.
 pub(super) struct Attempt {
-    /// Reservations released, or without a lease: no longer pending.
-    done: BTreeSet<Reservation>,
-    released: usize,
-    /// Why some reservation stays pending, if one does.
+    /// Reservations without a lease (or whose lease cannot be released): no longer pending.
+    done: Reservations,
+    /// Reservations whose release was sent: pending until the lease file shows it taken.
+    sent: Reservations,
+    /// Why some release could not be sent, if one could not.
     error: Option<String>,
 }
 
@@ -53,10 +60,12 @@ pub(super) struct Attempt {
 pub(super) struct Releases {
     settings: Option<Settings>,
     /// What dnsmasq serves, when known.
-    served: Option<Arc<BTreeSet<Reservation>>>,
+    served: Option<Arc<Reservations>>,
     /// What the latest files serve once in effect; usually the same set as `served`.
-    latest: Option<Arc<BTreeSet<Reservation>>>,
-    pending: BTreeSet<Reservation>,
+    latest: Option<Arc<Reservations>>,
+    pending: Reservations,
+    /// Releases sent so far per pending reservation.
+    sends: BTreeMap<Reservation, u32>,
     state: State,
     backoff: Backoff,
 }
@@ -73,21 +82,30 @@ impl Releases {
             }),
             served: None,
             latest: None,
-            pending: BTreeSet::new(),
+            pending: Reservations::new(),
+            sends: BTreeMap::new(),
             state: State::Idle { not_before: None },
-            backoff: Backoff::new(config.agent.max_backoff.max(Duration::from_secs(1))),
+            backoff: Backoff::new(config.agent.max_backoff),
         }
     }
 
-    /// After a piece of work: `files` is what its files serve (if it rendered any), `in_effect`
-    /// whether dnsmasq now serves the latest files. Reservations served before and not now
-    /// become pending.
-    pub(super) fn served(&mut self, files: Option<Vec<Reservation>>, in_effect: bool) {
+    /// After a piece of work: `files` is what its files serve (if it rendered any), `at_start`
+    /// what the files found at the agent's start served, `in_effect` whether dnsmasq now serves
+    /// the latest files. Reservations served before and not now become pending.
+    pub(super) fn served(
+        &mut self,
+        files: Option<Arc<Reservations>>,
+        at_start: Option<Reservations>,
+        in_effect: bool,
+    ) {
         if self.settings.is_none() {
             return;
         }
+        if let (None, Some(at_start)) = (&self.served, at_start) {
+            self.served = Some(Arc::new(at_start));
+        }
         if let Some(files) = files {
-            self.latest = Some(Arc::new(files.into_iter().collect()));
+            self.latest = Some(files);
         }
         let Some(now) = self.latest.as_ref().filter(|_| in_effect) else {
             return;
@@ -137,40 +155,56 @@ impl Releases {
         }
     }
 
-    /// Takes an attempt's result in; returns its error, if any, after scheduling the retry.
+    /// Takes an attempt's result in: what is done leaves, a lease that outlived
+    /// [`MAX_SENDS`] releases is given up. Returns the error of the attempt, if any, after
+    /// scheduling the next one: after a backoff when something failed, soon after releases were
+    /// sent (to see them taken).
     pub(super) fn finished(&mut self, attempt: Attempt) -> Option<String> {
         self.pending.retain(|r| !attempt.done.contains(r));
-        if attempt.released > 0 {
-            info!(
-                released = attempt.released,
-                "released leases of reservations no longer served"
-            );
-        }
-        match attempt.error {
-            Some(error) => {
-                self.state = State::Idle {
-                    not_before: Some(self.backoff.next_at()),
-                };
-                Some(error)
+        self.sends.retain(|r, _| self.pending.contains(r));
+        let mut error = attempt.error;
+        let still_pending: Vec<&Reservation> = attempt
+            .sent
+            .iter()
+            .filter(|r| self.pending.contains(*r))
+            .collect();
+        for reservation in still_pending {
+            let sends = self.sends.entry(reservation.clone()).or_default();
+            *sends += 1;
+            if *sends >= MAX_SENDS {
+                warn!(
+                    ip = %reservation.ip,
+                    sends = *sends,
+                    "dnsmasq kept a stale lease after every release sent; it stays until it expires"
+                );
+                error = Some(format!(
+                    "dnsmasq kept the lease of {} after {MAX_SENDS} releases",
+                    reservation.ip
+                ));
+                self.pending.remove(reservation);
             }
-            None => {
-                self.backoff.reset();
-                None
-            }
         }
+        let not_before = if error.is_some() {
+            Some(self.backoff.next_at())
+        } else {
+            self.backoff.reset();
+            (!attempt.sent.is_empty()).then(|| Instant::now() + VERIFY_AFTER)
+        };
+        self.state = State::Idle { not_before };
+        error
     }
 }
 
 /// One attempt: the leases of `stale` in the lease file, each released.
-async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Attempt {
+async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
     let text = match tokio::fs::read_to_string(&settings.lease_file).await {
         Ok(text) => text,
         // dnsmasq writes it at its first lease: no file, no lease.
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => {
             return Attempt {
-                done: BTreeSet::new(),
-                released: 0,
+                done: Reservations::new(),
+                sent: Reservations::new(),
                 error: Some(format!(
                     "cannot read the lease file {}: {error}",
                     settings.lease_file.display()
@@ -182,17 +216,26 @@ async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Att
     let to_release = release::leases_to_release(&stale, &leases);
     let interfaces = host_interfaces();
     let mut attempt = Attempt {
-        // Whatever has no lease needs no release; failures are taken out again below.
+        // Whatever has no lease needs no release; the leased ones are taken out below.
         done: stale,
-        released: 0,
+        sent: Reservations::new(),
         error: None,
     };
     for lease in to_release {
         match release_one(&settings, &interfaces, lease).await {
-            Ok(()) => attempt.released += 1,
+            Ok(false) => continue,
+            Ok(true) => {
+                for holder in lease.candidates() {
+                    if attempt.done.remove(&holder) {
+                        attempt.sent.insert(holder);
+                    }
+                }
+            }
             Err(error) => {
                 warn!(ip = %lease.ip, error = %error, "cannot release a stale lease; retrying");
-                attempt.done.retain(|r| !lease.holds(r));
+                for holder in lease.candidates() {
+                    attempt.done.remove(&holder);
+                }
                 attempt.error = Some(error);
             }
         }
@@ -200,15 +243,15 @@ async fn release_leases(settings: Settings, stale: BTreeSet<Reservation>) -> Att
     attempt
 }
 
-/// Releases one lease. Without an interface for it, a retry would not find one either: that is
-/// logged, and the lease left to expire.
+/// Sends the release of one lease; `false`: it cannot be released. Without an interface for it,
+/// a retry would not find one either: that is logged, and the lease left to expire.
 async fn release_one(
     settings: &Settings,
     interfaces: &[Interface],
     lease: &Lease,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let Some(mac) = lease.mac else {
-        return Ok(());
+        return Ok(false);
     };
     let interface = match &settings.interface {
         Some(name) => name.as_str(),
@@ -220,7 +263,7 @@ async fn release_one(
                     "no interface of this host is in the subnet of a stale lease, so it cannot be \
                      released (set dnsmasq.release_interface); it stays until it expires"
                 );
-                return Ok(());
+                return Ok(false);
             }
         },
     };
@@ -235,7 +278,7 @@ async fn release_one(
         .await
         .map_err(|error: ActivateError| super::error_chain(&error))?;
     info!(ip = %lease.ip, mac = %crate::mac::Mac(mac).to_string(), interface, "released a stale lease");
-    Ok(())
+    Ok(true)
 }
 
 /// This host's interface addresses; none when they cannot be read (then only
@@ -281,6 +324,9 @@ mod tests {
         Releases::new(&config)
     }
 
+    const STALE: &str = "1764600000 52:54:00:00:00:0a 10.0.0.10 alpha *\n";
+    const DYNAMIC: &str = "1764600000 52:54:00:00:00:0c 10.0.0.150 dyn *\n";
+
     async fn attempt(releases: &mut Releases) -> Option<String> {
         releases.start_due();
         loop {
@@ -294,12 +340,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_release_stays_pending_and_is_retried_until_it_succeeds() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("leases"),
-            "1764600000 52:54:00:00:00:0a 10.0.0.10 alpha *\n\
-             1764600000 52:54:00:00:00:0c 10.0.0.150 dyn *\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("leases"), format!("{STALE}{DYNAMIC}")).unwrap();
         let flag = dir.path().join("works");
         let log = dir.path().join("released");
         // Fails until `flag` exists, then records its arguments.
@@ -312,11 +353,12 @@ mod tests {
         let mut r = releases(dir.path(), command);
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         // Served, then files without it in effect: pending.
-        r.served(Some(vec![a10.clone()]), true);
+        r.served(None, Some(Reservations::from([a10.clone()])), false);
+        r.served(Some(Arc::new(Reservations::from([a10]))), None, true);
         assert_eq!(r.pending(), 0);
-        r.served(Some(Vec::new()), false);
+        r.served(Some(Arc::default()), None, false);
         assert_eq!(r.pending(), 0, "not pending before the files are in effect");
-        r.served(None, true);
+        r.served(None, None, true);
         assert_eq!(r.pending(), 1);
 
         let error = attempt(&mut r).await.expect("the command fails");
@@ -324,11 +366,34 @@ mod tests {
         assert_eq!(r.pending(), 1);
         std::fs::write(&flag, "").unwrap();
         assert_eq!(attempt(&mut r).await, None);
-        assert_eq!(r.pending(), 0);
+        // Sent: pending until the lease file shows the lease gone.
+        assert_eq!(r.pending(), 1);
         // Only the stale reservation's own lease; the dynamic one was never a reservation's.
         assert_eq!(
             std::fs::read_to_string(&log).unwrap(),
             "lo 10.0.0.10 52:54:00:00:00:0a\n"
         );
+        // dnsmasq dropped it: done, without another release.
+        std::fs::write(dir.path().join("leases"), DYNAMIC).unwrap();
+        assert_eq!(attempt(&mut r).await, None);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_dnsmasq_keeps_is_released_again_then_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("leases"), format!("{STALE}{DYNAMIC}")).unwrap();
+        let mut r = releases(dir.path(), vec!["true".to_owned()]);
+        let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
+        r.served(Some(Arc::new(Reservations::from([a10]))), None, true);
+        r.served(Some(Arc::default()), None, true);
+        for _ in 1..MAX_SENDS {
+            assert_eq!(attempt(&mut r).await, None);
+            assert_eq!(r.pending(), 1);
+        }
+        let error = attempt(&mut r).await.expect("given up");
+        assert!(error.contains("kept the lease of 10.0.0.10"), "{error}");
+        assert_eq!(r.pending(), 0);
     }
 }

@@ -330,11 +330,11 @@ fn status_text(s: &Status) -> String {
                     s.awaiting_compaction.len()
                 ));
             }
+            if s.releases_pending > 0 {
+                text.push_str(&format!(", {} stale leases to release", s.releases_pending));
+            }
             if let Some(error) = &s.release_error {
-                text.push_str(&format!(
-                    ", {} stale leases not released: {error}",
-                    s.releases_pending
-                ));
+                text.push_str(&format!(", a release failed: {error}"));
             }
             if let Some(at) = s.last_applied {
                 text.push_str(&format!(
@@ -374,7 +374,7 @@ mod tests {
         s.release_error = Some("[\"dhcp_release\"] failed".to_owned());
         assert_eq!(
             status_text(&s),
-            "in sync: 12 hosts, 1 stale leases not released: [\"dhcp_release\"] failed"
+            "in sync: 12 hosts, 1 stale leases to release, a release failed: [\"dhcp_release\"] failed"
         );
     }
 }

@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
-use crate::release::{self, Reservation};
+use crate::release::{self, Reservations};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
@@ -240,7 +240,10 @@ pub(super) struct Outcome {
     pub(super) incremental: Option<Incremental>,
     /// The reservations dnsmasq serves with these files once they are in effect (incremental
     /// layout: the model's, after a successful sync); `None`: not known, or not releasing.
-    pub(super) served: Option<Vec<Reservation>>,
+    pub(super) served: Option<Arc<Reservations>>,
+    /// The other layouts, at the agent's first sync when it changed them: the reservations of
+    /// the files it found, which dnsmasq served until then.
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// What dnsmasq owes the shard files after a sync (incremental layout).
@@ -282,6 +285,7 @@ impl Outcome {
             result: Err(error),
             incremental: None,
             served: None,
+            served_at_start: None,
         }
     }
 
@@ -294,6 +298,7 @@ impl Outcome {
             result: Ok(()),
             incremental: None,
             served: None,
+            served_at_start: None,
         }
     }
 }
@@ -310,7 +315,9 @@ pub(super) struct RenderedSummary {
     /// `applied`.
     pub(super) pending_hosts: Option<Vec<i64>>,
     /// The other layouts: the reservations these files serve, when releasing.
-    pub(super) served: Option<Vec<Reservation>>,
+    pub(super) served: Option<Arc<Reservations>>,
+    /// See [`Outcome::served_at_start`].
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -400,9 +407,10 @@ impl Worker {
             outcome.incremental = Some(self.incremental(None));
         }
         outcome.served = match &self.files.shards {
-            Some(_) => self.served_by_model(&outcome),
+            Some(_) => Arc::clone(&self).served_by_model(&outcome).await,
             None => summary.served.take(),
         };
+        outcome.served_at_start = summary.served_at_start.take();
         outcome.rendered = Some(RenderedSummary {
             snapshot_time,
             write_time: started.elapsed() - snapshot_time,
@@ -433,7 +441,7 @@ impl Worker {
             }
             _ => self.stage_changed(&rendered),
         };
-        let served = self.served_by_files(&rendered, &staged);
+        let (served, served_at_start) = self.served_by_files(&rendered, &staged);
         let summary = RenderedSummary {
             applied: Applied {
                 db_snapshot,
@@ -447,6 +455,7 @@ impl Worker {
             write_time: Duration::ZERO,
             pending_hosts: None,
             served,
+            served_at_start,
         };
         (summary, staged)
     }
@@ -722,37 +731,59 @@ impl Worker {
 
     /// The other layouts, when releasing: the reservations of the rendered files, read from
     /// them when they change (and at the first sync), since that costs about as much as the
-    /// render; `None` otherwise: the same as before.
+    /// render; `None` otherwise: the same as before. At the first sync, when it changes the
+    /// file, also those of the file it replaces: what dnsmasq served while the agent was away.
     fn served_by_files(
         &self,
         rendered: &Rendered,
         staged: &Result<Option<StagedChange>, SyncError>,
-    ) -> Option<Vec<Reservation>> {
+    ) -> (Option<Arc<Reservations>>, Option<Reservations>) {
         if !self.releasing || self.files.shards.is_some() {
-            return None;
+            return (None, None);
         }
-        let changed = match staged {
+        let replaced = match staged {
             Ok(Some(change)) => change
                 .targets
                 .iter()
-                .any(|(p, _)| self.files.holds_hosts(p)),
-            _ => false,
+                .find(|(p, _)| self.files.holds_hosts(p))
+                .map(|(p, _)| p.as_path()),
+            _ => None,
         };
         let first = !self.served_read.swap(true, Ordering::Relaxed);
-        if !changed && !first {
-            return None;
+        if replaced.is_none() && !first {
+            return (None, None);
         }
+        let at_start = replaced.filter(|_| first).map(|path| {
+            // Unreadable: nothing known to release, as without the agent.
+            let old = write::read_existing(path)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            release::reservations_in(&String::from_utf8_lossy(&old))
+        });
         let text = rendered.hosts.as_deref().unwrap_or(&rendered.include);
-        Some(release::reservations_in(text))
+        (Some(Arc::new(release::reservations_in(text))), at_start)
     }
 
-    /// Incremental layout: what dnsmasq serves after a successful sync, by the model.
-    fn served_by_model(&self, outcome: &Outcome) -> Option<Vec<Reservation>> {
-        if !self.releasing || outcome.result.is_err() {
+    /// Incremental layout, when releasing: what dnsmasq serves after a successful sync that
+    /// wrote or compacted (or the first), by the model; `None` otherwise: the same as before.
+    /// Built off the loop's thread: it costs in proportion to all hosts.
+    async fn served_by_model(self: Arc<Self>, outcome: &Outcome) -> Option<Arc<Reservations>> {
+        let first = !self.served_read.load(Ordering::Relaxed);
+        let changed = !outcome.written.files.is_empty() || outcome.activated.is_some();
+        if !self.releasing || outcome.result.is_err() || !(changed || first) {
             return None;
         }
-        let model = self.model();
-        Some(model.as_ref()?.served_reservations())
+        let worker = Arc::clone(&self);
+        let served = blocking("reading the served reservations", move || {
+            let model = worker.model();
+            Some(model.as_ref()?.served_reservations())
+        })
+        .await
+        .ok()
+        .flatten()?;
+        self.served_read.store(true, Ordering::Relaxed);
+        Some(Arc::new(served))
     }
 
     /// Retries an activation owed without a new snapshot. With the incremental layout the
