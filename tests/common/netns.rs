@@ -834,17 +834,44 @@ impl Lab {
     /// file) from `mac` with the DUID `duid`: the address it was given, or `None`. The client is
     /// stopped (without release) once bound.
     pub async fn dhcp6(&self, mac: &str, duid: &[u8]) -> Option<Ipv6Addr> {
+        // Down, new MAC, up: the link-local address follows the MAC (no DAD, see
+        // `enable_ipv6`), and the server forgets the old one's neighbour entry, through which
+        // it would answer a MAC the client no longer has.
+        let client = ["-n", &self.client_ns, "link", "set", "dev", &self.client_if];
+        for change in [&["down"][..], &["address", mac], &["up"]] {
+            self.ip(&[&client[..], change].concat())
+                .unwrap_or_else(|e| panic!("cannot set the client's MAC: {e}"));
+        }
         self.ip(&[
             "-n",
+            &self.server_ns,
+            "neigh",
+            "flush",
+            "dev",
+            &self.server_if,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The link-local address comes with the carrier, a moment after `up`.
+        let deadline = Instant::now() + E2E_DEADLINE;
+        let show = [
+            "-n",
             &self.client_ns,
-            "link",
-            "set",
+            "-6",
+            "addr",
+            "show",
             "dev",
             &self.client_if,
-            "address",
-            mac,
-        ])
-        .unwrap_or_else(|e| panic!("cannot set the client's MAC: {e}"));
+        ];
+        while !self
+            .ip(&[&show[..], &["scope", "link"]].concat())
+            .is_ok_and(|out| out.contains("inet6 fe80:"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on the client"
+            );
+            tokio::time::sleep(POLL).await;
+        }
         let (events, leases, pid) = (
             self.path("dhclient6-events"),
             self.path("dhclient6.leases"),
