@@ -12,16 +12,21 @@
 //! from the planner's model of dnsmasq's memory, which keeps a removed or moved reservation
 //! served until the compaction.
 //!
-//! A reservation is keyed by its [`Client`] and address, so that other ways of identifying a
-//! client (a client-id, a DUID) become another [`Client`] variant that [`Lease::candidates`] lists.
+//! A reservation is keyed by its [`Client`] and address: each MAC of a `dhcp-host` line, and its
+//! client identifier (`id:`, a client-id or DUID), which [`Lease::candidates`] matches against
+//! the lease's client-id field.
 
 use std::collections::BTreeSet;
+
+use crate::client_id::ClientId;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// Who a reservation is for, as dnsmasq matches the client.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Client {
     Mac([u8; 6]),
+    /// A client-id (DHCPv4) or DUID (DHCPv6): dnsmasq's `id:`, matched before MACs.
+    Id(ClientId),
 }
 
 /// One address dnsmasq reserves for one client.
@@ -58,11 +63,21 @@ pub struct Lease {
 
 impl Lease {
     /// The reservations this can be the lease of: its address for each way its client is
-    /// identified (a DHCPv6 lease names no MAC, so a MAC reservation never matches it).
+    /// identified, its MAC (a DHCPv6 lease names none) and its client-id or DUID.
     pub fn candidates(&self) -> Vec<Reservation> {
+        let id = self
+            .client_id
+            .as_deref()
+            .and_then(|text| crate::client_id::parse(text).ok())
+            .map(Client::Id);
         self.mac
-            .map(|mac| Reservation::mac(mac, self.ip))
+            .map(Client::Mac)
             .into_iter()
+            .chain(id)
+            .map(|client| Reservation {
+                client,
+                ip: self.ip,
+            })
             .collect()
     }
 }
@@ -109,13 +124,20 @@ pub fn reservations_in(text: &str) -> BTreeSet<Reservation> {
             let at = fields.iter().position(|f| address_field(f).is_some())?;
             let ip = address_field(fields[at])?;
             // Only the fields before the address: a hostname may look like a MAC.
-            let macs: Vec<[u8; 6]> = fields[..at]
+            let clients: Vec<Client> = fields[..at]
                 .iter()
-                // The renderer writes `aa:bb:cc:dd:ee:ff`; `set:` and `id:` fields are not MACs.
-                .filter(|f| f.len() == 17)
-                .filter_map(|f| crate::mac::parse(f).ok())
+                .filter_map(|f| match f.strip_prefix("id:") {
+                    Some(id) => crate::client_id::parse(id).ok().map(Client::Id),
+                    // The renderer writes `aa:bb:cc:dd:ee:ff`; `set:` fields are not MACs.
+                    None if f.len() == 17 => crate::mac::parse(f).ok().map(Client::Mac),
+                    None => None,
+                })
                 .collect();
-            Some(macs.into_iter().map(move |mac| Reservation::mac(mac, ip)))
+            Some(
+                clients
+                    .into_iter()
+                    .map(move |client| Reservation { client, ip }),
+            )
         })
         .flatten()
         .collect()
@@ -242,6 +264,34 @@ garbage line
                     dhcp-host=52:54:00:00:00:0a,[fd00::10],alpha6\n\
                     host-record=alpha.example.com,deadbeef0001,10.0.0.10\n";
         assert_eq!(reservations_in(conf), expected);
+    }
+
+    #[test]
+    fn several_macs_and_an_identifier_are_each_a_client() {
+        let line =
+            "id:00:03:00:01:52:54:00:00:00:0a,52:54:00:00:00:0a,52:54:00:00:00:0b,[fd00::10],pc\n";
+        let id = crate::client_id::parse("00:03:00:01:52:54:00:00:00:0a").unwrap();
+        let by_id = Reservation {
+            client: Client::Id(id),
+            ip: ip("fd00::10"),
+        };
+        assert_eq!(
+            reservations_in(line),
+            set(&[
+                Reservation::mac(A, ip("fd00::10")),
+                Reservation::mac(B, ip("fd00::10")),
+                by_id.clone(),
+            ])
+        );
+        // A DHCPv6 lease names its client by DUID only.
+        let leases = parse_lease_file(
+            "duid 00:01:00:01:2c:00:00:01:52:54:00:00:00:01\n\
+             1700000000 11259139 fd00::10 pc 00:03:00:01:52:54:00:00:00:0a\n",
+        );
+        assert!(leases[0].candidates().contains(&by_id));
+        assert!(!leases[0]
+            .candidates()
+            .contains(&Reservation::mac(A, ip("fd00::10"))));
     }
 
     #[test]

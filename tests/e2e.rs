@@ -150,7 +150,26 @@ impl World {
     /// A lab on 10.99.`octet`.0/24, a database with that subnet (pool .100–.150, domain
     /// `e2e.test`), the agent in sync, then dnsmasq started on the agent's files.
     async fn start(octet: u8, layout: &str) -> Option<World> {
-        let mut lab = Lab::new(octet)?;
+        Self::start_in(Lab::new(octet)?, layout).await
+    }
+
+    /// [`World::start`] with IPv6 on the link too: the server has `fd99:<octet>::1` and the
+    /// database a second subnet `e2e6`, `fd99:<octet>::/64` without a dynamic range (`static`).
+    async fn start_dual(octet: u8) -> Option<World> {
+        let lab = Lab::new(octet)?;
+        lab.enable_ipv6()?;
+        let mut world = Self::start_in(lab, "hostsfile").await?;
+        world
+            .sql_and_restart(&format!(
+                "INSERT INTO ipmanager.subnets (name, cidr, domain)
+                 VALUES ('e2e6', 'fd99:{octet:x}::/64', '{DOMAIN}')"
+            ))
+            .await;
+        Some(world)
+    }
+
+    async fn start_in(mut lab: Lab, layout: &str) -> Option<World> {
+        let octet = lab.octet;
         let db = TestDb::new().await;
         db.client()
             .await
@@ -1135,6 +1154,120 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
         .lease_lines()
         .iter()
         .any(|l| l.contains(&format!(" {} ", a(60)))));
+    w.finish().await;
+}
+
+/// DHCPv6 and identifiers (issue 13): a real DHCPv6 client gets its reserved address, matched
+/// by its DUID (`id:`) although the reservation's MAC is another; its AAAA and PTR resolve; a
+/// changed IPv6 address is served after a SIGHUP, without a restart.
+#[tokio::test]
+async fn a_dhcpv6_client_gets_its_reservation_by_duid_and_a_new_address_without_a_restart() {
+    const OCTET: u8 = 62;
+    let Some(mut w) = World::start_dual(OCTET).await else {
+        return;
+    };
+    let mac = [0x02, 0x00, 0x00, OCTET, 0x00, 0x01];
+    let mac_text = |m: &[u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    // DUID-LL (type 3, hardware type 1) of the client's MAC, as most clients build it.
+    let duid: Vec<u8> = [0x00, 0x03, 0x00, 0x01]
+        .iter()
+        .chain(&mac)
+        .copied()
+        .collect();
+    let duid_text = duid
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let (first, second) = (w.lab.addr6(0x10), w.lab.addr6(0x11));
+    // The reservation's MAC is not the client's: only the DUID can match it.
+    let other = [0x02, 0x00, 0x00, OCTET, 0x00, 0x77];
+    w.sql_and_reread(&format!(
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname, client_id)
+         VALUES ('{}', '{first}', 'v6pc', '{duid_text}')",
+        mac_text(&other)
+    ))
+    .await;
+    assert!(w.include().contains("enable-ra\n"), "{}", w.include());
+    let got = w.lab.dhcp6(&mac_text(&mac), &duid).await;
+    assert_eq!(got, Some(first), "{}", w.lab.diagnostics());
+    assert_eq!(
+        w.lab.resolve6("v6pc.e2e.test").await,
+        vec![first.to_string()]
+    );
+    assert_eq!(
+        w.lab.reverse6(first).await,
+        vec!["v6pc.e2e.test.".to_owned()]
+    );
+
+    // A new address: hostsfile and SIGHUP, the same dnsmasq; the client's next Solicit gets it.
+    let (pid, starts) = (w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts());
+    w.sql_and_reread(&format!(
+        "UPDATE ipmanager.hosts SET ip = '{second}' WHERE hostname = 'v6pc'"
+    ))
+    .await;
+    assert_eq!((w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts()), (pid, starts));
+    let got = w.lab.dhcp6(&mac_text(&mac), &duid).await;
+    assert_eq!(got, Some(second), "{}", w.lab.diagnostics());
+    assert_eq!(
+        w.lab.resolve6("v6pc.e2e.test").await,
+        vec![second.to_string()]
+    );
+    assert_eq!(
+        w.lab.reverse6(second).await,
+        vec!["v6pc.e2e.test.".to_owned()]
+    );
+    w.finish().await;
+}
+
+/// Several MACs and a client-id (issue 13), with udhcpc: each of a laptop's two interfaces gets
+/// the laptop's one address, one at a time; a client sending the reserved client-id from a MAC
+/// no reservation has gets the reservation.
+#[tokio::test]
+async fn every_mac_of_a_reservation_and_its_client_id_get_its_address() {
+    const OCTET: u8 = 63;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let (wired, wireless, thin, stranger) = (
+        "02:00:00:63:00:01",
+        "02:00:00:63:00:02",
+        "02:00:00:63:00:03",
+        "02:00:00:63:00:99",
+    );
+    let (laptop_ip, thin_ip) = (w.lab.addr(20), w.lab.addr(21));
+    w.sql_and_reread(&format!(
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('{wired}', '{laptop_ip}', 'laptop');
+         INSERT INTO ipmanager.host_macs (host_id, mac)
+             SELECT id, '{wireless}' FROM ipmanager.hosts WHERE hostname = 'laptop';
+         INSERT INTO ipmanager.hosts (mac, ip, hostname, client_id)
+             VALUES ('{thin}', '{thin_ip}', 'thin', '01:de:ad:be:ef:00:01');"
+    ))
+    .await;
+    w.assert_dhcp_gets(wired, laptop_ip).await;
+    w.assert_dhcp_gets(wireless, laptop_ip).await;
+    // dnsmasq gave the address to the interface that asked last; the other's lease is gone.
+    w.wait_leases("the laptop's one lease, the wireless one", |leases| {
+        leases
+            .iter()
+            .filter(|l| l.contains(&format!(" {laptop_ip} ")))
+            .count()
+            == 1
+            && leases.iter().any(|l| l.contains(wireless))
+    })
+    .await;
+    w.assert_resolves("laptop", laptop_ip).await;
+
+    // Matched by client-id, whatever the MAC.
+    let env = w
+        .lab
+        .dhcp_env(stranger, &["-C", "-x", "0x3d:01deadbeef0001"])
+        .await
+        .expect("a lease");
+    assert_eq!(env["ip"], thin_ip.to_string(), "{env:?}");
+    // Without the client-id that MAC is a stranger: a pool address.
+    let env = w.lab.dhcp_env(stranger, &[]).await.expect("a lease");
+    assert_ne!(env["ip"], thin_ip.to_string(), "{env:?}");
     w.finish().await;
 }
 

@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
-use crate::release::{self, Reservation, Reservations};
+use crate::release::{self, Reservations};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
@@ -777,13 +777,7 @@ impl Worker {
         let worker = Arc::clone(&self);
         let served = blocking("reading the served reservations", move || {
             let model = worker.model();
-            let pairs = model.as_ref()?.served_pairs();
-            Some(
-                pairs
-                    .into_iter()
-                    .map(|(mac, ip)| Reservation::mac(mac, ip))
-                    .collect(),
-            )
+            Some(model.as_ref()?.served_reservations().into_iter().collect())
         })
         .await
         .ok()
