@@ -251,6 +251,11 @@ async fn release_one(
     lease: &Lease,
 ) -> Result<bool, String> {
     let Some(mac) = lease.mac else {
+        // dhcp_release6 would need the lease's IAID and dnsmasq's server DUID: not done yet.
+        warn!(
+            ip = %lease.ip,
+            "a stale DHCPv6 lease is not released; it stays until the client renews or it expires"
+        );
         return Ok(false);
     };
     let interface = match &settings.interface {
