@@ -42,9 +42,10 @@ enum State {
 
 /// How long after sending releases the lease file is read again to see them taken.
 const VERIFY_AFTER: Duration = Duration::from_millis(300);
-/// Releases sent for one lease before it is left to expire: `dhcp_release` cannot tell whether
-/// dnsmasq took it (dnsmasq may be restarting), so the lease file is the only answer.
-const MAX_SENDS: u32 = 5;
+/// Tries (releases sent, or commands failed) for one lease before it is left to expire:
+/// `dhcp_release` cannot tell whether dnsmasq took it (dnsmasq may be restarting), so the lease
+/// file is the only answer, and a command that is missing stays missing.
+const MAX_TRIES: u32 = 5;
 
 /// What one attempt did with the reservations it was given.
 pub(super) struct Attempt {
@@ -52,6 +53,8 @@ pub(super) struct Attempt {
     done: Reservations,
     /// Reservations whose release was sent: pending until the lease file shows it taken.
     sent: Reservations,
+    /// Reservations whose release command failed.
+    failed: Reservations,
     /// Why some release could not be sent, if one could not.
     error: Option<String>,
 }
@@ -64,8 +67,8 @@ pub(super) struct Releases {
     /// What the latest files serve once in effect; usually the same set as `served`.
     latest: Option<Arc<Reservations>>,
     pending: Reservations,
-    /// Releases sent so far per pending reservation.
-    sends: BTreeMap<Reservation, u32>,
+    /// Tries so far per pending reservation.
+    tries: BTreeMap<Reservation, u32>,
     state: State,
     backoff: Backoff,
 }
@@ -83,7 +86,7 @@ impl Releases {
             served: None,
             latest: None,
             pending: Reservations::new(),
-            sends: BTreeMap::new(),
+            tries: BTreeMap::new(),
             state: State::Idle { not_before: None },
             backoff: Backoff::new(config.agent.max_backoff),
         }
@@ -156,29 +159,30 @@ impl Releases {
     }
 
     /// Takes an attempt's result in: what is done leaves, a lease that outlived
-    /// [`MAX_SENDS`] releases is given up. Returns the error of the attempt, if any, after
+    /// [`MAX_TRIES`] releases is given up. Returns the error of the attempt, if any, after
     /// scheduling the next one: after a backoff when something failed, soon after releases were
     /// sent (to see them taken).
     pub(super) fn finished(&mut self, attempt: Attempt) -> Option<String> {
         self.pending.retain(|r| !attempt.done.contains(r));
-        self.sends.retain(|r, _| self.pending.contains(r));
+        self.tries.retain(|r, _| self.pending.contains(r));
         let mut error = attempt.error;
         let still_pending: Vec<&Reservation> = attempt
             .sent
             .iter()
+            .chain(&attempt.failed)
             .filter(|r| self.pending.contains(*r))
             .collect();
         for reservation in still_pending {
-            let sends = self.sends.entry(reservation.clone()).or_default();
-            *sends += 1;
-            if *sends >= MAX_SENDS {
+            let tries = self.tries.entry(reservation.clone()).or_default();
+            *tries += 1;
+            if *tries >= MAX_TRIES {
                 warn!(
                     ip = %reservation.ip,
-                    sends = *sends,
-                    "dnsmasq kept a stale lease after every release sent; it stays until it expires"
+                    tries = *tries,
+                    "a stale lease could not be released; it stays until it expires"
                 );
                 error = Some(format!(
-                    "dnsmasq kept the lease of {} after {MAX_SENDS} releases",
+                    "the lease of {} is still there after {MAX_TRIES} tries",
                     reservation.ip
                 ));
                 self.pending.remove(reservation);
@@ -205,6 +209,7 @@ async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
             return Attempt {
                 done: Reservations::new(),
                 sent: Reservations::new(),
+                failed: Reservations::new(),
                 error: Some(format!(
                     "cannot read the lease file {}: {error}",
                     settings.lease_file.display()
@@ -219,6 +224,7 @@ async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
         // Whatever has no lease needs no release; the leased ones are taken out below.
         done: stale,
         sent: Reservations::new(),
+        failed: Reservations::new(),
         error: None,
     };
     for lease in to_release {
@@ -234,7 +240,9 @@ async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
             Err(error) => {
                 warn!(ip = %lease.ip, error = %error, "cannot release a stale lease; retrying");
                 for holder in lease.candidates() {
-                    attempt.done.remove(&holder);
+                    if attempt.done.remove(&holder) {
+                        attempt.failed.insert(holder);
+                    }
                 }
                 attempt.error = Some(error);
             }
@@ -251,6 +259,11 @@ async fn release_one(
     lease: &Lease,
 ) -> Result<bool, String> {
     let Some(mac) = lease.mac else {
+        // dhcp_release6 would need the lease's IAID and dnsmasq's server DUID: not done yet.
+        warn!(
+            ip = %lease.ip,
+            "a stale DHCPv6 lease is not released; it stays until the client renews or it expires"
+        );
         return Ok(false);
     };
     let interface = match &settings.interface {
@@ -388,12 +401,15 @@ mod tests {
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         r.served(Some(Arc::new(Reservations::from([a10]))), None, true);
         r.served(Some(Arc::default()), None, true);
-        for _ in 1..MAX_SENDS {
+        for _ in 1..MAX_TRIES {
             assert_eq!(attempt(&mut r).await, None);
             assert_eq!(r.pending(), 1);
         }
         let error = attempt(&mut r).await.expect("given up");
-        assert!(error.contains("kept the lease of 10.0.0.10"), "{error}");
+        assert!(
+            error.contains("lease of 10.0.0.10 is still there"),
+            "{error}"
+        );
         assert_eq!(r.pending(), 0);
     }
 }

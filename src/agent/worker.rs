@@ -777,7 +777,7 @@ impl Worker {
         let worker = Arc::clone(&self);
         let served = blocking("reading the served reservations", move || {
             let model = worker.model();
-            Some(model.as_ref()?.served_reservations())
+            Some(model.as_ref()?.served_reservations().into_iter().collect())
         })
         .await
         .ok()
