@@ -223,7 +223,10 @@ impl std::fmt::Display for Process {
     }
 }
 
-async fn run_command(command: &[String], timeout: Duration) -> Result<(), ActivateError> {
+pub(crate) async fn run_command(
+    command: &[String],
+    timeout: Duration,
+) -> Result<(), ActivateError> {
     // Configuration refuses empty commands; this only keeps a mistake from panicking.
     let Some((program, args)) = command.split_first() else {
         return Err(ActivateError::Spawn {

@@ -128,6 +128,14 @@ pub struct DnsmasqConfig {
     /// (incremental layout).
     #[serde(with = "humantime_serde")]
     pub compaction_interval: Duration,
+    /// dnsmasq's lease file, read (never written) to find the leases to release.
+    pub lease_file: PathBuf,
+    /// Run as `COMMAND IFACE IP MAC [CLIENT-ID]` for each lease of a reservation dnsmasq no
+    /// longer serves (dnsmasq-utils' `dhcp_release`). Empty: leases are never released.
+    pub release_command: Vec<String>,
+    /// The interface `release_command` sends from; without it, the interface with an address
+    /// in the same network as the lease.
+    pub release_interface: Option<String>,
 }
 
 /// Most shard files: the file name is four hex digits.
@@ -175,6 +183,9 @@ impl Default for DnsmasqConfig {
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: 1024,
             compaction_interval: Duration::from_secs(300),
+            lease_file: "/var/lib/misc/dnsmasq.leases".into(),
+            release_command: vec!["dhcp_release".to_owned()],
+            release_interface: None,
         }
     }
 }
@@ -328,6 +339,7 @@ impl Config {
                 .with_list_parse_key("dnsmasq.reload_command")
                 .with_list_parse_key("dnsmasq.restart_command")
                 .with_list_parse_key("dnsmasq.check_command")
+                .with_list_parse_key("dnsmasq.release_command")
                 .with_list_parse_key("agent.sites")
                 .try_parsing(true)
                 .source(Some(sectioned.into_iter().collect())),
@@ -386,6 +398,24 @@ impl Config {
         }
         if let Err(message) = d.validate_incremental() {
             return invalid(message);
+        }
+        if !d.lease_file.is_absolute() {
+            return invalid(format!(
+                "dnsmasq.lease_file {} must be an absolute path",
+                d.lease_file.display()
+            ));
+        }
+        if let Some(name) = &d.release_interface {
+            // IFNAMSIZ is 16 with the NUL; the kernel refuses '/', ':' and white space.
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(['/', ':'])
+                || name.contains(char::is_whitespace)
+            {
+                return invalid(format!(
+                    "dnsmasq.release_interface {name:?} is not an interface name"
+                ));
+            }
         }
         if d.restart_command.is_empty() {
             return invalid(
@@ -766,6 +796,29 @@ mod tests {
                 "postgresql://db/ipm".to_owned(),
             )]),
         )
+    }
+
+    #[test]
+    fn the_release_keys_have_defaults_and_errors_name_the_key() {
+        let d = load_dnsmasq(&[]).unwrap().dnsmasq;
+        assert_eq!(d.lease_file, Path::new("/var/lib/misc/dnsmasq.leases"));
+        assert_eq!(d.release_command, ["dhcp_release"]);
+        assert_eq!(d.release_interface, None);
+        let d = load_dnsmasq(&[
+            ("RELEASE_COMMAND", "ip netns exec dhcp dhcp_release"),
+            ("RELEASE_INTERFACE", "br0"),
+        ])
+        .unwrap()
+        .dnsmasq;
+        assert_eq!(d.release_command.len(), 5);
+        assert_eq!(d.release_interface.as_deref(), Some("br0"));
+        for (key, value) in [
+            ("LEASE_FILE", "dnsmasq.leases"),
+            ("RELEASE_INTERFACE", "eth 0"),
+        ] {
+            let error = load_dnsmasq(&[(key, value)]).unwrap_err().to_string();
+            assert!(error.contains(&key.to_lowercase()), "{error}");
+        }
     }
 
     #[test]

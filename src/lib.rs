@@ -9,9 +9,11 @@
 //! - [`model`]: the plain values a snapshot holds.
 //! - [`lease`]: the one lease time parser (seconds, durations, `infinite`), shared like [`mac`].
 //! - [`mac`]: the one MAC address grammar, shared by the CLI, every import format and the SQL.
+//! - [`client_id`]: the one client identifier (client-id, DUID) grammar, shared the same way.
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
 //! - [`plan`](mod@plan): the incremental layout's planner: which shard files change, and what
 //!   dnsmasq serves after re-reading them.
+//! - [`release`]: which leases to release when a reservation stops being served.
 //! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
@@ -25,6 +27,7 @@ pub mod activate;
 pub mod admin;
 pub mod agent;
 pub mod cli;
+pub mod client_id;
 pub mod config;
 pub mod connection;
 pub mod db;
@@ -36,5 +39,6 @@ pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod plan;
+pub mod release;
 pub mod render;
 pub mod write;

@@ -183,7 +183,8 @@ pub struct SubnetSettings {
     pub default_profile: Option<i64>,
 }
 
-/// A reservation's profile and aliases, for reservations that have any.
+/// A reservation's profile, aliases, client identifier and extra MACs, for reservations that
+/// have any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostSettings {
     pub host_id: i64,
@@ -191,6 +192,10 @@ pub struct HostSettings {
     pub profile: Option<i64>,
     /// Extra names of the host's address (A/AAAA only), sorted.
     pub aliases: Vec<String>,
+    /// The DHCPv4 client-id or DHCPv6 DUID the client is matched by before its MACs.
+    pub client_id: Option<crate::client_id::ClientId>,
+    /// More MACs of the reservation besides [`Host::mac`] (`ipmanager.host_macs`), sorted.
+    pub macs: Vec<[u8; 6]>,
 }
 
 /// What issue 12 adds to a [`Snapshot`]: options, profiles, aliases and DNS-only names, read in

@@ -14,6 +14,13 @@
 //!   is refused (the old line stays in force). IPv6 entries are never refused.
 //! - A client with MAC M in subnet S is offered the address of the newest loaded entry for
 //!   (S, M). Every loaded IPv4 address is reserved: never given from the pool.
+//! - A line with several MACs, or a client identifier (`id:`), is one entry, loaded once, and
+//!   the newest entry for each of its keys: (S, MAC) for each MAC and (S, client identifier).
+//!   A client that sends an identifier is offered the newest entry for (S, identifier) if there
+//!   is one, else the newest for (S, its MAC): dnsmasq's `find_config_match`
+//!   (`src/dhcp-common.c`) walks the entries for a matching identifier before it looks at MACs.
+//!   So the model keeps one slot per key, and "served as the files say" per key implies it per
+//!   client.
 //! - Names (`--hostsdir`) always equal the files: a re-read file's names replace its old ones,
 //!   a deleted file's names go. They need no model.
 //!
@@ -36,14 +43,17 @@
 //! # Representation
 //!
 //! [`Loaded`] keeps the shard files and only what dnsmasq's memory holds beyond them: the set of
-//! loaded IPv4 addresses (for refusals), the (subnet, MAC) keys whose newest entry is not the
+//! loaded IPv4 addresses (for refusals), the keys ((subnet, MAC) and (subnet, identifier);
+//! see [`crate::render::subnet_client_key`]) whose newest entry is not the
 //! files' line for that key, and two counters. Everything else is, by that invariant, exactly
 //! the files, so [`plan`] touches only the keys of the shards that changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::render::{shard_of, subnet_mac_key, DhcpEntry, Sharded};
+use crate::client_id::ClientId;
+use crate::release::{reservations_in, Client, Reservation};
+use crate::render::{shard_of, subnet_client_key, subnet_mac_key, DhcpEntry, Sharded};
 
 /// dnsmasq's DHCP memory since its last full read of the hosts directory, plus the shard files
 /// on disk.
@@ -62,7 +72,7 @@ struct Memory {
     /// files' line for the key, or that have only one of the two. Usually few: the rest of the
     /// keys are served exactly their line in the files.
     differs: HashMap<u128, Differs>,
-    /// Entries loaded since the last full read.
+    /// Entries loaded since the last full read, each counted once per key of its line.
     loaded: usize,
     /// Keys with at least one loaded entry.
     effective: usize,
@@ -142,17 +152,68 @@ impl Loaded {
         !self.memory.differs.is_empty() || self.memory.loaded > self.memory.effective
     }
 
+    /// Every (client, address) dnsmasq offers now, a client being a MAC or a client identifier:
+    /// for each key, its line in the files, except where the key differs, whose newest loaded
+    /// entry counts instead (a removed or moved reservation stays offered until the compaction).
+    /// Reads the lines, like [`release::reservations_in`] reads a hostsfile.
+    pub fn served_reservations(&self) -> BTreeSet<Reservation> {
+        let of_key = |subnet_id: i64, line: &str, key: Option<u128>| {
+            reservations_in(line).into_iter().filter(move |r| {
+                let own = match &r.client {
+                    Client::Mac(mac) => subnet_mac_key(subnet_id, mac),
+                    Client::Id(id) => subnet_client_key(subnet_id, id),
+                };
+                match key {
+                    Some(key) => own == key,
+                    None => !self.memory.differs.contains_key(&own),
+                }
+            })
+        };
+        let mut found: BTreeSet<Reservation> = self
+            .files
+            .dhcp
+            .keys()
+            .flat_map(|&shard| self.files.reservations(shard))
+            .flat_map(|(entry, line)| of_key(entry.subnet_id, line, None))
+            .collect();
+        for (key, differs) in &self.memory.differs {
+            if let Some(served) = &differs.served {
+                // The top 64 bits of a key are the subnet id (see `subnet_mac_key`).
+                let subnet_id = (key >> 64) as u64 as i64;
+                found.extend(of_key(subnet_id, &served.line, Some(*key)));
+            }
+        }
+        found
+    }
+
     /// The address dnsmasq offers the client with `mac` in subnet `subnet_id` now, if any.
     /// Looks the files up linearly: meant for tests and diagnostics.
     pub fn served(&self, subnet_id: i64, mac: [u8; 6]) -> Option<IpAddr> {
-        let key = subnet_mac_key(subnet_id, &mac);
+        self.served_to(subnet_id, None, mac)
+    }
+
+    /// The address dnsmasq offers a client that sends `client_id` (if any) from `mac` in subnet
+    /// `subnet_id` now: the newest entry with that identifier, else the newest with that MAC
+    /// (dnsmasq's `find_config_match` looks at identifiers before MACs).
+    pub fn served_to(
+        &self,
+        subnet_id: i64,
+        client_id: Option<&ClientId>,
+        mac: [u8; 6],
+    ) -> Option<IpAddr> {
+        client_id
+            .and_then(|c| self.served_key(subnet_client_key(subnet_id, c)))
+            .or_else(|| self.served_key(subnet_mac_key(subnet_id, &mac)))
+    }
+
+    fn served_key(&self, key: u128) -> Option<IpAddr> {
         match self.memory.differs.get(&key) {
             Some(differs) => differs.served.as_ref().map(|e| e.ip),
             None => self
                 .files
                 .entries
                 .iter()
-                .find(|e| entry_key(e) == key)
+                .find(|e| entry_keys(&self.files, e).any(|k| k == key))
                 .map(|e| e.ip),
         }
     }
@@ -248,8 +309,11 @@ struct Slot<'a> {
     wanted: Option<Line<'a>>,
 }
 
-fn entry_key(entry: &DhcpEntry) -> u128 {
-    subnet_mac_key(entry.subnet_id, &entry.mac)
+/// Every key dnsmasq serves `entry`'s line to: its primary MAC's, then its client identifier's
+/// and extra MACs' (a line with several is loaded once, as the newest entry of each).
+fn entry_keys<'a>(files: &'a Sharded, entry: &DhcpEntry) -> impl Iterator<Item = u128> + 'a {
+    std::iter::once(subnet_mac_key(entry.subnet_id, &entry.mac))
+        .chain(files.more_keys(entry).iter().copied())
 }
 
 /// `before` (the memory with the `old` files on disk) once the DHCP shards in `changed` hold
@@ -270,27 +334,29 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
     let mut slots: HashMap<u128, Slot> = HashMap::new();
     for &(shard, _) in changed {
         for (entry, text) in old.reservations(shard) {
-            let key = entry_key(entry);
-            // Not differing: the newest entry is the files' line.
-            let served = served_now(&key).unwrap_or(Some(Line::of(entry, text)));
-            slots.insert(
-                key,
-                Slot {
-                    served,
-                    wanted: None,
-                },
-            );
+            for key in entry_keys(old, entry) {
+                // Not differing: the newest entry is the files' line.
+                let served = served_now(&key).unwrap_or(Some(Line::of(entry, text)));
+                slots.insert(
+                    key,
+                    Slot {
+                        served,
+                        wanted: None,
+                    },
+                );
+            }
         }
     }
     for &(shard, _) in changed {
         for (entry, text) in new.reservations(shard) {
-            let key = entry_key(entry);
-            let slot = slots.entry(key).or_insert_with(|| Slot {
-                // Not differing and not in the old files: nothing is loaded for it.
-                served: served_now(&key).flatten(),
-                wanted: None,
-            });
-            slot.wanted = Some(Line::of(entry, text));
+            for key in entry_keys(new, entry) {
+                let slot = slots.entry(key).or_insert_with(|| Slot {
+                    // Not differing and not in the old files: nothing is loaded for it.
+                    served: served_now(&key).flatten(),
+                    wanted: None,
+                });
+                slot.wanted = Some(Line::of(entry, text));
+            }
         }
     }
     let mut after = before.clone();
@@ -302,12 +368,16 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
                     continue;
                 }
             }
-            after.loaded += 1;
-            if let Some(slot) = slots.get_mut(&entry_key(entry)) {
-                if slot.served.is_none() {
-                    after.effective += 1;
+            // Counted per key, so that `effective` (keys) and `loaded` compare: a line with
+            // three keys fills three.
+            for key in entry_keys(new, entry) {
+                after.loaded += 1;
+                if let Some(slot) = slots.get_mut(&key) {
+                    if slot.served.is_none() {
+                        after.effective += 1;
+                    }
+                    slot.served = Some(Line::of(entry, text));
                 }
-                slot.served = Some(Line::of(entry, text));
             }
         }
     }
@@ -334,7 +404,7 @@ fn reread(before: &Memory, old: &Sharded, new: &Sharded, changed: &[(u32, bool)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Host, Snapshot, Subnet};
+    use crate::model::{Extras, Host, HostSettings, Snapshot, Subnet};
     use crate::render::{render, shard_of, Layout, LayoutKind};
 
     const SHARDS: u32 = 4;
@@ -367,21 +437,24 @@ mod tests {
         [0x52, 0x54, 0, 0, 0, last]
     }
 
-    fn files(hosts: &[Host]) -> Sharded {
-        let layout = Layout {
+    fn layout() -> Layout {
+        Layout {
             kind: LayoutKind::Incremental,
             hosts_file: "/unused".into(),
             addn_hosts_file: "/unused".into(),
             hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: SHARDS,
-        };
+        }
+    }
+
+    fn files(hosts: &[Host]) -> Sharded {
         let snapshot = Snapshot {
             subnets: subnets(),
             hosts: hosts.to_vec(),
             ..Default::default()
         };
-        render(&snapshot, &layout).sharded.unwrap()
+        render(&snapshot, &layout()).sharded.unwrap()
     }
 
     fn start(hosts: &[Host]) -> Loaded {
@@ -487,9 +560,58 @@ mod tests {
         assert_eq!(plan.after.pending(), vec![2]);
         assert!(plan.after.debt());
         assert_eq!(plan.after.served(1, mac(2)), ip("10.0.0.11"));
+        let pairs = |loaded: &Loaded| loaded.served_reservations();
+        let two = Reservation::mac(mac(2), "10.0.0.11".parse().unwrap());
+        assert_eq!(pairs(&plan.after), pairs(&before));
+        assert!(pairs(&plan.after).contains(&two));
         let compacted = Loaded::full_read(plan.after.files().clone());
         assert_clean(&compacted);
         assert_eq!(compacted.served(1, mac(2)), None);
+        assert!(!pairs(&compacted).contains(&two));
+        assert_eq!(pairs(&compacted).len(), 2);
+    }
+
+    #[test]
+    fn a_line_with_several_macs_and_an_identifier_serves_each_until_the_compaction() {
+        let settings = HostSettings {
+            host_id: 2,
+            client_id: Some(ClientId(vec![1, 2, 3])),
+            macs: vec![mac(9)],
+            ..HostSettings::default()
+        };
+        let snapshot = |hosts: &[Host], settings: Vec<HostSettings>| Snapshot {
+            subnets: subnets(),
+            hosts: hosts.to_vec(),
+            extras: Extras {
+                hosts: settings,
+                ..Extras::default()
+            },
+        };
+        let render_files = |s: &Snapshot| render(s, &layout()).sharded.unwrap();
+        let before = Loaded::full_read(render_files(&snapshot(&base(), vec![settings])));
+        let id = ClientId(vec![1, 2, 3]);
+        let eleven = ip("10.0.0.11");
+        assert_eq!(before.served(1, mac(9)), eleven);
+        assert_eq!(before.served_to(1, Some(&id), mac(77)), eleven);
+        let served = before.served_reservations();
+        assert!(served.contains(&Reservation {
+            client: Client::Id(id.clone()),
+            ip: eleven.unwrap()
+        }));
+        assert!(served.contains(&Reservation::mac(mac(9), eleven.unwrap())));
+        // Host 2 loses its extra MAC and identifier: its line is re-read, but the old entry
+        // still serves them until the compaction.
+        let after = plan(&before, render_files(&snapshot(&base(), Vec::new()))).after;
+        assert_eq!(after.served(1, mac(9)), eleven);
+        assert_eq!(after.served_to(1, Some(&id), mac(77)), eleven);
+        assert_eq!(after.pending(), vec![2]);
+        assert!(after
+            .served_reservations()
+            .contains(&Reservation::mac(mac(9), eleven.unwrap())));
+        let compacted = Loaded::full_read(after.files().clone());
+        assert_eq!(compacted.served(1, mac(9)), None);
+        assert_eq!(compacted.served_to(1, Some(&id), mac(77)), None);
+        assert_eq!(compacted.served_reservations().len(), 3);
     }
 
     #[test]

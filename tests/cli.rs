@@ -606,3 +606,42 @@ fn check_config_shows_the_incremental_layouts_keys_and_names_a_bad_one() {
         stderr(&out)
     );
 }
+
+#[test]
+fn check_config_shows_the_release_keys_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |dnsmasq: &str| {
+        let file = write_config(
+            dir.path(),
+            &format!("database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\n{dnsmasq}"),
+        );
+        ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[])
+    };
+    let out = check("");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("dnsmasq.lease_file = \"/var/lib/misc/dnsmasq.leases\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("dnsmasq.release_command = [\"dhcp_release\"]"),
+        "{text}"
+    );
+    assert!(!text.contains("release_interface"), "{text}");
+    let out = check("release_command = []\nrelease_interface = \"br0\"\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("dnsmasq.release_command = []"), "{text}");
+    assert!(
+        text.contains("dnsmasq.release_interface = \"br0\""),
+        "{text}"
+    );
+    let out = check("lease_file = \"leases\"\n");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("dnsmasq.lease_file"),
+        "{}",
+        stderr(&out)
+    );
+}

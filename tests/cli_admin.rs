@@ -532,8 +532,9 @@ async fn host_set_changes_each_field_and_moves_between_subnets() {
     );
     assert_eq!(
         admin.fails(&["host", "set", "printer2"], 1),
-        "nothing to change: give at least one of --ip, --mac, --hostname, --alias, \
-         --no-aliases, --profile, --no-profile, --enable, --disable, --lease-time or --comment"
+        "nothing to change: give at least one of --ip, --mac, --client-id, --no-client-id, \
+         --hostname, --alias, --no-aliases, --profile, --no-profile, --enable, --disable, \
+         --lease-time or --comment"
     );
 
     assert_eq!(

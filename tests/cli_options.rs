@@ -616,3 +616,81 @@ async fn import_maps_names_onto_aliases_and_dns_only_names_and_export_writes_the
         json!(["router2"])
     );
 }
+
+/// Issue 13: `host add|set --mac A --mac B` and `--client-id`, shown and in JSON; an extra MAC
+/// finds the host; refusals in the database's and the parser's words.
+#[tokio::test]
+async fn hosts_get_several_macs_and_a_client_id() {
+    let admin = Admin::with_office().await;
+    let laptop = admin.json(&[
+        "host",
+        "add",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--mac",
+        "5254.0000.0011,52-54-00-00-00-21",
+        "--client-id",
+        "1:52:54:0:0:0:1",
+        "--hostname",
+        "laptop",
+        "--ip",
+        "10.1.0.10",
+    ]);
+    assert_eq!(laptop["mac"], "52:54:00:00:00:01");
+    assert_eq!(
+        laptop["extra_macs"],
+        json!(["52:54:00:00:00:11", "52:54:00:00:00:21"])
+    );
+    assert_eq!(laptop["client_id"], "01:52:54:00:00:00:01");
+    // Any of its MACs finds it.
+    let shown = admin.ok(&["host", "show", "52:54:00:00:00:21"]);
+    assert_eq!(
+        field(&shown, "mac"),
+        "52:54:00:00:00:01,52:54:00:00:00:11,52:54:00:00:00:21"
+    );
+    assert_eq!(field(&shown, "client id"), "01:52:54:00:00:00:01");
+
+    // Another host may not take one of them, in the trigger's words.
+    let error = admin.fails(
+        &[
+            "host",
+            "add",
+            "--mac",
+            "52:54:00:00:00:02",
+            "--mac",
+            "52:54:00:00:00:11",
+            "--hostname",
+            "pc",
+            "--ip",
+            "10.1.0.11",
+        ],
+        65,
+    );
+    assert!(
+        error.contains(
+            "host_macs.mac 52:54:00:00:00:11 already has a reservation in subnet 'office' \
+             ('laptop', 10.1.0.10)"
+        ),
+        "{error}"
+    );
+    let error = admin.fails(&["host", "set", "laptop", "--client-id", "01:zz"], 65);
+    assert!(
+        error.contains("hosts.client_id '01:zz' is not a client identifier"),
+        "{error}"
+    );
+
+    // --mac on set replaces the MACs; --no-client-id removes the identifier.
+    let changed = admin.json(&[
+        "host",
+        "set",
+        "laptop",
+        "--mac",
+        "52:54:00:00:00:21,52:54:00:00:00:01",
+        "--no-client-id",
+    ]);
+    assert_eq!(changed["mac"], "52:54:00:00:00:21");
+    assert_eq!(changed["extra_macs"], json!(["52:54:00:00:00:01"]));
+    assert_eq!(changed["client_id"], Value::Null);
+    let changed = admin.json(&["host", "set", "laptop", "--mac", "52:54:00:00:00:21"]);
+    assert_eq!(changed["extra_macs"], json!([]));
+}

@@ -150,7 +150,26 @@ impl World {
     /// A lab on 10.99.`octet`.0/24, a database with that subnet (pool .100–.150, domain
     /// `e2e.test`), the agent in sync, then dnsmasq started on the agent's files.
     async fn start(octet: u8, layout: &str) -> Option<World> {
-        let mut lab = Lab::new(octet)?;
+        Self::start_in(Lab::new(octet)?, layout).await
+    }
+
+    /// [`World::start`] with IPv6 on the link too: the server has `fd99:<octet>::1` and the
+    /// database a second subnet `e2e6`, `fd99:<octet>::/64` without a dynamic range (`static`).
+    async fn start_dual(octet: u8) -> Option<World> {
+        let lab = Lab::new(octet)?;
+        lab.enable_ipv6()?;
+        let mut world = Self::start_in(lab, "hostsfile").await?;
+        world
+            .sql_and_restart(&format!(
+                "INSERT INTO ipmanager.subnets (name, cidr, domain)
+                 VALUES ('e2e6', 'fd99:{octet:x}::/64', '{DOMAIN}')"
+            ))
+            .await;
+        Some(world)
+    }
+
+    async fn start_in(mut lab: Lab, layout: &str) -> Option<World> {
+        let octet = lab.octet;
         let db = TestDb::new().await;
         db.client()
             .await
@@ -1135,5 +1154,467 @@ async fn options_profiles_aliases_and_dns_only_names_reach_real_clients() {
         .lease_lines()
         .iter()
         .any(|l| l.contains(&format!(" {} ", a(60)))));
+    w.finish().await;
+}
+
+/// DHCPv6 and identifiers (issue 13): a real DHCPv6 client gets its reserved address, matched
+/// by its DUID (`id:`) although the reservation's MAC is another; its AAAA and PTR resolve; a
+/// changed IPv6 address is served after a SIGHUP, without a restart.
+#[tokio::test]
+async fn a_dhcpv6_client_gets_its_reservation_by_duid_and_a_new_address_without_a_restart() {
+    const OCTET: u8 = 62;
+    let Some(mut w) = World::start_dual(OCTET).await else {
+        return;
+    };
+    let mac = [0x02, 0x00, 0x00, OCTET, 0x00, 0x01];
+    let mac_text = |m: &[u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    // DUID-LL (type 3, hardware type 1) of the client's MAC, as most clients build it.
+    let duid: Vec<u8> = [0x00, 0x03, 0x00, 0x01]
+        .iter()
+        .chain(&mac)
+        .copied()
+        .collect();
+    let duid_text = duid
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let (first, second) = (w.lab.addr6(0x10), w.lab.addr6(0x11));
+    // The reservation's MAC is not the client's: only the DUID can match it.
+    let other = [0x02, 0x00, 0x00, OCTET, 0x00, 0x77];
+    w.sql_and_reread(&format!(
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname, client_id)
+         VALUES ('{}', '{first}', 'v6pc', '{duid_text}')",
+        mac_text(&other)
+    ))
+    .await;
+    assert!(w.include().contains("enable-ra\n"), "{}", w.include());
+    let got = w.lab.dhcp6(&mac_text(&mac), &duid).await;
+    assert_eq!(got, Some(first), "{}", w.lab.diagnostics());
+    assert_eq!(
+        w.lab.resolve6("v6pc.e2e.test").await,
+        vec![first.to_string()]
+    );
+    assert_eq!(
+        w.lab.reverse6(first).await,
+        vec!["v6pc.e2e.test.".to_owned()]
+    );
+
+    // A new address: hostsfile and SIGHUP, the same dnsmasq; the client's next Solicit gets it.
+    let (pid, starts) = (w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts());
+    w.sql_and_reread(&format!(
+        "UPDATE ipmanager.hosts SET ip = '{second}' WHERE hostname = 'v6pc'"
+    ))
+    .await;
+    assert_eq!((w.lab.dnsmasq_pid(), w.lab.dnsmasq_starts()), (pid, starts));
+    let got = w.lab.dhcp6(&mac_text(&mac), &duid).await;
+    assert_eq!(got, Some(second), "{}", w.lab.diagnostics());
+    assert_eq!(
+        w.lab.resolve6("v6pc.e2e.test").await,
+        vec![second.to_string()]
+    );
+    assert_eq!(
+        w.lab.reverse6(second).await,
+        vec!["v6pc.e2e.test.".to_owned()]
+    );
+    w.finish().await;
+}
+
+/// Several MACs and a client-id (issue 13), with udhcpc: each of a laptop's two interfaces gets
+/// the laptop's one address, one at a time; a client sending the reserved client-id from a MAC
+/// no reservation has gets the reservation.
+#[tokio::test]
+async fn every_mac_of_a_reservation_and_its_client_id_get_its_address() {
+    const OCTET: u8 = 63;
+    let Some(mut w) = World::start(OCTET, "hostsfile").await else {
+        return;
+    };
+    let (wired, wireless, thin, stranger) = (
+        "02:00:00:63:00:01",
+        "02:00:00:63:00:02",
+        "02:00:00:63:00:03",
+        "02:00:00:63:00:99",
+    );
+    let (laptop_ip, thin_ip) = (w.lab.addr(20), w.lab.addr(21));
+    w.sql_and_reread(&format!(
+        "INSERT INTO ipmanager.hosts (mac, ip, hostname) VALUES ('{wired}', '{laptop_ip}', 'laptop');
+         INSERT INTO ipmanager.host_macs (host_id, mac)
+             SELECT id, '{wireless}' FROM ipmanager.hosts WHERE hostname = 'laptop';
+         INSERT INTO ipmanager.hosts (mac, ip, hostname, client_id)
+             VALUES ('{thin}', '{thin_ip}', 'thin', '01:de:ad:be:ef:00:01');"
+    ))
+    .await;
+    w.assert_dhcp_gets(wired, laptop_ip).await;
+    w.assert_dhcp_gets(wireless, laptop_ip).await;
+    // dnsmasq gave the address to the interface that asked last; the other's lease is gone.
+    w.wait_leases("the laptop's one lease, the wireless one", |leases| {
+        leases
+            .iter()
+            .filter(|l| l.contains(&format!(" {laptop_ip} ")))
+            .count()
+            == 1
+            && leases.iter().any(|l| l.contains(wireless))
+    })
+    .await;
+    w.assert_resolves("laptop", laptop_ip).await;
+
+    // Matched by client-id, whatever the MAC.
+    let env = w
+        .lab
+        .dhcp_env(stranger, &["-C", "-x", "0x3d:01deadbeef0001"])
+        .await
+        .expect("a lease");
+    assert_eq!(env["ip"], thin_ip.to_string(), "{env:?}");
+    // Without the client-id that MAC is a stranger: a pool address.
+    let env = w.lab.dhcp_env(stranger, &[]).await.expect("a lease");
+    assert_ne!(env["ip"], thin_ip.to_string(), "{env:?}");
+    w.finish().await;
+}
+
+/// Issue 13, stale leases: the agent releases the lease of a reservation dnsmasq no longer serves
+/// (`dhcp_release` run in dnsmasq's namespace), and no other lease.
+impl World {
+    /// [`World::start`] with the agent releasing stale leases in the lab's dnsmasq; with the
+    /// incremental layout, its directories in the lab and compactions only on request.
+    async fn start_releasing(octet: u8, layout: &str) -> Option<World> {
+        let mut lab = Lab::new(octet)?;
+        let db = TestDb::new().await;
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO ipmanager.subnets (name, cidr, range_start, range_end, gateway, domain)
+                 VALUES ('e2e', '10.99.{octet}.0/24', '10.99.{octet}.100', '10.99.{octet}.150',
+                         '10.99.{octet}.1', '{DOMAIN}')"
+            ))
+            .await
+            .unwrap();
+        let dnsmasq_extra = releasing(&lab);
+        let mut agent = AgentRun::start_with(&db, &lab, layout, "e2e", "", &dnsmasq_extra);
+        agent.wait_in_sync().await;
+        lab.start_dnsmasq().await;
+        Some(World { agent, lab, db })
+    }
+
+    /// Runs `statement` and waits until the agent has done what it needs and is in sync.
+    async fn sql_and_sync(&mut self, statement: &str) {
+        let regenerations = self.agent.status().regenerations;
+        self.sql(statement).await;
+        self.agent
+            .wait_status("a sync of the change", |s| {
+                s.regenerations > regenerations && s.phase == Phase::InSync
+            })
+            .await;
+    }
+
+    fn has_lease(&self, mac: &str, ip: Ipv4Addr) -> bool {
+        let wanted = format!(" {mac} {ip} ");
+        self.lease_lines().iter().any(|l| l.contains(&wanted))
+    }
+
+    /// A one-shot client `mac` sending hostname `name` gets a pool address and keeps its lease.
+    async fn dynamic_lease(&self, mac: &str, name: &str) -> Ipv4Addr {
+        let hostname = format!("hostname:{name}");
+        let env = self
+            .lab
+            .dhcp_env(mac, &["-x", &hostname])
+            .await
+            .expect("the dynamic client gets a lease");
+        let ip: Ipv4Addr = env["ip"].parse().unwrap();
+        assert!(
+            (self.lab.addr(100)..=self.lab.addr(150)).contains(&ip),
+            "{ip}"
+        );
+        self.wait_leases("the dynamic lease", |_| self.has_lease(mac, ip))
+            .await;
+        ip
+    }
+
+    /// Asserts that the dynamic lease is still there and its name resolves.
+    async fn assert_dynamic_untouched(&self, mac: &str, name: &str, ip: Ipv4Addr) {
+        assert!(self.has_lease(mac, ip), "{:?}", self.lease_lines());
+        assert_eq!(
+            self.lab.resolve(name).await,
+            vec![ip.to_string()],
+            "A {name}"
+        );
+    }
+
+    /// Polls until `name` no longer resolves; returns how long that took.
+    async fn wait_unresolved(&self, name: &str) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        while !self.lab.resolve(name).await.is_empty() {
+            assert!(
+                started.elapsed() < E2E_DEADLINE,
+                "{name} still resolves; {}",
+                self.lab.diagnostics()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+}
+
+/// The `[dnsmasq]` keys of an agent that releases stale leases in the lab's dnsmasq (in its
+/// namespace, from its interface), with the incremental layout's directories in the lab and
+/// compactions only on request.
+fn releasing(lab: &Lab) -> String {
+    let extra = format!(
+        "lease_file = {lease_file:?}\n\
+         release_command = [\"ip\", \"netns\", \"exec\", {ns:?}, \"dhcp_release\"]\n\
+         release_interface = {interface:?}\n\
+         hosts_dir = {hosts_dir:?}\n\
+         names_dir = {names_dir:?}\n\
+         shards = 4\n\
+         compaction_interval = \"1h\"\n",
+        lease_file = lab.lease_file().display().to_string(),
+        ns = lab.server_ns,
+        interface = lab.server_if,
+        hosts_dir = lab.path("dhcp-hosts.d").display().to_string(),
+        names_dir = lab.path("hosts.d").display().to_string(),
+    );
+    for dir in ["dhcp-hosts.d", "hosts.d"] {
+        std::fs::create_dir_all(lab.path(dir)).unwrap();
+    }
+    extra
+}
+
+/// Waits until `client` reports a lease on a pool address after its first `after` events.
+async fn wait_bound_in_pool(
+    lab: &Lab,
+    client: &common::netns::DhcpClient,
+    after: usize,
+) -> Ipv4Addr {
+    let deadline = std::time::Instant::now() + E2E_DEADLINE;
+    loop {
+        let bound = client.events().into_iter().skip(after).find_map(|e| {
+            let ip: Ipv4Addr = e.strip_prefix("bound ")?.parse().ok()?;
+            (lab.addr(100)..=lab.addr(150)).contains(&ip).then_some(ip)
+        });
+        if let Some(ip) = bound {
+            return ip;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pool address: events {:?}; {}",
+            client.events(),
+            lab.diagnostics()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// After a DELETE, the client's lease goes at once, so its name stops resolving within a second
+/// (dnsmasq answers lease names too); at its next exchange the client gets a pool address; a
+/// dynamic lease of another client stays, name and all.
+async fn a_deleted_reservations_lease_is_released(octet: u8, layout: &str) {
+    let Some(mut w) = World::start_releasing(octet, layout).await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    let (mac_a, mac_dyn) = (mac(octet), format!("02:00:00:99:{octet:02x}:77"));
+    w.sql_and_sync(&insert_host(octet, 10)).await;
+    let dynamic = w.dynamic_lease(&mac_dyn, "dyn1").await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client
+        .wait_event(&w.lab, &format!("bound {reserved}"), 0)
+        .await;
+    w.wait_leases("the reserved lease", |_| w.has_lease(&mac_a, reserved))
+        .await;
+    w.assert_resolves("h1", reserved).await;
+
+    let deleted = std::time::Instant::now();
+    w.sql("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
+        .await;
+    w.wait_unresolved("h1").await;
+    let took = deleted.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "h1 resolved for {took:?}"
+    );
+    w.assert_not_resolved("h1", reserved).await;
+    w.wait_leases("the released lease gone", |_| {
+        !w.has_lease(&mac_a, reserved)
+    })
+    .await;
+    w.agent
+        .wait_status("no release pending", |s| {
+            s.releases_pending == 0 && s.release_error.is_none()
+        })
+        .await;
+    w.assert_dynamic_untouched(&mac_dyn, "dyn1", dynamic).await;
+
+    // The client's next exchange (its renewal) ends in the pool.
+    let seen = client.events().len();
+    client.renew();
+    let pool = wait_bound_in_pool(&w.lab, &client, seen).await;
+    assert_ne!(pool, dynamic);
+    w.assert_dynamic_untouched(&mac_dyn, "dyn1", dynamic).await;
+    drop(client);
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_deleted_reservations_lease_is_released_with_the_hostsfile_layout() {
+    a_deleted_reservations_lease_is_released(71, "hostsfile").await;
+}
+
+#[tokio::test]
+async fn a_deleted_reservations_lease_is_released_with_the_conf_layout() {
+    a_deleted_reservations_lease_is_released(72, "conf").await;
+}
+
+/// An address moved from client A to client B: A's lease is released, so B is offered the
+/// address at once (dnsmasq never offers an address leased to another MAC).
+#[tokio::test]
+async fn an_address_moved_to_another_client_is_offered_to_it_at_once() {
+    const OCTET: u8 = 73;
+    let Some(mut w) = World::start_releasing(OCTET, "hostsfile").await else {
+        return;
+    };
+    let ip = w.lab.addr(10);
+    let (mac_a, mac_b) = (mac(OCTET), format!("02:00:00:99:{OCTET:02x}:0b"));
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client.wait_event(&w.lab, &format!("bound {ip}"), 0).await;
+    // A goes away without releasing, as a machine that is switched off.
+    drop(client);
+    w.wait_leases("A's lease", |_| w.has_lease(&mac_a, ip))
+        .await;
+
+    w.sql_and_sync(&format!(
+        "UPDATE ipmanager.hosts SET mac = '{mac_b}' WHERE hostname = 'h1'"
+    ))
+    .await;
+    w.wait_leases("A's lease released", |_| !w.has_lease(&mac_a, ip))
+        .await;
+    w.assert_dhcp_gets(&mac_b, ip).await;
+    assert!(
+        !w.lab.log().contains("because it is leased to"),
+        "{}",
+        w.lab.diagnostics()
+    );
+    w.finish().await;
+}
+
+/// The incremental layout: a deleted reservation is still served until the compaction, so its
+/// lease is kept until then (released earlier, the client would be handed the same address
+/// again); after the compaction it is released.
+#[tokio::test]
+async fn with_the_incremental_layout_a_deleted_reservations_lease_is_released_at_the_compaction() {
+    const OCTET: u8 = 74;
+    let Some(mut w) = World::start_releasing(OCTET, "incremental").await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    let (mac_a, mac_dyn) = (mac(OCTET), format!("02:00:00:99:{OCTET:02x}:77"));
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    w.lab
+        .wait_log("dnsmasq to read the new shard", |log| {
+            log.contains("inotify")
+        })
+        .await;
+    let dynamic = w.dynamic_lease(&mac_dyn, "dyn1").await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client
+        .wait_event(&w.lab, &format!("bound {reserved}"), 0)
+        .await;
+    w.wait_leases("the reserved lease", |_| w.has_lease(&mac_a, reserved))
+        .await;
+
+    w.sql_and_sync("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
+        .await;
+    assert!(!w.agent.status().awaiting_compaction.is_empty());
+    assert_eq!(w.agent.status().releases_pending, 0);
+    assert!(w.has_lease(&mac_a, reserved), "{:?}", w.lease_lines());
+
+    let compactions = w.agent.status().compactions;
+    w.sql("SELECT ipmanager.request_compaction()").await;
+    w.agent
+        .wait_status("the compaction", |s| s.compactions > compactions)
+        .await;
+    w.wait_leases("the released lease gone", |_| {
+        !w.has_lease(&mac_a, reserved)
+    })
+    .await;
+    w.wait_unresolved("h1").await;
+    w.assert_dynamic_untouched(&mac_dyn, "dyn1", dynamic).await;
+    let seen = client.events().len();
+    client.renew();
+    wait_bound_in_pool(&w.lab, &client, seen).await;
+    drop(client);
+    w.finish().await;
+}
+
+/// The incremental layout: an address moved from client A to client B waits for the compaction
+/// (until then dnsmasq still offers it to A, so A's lease stays); after it, A's lease is released
+/// and B is offered the address at once.
+#[tokio::test]
+async fn with_the_incremental_layout_a_moved_address_is_released_at_the_compaction() {
+    const OCTET: u8 = 75;
+    let Some(mut w) = World::start_releasing(OCTET, "incremental").await else {
+        return;
+    };
+    let ip = w.lab.addr(10);
+    let (mac_a, mac_b) = (mac(OCTET), format!("02:00:00:99:{OCTET:02x}:0b"));
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    w.lab
+        .wait_log("dnsmasq to read the new shard", |log| {
+            log.contains("inotify")
+        })
+        .await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client.wait_event(&w.lab, &format!("bound {ip}"), 0).await;
+    drop(client);
+    w.wait_leases("A's lease", |_| w.has_lease(&mac_a, ip))
+        .await;
+
+    w.sql_and_sync(&format!(
+        "UPDATE ipmanager.hosts SET mac = '{mac_b}' WHERE hostname = 'h1'"
+    ))
+    .await;
+    assert!(!w.agent.status().awaiting_compaction.is_empty());
+    assert_eq!(w.agent.status().releases_pending, 0);
+    assert!(w.has_lease(&mac_a, ip), "{:?}", w.lease_lines());
+
+    let compactions = w.agent.status().compactions;
+    w.sql("SELECT ipmanager.request_compaction()").await;
+    w.agent
+        .wait_status("the compaction", |s| s.compactions > compactions)
+        .await;
+    w.wait_leases("A's lease released", |_| !w.has_lease(&mac_a, ip))
+        .await;
+    w.assert_dhcp_gets(&mac_b, ip).await;
+    w.finish().await;
+}
+
+/// A reservation deleted while the agent was stopped: the agent finds it in the file it replaces
+/// at its start, and releases its lease once the new file is in effect.
+#[tokio::test]
+async fn a_reservation_deleted_while_the_agent_was_stopped_is_released_at_its_start() {
+    const OCTET: u8 = 76;
+    let Some(mut w) = World::start_releasing(OCTET, "hostsfile").await else {
+        return;
+    };
+    let reserved = w.lab.addr(10);
+    let mac_a = mac(OCTET);
+    w.sql_and_sync(&insert_host(OCTET, 10)).await;
+    let mut client = w.lab.dhcp_client(&mac_a);
+    client
+        .wait_event(&w.lab, &format!("bound {reserved}"), 0)
+        .await;
+    drop(client);
+    w.wait_leases("the reserved lease", |_| w.has_lease(&mac_a, reserved))
+        .await;
+
+    w.agent.stop().await;
+    w.sql("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
+        .await;
+    w.agent = AgentRun::start_with(&w.db, &w.lab, "hostsfile", "e2e", "", &releasing(&w.lab));
+    w.agent.wait_in_sync().await;
+    w.wait_leases("the released lease gone", |_| {
+        !w.has_lease(&mac_a, reserved)
+    })
+    .await;
+    w.wait_unresolved("h1").await;
     w.finish().await;
 }

@@ -22,17 +22,24 @@ fn mac_text(mac: &[u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
 }
 
-/// `line mac ip hostname lease [notes]`, `-` for what is absent: one readable string per
+/// `line mac[,mac…] ip hostname lease [id:…] [notes]`, `-` for what is absent: one readable string per
 /// reservation keeps the expectations below short and exact.
 fn row(r: &Reservation) -> String {
     let ip = r.ip.map_or("-".to_owned(), |ip| ip.to_string());
     let lease = r.lease_seconds.map_or("-".to_owned(), |s| s.to_string());
+    let macs: Vec<String> = std::iter::once(&r.mac)
+        .chain(&r.extra_macs)
+        .map(mac_text)
+        .collect();
     let mut out = format!(
         "{} {} {ip} {} {lease}",
         r.line,
-        mac_text(&r.mac),
+        macs.join(","),
         r.hostname.as_deref().unwrap_or("-")
     );
+    if let Some(id) = &r.client_id {
+        out.push_str(&format!(" id:{id}"));
+    }
     for note in &r.notes {
         out.push_str(" | ");
         out.push_str(note);
@@ -60,13 +67,13 @@ fn dnsmasq_conf_fixture() {
             "7 52:54:00:12:34:01 10.20.0.10 files 4294967295",
             "8 52:54:00:12:34:02 10.20.0.11 backup -",
             "9 52:54:00:12:34:03 10.20.0.12 voip-gw 2700 | tag set:voip not kept",
-            "10 52:54:00:12:34:04 10.20.0.13 printer 3600 | client-id id:01:52:54:00:12:34:04 \
-             not kept: ipmanager matches clients by MAC",
+            "10 52:54:00:12:34:04 10.20.0.13 printer 3600 id:01:52:54:00:12:34:04",
             "11 52:54:00:12:34:05 10.20.0.14 nas - | line has an IPv4 and an IPv6 address: kept \
              as two reservations, one per address",
             "11 52:54:00:12:34:05 2001:db8:20::14 nas - | line has an IPv4 and an IPv6 address: \
              kept as two reservations, one per address",
             "12 52:54:00:12:34:06 - laptop-anna -",
+            "17 52:54:00:12:34:08,52:54:00:12:34:09 10.20.0.22 dock -",
         ]
     );
     assert_eq!(
@@ -86,10 +93,10 @@ fn dnsmasq_conf_fixture() {
              525400123456 or 8:0:20:1:2:3",
             "16: field 3: hostname contains '_' at byte 3; only ASCII letters, digits, '-' and \
              '.' are allowed",
-            "17: 2 MAC addresses: ipmanager keeps one MAC per reservation; write one line per MAC",
             "18: field 1: MAC address contains the wildcard '*': ipmanager reserves for one \
              exact MAC",
-            "19: reservation is keyed by client-id only: ipmanager keys every reservation by MAC",
+            "19: reservation is keyed by client-id only: ipmanager keys every reservation by MAC \
+             as well, and this identifier holds none",
             "20: field 2: IPv4 address is not four dotted decimal numbers 0-255",
         ]
     );
@@ -154,9 +161,13 @@ fn kea_fixture() {
         rows(&parsed),
         [
             "13 52:54:00:ef:00:01 - roaming-laptop -",
+            "17 52:54:00:ef:00:02 10.50.0.9 - - id:01:52:54:00:ef:00:02 | MAC 52:54:00:ef:00:02 \
+             taken from the client identifier",
             "29 52:54:00:ef:00:03 10.50.0.10 branch-printer - | option-data not kept",
             "54 52:54:00:ef:00:05 10.60.0.5 guest-kiosk - | client-classes not kept",
             "74 52:54:00:ef:00:03 2001:db8:50::10 branch-printer -",
+            "75 52:54:00:ef:00:07 2001:db8:50::11 - - id:00:03:00:01:52:54:00:ef:00:07 | MAC \
+             52:54:00:ef:00:07 taken from the client identifier",
         ]
     );
     let subnets: Vec<String> = parsed
@@ -189,13 +200,9 @@ fn kea_fixture() {
     assert_eq!(
         notes(&parsed.rejected),
         [
-            "17: reservation is keyed by client-id only: ipmanager keys every reservation by MAC \
-             (hw-address)",
             "35: hostname contains '_' at byte 3; only ASCII letters, digits, '-' and '.' are \
              allowed",
             "60: ip-address: address 10.60.0.255 is the broadcast address of 10.60.0.0/24",
-            "75: reservation is keyed by duid only: ipmanager keys every reservation by MAC \
-             (hw-address)",
         ]
     );
 }
@@ -507,6 +514,7 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
             host_id: printer.id,
             profile: None,
             aliases: vec!["laser".into(), "print-server".into()],
+            ..HostSettings::default()
         }],
         dns_names: vec![
             DnsName {
@@ -571,4 +579,86 @@ fn aliases_and_dns_only_names_round_trip_through_dnsmasq_and_hosts_files() {
             "{format}: {text}"
         );
     }
+}
+
+/// Client identifiers and extra MACs go out as dnsmasq's `id:` and `mac1,mac2` and as Kea's
+/// `client-id` / `duid` with every MAC in `user-context`, and read back as the same; ethers
+/// keeps the primary MAC only.
+#[test]
+fn identifiers_and_several_macs_round_trip() {
+    use ipmanager::client_id::parse as client_id;
+    use ipmanager::model::HostSettings;
+    let snapshot = sample();
+    let (v6, v4) = (snapshot.hosts[0].clone(), snapshot.hosts[1].clone());
+    let extra = [0x52, 0x54, 0, 0, 0, 0x21];
+    let extras = Extras {
+        hosts: vec![
+            HostSettings {
+                host_id: v6.id,
+                client_id: Some(client_id("00:03:00:01:52:54:00:00:00:03").unwrap()),
+                ..HostSettings::default()
+            },
+            HostSettings {
+                host_id: v4.id,
+                client_id: Some(client_id("01:52:54:00:00:00:01").unwrap()),
+                macs: vec![extra],
+                ..HostSettings::default()
+            },
+        ],
+        ..Extras::default()
+    };
+    let snapshot = Snapshot { extras, ..snapshot };
+    for format in [Format::Dnsmasq, Format::Hostsfile, Format::Kea] {
+        let text = export(format, &snapshot);
+        let parsed = parse(format, &text).unwrap();
+        let find = |host: &Host| {
+            parsed
+                .reservations
+                .iter()
+                .find(|r| r.ip == Some(host.ip))
+                .unwrap_or_else(|| panic!("{format}: {} missing:\n{text}", host.ip))
+                .clone()
+        };
+        let (r6, r4) = (find(&v6), find(&v4));
+        assert_eq!(
+            (
+                r6.mac,
+                r6.extra_macs.clone(),
+                r6.client_id.as_ref().map(|c| c.to_string())
+            ),
+            (
+                v6.mac,
+                vec![],
+                Some("00:03:00:01:52:54:00:00:00:03".to_owned())
+            ),
+            "{format}:\n{text}"
+        );
+        assert_eq!(
+            (
+                r4.mac,
+                r4.extra_macs.clone(),
+                r4.client_id.as_ref().map(|c| c.to_string())
+            ),
+            (v4.mac, vec![extra], Some("01:52:54:00:00:00:01".to_owned())),
+            "{format}:\n{text}"
+        );
+        assert!(
+            r4.notes.is_empty() && r6.notes.is_empty(),
+            "{format}: {r4:?} {r6:?}"
+        );
+    }
+    let kea = export(Format::Kea, &snapshot);
+    assert!(
+        kea.contains("\"duid\": \"00:03:00:01:52:54:00:00:00:03\""),
+        "{kea}"
+    );
+    assert!(
+        kea.contains("\"client-id\": \"01:52:54:00:00:00:01\""),
+        "{kea}"
+    );
+    let ethers = parse(Format::Ethers, &export(Format::Ethers, &snapshot)).unwrap();
+    assert!(ethers
+        .reservations
+        .iter()
+        .all(|r| r.extra_macs.is_empty() && r.client_id.is_none()));
 }

@@ -2,10 +2,12 @@
 //! values come from hostile text: no option value, profile field, alias or name can add a line,
 //! a field, a tag or an option to any file, nor make a line of 1,000 bytes or more. Every file
 //! passes the independent checker ([`ipmanager::render::check`]), and the lines are exactly
-//! those the accepted rows account for.
+//! those the accepted rows account for. A host's client identifier and extra MACs are arbitrary
+//! bytes: written whole as hex, or the host is skipped.
 
 use std::net::IpAddr;
 
+use ipmanager::client_id::ClientId;
 use ipmanager::model::{
     DhcpOptionValue, DnsName, Extras, Host, HostSettings, OptionKind, Profile, Snapshot, Subnet,
     SubnetSettings,
@@ -95,76 +97,92 @@ fn snapshots() -> impl Strategy<Value = Snapshot> {
         prop::collection::vec(prop_oneof![Just("www".to_owned()), hostile()], 0..3),
         prop::collection::vec(prop_oneof![Just("vip".to_owned()), hostile()], 0..3),
         prop::option::of(1i64..4),
+        (
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..140)),
+            prop::collection::vec(
+                prop_oneof![
+                    any::<[u8; 6]>(),
+                    Just([0x52, 0x54, 0, 0, 0, 11]),
+                    Just([0x52, 0x54, 0, 0, 0, 12]),
+                    Just([0x52, 0x54, 0, 0, 0, 0x77]),
+                ],
+                0..10,
+            ),
+        ),
     )
-        .prop_map(|(v4, v6, (p1, p2), aliases, names, default)| {
-            let subnets = vec![
-                Subnet {
-                    id: 1,
-                    cidr: "10.1.0.0/24".parse().unwrap(),
-                    range: None,
-                    gateway: Some("10.1.0.1".parse().unwrap()),
+        .prop_map(
+            |(v4, v6, (p1, p2), aliases, names, default, (client_id, macs))| {
+                let subnets = vec![
+                    Subnet {
+                        id: 1,
+                        cidr: "10.1.0.0/24".parse().unwrap(),
+                        range: None,
+                        gateway: Some("10.1.0.1".parse().unwrap()),
+                        lease_seconds: None,
+                        domain: Some("office.example".to_owned()),
+                    },
+                    Subnet {
+                        id: 2,
+                        cidr: "2001:db8:1::/64".parse().unwrap(),
+                        range: None,
+                        gateway: None,
+                        lease_seconds: None,
+                        domain: None,
+                    },
+                ];
+                let host = |id: i64, subnet_id, ip: &str| Host {
+                    id,
+                    subnet_id,
+                    mac: [0x52, 0x54, 0, 0, 0, id as u8],
+                    ip: ip.parse().unwrap(),
+                    hostname: format!("h{id}"),
                     lease_seconds: None,
-                    domain: Some("office.example".to_owned()),
-                },
-                Subnet {
-                    id: 2,
-                    cidr: "2001:db8:1::/64".parse().unwrap(),
-                    range: None,
-                    gateway: None,
-                    lease_seconds: None,
-                    domain: None,
-                },
-            ];
-            let host = |id: i64, subnet_id, ip: &str| Host {
-                id,
-                subnet_id,
-                mac: [0x52, 0x54, 0, 0, 0, id as u8],
-                ip: ip.parse().unwrap(),
-                hostname: format!("h{id}"),
-                lease_seconds: None,
-            };
-            let hosts = vec![
-                host(11, 1, "10.1.0.11"),
-                host(12, 1, "10.1.0.12"),
-                host(21, 2, "2001:db8:1::21"),
-            ];
-            let dns_names = names
-                .into_iter()
-                .enumerate()
-                .map(|(i, hostname)| DnsName {
-                    id: 50 + i as i64,
-                    subnet_id: 1,
-                    ip: IpAddr::from([10, 1, 0, 60 + i as u8]),
-                    hostname,
-                    aliases: vec!["alias".to_owned()],
-                })
-                .collect();
-            Snapshot {
-                subnets,
-                hosts,
-                extras: Extras {
-                    profiles: vec![p1, p2],
-                    subnets: vec![
-                        SubnetSettings {
-                            subnet_id: 1,
-                            options: v4,
-                            default_profile: default,
-                        },
-                        SubnetSettings {
-                            subnet_id: 2,
-                            options: v6,
-                            default_profile: None,
-                        },
-                    ],
-                    hosts: vec![HostSettings {
-                        host_id: 11,
-                        profile: Some(2),
-                        aliases,
-                    }],
-                    dns_names,
-                },
-            }
-        })
+                };
+                let hosts = vec![
+                    host(11, 1, "10.1.0.11"),
+                    host(12, 1, "10.1.0.12"),
+                    host(21, 2, "2001:db8:1::21"),
+                ];
+                let dns_names = names
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, hostname)| DnsName {
+                        id: 50 + i as i64,
+                        subnet_id: 1,
+                        ip: IpAddr::from([10, 1, 0, 60 + i as u8]),
+                        hostname,
+                        aliases: vec!["alias".to_owned()],
+                    })
+                    .collect();
+                Snapshot {
+                    subnets,
+                    hosts,
+                    extras: Extras {
+                        profiles: vec![p1, p2],
+                        subnets: vec![
+                            SubnetSettings {
+                                subnet_id: 1,
+                                options: v4,
+                                default_profile: default,
+                            },
+                            SubnetSettings {
+                                subnet_id: 2,
+                                options: v6,
+                                default_profile: None,
+                            },
+                        ],
+                        hosts: vec![HostSettings {
+                            host_id: 11,
+                            profile: Some(2),
+                            aliases,
+                            client_id: client_id.map(ClientId),
+                            macs,
+                        }],
+                        dns_names,
+                    },
+                }
+            },
+        )
 }
 
 fn layout(kind: LayoutKind) -> Layout {
@@ -237,7 +255,23 @@ proptest! {
                 })
                 .sum();
             prop_assert_eq!(count(&rendered.include, "dhcp-boot="), boots);
-            prop_assert_eq!(rendered.hosts_served, 3);
+            // Host 11's identifier and extra MACs: whole and valid, or the host is skipped.
+            let settings = &extras.hosts[0];
+            let own = [0x52, 0x54, 0, 0, 0, 11];
+            let ident_ok = settings.client_id.as_ref().is_none_or(|c| (2..=130).contains(&c.0.len()))
+                && settings.macs.len() <= 8
+                && settings.macs.iter().enumerate().all(|(at, m)| {
+                    m[0] & 1 == 0 && *m != [0; 6] && *m != own && *m != [0x52, 0x54, 0, 0, 0, 12]
+                        && !settings.macs[..at].contains(m)
+                });
+            prop_assert_eq!(rendered.hosts_served, 2 + usize::from(ident_ok));
+            if let (true, Some(hosts)) = (ident_ok, &rendered.hosts) {
+                let line = hosts.lines().find(|l| l.contains(",10.1.0.11,")).unwrap();
+                prop_assert_eq!(line.starts_with("id:"), settings.client_id.is_some());
+                let fields = line.split(',').filter(|f| !f.starts_with("set:")).count();
+                prop_assert_eq!(fields, 3 + settings.macs.len()
+                    + usize::from(settings.client_id.is_some()));
+            }
             for text in [Some(&rendered.include), rendered.hosts.as_ref(), rendered.addn_hosts.as_ref()]
                 .into_iter()
                 .flatten()

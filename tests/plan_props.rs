@@ -5,14 +5,17 @@
 //! - over random sequences of snapshots and compactions, the planner ([`ipmanager::plan`])
 //!   agrees with a straightforward simulator of dnsmasq 2.90's `--dhcp-hostsdir`, written here
 //!   from the rules alone: a list of loaded entries, every written file re-read whole, an IPv4
-//!   line refused when any loaded entry holds its address, the newest entry for a MAC within a
-//!   subnet's network served, deleted files ignored, and a full read starting from nothing.
+//!   line refused when any loaded entry holds its address, the newest entry for a client
+//!   identifier, else for a MAC (any of a line's MACs), within a subnet's network served
+//!   (dnsmasq's `find_config_match`), deleted files ignored, and a full read starting from
+//!   nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use cidr::IpCidr;
-use ipmanager::model::{Host, Snapshot, Subnet};
+use ipmanager::client_id::ClientId;
+use ipmanager::model::{Extras, Host, HostSettings, Snapshot, Subnet};
 use ipmanager::plan::{plan, Loaded};
 use ipmanager::render::check::{check_file, FileKind};
 use ipmanager::render::{
@@ -45,17 +48,43 @@ fn sorted_lines<'a>(texts: impl IntoIterator<Item = &'a String>) -> Vec<&'a str>
     lines
 }
 
-/// `MAC,IP,...` read back: the MAC bytes and the address (bracketed when IPv6).
-fn parse_reservation(line: &str) -> ([u8; 6], IpAddr) {
-    let mut fields = line.split(',');
-    let mac_text = fields.next().unwrap();
-    let mut mac = [0u8; 6];
-    for (byte, hex) in mac.iter_mut().zip(mac_text.split(':')) {
-        *byte = u8::from_str_radix(hex, 16).unwrap();
+/// A reservation line read back.
+struct Line {
+    client_id: Option<Vec<u8>>,
+    macs: Vec<[u8; 6]>,
+    ip: IpAddr,
+}
+
+/// `[id:CLIENTID,]MAC[,MAC…][,set:…],IP,...` read back.
+fn parse_line(line: &str) -> Line {
+    let hex = |text: &str| -> Vec<u8> {
+        text.split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    };
+    let mut parsed = Line {
+        client_id: None,
+        macs: Vec::new(),
+        ip: IpAddr::from([0, 0, 0, 0]),
+    };
+    for field in line.split(',') {
+        if let Some(id) = field.strip_prefix("id:") {
+            parsed.client_id = Some(hex(id));
+        } else if field.len() == 17 && !field.starts_with('[') {
+            parsed.macs.push(hex(field).try_into().unwrap());
+        } else if !field.starts_with("set:") {
+            let ip = field.trim_start_matches('[').trim_end_matches(']');
+            parsed.ip = ip.parse().unwrap();
+            return parsed;
+        }
     }
-    let ip = fields.next().unwrap();
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    (mac, ip.parse().unwrap())
+    panic!("no address in {line}")
+}
+
+/// The first MAC and the address.
+fn parse_reservation(line: &str) -> ([u8; 6], IpAddr) {
+    let line = parse_line(line);
+    (line.macs[0], line.ip)
 }
 
 /// `a` is `b` with some lines left out, the rest in the same order.
@@ -200,12 +229,24 @@ impl Dnsmasq {
         }
     }
 
-    /// The newest loaded line for `mac` with an address in `network`.
-    fn served(&self, network: IpCidr, mac: [u8; 6]) -> Option<&str> {
+    /// The newest loaded line for `key` with an address in `network`.
+    fn newest(&self, network: IpCidr, key: Key) -> Option<&str> {
         self.loaded.iter().rev().map(String::as_str).find(|line| {
-            let (m, ip) = parse_reservation(line);
-            m == mac && network.contains(&ip)
+            let line = parse_line(line);
+            let has = match key {
+                Key::Mac(mac) => line.macs.contains(&mac),
+                Key::Client(c) => line.client_id.as_deref() == Some(&CLIENT_IDS[c][..]),
+            };
+            has && network.contains(&line.ip)
         })
+    }
+
+    /// The line a client with `client` (an index of [`CLIENT_IDS`]) and `mac` is served: the
+    /// newest with its identifier, else the newest with its MAC.
+    fn served(&self, network: IpCidr, client: Option<usize>, mac: [u8; 6]) -> Option<&str> {
+        client
+            .and_then(|c| self.newest(network, Key::Client(c)))
+            .or_else(|| self.newest(network, Key::Mac(mac)))
     }
 
     /// Applies one directory's part of a plan: writes (re-read) and deletions (ignored by the
@@ -261,6 +302,30 @@ const MACS: [[u8; 6]; 4] = [
     [0x02, 0, 0, 0, 0, 4],
 ];
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+const CLIENT_IDS: [[u8; 3]; 2] = [[1, 2, 3], [0, 1, 0xff]];
+
+/// What dnsmasq finds a reservation by, within a subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Mac([u8; 6]),
+    /// An index of [`CLIENT_IDS`].
+    Client(usize),
+}
+
+fn every_key() -> impl Iterator<Item = Key> {
+    MACS.into_iter()
+        .map(Key::Mac)
+        .chain((0..CLIENT_IDS.len()).map(Key::Client))
+}
+
+/// The keys of a line.
+fn line_keys(line: &str) -> Vec<Key> {
+    let line = parse_line(line);
+    let client = line
+        .client_id
+        .map(|c| Key::Client(CLIENT_IDS.iter().position(|k| k[..] == c[..]).unwrap()));
+    line.macs.into_iter().map(Key::Mac).chain(client).collect()
+}
 /// Host ids, negative ones included (their shard is the Euclidean remainder).
 const IDS: [i64; 10] = [-7, -2, 0, 1, 2, 3, 4, 5, 9, 1000];
 
@@ -288,6 +353,10 @@ struct Spec {
     offset: u8,
     name: usize,
     lease: bool,
+    /// A second MAC (an index of [`MACS`]).
+    more_mac: Option<usize>,
+    /// A client identifier (an index of [`CLIENT_IDS`]).
+    client: Option<usize>,
 }
 
 fn arb_spec() -> impl Strategy<Value = Option<Spec>> {
@@ -299,14 +368,20 @@ fn arb_spec() -> impl Strategy<Value = Option<Spec>> {
             1..7u8,
             0..3usize,
             prop::bool::weighted(0.2),
+            prop::option::weighted(0.25, 0..4usize),
+            prop::option::weighted(0.25, 0..2usize),
         )
-            .prop_map(|(subnet, mac, offset, name, lease)| Spec {
-                subnet,
-                mac,
-                offset,
-                name,
-                lease,
-            }),
+            .prop_map(
+                |(subnet, mac, offset, name, lease, more_mac, client)| Spec {
+                    subnet,
+                    mac,
+                    offset,
+                    name,
+                    lease,
+                    more_mac,
+                    client,
+                },
+            ),
     )
 }
 
@@ -327,6 +402,19 @@ fn arb_step() -> impl Strategy<Value = Step> {
 
 fn snapshot(specs: &[Option<Spec>]) -> Snapshot {
     let subnets = subnets();
+    let settings = IDS
+        .iter()
+        .zip(specs)
+        .filter_map(|(&id, spec)| {
+            let spec = spec.as_ref()?;
+            (spec.more_mac.is_some() || spec.client.is_some()).then(|| HostSettings {
+                host_id: id,
+                client_id: spec.client.map(|c| ClientId(CLIENT_IDS[c].to_vec())),
+                macs: spec.more_mac.map(|m| MACS[m]).into_iter().collect(),
+                ..HostSettings::default()
+            })
+        })
+        .collect();
     let hosts = IDS
         .iter()
         .zip(specs)
@@ -352,7 +440,10 @@ fn snapshot(specs: &[Option<Spec>]) -> Snapshot {
     Snapshot {
         subnets,
         hosts,
-        ..Default::default()
+        extras: Extras {
+            hosts: settings,
+            ..Extras::default()
+        },
     }
 }
 
@@ -364,42 +455,51 @@ fn check_state(loaded: &Loaded, dnsmasq: &Dnsmasq, desired: &Sharded, history: &
     let pending = loaded.pending();
     assert!(pending.windows(2).all(|w| w[0] < w[1]), "{pending:?}");
     let networks: HashMap<i64, IpCidr> = subnets().iter().map(|s| (s.id, s.cidr)).collect();
-    let sim_line = |subnet: i64, mac: [u8; 6]| dnsmasq.served(networks[&subnet], mac);
-    // Served addresses agree everywhere.
+    let sim_line = |subnet: i64, key: Key| dnsmasq.newest(networks[&subnet], key);
+    // Served addresses agree everywhere, for clients with and without an identifier.
     for &subnet in networks.keys() {
         for mac in MACS {
-            let expected = sim_line(subnet, mac).map(|line| parse_reservation(line).1);
-            assert_eq!(
-                loaded.served(subnet, mac),
-                expected,
-                "subnet {subnet} {mac:?}"
-            );
+            for client in std::iter::once(None).chain((0..CLIENT_IDS.len()).map(Some)) {
+                let expected = dnsmasq
+                    .served(networks[&subnet], client, mac)
+                    .map(|line| parse_line(line).ip);
+                let client_id = client.map(|c| ClientId(CLIENT_IDS[c].to_vec()));
+                assert_eq!(
+                    loaded.served_to(subnet, client_id.as_ref(), mac),
+                    expected,
+                    "subnet {subnet} {mac:?} {client:?}"
+                );
+            }
         }
     }
-    // The line each (subnet, MAC) should be served, from the files.
-    let mut wanted: HashMap<(i64, [u8; 6]), &str> = HashMap::new();
-    let mut wanted_by: HashMap<i64, (i64, [u8; 6])> = HashMap::new();
+    // The line each (subnet, key) should be served, from the files.
+    let mut wanted: HashMap<(i64, Key), &str> = HashMap::new();
+    let mut wanted_by: HashMap<i64, Vec<(i64, Key)>> = HashMap::new();
     for &shard in desired.dhcp.keys() {
         for (entry, line) in desired.reservations(shard) {
-            wanted.insert((entry.subnet_id, entry.mac), line);
-            wanted_by.insert(entry.host_id, (entry.subnet_id, entry.mac));
+            for key in line_keys(line) {
+                wanted.insert((entry.subnet_id, key), line);
+                wanted_by
+                    .entry(entry.host_id)
+                    .or_default()
+                    .push((entry.subnet_id, key));
+            }
         }
     }
-    let right = |key: (i64, [u8; 6])| sim_line(key.0, key.1) == wanted.get(&key).copied();
-    // A (subnet, MAC) served wrongly has its host pending: the one whose line the files hold
+    let right = |key: (i64, Key)| sim_line(key.0, key.1) == wanted.get(&key).copied();
+    // A (subnet, key) served wrongly has its host pending: the one whose line the files hold
     // for it, or else the last one whose line it is served.
     for subnet in networks.keys() {
-        for mac in MACS {
-            let key = (*subnet, mac);
+        for k in every_key() {
+            let key = (*subnet, k);
             if right(key) {
                 continue;
             }
             let owner = match (wanted.get(&key), sim_line(key.0, key.1)) {
-                (Some(_), _) => desired
-                    .entries
+                (Some(_), _) => wanted_by
                     .iter()
-                    .find(|e| (e.subnet_id, e.mac) == key)
-                    .map(|e| e.host_id),
+                    .find(|(_, keys)| keys.contains(&key))
+                    .map(|(&id, _)| id),
                 (None, Some(line)) => history.last.get(&(key, line.to_owned())).copied(),
                 (None, None) => None,
             };
@@ -414,7 +514,8 @@ fn check_state(loaded: &Loaded, dnsmasq: &Dnsmasq, desired: &Sharded, history: &
     for id in &pending {
         let keys = history.keys.get(id).into_iter().flatten();
         assert!(
-            keys.chain(wanted_by.get(id)).any(|&key| !right(key)),
+            keys.chain(wanted_by.get(id).into_iter().flatten())
+                .any(|&key| !right(key)),
             "host {id} is pending for nothing"
         );
     }
@@ -425,19 +526,31 @@ fn check_state(loaded: &Loaded, dnsmasq: &Dnsmasq, desired: &Sharded, history: &
 fn check_full_read(loaded: &Loaded, flat: &Rendered) {
     assert_eq!(loaded.pending(), Vec::<i64>::new());
     assert!(!loaded.debt());
-    let mut expected: HashMap<(i64, [u8; 6]), IpAddr> = HashMap::new();
+    let mut expected: HashMap<(i64, Key), IpAddr> = HashMap::new();
     for line in flat.hosts.as_ref().unwrap().lines() {
-        let (mac, ip) = parse_reservation(line);
+        let ip = parse_line(line).ip;
         let subnet = subnets()
             .into_iter()
             .find(|s| s.cidr.contains(&ip))
             .unwrap();
-        expected.insert((subnet.id, mac), ip);
+        for key in line_keys(line) {
+            expected.insert((subnet.id, key), ip);
+        }
     }
     for subnet in subnets() {
         for mac in MACS {
-            let key = (subnet.id, mac);
+            let key = (subnet.id, Key::Mac(mac));
             assert_eq!(loaded.served(subnet.id, mac), expected.get(&key).copied());
+            for (c, bytes) in CLIENT_IDS.iter().enumerate() {
+                let client_id = ClientId(bytes.to_vec());
+                let want = expected
+                    .get(&(subnet.id, Key::Client(c)))
+                    .or(expected.get(&key));
+                assert_eq!(
+                    loaded.served_to(subnet.id, Some(&client_id), mac),
+                    want.copied()
+                );
+            }
         }
     }
 }
@@ -445,18 +558,20 @@ fn check_full_read(loaded: &Loaded, flat: &Rendered) {
 /// Every render's reservations so far.
 #[derive(Default)]
 struct History {
-    /// Every (subnet, MAC) each host has had a reservation for.
-    keys: HashMap<i64, HashSet<(i64, [u8; 6])>>,
-    /// For each (subnet, MAC) and line, the host it was last rendered for.
-    last: HashMap<((i64, [u8; 6]), String), i64>,
+    /// Every (subnet, key) each host has had a reservation for.
+    keys: HashMap<i64, HashSet<(i64, Key)>>,
+    /// For each (subnet, key) and line, the host it was last rendered for.
+    last: HashMap<((i64, Key), String), i64>,
 }
 
 fn remember(history: &mut History, files: &Sharded) {
     for &shard in files.dhcp.keys() {
         for (entry, line) in files.reservations(shard) {
-            let key = (entry.subnet_id, entry.mac);
-            history.keys.entry(entry.host_id).or_default().insert(key);
-            history.last.insert((key, line.to_owned()), entry.host_id);
+            for k in line_keys(line) {
+                let key = (entry.subnet_id, k);
+                history.keys.entry(entry.host_id).or_default().insert(key);
+                history.last.insert((key, line.to_owned()), entry.host_id);
+            }
         }
     }
 }

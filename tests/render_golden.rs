@@ -524,22 +524,26 @@ fn options() -> Snapshot {
                 host_id: 11,
                 profile: None,
                 aliases: vec!["laser".to_owned(), "print-server".to_owned()],
+                ..HostSettings::default()
             },
             HostSettings {
                 host_id: 12,
                 profile: Some(1),
                 aliases: Vec::new(),
+                ..HostSettings::default()
             },
             HostSettings {
                 host_id: 13,
                 profile: Some(3),
                 aliases: vec!["bad_alias".to_owned()],
+                ..HostSettings::default()
             },
             // Its own profile beats the subnet's default.
             HostSettings {
                 host_id: 32,
                 profile: Some(1),
                 aliases: Vec::new(),
+                ..HostSettings::default()
             },
         ],
         dns_names: vec![
@@ -618,6 +622,122 @@ fn options_profiles_aliases_and_dns_only_names_conf() {
 }
 
 /// Every golden include file passes `dnsmasq --test` (which parses conf files, not hostsfiles).
+/// Client identifiers and several MACs (issue 13): a laptop with wired and wireless MACs, a
+/// client matched by its client-id, a DHCPv6 client by its DUID and MAC, one with a profile,
+/// everything together; refused alone: an identifier of one octet, an extra MAC another host
+/// holds, the same MAC twice, a group MAC, an identifier another host of the subnet has.
+fn clients() -> Snapshot {
+    let id = |text: &str| Some(ipmanager::client_id::parse(text).unwrap());
+    let subnets = vec![
+        Subnet {
+            range: Some((ip("10.3.0.100"), ip("10.3.0.199"))),
+            domain: Some("clients.example".to_owned()),
+            ..subnet(1, "10.3.0.0/24")
+        },
+        Subnet {
+            range: Some((ip("fd03::1000"), ip("fd03::1fff"))),
+            domain: Some("clients.example".to_owned()),
+            ..subnet(2, "fd03::/64")
+        },
+    ];
+    let hosts = vec![
+        host(1, 1, mac(0x01), "10.3.0.10", "laptop"),
+        host(2, 1, mac(0x02), "10.3.0.11", "thin"),
+        host(3, 2, mac(0x03), "fd03::10", "v6pc"),
+        host(4, 1, mac(0x04), "10.3.0.12", "kiosk"),
+        host(5, 1, mac(0x05), "10.3.0.13", "short-id"),
+        host(6, 1, mac(0x06), "10.3.0.14", "thief"),
+        host(7, 1, mac(0x07), "10.3.0.15", "twice"),
+        host(8, 1, mac(0x08), "10.3.0.16", "group"),
+        host(9, 1, mac(0x09), "10.3.0.17", "same-id"),
+    ];
+    let settings = |host_id: i64, client_id, macs: Vec<[u8; 6]>| HostSettings {
+        host_id,
+        client_id,
+        macs,
+        ..HostSettings::default()
+    };
+    let extras = Extras {
+        profiles: vec![Profile {
+            id: 1,
+            name: "kiosk".to_owned(),
+            options: vec![option(
+                42,
+                Some("ntp-server"),
+                OptionKind::Ipv4List,
+                "10.3.0.123",
+            )],
+            ..Profile::default()
+        }],
+        hosts: vec![
+            settings(1, None, vec![mac(0x11), mac(0x21)]),
+            settings(2, id("01:52:54:00:ab:cd:02"), Vec::new()),
+            settings(3, id("00:03:00:01:52:54:00:ab:cd:03"), Vec::new()),
+            HostSettings {
+                profile: Some(1),
+                ..settings(4, id("6b:69:6f:73:6b"), vec![mac(0x14)])
+            },
+            settings(
+                5,
+                id("01:02").map(|mut c| {
+                    c.0.truncate(1);
+                    c
+                }),
+                Vec::new(),
+            ),
+            settings(6, None, vec![mac(0x11)]),
+            settings(7, None, vec![mac(0x17), mac(0x17)]),
+            settings(8, None, vec![[0x01, 0, 0x5e, 0, 0, 1]]),
+            settings(9, id("01:52:54:00:ab:cd:02"), Vec::new()),
+        ],
+        ..Extras::default()
+    };
+    Snapshot {
+        subnets,
+        hosts,
+        extras,
+    }
+}
+
+fn clients_skipped() -> Vec<Skipped> {
+    let skipped = |id: i64, reason: &str| Skipped {
+        row: Row::Host(id),
+        reason: reason.to_owned(),
+    };
+    vec![
+        skipped(5, "client identifier has 1 octets; 2 to 130 are allowed"),
+        skipped(6, "MAC address is already reserved in subnet 1 by host 1"),
+        skipped(7, "the same MAC address is listed twice in the reservation"),
+        skipped(8, "MAC address is a multicast or broadcast address"),
+        skipped(
+            9,
+            "client identifier is already reserved in subnet 1 by host 2",
+        ),
+    ]
+}
+
+#[test]
+fn client_identifiers_and_several_macs_hostsfile() {
+    let rendered = golden("clients", &clients(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.skipped, clients_skipped());
+    assert_eq!(rendered.hosts_served, 4);
+}
+
+#[test]
+fn client_identifiers_and_several_macs_incremental() {
+    let rendered = golden("clients", &clients(), LayoutKind::Incremental);
+    assert_eq!(rendered.skipped, clients_skipped());
+    let sharded = rendered.sharded.unwrap();
+    // The laptop's line has three keys (its three MACs), the kiosk's three (identifier, two MACs).
+    assert_eq!(sharded.more_keys.len(), 4);
+}
+
+#[test]
+fn client_identifiers_and_several_macs_conf() {
+    let rendered = golden("clients", &clients(), LayoutKind::Conf);
+    assert_eq!(rendered.skipped, clients_skipped());
+}
+
 #[test]
 fn dnsmasq_accepts_every_golden_include_file() {
     let Ok(version) = std::process::Command::new("dnsmasq")

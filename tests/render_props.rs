@@ -226,6 +226,13 @@ impl SubnetBlock {
     }
 }
 
+/// The router advertisement lines after the blocks when an IPv6 subnet is served.
+const RA_LINES: [&str; 3] = [
+    "# IPv6: router advertisements with the managed flag, never as default router",
+    "enable-ra",
+    "ra-param=*,0,0",
+];
+
 /// Parses the include file: the subnet blocks, and the reservations and names of the conf
 /// layout.
 fn parse_include(text: &str, layout: &Layout) -> (Vec<SubnetBlock>, Vec<Reservation>, Vec<Names>) {
@@ -250,6 +257,7 @@ fn parse_include(text: &str, layout: &Layout) -> (Vec<SubnetBlock>, Vec<Reservat
     }
     let mut blocks: Vec<SubnetBlock> = Vec::new();
     let (mut reservations, mut names) = (Vec::new(), Vec::new());
+    let mut ra_lines = 0;
     for line in lines {
         if let Some(rest) = line.strip_prefix("# subnet ") {
             let (id, cidr_text) = rest.split_once(' ').unwrap();
@@ -278,6 +286,11 @@ fn parse_include(text: &str, layout: &Layout) -> (Vec<SubnetBlock>, Vec<Reservat
         if line.starts_with("host-record=") {
             assert_eq!(layout.kind, LayoutKind::Conf);
             names.push(parse_names(line, true));
+            continue;
+        }
+        // Router advertisements, once, when an IPv6 subnet is served (checked below).
+        if RA_LINES.contains(&line) {
+            ra_lines += 1;
             continue;
         }
         let block = blocks
@@ -315,6 +328,8 @@ fn parse_include(text: &str, layout: &Layout) -> (Vec<SubnetBlock>, Vec<Reservat
             panic!("unexpected include line {line:?}");
         }
     }
+    let v6 = blocks.iter().any(|b| b.cidr.is_ipv6());
+    assert_eq!(ra_lines, if v6 { RA_LINES.len() } else { 0 });
     (blocks, reservations, names)
 }
 

@@ -158,7 +158,10 @@ fn unit_has_the_service_contract() {
         ("NoNewPrivileges", "yes"),
         ("CapabilityBoundingSet", "CAP_KILL"),
         ("AmbientCapabilities", "CAP_KILL"),
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        (
+            "RestrictAddressFamilies",
+            "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        ),
         ("UMask", "0022"),
         ("Wants", "network-online.target"),
     ] {

@@ -62,6 +62,7 @@ impl AuditEntry {
                 number("profile_id")
             ),
             "host_aliases" => format!("alias {} of host #{}", field("name"), number("host_id")),
+            "host_macs" => format!("MAC {} of host #{}", field("mac"), number("host_id")),
             other => format!("{other} {}", self.row_id),
         }
     }

@@ -1,5 +1,6 @@
 //! Reservations (`ipmanager.hosts`): add with a given or allocated address, change, remove,
-//! find by MAC, IP or name, and list; with their profile and aliases (`ipmanager.host_aliases`).
+//! find by MAC, IP or name, and list; with their profile, aliases (`ipmanager.host_aliases`),
+//! extra MACs (`ipmanager.host_macs`) and client identifier.
 //! A host without MAC is a DNS-only name.
 
 use std::net::IpAddr;
@@ -13,14 +14,20 @@ use super::profiles;
 use super::subnets;
 use super::validate::{self, format_mac};
 use super::{seconds, AdminError, HostQuery, HostRef, Result};
+use crate::client_id::ClientId;
 
 /// One reservation as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRow {
     pub id: i64,
     pub subnet: String,
-    /// `None`: a DNS-only name, served in DNS only.
+    /// `None`: a DNS-only name, served in DNS only. The primary MAC of a reservation.
     pub mac: Option<String>,
+    /// More MACs of the reservation (`ipmanager.host_macs`), sorted: whichever interface asks
+    /// gets the address.
+    pub extra_macs: Vec<String>,
+    /// The DHCPv4 client-id or DHCPv6 DUID the client is matched by before its MACs.
+    pub client_id: Option<String>,
     pub ip: IpAddr,
     pub hostname: String,
     /// Extra names of the address (A/AAAA), sorted.
@@ -43,7 +50,9 @@ const SELECT_HOSTS: &str = "\
            extract(epoch FROM h.lease_time)::bigint AS lease_seconds, h.comment, h.created_at, \
            h.updated_at, p.name AS profile, \
            ARRAY(SELECT a.name FROM ipmanager.host_aliases a WHERE a.host_id = h.id \
-                 ORDER BY lower(a.name), a.name) AS aliases \
+                 ORDER BY lower(a.name), a.name) AS aliases, h.client_id, \
+           ARRAY(SELECT m.mac FROM ipmanager.host_macs m WHERE m.host_id = h.id \
+                 ORDER BY m.mac) AS extra_macs \
     FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id \
     LEFT JOIN ipmanager.profiles p ON p.id = h.profile_id";
 
@@ -54,6 +63,12 @@ fn host_row(row: &Row) -> Result<HostRow> {
         mac: row
             .try_get::<_, Option<MacAddress>>("mac")?
             .map(|mac| format_mac(&mac.to_array())),
+        extra_macs: row
+            .try_get::<_, Vec<MacAddress>>("extra_macs")?
+            .iter()
+            .map(|mac| format_mac(&mac.to_array()))
+            .collect(),
+        client_id: row.try_get("client_id")?,
         ip: row.try_get("ip")?,
         hostname: row.try_get("hostname")?,
         aliases: row.try_get("aliases")?,
@@ -79,6 +94,9 @@ pub enum Placement {
 pub struct NewHost {
     /// `None`: a DNS-only name.
     pub mac: Option<[u8; 6]>,
+    /// More MACs of the reservation (`ipmanager.host_macs`).
+    pub extra_macs: Vec<[u8; 6]>,
+    pub client_id: Option<ClientId>,
     pub hostname: String,
     pub aliases: Vec<String>,
     pub profile: Option<String>,
@@ -92,9 +110,10 @@ pub struct NewHost {
 pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> {
     validate::hostname(&new.hostname).map_err(AdminError::Invalid)?;
     check_aliases(&new.aliases)?;
-    if !new.aliases.is_empty() {
+    if !new.aliases.is_empty() || !new.extra_macs.is_empty() {
         lock_for_aliases(client).await?;
     }
+    let client_id = new.client_id.as_ref().map(ClientId::to_string);
     let mac = new.mac.map(MacAddress::new);
     let lease = seconds(new.lease);
     let profile = match &new.profile {
@@ -115,8 +134,9 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
             client
                 .query_one(
                     "INSERT INTO ipmanager.hosts \
-                         (subnet_id, mac, ip, hostname, enabled, lease_time, comment, profile_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6::bigint * interval '1 second', $7, $8) \
+                         (subnet_id, mac, ip, hostname, enabled, lease_time, comment, profile_id, \
+                          client_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6::bigint * interval '1 second', $7, $8, $9) \
                      RETURNING id",
                     &[
                         &subnet_id,
@@ -127,6 +147,7 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
                         &lease,
                         &new.comment,
                         &profile,
+                        &client_id,
                     ],
                 )
                 .await?
@@ -148,11 +169,11 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
                 )
                 .await?
                 .try_get("id")?;
-            if profile.is_some() {
+            if profile.is_some() || client_id.is_some() {
                 client
                     .execute(
-                        "UPDATE ipmanager.hosts SET profile_id = $2 WHERE id = $1",
-                        &[&id, &profile],
+                        "UPDATE ipmanager.hosts SET profile_id = $2, client_id = $3 WHERE id = $1",
+                        &[&id, &profile, &client_id],
                     )
                     .await?;
             }
@@ -160,7 +181,24 @@ pub async fn add(client: &impl GenericClient, new: &NewHost) -> Result<HostRow> 
         }
     };
     insert_aliases(client, id, &new.aliases).await?;
+    insert_macs(client, id, &new.extra_macs).await?;
     by_id(client, id).await
+}
+
+async fn insert_macs(client: &impl GenericClient, host: i64, macs: &[[u8; 6]]) -> Result<()> {
+    if !macs.is_empty() {
+        let macs: Vec<MacAddress> = macs.iter().map(|m| MacAddress::new(*m)).collect();
+        client
+            .execute(
+                "INSERT INTO ipmanager.host_macs (host_id, subnet_id, mac) \
+                 SELECT h.id, h.subnet_id, m.mac FROM ipmanager.hosts h, \
+                        unnest($2::macaddr[]) WITH ORDINALITY m (mac, n) \
+                 WHERE h.id = $1 ORDER BY m.n",
+                &[&host, &macs],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Aliases follow the hostname rule; checked here to answer in the trigger's words without a
@@ -260,7 +298,8 @@ async fn rows_by(
         .query(
             &format!(
                 "{SELECT_HOSTS} \
-                 WHERE ($1::macaddr IS NULL OR h.mac = $1) \
+                 WHERE ($1::macaddr IS NULL OR h.mac = $1 \
+                        OR h.id IN (SELECT m.host_id FROM ipmanager.host_macs m WHERE m.mac = $1)) \
                    AND ($2::inet IS NULL OR h.ip = $2) \
                    AND ($3::text IS NULL OR lower(h.hostname) = lower($3)) \
                    AND ($4::bigint IS NULL OR h.subnet_id = $4) \
@@ -336,6 +375,10 @@ pub fn not_found(reference: &HostQuery, subnet: Option<&str>) -> AdminError {
 pub struct HostChange {
     pub ip: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
+    /// The new extra MACs (with `mac`, the reservation's MACs); `Some(vec![])` removes them.
+    pub extra_macs: Option<Vec<[u8; 6]>>,
+    /// `Some(None)` removes the client identifier.
+    pub client_id: Option<Option<ClientId>>,
     pub hostname: Option<String>,
     pub enabled: Option<bool>,
     /// `Some(None)` returns to the subnet's lease time.
@@ -353,6 +396,8 @@ impl HostChange {
     pub fn is_empty(&self) -> bool {
         self.ip.is_none()
             && self.mac.is_none()
+            && self.extra_macs.is_none()
+            && self.client_id.is_none()
             && self.hostname.is_none()
             && self.enabled.is_none()
             && self.lease.is_none()
@@ -375,6 +420,8 @@ pub async fn set(
     }
     if let Some(aliases) = &change.aliases {
         check_aliases(aliases)?;
+    }
+    if change.aliases.is_some() || change.extra_macs.is_some() {
         lock_for_aliases(client).await?;
     }
     let old = find_one_for_update(client, reference, subnet).await?;
@@ -409,7 +456,22 @@ pub async fn set(
         .comment
         .clone()
         .unwrap_or_else(|| old.comment.clone());
+    let extra_macs = change
+        .extra_macs
+        .as_ref()
+        .map(|macs| {
+            let mut texts: Vec<String> = macs.iter().map(format_mac).collect();
+            texts.sort();
+            texts
+        })
+        .unwrap_or_else(|| old.extra_macs.clone());
+    let client_id = match &change.client_id {
+        Some(id) => id.as_ref().map(ClientId::to_string),
+        None => old.client_id.clone(),
+    };
     let unchanged = mac == old.mac
+        && extra_macs == old.extra_macs
+        && client_id == old.client_id
         && ip == old.ip
         && hostname == old.hostname
         && enabled == old.enabled
@@ -423,6 +485,19 @@ pub async fn set(
         )));
     }
     let new_mac = change.mac.map(MacAddress::new);
+    // Old extra MACs go first, so that one may become the primary MAC.
+    let macs_change = change
+        .extra_macs
+        .as_ref()
+        .filter(|_| extra_macs != old.extra_macs);
+    if macs_change.is_some() {
+        client
+            .execute(
+                "DELETE FROM ipmanager.host_macs WHERE host_id = $1",
+                &[&old.id],
+            )
+            .await?;
+    }
     // Old aliases go first, so that the host may take one of them as its new name.
     if change.aliases.is_some() && aliases != old.aliases {
         client
@@ -438,7 +513,7 @@ pub async fn set(
              SET mac = coalesce($2, h.mac), ip = $3, hostname = $4, enabled = $5, \
                  lease_time = $6::bigint * interval '1 second', comment = $7, \
                  subnet_id = CASE WHEN $3::inet <<= s.cidr THEN h.subnet_id END, \
-                 profile_id = $8 \
+                 profile_id = $8, client_id = $9 \
              FROM ipmanager.subnets s \
              WHERE h.id = $1 AND s.id = h.subnet_id",
             &[
@@ -450,9 +525,13 @@ pub async fn set(
                 &lease_seconds,
                 &comment,
                 &profile_id,
+                &client_id,
             ],
         )
         .await?;
+    if let Some(macs) = macs_change {
+        insert_macs(client, old.id, macs).await?;
+    }
     if change.aliases.is_some() && aliases != old.aliases {
         insert_aliases(client, old.id, &aliases).await?;
     }

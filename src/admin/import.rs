@@ -266,6 +266,13 @@ fn entry(reservation: &Reservation, reason: String) -> Entry {
 
 fn describe(reservation: &Reservation) -> String {
     let mut what = format_mac(&reservation.mac);
+    for mac in &reservation.extra_macs {
+        what.push(',');
+        what.push_str(&format_mac(mac));
+    }
+    if let Some(client_id) = &reservation.client_id {
+        what.push_str(&format!(" id:{client_id}"));
+    }
     if let Some(ip) = reservation.ip {
         what.push_str(&format!(" {ip}"));
     }
@@ -539,7 +546,9 @@ fn verdict(row: &Row, parsed: &Parsed) -> Result<Verdict> {
             )));
         }
     }
-    if row.try_get("suspect")? {
+    // A client identifier or extra MAC is checked by the triggers only: try it alone first,
+    // so that a clash is reported in their words.
+    if row.try_get("suspect")? || has_ident(reservation) {
         return Ok(Verdict::Probe);
     }
     Ok(Verdict::Add)
@@ -594,20 +603,66 @@ async fn insert_rows(
     reservations: &[&Reservation],
 ) -> Result<(), tokio_postgres::Error> {
     let columns = Columns::of(reservations.iter().copied().enumerate());
-    tx.execute(
-        &format!(
-            "INSERT INTO ipmanager.hosts (mac, ip, hostname, lease_time, enabled) \
-             SELECT mac, ip, hostname, lease_time, true FROM ({STAGED}) staged ORDER BY seq"
-        ),
-        &[
-            &columns.seq,
-            &columns.mac,
-            &columns.ip,
-            &columns.hostname,
-            &columns.lease,
-        ],
-    )
-    .await?;
+    let added = tx
+        .query(
+            &format!(
+                "INSERT INTO ipmanager.hosts (mac, ip, hostname, lease_time, enabled) \
+                 SELECT mac, ip, hostname, lease_time, true FROM ({STAGED}) staged ORDER BY seq \
+                 RETURNING id, ip"
+            ),
+            &[
+                &columns.seq,
+                &columns.mac,
+                &columns.ip,
+                &columns.hostname,
+                &columns.lease,
+            ],
+        )
+        .await?;
+    // The few with a client identifier or extra MACs get them by their (unique) address.
+    for reservation in reservations.iter().filter(|r| has_ident(r)) {
+        let host = added.iter().find(|row| {
+            row.try_get::<_, cidr::IpInet>("ip")
+                .is_ok_and(|ip| Some(ip.address()) == reservation.ip)
+        });
+        if let Some(row) = host {
+            add_ident(tx, row.try_get("id")?, reservation).await?;
+        }
+    }
+    Ok(())
+}
+
+fn has_ident(reservation: &Reservation) -> bool {
+    reservation.client_id.is_some() || !reservation.extra_macs.is_empty()
+}
+
+/// Gives the new host `id` the reservation's client identifier and extra MACs; the triggers
+/// check them (a taken MAC or identifier is refused in their words).
+async fn add_ident(
+    tx: &Transaction<'_>,
+    id: i64,
+    reservation: &Reservation,
+) -> Result<(), tokio_postgres::Error> {
+    if let Some(client_id) = &reservation.client_id {
+        tx.execute(
+            "UPDATE ipmanager.hosts SET client_id = $2 WHERE id = $1",
+            &[&id, &client_id.to_string()],
+        )
+        .await?;
+    }
+    if !reservation.extra_macs.is_empty() {
+        let macs: Vec<MacAddress> = reservation
+            .extra_macs
+            .iter()
+            .map(|m| MacAddress::new(*m))
+            .collect();
+        tx.execute(
+            "INSERT INTO ipmanager.host_macs (host_id, mac) \
+             SELECT $1, m.mac FROM unnest($2::macaddr[]) WITH ORDINALITY m (mac, n) ORDER BY m.n",
+            &[&id, &macs],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -633,12 +688,13 @@ async fn allocate(
                      SELECT $1, $2, free.ip, $3, $4::bigint * interval '1 second', true \
                      FROM ipmanager.next_free_address($1) AS free(ip) \
                      WHERE free.ip IS NOT NULL \
-                     RETURNING host(ip) AS ip",
+                     RETURNING id, host(ip) AS ip",
                     &[&subnet.id, &mac, &name, &lease],
                 )
                 .await?;
             if let Some(row) = allocated {
                 let ip: String = row.try_get("ip")?;
+                add_ident(tx, row.try_get("id")?, reservation).await?;
                 let mut notes = vec![format!("allocated {ip}")];
                 notes.extend(reservation.notes.iter().cloned());
                 report.added.push(entry(reservation, notes.join("; ")));

@@ -3,7 +3,7 @@
 //! connection.
 //!
 //! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`,
-//! `sql/V3__hardening.sql` and `sql/V6__options.sql`), so that psql users get the same protection; this module validates
+//! `sql/V3__hardening.sql`, `sql/V6__options.sql` and `sql/V7__clients.sql`), so that psql users get the same protection; this module validates
 //! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
@@ -126,6 +126,14 @@ pub(crate) fn duplicate(constraint: &str, value: &str) -> Option<String> {
         "profiles_name_unique" => {
             format!("profiles.name {quoted} is already used: profile names are unique")
         }
+        "host_macs_subnet_mac_unique" => format!(
+            "host_macs.mac {value} already has a reservation in this subnet: a MAC address has at \
+             most one reservation per subnet"
+        ),
+        "hosts_subnet_client_id_unique" => format!(
+            "hosts.client_id {value} is already used in this subnet: a client identifier has at \
+             most one reservation per subnet"
+        ),
         "host_aliases_subnet_name_unique" => format!(
             "host_aliases.name {quoted} is already used in this subnet: host names and aliases \
              are unique per subnet, ignoring case"

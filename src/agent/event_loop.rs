@@ -12,6 +12,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::backoff::{wake_at, Backoff};
+use super::releases::{Attempt, Releases};
 use super::reports::{ReportEvent, Reports, Unsent};
 use super::schedule::{Job, Schedule};
 use super::status::{Phase, StatusBoard};
@@ -177,6 +178,8 @@ pub(super) struct EventLoop {
     /// The rows the last regeneration skipped, so that each is logged once.
     skipped: HashSet<Skipped>,
     reports: Reports,
+    /// Leases of reservations dnsmasq no longer serves, released beside the work.
+    releases: Releases,
     /// Queues a report at every liveness tick, so that the database sees the agent alive.
     heartbeat: Interval,
     /// A full resync at every resync interval, whatever was notified.
@@ -237,6 +240,7 @@ impl EventLoop {
                     .layout(config.dnsmasq.layout_name()),
                 agent.liveness_interval,
             ),
+            releases: Releases::new(config),
             worker,
             heartbeat: interval(agent.liveness_interval),
             resync: interval(agent.resync_interval),
@@ -267,6 +271,7 @@ impl EventLoop {
                 }
                 () = wake_at(work_at) => {}
                 event = self.reports.next(connected) => self.on_report(event),
+                attempt = self.releases.next() => self.on_release(attempt),
                 _ = self.heartbeat.tick() => self.reports.queue(Unsent::default()),
                 _ = self.resync.tick() => {
                     debug!("periodic resync");
@@ -297,6 +302,7 @@ impl EventLoop {
         if self.connection.is_up() {
             self.reports.start_due(self.status.phase());
         }
+        self.releases.start_due();
     }
 
     /// The work to start next and when it may start (`None`: now); nothing while work runs.
@@ -381,11 +387,18 @@ impl EventLoop {
     }
 
     /// Records what the work did and decides what comes next; runs in the work's span.
-    fn on_work_done(&mut self, outcome: Outcome) {
+    fn on_work_done(&mut self, mut outcome: Outcome) {
         if outcome.rendered.is_some() {
             crate::memory::release_free_memory();
         }
         self.status.record(&outcome, &mut self.skipped);
+        let in_effect = outcome.result.is_ok() && outcome.pending.is_none();
+        self.releases.served(
+            outcome.served.take(),
+            outcome.served_at_start.take(),
+            in_effect,
+        );
+        self.status.set_releases(self.releases.pending(), None);
         self.reports.queue_outcome(&outcome);
         let failure = outcome.result.as_ref().err();
         if let Some(error) = failure {
@@ -400,6 +413,15 @@ impl EventLoop {
         );
         if answered {
             self.reports.queue(Unsent::compacted());
+        }
+    }
+
+    /// A release attempt ended (`Some`), or a retry is due (`None`: `start_due` starts it).
+    fn on_release(&mut self, attempt: Option<Attempt>) {
+        if let Some(attempt) = attempt {
+            let error = self.releases.finished(attempt);
+            self.status
+                .set_releases(self.releases.pending(), Some(error));
         }
     }
 

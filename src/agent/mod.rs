@@ -13,12 +13,17 @@
 //! failing status write never delays files or activation; its failure only shows in
 //! [`Status::status_error`] and in one log line per distinct error.
 //!
+//! After work that changed what dnsmasq serves, the leases of reservations it serves no longer
+//! are released beside the loop ([`releases`]); a failure there shows in
+//! [`Status::release_error`] and is retried, without delaying any sync.
+//!
 //! Every piece of work runs in a tracing span, `sync{id=N}` or `activation{id=N}`, so that all
 //! log lines of one sync carry its number.
 
 mod backoff;
 mod digests;
 mod event_loop;
+mod releases;
 mod reports;
 mod schedule;
 mod shards;

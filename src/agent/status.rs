@@ -81,6 +81,10 @@ pub struct Status {
     /// Incremental layout: compactions done (dnsmasq re-read every shard file).
     pub compactions: u64,
     pub last_compaction: Option<SystemTime>,
+    /// Reservations dnsmasq no longer serves whose lease is still to be released.
+    pub releases_pending: usize,
+    /// Why the last release attempt left a lease unreleased; `None` once one succeeds.
+    pub release_error: Option<String>,
 }
 
 /// The sending side of [`Status`]. Each change logs what it means, once: a failure once per
@@ -207,6 +211,19 @@ impl StatusBoard {
         }
     }
 
+    /// Publishes the releases still pending and, after an attempt, its error (`None` with
+    /// `pending` only: the error stays until the next attempt ends).
+    pub(super) fn set_releases(&self, pending: usize, attempt_error: Option<Option<String>>) {
+        self.sender.send_if_modified(|s| {
+            let before = (s.releases_pending, s.release_error.clone());
+            s.releases_pending = pending;
+            if let Some(error) = attempt_error {
+                s.release_error = error;
+            }
+            before != (s.releases_pending, s.release_error.clone())
+        });
+    }
+
     /// Logs a failure once per change of phase, not once per retry.
     pub(super) fn set_phase(&self, phase: Phase, error: &(dyn std::error::Error + 'static)) {
         let message = error_chain(error);
@@ -318,6 +335,12 @@ fn status_text(s: &Status) -> String {
                     s.awaiting_compaction.len()
                 ));
             }
+            if s.releases_pending > 0 {
+                text.push_str(&format!(", {} stale leases to release", s.releases_pending));
+            }
+            if let Some(error) = &s.release_error {
+                text.push_str(&format!(", a release failed: {error}"));
+            }
             if let Some(at) = s.last_applied {
                 text.push_str(&format!(
                     ", last change applied {}",
@@ -350,6 +373,13 @@ mod tests {
         assert_eq!(
             status_text(&s),
             "in sync: 12 hosts, 2 hosts await a compaction"
+        );
+        s.awaiting_compaction.clear();
+        s.releases_pending = 1;
+        s.release_error = Some("[\"dhcp_release\"] failed".to_owned());
+        assert_eq!(
+            status_text(&s),
+            "in sync: 12 hosts, 1 stale leases to release, a release failed: [\"dhcp_release\"] failed"
         );
     }
 }

@@ -62,6 +62,7 @@ use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, DbError, DeltaStats, SiteScope, SnapshotAt};
 use crate::plan::{self, Loaded};
+use crate::release::{self, Reservations};
 use crate::render::check::FileKind;
 use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
@@ -259,6 +260,12 @@ pub(super) struct Outcome {
     pub(super) result: Result<(), SyncError>,
     /// Incremental layout, after a sync: what dnsmasq owes the files.
     pub(super) incremental: Option<Incremental>,
+    /// The reservations dnsmasq serves with these files once they are in effect (incremental
+    /// layout: the model's, after a successful sync); `None`: not known, or not releasing.
+    pub(super) served: Option<Arc<Reservations>>,
+    /// The other layouts, at the agent's first sync when it changed them: the reservations of
+    /// the files it found, which dnsmasq served until then.
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// What dnsmasq owes the shard files after a sync (incremental layout).
@@ -299,6 +306,8 @@ impl Outcome {
             pending,
             result: Err(error),
             incremental: None,
+            served: None,
+            served_at_start: None,
         }
     }
 
@@ -310,6 +319,8 @@ impl Outcome {
             pending: None,
             result: Ok(()),
             incremental: None,
+            served: None,
+            served_at_start: None,
         }
     }
 }
@@ -327,6 +338,10 @@ pub(super) struct RenderedSummary {
     /// Incremental layout: [`Loaded::pending`] once these files are in place, reported with
     /// `applied`.
     pub(super) pending_hosts: Option<Vec<i64>>,
+    /// The other layouts: the reservations these files serve, when releasing.
+    pub(super) served: Option<Arc<Reservations>>,
+    /// See [`Outcome::served_at_start`].
+    pub(super) served_at_start: Option<Reservations>,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -350,6 +365,10 @@ pub(super) struct Worker {
     last_read: Mutex<Option<LastRead>>,
     /// Incremental layout: the digest of each shard file, for `files_hash`.
     digests: Mutex<ShardDigests>,
+    /// Whether stale leases are released: then outcomes say what dnsmasq serves.
+    releasing: bool,
+    /// Whether the reservations of the files were read once (the other layouts).
+    served_read: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot to patch with the next delta read.
@@ -372,6 +391,8 @@ impl Worker {
             verify_every: config.agent.resync_interval,
             last_read: Mutex::new(None),
             digests: Mutex::new(ShardDigests::default()),
+            releasing: !config.dnsmasq.release_command.is_empty(),
+            served_read: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -427,7 +448,7 @@ impl Worker {
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
         let render = move || worker.render_and_stage(snapshot, compact, pending);
-        let (summary, staged, snapshot) = match blocking("rendering", render).await {
+        let (mut summary, staged, snapshot) = match blocking("rendering", render).await {
             Ok(rendered) => rendered,
             Err(error) => return Outcome::failed(pending, error),
         };
@@ -446,6 +467,11 @@ impl Worker {
         if self.files.shards.is_some() && outcome.incremental.is_none() {
             outcome.incremental = Some(self.incremental(None));
         }
+        outcome.served = match &self.files.shards {
+            Some(_) => Arc::clone(&self).served_by_model(&outcome).await,
+            None => summary.served.take(),
+        };
+        outcome.served_at_start = summary.served_at_start.take();
         outcome.rendered = Some(RenderedSummary {
             snapshot_time,
             write_time: started.elapsed() - snapshot_time,
@@ -484,6 +510,7 @@ impl Worker {
             }
             _ => self.stage_changed(&rendered),
         };
+        let (served, served_at_start) = self.served_by_files(&rendered, &staged);
         let summary = RenderedSummary {
             applied: Applied {
                 db_snapshot,
@@ -497,6 +524,8 @@ impl Worker {
             write_time: Duration::ZERO,
             delta: None,
             pending_hosts: None,
+            served,
+            served_at_start,
         };
         (summary, staged, snapshot)
     }
@@ -768,6 +797,63 @@ impl Worker {
             owed: model.as_ref().is_some_and(Loaded::debt),
             compacted,
         }
+    }
+
+    /// The other layouts, when releasing: the reservations of the rendered files, read from
+    /// them when they change (and at the first sync), since that costs about as much as the
+    /// render; `None` otherwise: the same as before. At the first sync, when it changes the
+    /// file, also those of the file it replaces: what dnsmasq served while the agent was away.
+    fn served_by_files(
+        &self,
+        rendered: &Rendered,
+        staged: &Result<Option<StagedChange>, SyncError>,
+    ) -> (Option<Arc<Reservations>>, Option<Reservations>) {
+        if !self.releasing || self.files.shards.is_some() {
+            return (None, None);
+        }
+        let replaced = match staged {
+            Ok(Some(change)) => change
+                .targets
+                .iter()
+                .find(|(p, _)| self.files.holds_hosts(p))
+                .map(|(p, _)| p.as_path()),
+            _ => None,
+        };
+        let first = !self.served_read.swap(true, Ordering::Relaxed);
+        if replaced.is_none() && !first {
+            return (None, None);
+        }
+        let at_start = replaced.filter(|_| first).map(|path| {
+            // Unreadable: nothing known to release, as without the agent.
+            let old = write::read_existing(path)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            release::reservations_in(&String::from_utf8_lossy(&old))
+        });
+        let text = rendered.hosts.as_deref().unwrap_or(&rendered.include);
+        (Some(Arc::new(release::reservations_in(text))), at_start)
+    }
+
+    /// Incremental layout, when releasing: what dnsmasq serves after a successful sync that
+    /// wrote or compacted (or the first), by the model; `None` otherwise: the same as before.
+    /// Built off the loop's thread: it costs in proportion to all hosts.
+    async fn served_by_model(self: Arc<Self>, outcome: &Outcome) -> Option<Arc<Reservations>> {
+        let first = !self.served_read.load(Ordering::Relaxed);
+        let changed = !outcome.written.files.is_empty() || outcome.activated.is_some();
+        if !self.releasing || outcome.result.is_err() || !(changed || first) {
+            return None;
+        }
+        let worker = Arc::clone(&self);
+        let served = blocking("reading the served reservations", move || {
+            let model = worker.model();
+            Some(model.as_ref()?.served_reservations().into_iter().collect())
+        })
+        .await
+        .ok()
+        .flatten()?;
+        self.served_read.store(true, Ordering::Relaxed);
+        Some(Arc::new(served))
     }
 
     /// Retries an activation owed without a new snapshot. With the incremental layout the

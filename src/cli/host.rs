@@ -10,12 +10,17 @@ use super::sync::WaitArgs;
 use super::Session;
 use crate::admin::hosts::{self, HostChange, HostRow, NewHost, Placement};
 use crate::admin::{validate, AdminError, HostQuery};
+use crate::client_id::ClientId;
 
 const HOST_EXAMPLES: &str = "\
 Examples:
   ipmanager host add --mac 52:54:00:12:34:56 --hostname printer --subnet office
   ipmanager host add --mac 5254.0012.3457 --hostname nas --ip 10.1.0.20 --wait
   ipmanager host add --hostname vip1 --ip 10.1.0.60      a DNS-only name (no MAC)
+  ipmanager host add --mac 52:54:00:12:34:58 --mac 52:54:00:12:34:59 --hostname laptop --subnet office
+                                                         wired and wireless: one address
+  ipmanager host set laptop --client-id 00:01:00:01:2c:5e:11:22:52:54:00:12:34:58
+  ipmanager host set laptop --mac 52:54:00:12:34:58      its MACs are now this one only
   ipmanager host set printer --alias laser,print-server --profile pxe-uefi
   ipmanager host set printer --no-aliases --no-profile
   ipmanager host set printer --ip 10.1.0.30 --comment 'moved to 2nd floor'
@@ -33,7 +38,7 @@ pub enum HostCommand {
     /// Without --mac the name is DNS-only: served in DNS, never in DHCP, its address reserved.
     #[command(after_help = HOST_EXAMPLES)]
     Add(AddArgs),
-    /// Change a reservation's IP, MAC, name, aliases, profile, enabled state, lease time or
+    /// Change a reservation's IP, MACs, client identifier, name, aliases, profile, enabled state, lease time or
     /// comment.
     #[command(after_help = HOST_EXAMPLES)]
     Set(SetArgs),
@@ -52,9 +57,15 @@ pub enum HostCommand {
 #[command(group = clap::ArgGroup::new("address").required(true).multiple(true).args(["ip", "subnet"]))]
 pub struct AddArgs {
     /// Hardware address: 52:54:00:12:34:56, 8:0:20:1:2:3, 52-54-00-12-34-56, 5254.0012.3456 or
-    /// 525400123456. Without it the name is DNS-only (never offered by DHCP).
-    #[arg(long)]
-    mac: Option<String>,
+    /// 525400123456. Repeat it (or separate by commas) for a client with several interfaces:
+    /// whichever asks gets the address; the first is the primary MAC. Without it the name is
+    /// DNS-only (never offered by DHCP).
+    #[arg(long, value_name = "MAC", value_delimiter = ',')]
+    mac: Vec<String>,
+    /// The client identifier the client sends (DHCPv4 client-id, option 61) or its DHCPv6
+    /// DUID, as hex octets separated by colons: matched before the MACs. Needs --mac.
+    #[arg(long, value_name = "HEX", requires = "mac")]
+    client_id: Option<String>,
     /// Host name (RFC 1123; unique within the subnet with the aliases, ignoring case).
     #[arg(long)]
     hostname: String,
@@ -98,9 +109,16 @@ pub struct SetArgs {
     /// New address; one outside the current subnet moves the host to the subnet containing it.
     #[arg(long)]
     ip: Option<String>,
-    /// New hardware address.
+    /// The reservation's MACs, replacing the ones it has (repeat it, or separate by commas; the
+    /// first is the primary MAC).
+    #[arg(long, value_name = "MAC", value_delimiter = ',')]
+    mac: Vec<String>,
+    /// New client identifier (client-id or DUID, hex octets separated by colons).
+    #[arg(long, value_name = "HEX", conflicts_with = "no_client_id")]
+    client_id: Option<String>,
+    /// Remove the client identifier: the client is matched by MAC only.
     #[arg(long)]
-    mac: Option<String>,
+    no_client_id: bool,
     /// New host name.
     #[arg(long)]
     hostname: Option<String>,
@@ -181,6 +199,26 @@ fn invalid(message: String) -> anyhow::Error {
     AdminError::Invalid(message).into()
 }
 
+/// A reservation's primary MAC and its extra ones.
+type Macs = ([u8; 6], Vec<[u8; 6]>);
+
+/// The MACs of `--mac`, parsed.
+fn macs(texts: &[String]) -> Result<Option<Macs>> {
+    let parsed = texts
+        .iter()
+        .map(|text| validate::mac(text))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    Ok(parsed
+        .split_first()
+        .map(|(first, rest)| (*first, rest.to_vec())))
+}
+
+fn client_id(text: Option<&str>) -> Result<Option<ClientId>> {
+    text.map(|text| crate::client_id::parse(text).map_err(|e| invalid(e.to_string())))
+        .transpose()
+}
+
 fn lease(text: Option<&str>) -> Result<Option<Option<Duration>>> {
     Ok(match text {
         None => None,
@@ -202,12 +240,10 @@ pub async fn run(command: HostCommand, session: &mut Session) -> Result<()> {
 }
 
 async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
-    let mac = args
-        .mac
-        .as_deref()
-        .map(validate::mac)
-        .transpose()
-        .map_err(invalid)?;
+    let (mac, extra_macs) = match macs(&args.mac)? {
+        Some((mac, extra)) => (Some(mac), extra),
+        None => (None, Vec::new()),
+    };
     let placement = match (args.ip.as_deref(), args.subnet) {
         (Some(ip), subnet) => Placement::Ip {
             ip: validate::ip("hosts.ip", ip).map_err(invalid)?,
@@ -218,6 +254,8 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
     };
     let new = NewHost {
         mac,
+        extra_macs,
+        client_id: client_id(args.client_id.as_deref())?,
         hostname: args.hostname,
         aliases: args.alias,
         profile: args.profile,
@@ -237,6 +275,7 @@ async fn add(args: AddArgs, session: &mut Session) -> Result<()> {
 
 async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
     let reference = HostQuery::parse(&args.host)?;
+    let macs = macs(&args.mac)?;
     let change = HostChange {
         ip: args
             .ip
@@ -244,12 +283,13 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
             .map(|ip| validate::ip("hosts.ip", ip))
             .transpose()
             .map_err(invalid)?,
-        mac: args
-            .mac
-            .as_deref()
-            .map(validate::mac)
-            .transpose()
-            .map_err(invalid)?,
+        mac: macs.as_ref().map(|m| m.0),
+        extra_macs: macs.map(|m| m.1),
+        client_id: match (client_id(args.client_id.as_deref())?, args.no_client_id) {
+            (Some(id), _) => Some(Some(id)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
         hostname: args.hostname,
         enabled: match (args.enable, args.disable) {
             (true, _) => Some(true),
@@ -271,8 +311,8 @@ async fn set(args: SetArgs, session: &mut Session) -> Result<()> {
     };
     if change.is_empty() {
         return Err(AdminError::NothingToDo(
-            "nothing to change: give at least one of --ip, --mac, --hostname, --alias, \
-             --no-aliases, --profile, --no-profile, --enable, --disable, --lease-time or \
+            "nothing to change: give at least one of --ip, --mac, --client-id, --no-client-id, \
+             --hostname, --alias, --no-aliases, --profile, --no-profile, --enable, --disable, --lease-time or \
              --comment"
                 .to_owned(),
         )
@@ -374,9 +414,13 @@ fn state(enabled: bool) -> String {
     if enabled { "on" } else { "off" }.to_owned()
 }
 
-/// The MAC column: a DNS-only name has none.
+/// The MAC column: a DNS-only name has none; extra MACs follow the primary.
 fn mac_text(host: &HostRow) -> String {
-    host.mac.clone().unwrap_or_else(|| "(DNS only)".to_owned())
+    match &host.mac {
+        None => "(DNS only)".to_owned(),
+        Some(mac) if host.extra_macs.is_empty() => mac.clone(),
+        Some(mac) => format!("{mac},{}", host.extra_macs.join(",")),
+    }
 }
 
 /// The host name, then its aliases in parentheses.
@@ -394,6 +438,7 @@ fn details(host: &HostRow) -> String {
         ("aliases", aliases_text(host)),
         ("ip", host.ip.to_string()),
         ("mac", mac_text(host)),
+        ("client id", output::or_dash(host.client_id.as_deref())),
         ("profile", output::or_dash(host.profile.as_deref())),
         ("subnet", host.subnet.clone()),
         (

@@ -148,6 +148,12 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     outln!("dnsmasq.reload_command = {:?}", d.reload_command)?;
     outln!("dnsmasq.restart_command = {:?}", d.restart_command)?;
     outln!("dnsmasq.check_command = {:?}", d.check_command)?;
+    outln!("dnsmasq.lease_file = {:?}", d.lease_file)?;
+    outln!("dnsmasq.release_command = {:?}", d.release_command)?;
+    // Unset means the interface in each lease's network; the line appears only when set.
+    if let Some(interface) = &d.release_interface {
+        outln!("dnsmasq.release_interface = {interface:?}")?;
+    }
     outln!("dnsmasq.file_mode = \"{:04o}\"", d.file_mode)?;
     outln!(
         "dnsmasq.command_timeout = {:?}",

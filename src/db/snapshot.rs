@@ -64,16 +64,21 @@ macro_rules! hosts_query {
     };
 }
 
-// Only the hosts that have a profile or aliases: the two partial/alias indexes find them.
+// Only the hosts that have a profile, aliases, a client identifier or extra MACs: the partial
+// and child-table indexes find them.
 macro_rules! host_settings_query {
     () => {
         concat!(
-            "SELECT h.id, h.profile_id, coalesce(a.names, '{}') AS aliases \
+            "SELECT h.id, h.profile_id, coalesce(a.names, '{}') AS aliases, h.client_id, \
+                    ARRAY(SELECT m.mac FROM ipmanager.host_macs m WHERE m.host_id = h.id \
+                          ORDER BY m.mac) AS macs \
              FROM ipmanager.hosts h JOIN ipmanager.subnets s ON s.id = h.subnet_id",
             join_aliases!(),
             "WHERE h.enabled AND h.mac IS NOT NULL \
                AND h.id IN (SELECT x.host_id FROM ipmanager.host_aliases x \
-                            UNION SELECT p.id FROM ipmanager.hosts p WHERE p.profile_id IS NOT NULL) \
+                            UNION SELECT p.id FROM ipmanager.hosts p WHERE p.profile_id IS NOT NULL \
+                            UNION SELECT c.id FROM ipmanager.hosts c WHERE c.client_id IS NOT NULL \
+                            UNION SELECT m.host_id FROM ipmanager.host_macs m) \
                AND ",
             in_scope!()
         )
@@ -469,6 +474,12 @@ async fn read_host_settings(
                 host_id: row.try_get("id")?,
                 profile: row.try_get("profile_id")?,
                 aliases: row.try_get("aliases")?,
+                client_id: client_id(row.try_get("client_id")?),
+                macs: row
+                    .try_get::<_, Vec<MacAddress>>("macs")?
+                    .into_iter()
+                    .map(|mac| mac.to_array())
+                    .collect(),
             })
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()
@@ -495,6 +506,15 @@ async fn read_dns_names(
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         .map_err(DbError::from)
+}
+
+/// A stored client identifier; the database keeps it in the canonical form, so one that does
+/// not parse (a newer schema) is left out with a warning, and the host is matched by MAC.
+fn client_id(stored: Option<String>) -> Option<crate::client_id::ClientId> {
+    let text = stored?;
+    crate::client_id::parse(&text)
+        .inspect_err(|e| tracing::warn!(error = %e, "client identifier left out"))
+        .ok()
 }
 
 /// The `(owner, option)` rows of SUBNET_OPTIONS or PROFILE_OPTIONS. An option whose type or

@@ -5,7 +5,8 @@
 //!
 //! | field | result |
 //! |---|---|
-//! | `id:…` (client-id), `id:*` | note "not kept"; a line with client-ids but no MAC is rejected |
+//! | `id:…` (client-id, DUID) | the client identifier: hex octets, or text taken as its bytes; a line with it but no MAC takes the MAC inside it (client-id `01:`MAC, DUID-LL(T)) or is rejected |
+//! | `id:*` | note "not kept" |
 //! | `set:tag`, `net:tag`, `tag:tag` | note "not kept" |
 //! | `[IPv6]` | the address; one in `::/64` (dnsmasq's any-prefix wildcard) is rejected; further IPv6 addresses are noted and dropped |
 //! | `ignore` | rejected: dnsmasq refuses that client, ipmanager has no such reservation |
@@ -14,8 +15,9 @@
 //! | `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff`, `01-aa:bb:…` (hardware type 1) | MAC; a wildcard `*`, another hardware type, a multicast or zero MAC is rejected |
 //! | anything else | hostname, by the renderer's rule (so `laptop_1` is rejected) |
 //!
-//! A line without a MAC is rejected (ipmanager keys reservations by MAC), as is one with several
-//! MACs, several hostnames or several lease times. A line with an IPv4 and an IPv6 address
+//! A line without a MAC is rejected (ipmanager keys reservations by MAC), as is one with more than
+//! nine MACs (the first is the primary, the others extra MACs), several client identifiers,
+//! several hostnames or several lease times. A line with an IPv4 and an IPv6 address
 //! becomes two reservations (ipmanager keeps one address per host, and one MAC may be reserved in
 //! a v4 and a v6 subnet). `#` starts a comment at the start of a line or after whitespace, as
 //! dnsmasq's `read_file` has it; a `#` inside a field (`…,h#x`) is part of the field, which is
@@ -33,6 +35,7 @@ use super::{
     check_hostname, note_text, parse_mac, strip_comment, ExportPlan, Format, Note, Parsed,
     Reservation,
 };
+use crate::client_id::ClientId;
 use crate::render::{lines, validate};
 
 /// Which of the two dnsmasq spellings a file uses.
@@ -156,7 +159,7 @@ fn host_fields(value: &str, line: usize) -> Result<Vec<Reservation>, String> {
     let mut v6: Vec<Ipv6Addr> = Vec::new();
     let mut hostnames = Vec::new();
     let mut leases = Vec::new();
-    let mut client_ids = 0;
+    let mut client_ids = Vec::new();
     let mut notes = Vec::new();
     for (i, field) in value.split(',').enumerate() {
         let n = i + 1;
@@ -168,11 +171,8 @@ fn host_fields(value: &str, line: usize) -> Result<Vec<Reservation>, String> {
             if id == "*" {
                 notes.push("id:* (ignore the client-id) not kept".to_owned());
             } else {
-                client_ids += 1;
-                notes.push(format!(
-                    "client-id id:{} not kept: ipmanager matches clients by MAC",
-                    shown(id)
-                ));
+                client_ids
+                    .push(client_id_field(id).map_err(|reason| format!("field {n}: {reason}"))?);
             }
         } else if let Some(tag) = field
             .strip_prefix("set:")
@@ -219,23 +219,50 @@ fn host_fields(value: &str, line: usize) -> Result<Vec<Reservation>, String> {
             hostnames.push(check_hostname(field).map_err(|reason| format!("field {n}: {reason}"))?);
         }
     }
-    let mac = match macs.as_slice() {
-        [mac] => *mac,
-        [] if client_ids > 0 => {
-            return Err(
-                "reservation is keyed by client-id only: ipmanager keys every \
-                        reservation by MAC"
-                    .to_owned(),
-            )
+    if client_ids.len() > 1 {
+        return Err(format!(
+            "{} client identifiers: a reservation has one",
+            client_ids.len()
+        ));
+    }
+    let client_id = client_ids.pop();
+    let (mac, extra_macs) = match (macs.split_first(), &client_id) {
+        (Some((mac, extra)), _) if extra.len() <= validate::MAX_EXTRA_MACS => {
+            (*mac, extra.to_vec())
         }
-        [] => return Err("no MAC address: ipmanager keys every reservation by MAC".to_owned()),
-        several => {
+        (Some(_), _) => {
             return Err(format!(
-                "{} MAC addresses: ipmanager keeps one MAC per reservation; write one line per MAC",
-                several.len()
+                "{} MAC addresses: a reservation has at most {}",
+                macs.len(),
+                1 + validate::MAX_EXTRA_MACS
             ))
         }
+        (None, Some(id)) => match id.embedded_mac() {
+            Some(mac) => {
+                notes.push(format!(
+                    "MAC {} taken from the client identifier",
+                    crate::mac::Mac(mac)
+                ));
+                (mac, Vec::new())
+            }
+            None => {
+                return Err(
+                    "reservation is keyed by client-id only: ipmanager keys every \
+                     reservation by MAC as well, and this identifier holds none"
+                        .to_owned(),
+                )
+            }
+        },
+        (None, None) => {
+            return Err("no MAC address: ipmanager keys every reservation by MAC".to_owned())
+        }
     };
+    if let Some(at) = (1..macs.len()).find(|&at| macs[..at].contains(&macs[at])) {
+        return Err(format!(
+            "MAC address {} is given twice",
+            crate::mac::Mac(macs[at])
+        ));
+    }
     if hostnames.len() > 1 {
         return Err(format!(
             "{} hostnames: a reservation has one hostname",
@@ -276,12 +303,29 @@ fn host_fields(value: &str, line: usize) -> Result<Vec<Reservation>, String> {
         .map(|ip| Reservation {
             line,
             mac,
+            extra_macs: extra_macs.clone(),
+            client_id: client_id.clone(),
             ip,
             hostname: hostnames.first().cloned(),
             lease_seconds: leases.first().copied(),
             notes: notes.clone(),
         })
         .collect())
+}
+
+/// The identifier after `id:`: hex octets as ipmanager writes them, or else text, which
+/// dnsmasq takes as its bytes (`id:laptop`).
+fn client_id_field(text: &str) -> Result<ClientId, String> {
+    if let Ok(id) = crate::client_id::parse(text) {
+        return Ok(id);
+    }
+    let printable = text.bytes().all(|b| b.is_ascii_graphic());
+    let bytes = text.as_bytes().to_vec();
+    if printable && crate::client_id::valid_length(&bytes) {
+        Ok(ClientId(bytes))
+    } else {
+        Err(crate::client_id::ClientIdError(shown(text).to_owned()).to_string())
+    }
 }
 
 /// `None` when dnsmasq would not read `field` as a lease time (`infinite`, or digits with an
@@ -350,7 +394,7 @@ pub(crate) fn export(plan: &ExportPlan<'_>, flavour: Flavour) -> String {
                 None => out.push_str("# hosts whose subnet is not exported\n"),
             }
         }
-        lines::dhcp_host(&mut out, prefix, host, None);
+        lines::dhcp_host(&mut out, prefix, host, &plan.ident(host));
     }
     // A dhcp-hostsfile holds reservations only.
     if flavour == Flavour::Conf
@@ -420,6 +464,21 @@ mod tests {
     }
 
     #[test]
+    fn several_macs_and_identifiers() {
+        let r = one("52:54:00:aa:bb:01,52-54-00-aa-bb-02,10.0.0.5,pc").unwrap();
+        assert_eq!(r.extra_macs, [[0x52, 0x54, 0, 0xaa, 0xbb, 2]]);
+        let r = one("id:laptop,52:54:00:aa:bb:01").unwrap();
+        assert_eq!(r.client_id.unwrap().0, b"laptop");
+        // An identifier-only line takes the MAC inside a DUID-LL.
+        let r = one("id:00:03:00:01:52:54:00:aa:bb:07,[2001:db8::7],v6pc").unwrap();
+        assert_eq!(r.mac[5], 7);
+        assert_eq!(
+            r.notes,
+            ["MAC 52:54:00:aa:bb:07 taken from the client identifier"]
+        );
+    }
+
+    #[test]
     fn dual_stack_line_becomes_two_reservations() {
         let all = host_fields("52:54:00:aa:bb:01,10.0.0.5,[2001:db8::5],pc", 3).unwrap();
         assert_eq!(all.len(), 2);
@@ -433,12 +492,12 @@ mod tests {
         assert_eq!(
             r.notes,
             [
-                "client-id id:01:52:54:00:aa:bb:01 not kept: ipmanager matches clients by MAC",
                 "tag set:voip not kept",
                 "tag condition tag:lab not kept: the reservation applies to every client with this MAC",
                 "id:* (ignore the client-id) not kept",
             ]
         );
+        assert_eq!(r.client_id.unwrap().to_string(), "01:52:54:00:aa:bb:01");
         let r = one("52:54:00:aa:bb:01,[2001:db8::5],[2001:db8::6]").unwrap();
         assert_eq!(r.notes.len(), 1);
         assert_eq!(
@@ -458,9 +517,14 @@ mod tests {
                 "reservation is keyed by client-id only",
             ),
             (
-                "52:54:00:aa:bb:01,52:54:00:aa:bb:02,pc",
-                "2 MAC addresses: ipmanager keeps one MAC",
+                "52:54:00:aa:bb:01,52:54:00:aa:bb:02,52:54:00:aa:bb:01,pc",
+                "MAC address 52:54:00:aa:bb:01 is given twice",
             ),
+            (
+                "id:01:02:03,id:04:05,52:54:00:aa:bb:01",
+                "2 client identifiers",
+            ),
+            ("id:a\u{1b},52:54:00:aa:bb:01", "field 1: hosts.client_id"),
             (
                 "52:54:00:aa:bb:01,ignore",
                 "ignore: dnsmasq refuses service",

@@ -82,6 +82,8 @@ fn reservation(fields: &[&str], comment: Option<&str>, line: usize) -> Result<Re
     Ok(Reservation {
         line,
         mac,
+        extra_macs: Vec::new(),
+        client_id: None,
         ip,
         hostname,
         lease_seconds: None,

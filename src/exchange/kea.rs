@@ -13,8 +13,12 @@
 //!
 //! A reservation keeps `hw-address`, `ip-address` (Dhcp4) or the first of `ip-addresses`
 //! (Dhcp6, the others noted) and `hostname`, checked by the renderer's rules and, inside a
-//! subnet, against the subnet (no network or broadcast address). One keyed only by `client-id`,
-//! `duid`, `circuit-id` or `flex-id` is rejected (ipmanager keys reservations by MAC); other
+//! subnet, against the subnet (no network or broadcast address). `client-id` (Dhcp4) or `duid`
+//! (Dhcp6) becomes the client identifier; a reservation keyed by one of them only takes its MAC
+//! from `user-context` `ipmanager-macs` (what [`export`](super::export) writes, every MAC of the
+//! reservation, since a Kea reservation has one identifier) or from inside the identifier
+//! (client-id `01:`MAC, DUID-LLT, DUID-LL), and is rejected when there is none. `circuit-id`
+//! and `flex-id` are noted as not kept; one keyed only by them is rejected; other
 //! fields (`option-data`, `client-classes`, `next-server`, `prefixes`…) are noted as not kept.
 //! Kea has no per-host lease time; [`export`](super::export) writes it as
 //! `"user-context": {"ipmanager-lease-seconds": N}`, which is read back.
@@ -35,12 +39,16 @@ use super::{
     SubnetHint,
 };
 use crate::model::{Host, Subnet};
-use crate::render::validate;
+use crate::render::{lines, validate};
 
 /// The user-context key that carries a per-host lease time through Kea.
 const LEASE_KEY: &str = "ipmanager-lease-seconds";
 
-/// Host identifiers Kea accepts besides `hw-address`.
+/// The user-context key that carries every MAC of a reservation through Kea, whose
+/// reservations have one identifier.
+const MACS_KEY: &str = "ipmanager-macs";
+
+/// Host identifiers Kea accepts besides `hw-address`; the first two are kept.
 const OTHER_IDENTIFIERS: [&str; 4] = ["client-id", "duid", "circuit-id", "flex-id"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,15 +335,9 @@ impl Reader {
     fn reservation(&mut self, value: &Value, path: &str, family: Family, cidr: Option<IpCidr>) {
         let line = self.line(path);
         match reservation(value, family, cidr) {
-            Ok((ip, hostname, lease_seconds, mac, notes)) => {
-                self.parsed.reservations.push(Reservation {
-                    line,
-                    mac,
-                    ip,
-                    hostname,
-                    lease_seconds,
-                    notes,
-                })
+            Ok(mut reservation) => {
+                reservation.line = line;
+                self.parsed.reservations.push(reservation)
             }
             Err(reason) => self.parsed.rejected.push(Note {
                 line,
@@ -346,16 +348,8 @@ impl Reader {
     }
 }
 
-/// The fields of one reservation object, or why it cannot be kept.
-type Fields = (
-    Option<IpAddr>,
-    Option<String>,
-    Option<i64>,
-    [u8; 6],
-    Vec<String>,
-);
-
-fn reservation(value: &Value, family: Family, cidr: Option<IpCidr>) -> Result<Fields, String> {
+/// One reservation object (its line left 0), or why it cannot be kept.
+fn reservation(value: &Value, family: Family, cidr: Option<IpCidr>) -> Result<Reservation, String> {
     let Value::Object(object) = value else {
         return Err("reservation is not a JSON object".to_owned());
     };
@@ -370,21 +364,60 @@ fn reservation(value: &Value, family: Family, cidr: Option<IpCidr>) -> Result<Fi
         .into_iter()
         .filter(|key| object.contains_key(*key))
         .collect();
-    let mac = match string("hw-address")? {
-        Some(text) => parse_mac(text).map_err(|reason| format!("hw-address: {reason}"))?,
-        None if !identifiers.is_empty() => {
+    let mut client_ids = Vec::new();
+    for key in ["client-id", "duid"] {
+        if let Some(text) = string(key)? {
+            let id = crate::client_id::parse(text).map_err(|e| format!("{key}: {e}"))?;
+            client_ids.push(id);
+        }
+    }
+    if client_ids.len() > 1 {
+        return Err("client-id and duid: a reservation has one client identifier".to_owned());
+    }
+    let client_id = client_ids.pop();
+    let context_macs = context_macs(object.get("user-context"))?;
+    let mut notes: Vec<String> = identifiers
+        .iter()
+        .filter(|key| !matches!(**key, "client-id" | "duid"))
+        .map(|key| format!("{key} not kept: ipmanager matches clients by MAC or client identifier"))
+        .collect();
+    let mac = match (string("hw-address")?, context_macs.first(), &client_id) {
+        (Some(text), _, _) => parse_mac(text).map_err(|reason| format!("hw-address: {reason}"))?,
+        (None, Some(mac), _) => *mac,
+        (None, None, Some(id)) => match id.embedded_mac() {
+            Some(mac) => {
+                notes.push(format!(
+                    "MAC {} taken from the client identifier",
+                    crate::mac::Mac(mac)
+                ));
+                mac
+            }
+            None => {
+                return Err(format!(
+                    "reservation is keyed by {} only and it holds no MAC: ipmanager keys every \
+                     reservation by MAC (hw-address) as well",
+                    identifiers.join(", ")
+                ))
+            }
+        },
+        (None, None, None) if !identifiers.is_empty() => {
             return Err(format!(
                 "reservation is keyed by {} only: ipmanager keys every reservation by MAC \
                  (hw-address)",
                 identifiers.join(", ")
             ))
         }
-        None => return Err("no hw-address: ipmanager keys every reservation by MAC".to_owned()),
+        (None, None, None) => {
+            return Err("no hw-address: ipmanager keys every reservation by MAC".to_owned())
+        }
     };
-    let mut notes: Vec<String> = identifiers
-        .iter()
-        .map(|key| format!("{key} not kept: ipmanager matches clients by MAC"))
-        .collect();
+    let extra_macs: Vec<[u8; 6]> = context_macs.into_iter().filter(|m| *m != mac).collect();
+    if extra_macs.len() > validate::MAX_EXTRA_MACS {
+        return Err(format!(
+            "user-context {MACS_KEY}: a reservation has at most {} MACs",
+            1 + validate::MAX_EXTRA_MACS
+        ));
+    }
     let ip: Option<IpAddr> = match family {
         Family::V4 => match string("ip-address")? {
             Some(text) => Some(
@@ -439,14 +472,44 @@ fn reservation(value: &Value, family: Family, cidr: Option<IpCidr>) -> Result<Fi
                     validate::lease_seconds(seconds)?;
                     lease_seconds = Some(seconds);
                 }
-                if context.is_none_or(|c| c.keys().any(|k| k != LEASE_KEY)) {
+                if context.is_none_or(|c| c.keys().any(|k| k != LEASE_KEY && k != MACS_KEY)) {
                     notes.push("user-context not kept".to_owned());
                 }
             }
             other => notes.push(format!("{} not kept", shown_key(other))),
         }
     }
-    Ok((ip, hostname, lease_seconds, mac, notes))
+    Ok(Reservation {
+        line: 0,
+        mac,
+        extra_macs,
+        client_id,
+        ip,
+        hostname,
+        lease_seconds,
+        notes,
+    })
+}
+
+/// The MACs of `user-context` [`MACS_KEY`], in order, if any.
+fn context_macs(context: Option<&Value>) -> Result<Vec<[u8; 6]>, String> {
+    let Some(list) = context.and_then(|c| c.get(MACS_KEY)) else {
+        return Ok(Vec::new());
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| format!("user-context {MACS_KEY} is not a JSON list"))?;
+    let mut macs: Vec<[u8; 6]> = Vec::new();
+    for item in items {
+        let text = item
+            .as_str()
+            .ok_or_else(|| format!("user-context {MACS_KEY} holds a value that is not a string"))?;
+        let mac = parse_mac(text).map_err(|reason| format!("user-context {MACS_KEY}: {reason}"))?;
+        if !macs.contains(&mac) {
+            macs.push(mac);
+        }
+    }
+    Ok(macs)
 }
 
 /// A JSON key for a note: Kea's keys are lowercase words with '-'; anything else is not shown.
@@ -629,7 +692,7 @@ pub(crate) fn export(plan: &ExportPlan<'_>) -> String {
             .hosts
             .iter()
             .filter(|(s, _)| s.is_some_and(|s| s.id == subnet.id))
-            .map(|(_, host)| host_json(host))
+            .map(|(_, host)| host_json(host, &plan.ident(host)))
             .collect();
         let mut object = Map::new();
         object.insert("id".to_owned(), json!(subnet.id));
@@ -665,7 +728,7 @@ pub(crate) fn export(plan: &ExportPlan<'_>) -> String {
     }
     for (_, host) in plan.hosts.iter().filter(|(s, _)| s.is_none()) {
         let target = if host.ip.is_ipv4() { &mut v4 } else { &mut v6 };
-        target.1.push(host_json(host));
+        target.1.push(host_json(host, &plan.ident(host)));
     }
     let server = |(subnets, globals): (Vec<Value>, Vec<Value>), key: &str| {
         let mut object = Map::new();
@@ -688,18 +751,47 @@ pub(crate) fn export(plan: &ExportPlan<'_>) -> String {
     out
 }
 
-fn host_json(host: &Host) -> Value {
-    let mut mac = String::new();
-    crate::render::lines::push_mac(&mut mac, &host.mac);
+/// A reservation. Kea takes one identifier per reservation: the client identifier when there is
+/// one (`client-id` in Dhcp4, `duid` in Dhcp6), else `hw-address`; every MAC is kept in
+/// `user-context` ([`MACS_KEY`]) when there is more than one or an identifier.
+fn host_json(host: &Host, ident: &lines::Ident<'_>) -> Value {
+    let mac_text = |mac: &[u8; 6]| {
+        let mut text = String::new();
+        lines::push_mac(&mut text, mac);
+        text
+    };
     let mut object = Map::new();
-    object.insert("hw-address".to_owned(), json!(mac));
+    let mut context = Map::new();
+    match ident.client_id {
+        Some(id) => {
+            let key = if host.ip.is_ipv4() {
+                "client-id"
+            } else {
+                "duid"
+            };
+            object.insert(key.to_owned(), json!(id.to_string()));
+        }
+        None => {
+            object.insert("hw-address".to_owned(), json!(mac_text(&host.mac)));
+        }
+    }
+    if ident.client_id.is_some() || !ident.macs.is_empty() {
+        let macs: Vec<String> = std::iter::once(&host.mac)
+            .chain(ident.macs)
+            .map(mac_text)
+            .collect();
+        context.insert(MACS_KEY.to_owned(), json!(macs));
+    }
     match host.ip {
         IpAddr::V4(ip) => object.insert("ip-address".to_owned(), json!(ip.to_string())),
         IpAddr::V6(ip) => object.insert("ip-addresses".to_owned(), json!([ip.to_string()])),
     };
     object.insert("hostname".to_owned(), json!(host.hostname));
     if let Some(seconds) = host.lease_seconds {
-        object.insert("user-context".to_owned(), json!({ LEASE_KEY: seconds }));
+        context.insert(LEASE_KEY.to_owned(), json!(seconds));
+    }
+    if !context.is_empty() {
+        object.insert("user-context".to_owned(), Value::Object(context));
     }
     Value::Object(object)
 }
@@ -795,18 +887,31 @@ mod tests {
     fn reservation_rules() {
         let net: IpCidr = "10.0.0.0/24".parse().unwrap();
         let fields = |value: Value| reservation(&value, Family::V4, Some(net));
-        let (ip, name, lease, mac, notes) = fields(json!({
+        let r = fields(json!({
             "hw-address": "52:54:00:AA:BB:01", "ip-address": "10.0.0.5", "hostname": "",
             "option-data": [], "user-context": { "ipmanager-lease-seconds": 600, "x": 1 }
         }))
         .unwrap();
-        assert_eq!(ip, Some("10.0.0.5".parse().unwrap()));
-        assert_eq!((name, lease, mac[5]), (None, Some(600), 1));
-        assert_eq!(notes, ["option-data not kept", "user-context not kept"]);
+        assert_eq!(r.ip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            (r.hostname, r.lease_seconds, r.mac[5]),
+            (None, Some(600), 1)
+        );
+        assert_eq!(r.notes, ["option-data not kept", "user-context not kept"]);
+        // Identifiers: the MACs come from user-context, else from inside the identifier.
+        let r = fields(json!({
+            "client-id": "01:52:54:00:aa:bb:09", "ip-address": "10.0.0.6",
+            "user-context": { "ipmanager-macs": ["52:54:00:aa:bb:02", "52:54:00:aa:bb:03"] }
+        }))
+        .unwrap();
+        assert_eq!((r.mac[5], r.extra_macs.len(), r.notes.len()), (2, 1, 0));
+        assert_eq!(r.client_id.unwrap().to_string(), "01:52:54:00:aa:bb:09");
+        let r = fields(json!({ "client-id": "01:52:54:00:aa:bb:09" })).unwrap();
+        assert_eq!((r.mac[5], r.extra_macs.len()), (9, 0));
         for (value, expected) in [
             (
                 json!({ "duid": "01:02" }),
-                "reservation is keyed by duid only",
+                "reservation is keyed by duid only and it holds no MAC",
             ),
             (json!({ "hostname": "a" }), "no hw-address"),
             (
@@ -842,13 +947,13 @@ mod tests {
             let error = fields(value.clone()).unwrap_err();
             assert!(error.starts_with(expected), "{value}: {error}");
         }
-        let (ip, _, _, _, notes) = reservation(
+        let r = reservation(
             &json!({ "hw-address": "52:54:00:aa:bb:01", "ip-addresses": ["2001:db8::5", "2001:db8::6"] }),
             Family::V6,
             None,
         )
         .unwrap();
-        assert_eq!(ip, Some("2001:db8::5".parse().unwrap()));
-        assert_eq!(notes.len(), 1);
+        assert_eq!(r.ip, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(r.notes.len(), 1);
     }
 }

@@ -25,14 +25,16 @@ pub mod ethers;
 pub mod kea;
 pub mod names;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use cidr::IpCidr;
 
-use crate::model::{Host, Snapshot, Subnet};
-use crate::render::validate;
+use crate::client_id::ClientId;
+use crate::model::{Host, HostSettings, Snapshot, Subnet};
+use crate::render::{lines, validate};
 pub use names::{AliasRecord, NameRecord};
 
 /// A file format that can be imported and exported.
@@ -96,6 +98,10 @@ pub struct Reservation {
     /// 1-based line where the reservation is (Kea: where its object starts).
     pub line: usize,
     pub mac: [u8; 6],
+    /// More MACs of the same reservation (dnsmasq's `dhcp-host=mac1,mac2,…`).
+    pub extra_macs: Vec<[u8; 6]>,
+    /// The client-id or DUID (dnsmasq's `id:`, Kea's `client-id` / `duid`).
+    pub client_id: Option<ClientId>,
     pub ip: Option<IpAddr>,
     pub hostname: Option<String>,
     /// Per-host lease time in seconds, as [`Host::lease_seconds`]; infinite is `u32::MAX`.
@@ -206,6 +212,8 @@ pub(crate) struct ExportPlan<'a> {
     pub names: Vec<names::NameLine<'a>>,
     /// `what id: reason` for every row left out.
     pub left_out: Vec<String>,
+    /// The hosts' settings, for their client identifiers and extra MACs.
+    settings: HashMap<i64, &'a HostSettings>,
 }
 
 impl<'a> ExportPlan<'a> {
@@ -220,6 +228,9 @@ impl<'a> ExportPlan<'a> {
             }
         }
         subnets.sort_by_key(|s| (s.cidr, s.id));
+        let settings: HashMap<i64, &HostSettings> =
+            extras.hosts.iter().map(|h| (h.host_id, h)).collect();
+        let ident_of = |host: &Host| ident(&settings, host);
         let mut hosts = Vec::new();
         for host in &snapshot.hosts {
             let subnet = subnets.iter().copied().find(|s| s.id == host.subnet_id);
@@ -229,7 +240,8 @@ impl<'a> ExportPlan<'a> {
                 None => validate::hostname(&host.hostname)
                     .and_then(|()| validate::mac(&host.mac))
                     .and_then(|()| host.lease_seconds.map_or(Ok(()), validate::lease_seconds)),
-            };
+            }
+            .and_then(|()| validate::ident(&host.mac, &ident_of(host)));
             match check {
                 Ok(()) => hosts.push((subnet, host)),
                 Err(reason) => left_out.push(format!("host {}: {reason}", host.id)),
@@ -282,7 +294,13 @@ impl<'a> ExportPlan<'a> {
             hosts,
             names,
             left_out,
+            settings,
         }
+    }
+
+    /// The host's client identifier and extra MACs (no profile: exports carry none).
+    pub(crate) fn ident(&self, host: &Host) -> lines::Ident<'a> {
+        ident(&self.settings, host)
     }
 
     /// The header comment of a text format, then one comment per row left out.
@@ -300,6 +318,17 @@ impl<'a> ExportPlan<'a> {
 
 /// A MAC address as import files write it, in the one grammar of [`crate::mac`] (the CLI's and
 /// the database's), and reservable. dnsmasq's wildcard `*` gets a message of its own.
+fn ident<'a>(settings: &HashMap<i64, &'a HostSettings>, host: &Host) -> lines::Ident<'a> {
+    match settings.get(&host.id) {
+        Some(h) => lines::Ident {
+            client_id: h.client_id.as_ref(),
+            macs: &h.macs,
+            profile: None,
+        },
+        None => lines::Ident::default(),
+    }
+}
+
 pub(crate) fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     if text.contains('*') {
         return Err(

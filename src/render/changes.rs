@@ -100,11 +100,15 @@ pub fn describe_host_changes(old: &str, new: &str, named: usize) -> HostChangeDe
     details
 }
 
-/// `hostname (MAC)` of a reservation line `MAC,IP,hostname[,lease]`; the line itself when it
-/// has no third field.
+/// `hostname (MAC)` of a reservation line `[id:…,]MAC[,MAC…][,set:…],IP,hostname[,lease]` (its
+/// first MAC, and the field after the address); the line itself when it has no such fields.
 fn label(line: &str) -> String {
-    let mut fields = line.split(',');
-    match (fields.next(), fields.nth(1)) {
+    let address =
+        |f: &&str| f.starts_with('[') || f.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let mut fields = line.split(',').skip_while(|f| f.starts_with("id:"));
+    let mac = fields.next();
+    let hostname = fields.skip_while(|f| !address(f)).nth(1);
+    match (mac, hostname) {
         (Some(mac), Some(hostname)) => format!("{hostname} ({mac})"),
         _ => line.to_owned(),
     }
@@ -139,13 +143,18 @@ fn reservations(text: &str) -> Vec<(&str, &str)> {
             let line = line.trim();
             let body = match line.strip_prefix("dhcp-host=") {
                 Some(body) => body,
-                // Comments and every other `option=value` line of a conf include.
-                None if line.is_empty() || line.starts_with('#') || line.contains('=') => {
+                // Comments, every other `option=value` line of a conf include and its bare
+                // options (`enable-ra`): a reservation has commas.
+                None if line.starts_with('#') || line.contains('=') || !line.contains(',') => {
                     return None
                 }
                 None => line,
             };
-            let key = body.split(',').next().unwrap_or(body);
+            // The first MAC, after the client identifier if any.
+            let key = body
+                .split(',')
+                .find(|f| !f.starts_with("id:"))
+                .unwrap_or(body);
             Some((key, body))
         })
         .collect();
@@ -315,7 +324,16 @@ mod tests {
         let hostsfile = format!("{A}\n{B}\n");
         assert_eq!(summarize_host_changes(&hostsfile, &conf), changes(0, 0, 0));
         assert_eq!(summarize_host_changes("", &conf), changes(2, 0, 0));
-        let include = "dhcp-hostsfile=/var/lib/ipmanager/dhcp-hosts\naddn-hosts=/x\n";
+        let include = "dhcp-hostsfile=/var/lib/ipmanager/dhcp-hosts\naddn-hosts=/x\nenable-ra\n";
         assert_eq!(summarize_host_changes("", include), changes(0, 0, 0));
+    }
+
+    #[test]
+    fn a_line_with_an_identifier_and_several_macs_is_keyed_and_named_by_its_first_mac() {
+        let old = "52:54:00:00:00:0a,10.0.0.10,alpha\n";
+        let new = "id:01:52:54:00:00:00:0a,52:54:00:00:00:0a,52:54:00:00:00:0b,[fd00::10],alpha\n";
+        let details = describe_host_changes(old, new, 5);
+        assert_eq!(details.counts, changes(0, 0, 1));
+        assert_eq!(details.changed_text(), "alpha (52:54:00:00:00:0a)");
     }
 }

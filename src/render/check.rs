@@ -37,9 +37,11 @@
 //! value one quoted string without quote, backslash, '#' or ',' or items that are each an
 //! address, network, number, hex bytes or DNS name, never a number ipmanager sets otherwise;
 //! `dhcp-boot=tag:profileN[,tag:[!]ipm-ipxe|ipm-efi64|ipm-arm64…],FILE[,[SERVER][,IPV4]]`; the
-//! fixed `dhcp-match` and `dhcp-userclass` lines. Nothing else.
+//! fixed `dhcp-match` and `dhcp-userclass` lines; `enable-ra` and `ra-param=*,0,0`. Nothing else.
 //!
-//! A reservation may carry `set:profileN` after its MAC; an addn-hosts line may carry aliases
+//! A reservation may start with `id:CLIENTID` (2 to 130 lowercase hex octets separated by ':'),
+//! may have up to 8 more MACs after its first, and may carry `set:profileN` after its MACs; an
+//! addn-hosts line may carry aliases
 //! after the host's name, each `[fqdn] alias`.
 //!
 //! Messages describe what is wrong without repeating the offending text, which may be hostile;
@@ -336,29 +338,45 @@ impl Checker {
         }
     }
 
-    /// `MAC[,set:profileN],IP,hostname[,LEASE]`, a hostsfile line or the value of `dhcp-host=`.
+    /// `[id:CLIENTID,]MAC[,MAC…][,set:profileN],IP,hostname[,LEASE]`, a hostsfile line or the
+    /// value of `dhcp-host=`.
     fn reservation(&mut self, n: usize, text: &str) -> Result<(), String> {
-        let (all, all_count) = split::<5>(text, b',');
-        // The profile's tag is the one field that may follow the MAC; without it the fields
-        // are as they always were.
-        let tagged = all_count > 1 && all[1].starts_with("set:");
-        if tagged && all[1].strip_prefix("set:").and_then(profile_id).is_none() {
+        // One client identifier, 1 + 8 MACs, a tag, address, name and lease: 14 at most.
+        let (all, count) = split::<14>(text, b',');
+        let fields = &all[..count.min(all.len())];
+        let with_id = usize::from(fields[0].starts_with("id:"));
+        // The first MAC is whatever comes first; more MACs are the fields shaped like one.
+        let macs = 1 + fields
+            .iter()
+            .skip(with_id + 1)
+            .take_while(|f| mac_shaped(f))
+            .count();
+        let tag_at = with_id + macs;
+        let tagged = fields.get(tag_at).is_some_and(|f| f.starts_with("set:"));
+        if tagged
+            && fields[tag_at]
+                .strip_prefix("set:")
+                .and_then(profile_id)
+                .is_none()
+        {
             return Err("the tag of a reservation must be set:profileN".to_owned());
         }
-        let skip = usize::from(tagged);
-        let count = all_count - skip;
-        let field = |i: usize| if i == 0 { all[0] } else { all[i + skip] };
-        if !(3..=4).contains(&count) {
+        let rest = count.saturating_sub(tag_at + usize::from(tagged));
+        if !(2..=3).contains(&rest) || count > all.len() || macs > 1 + validate::MAX_EXTRA_MACS {
             return Err(format!(
-                "{all_count} comma-separated fields; a reservation is \
-                 MAC[,set:profileN],IP,hostname[,lease seconds]"
+                "{count} comma-separated fields; a reservation is \
+                 [id:CLIENTID,]MAC[,MAC…(at most 9)][,set:profileN],IP,hostname[,lease seconds]"
             ));
         }
-        mac(field(0))?;
-        let ip = dhcp_address(field(1))?;
-        validate::hostname(field(2))?;
-        if count == 4 {
-            lease(field(3))?;
+        if with_id == 1 {
+            client_id(&fields[0][3..])?;
+        }
+        fields[with_id..tag_at].iter().try_for_each(|f| mac(f))?;
+        let at = tag_at + usize::from(tagged);
+        let ip = dhcp_address(fields[at])?;
+        validate::hostname(fields[at + 1])?;
+        if rest == 3 {
+            lease(fields[at + 2])?;
         }
         self.reservations.push(ip, n);
         Ok(())
@@ -387,6 +405,9 @@ impl Checker {
 
     /// A line of the include file.
     fn include(&mut self, n: usize, line: &str) -> Result<(), String> {
+        if line == "enable-ra" {
+            return Ok(());
+        }
         let Some((option, value)) = line.split_once('=') else {
             return Err(match option_name(line) {
                 Some(word) => format!(
@@ -405,6 +426,7 @@ impl Checker {
             "dhcp-boot" => self.dhcp_boot(value),
             "dhcp-match" => fixed(value, &MATCHES, "dhcp-match"),
             "dhcp-userclass" => fixed(value, &["set:ipm-ipxe,iPXE"], "dhcp-userclass"),
+            "ra-param" => fixed(value, &["*,0,0"], "ra-param"),
             "domain" => self.domain(value),
             "dhcp-host" => self.reservation(n, value),
             "host-record" => self.host_record(n, value),
@@ -781,6 +803,34 @@ fn option_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a field has a MAC's shape (17 bytes, ':' every third): a bracketed IPv6 address
+/// of 17 bytes (`[::1:0:0:b5:4002]`) has not.
+fn mac_shaped(field: &str) -> bool {
+    field.len() == 17
+        && field
+            .bytes()
+            .enumerate()
+            .all(|(at, b)| (at % 3 == 2) == (b == b':'))
+}
+
+/// A client identifier after `id:`: 2 to 130 octets, each two lowercase hex digits, separated by
+/// ':'. dnsmasq would read anything else as text, or `*` as "ignore the client's identifier".
+fn client_id(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    let octets = (b.len() + 1) / 3;
+    let well_formed = b.len() % 3 == 2
+        && (2..=130).contains(&octets)
+        && b.iter().enumerate().all(|(at, &c)| match at % 3 {
+            2 => c == b':',
+            _ => hex(c).is_some(),
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err("client identifier is not 2 to 130 lowercase hex octets separated by ':'".to_owned())
+    }
+}
+
 /// A MAC in lowercase hex with ':', unicast and not zero.
 fn mac(text: &str) -> Result<(), String> {
     let b = text.as_bytes();
@@ -1082,6 +1132,54 @@ mod tests {
              hostsdir=/var/lib/ipmanager/hosts.d\n{RANGE}"
         );
         assert_eq!(check_file(FileKind::Include, &dirs), Ok(()));
+    }
+
+    #[test]
+    fn identifiers_and_several_macs_and_their_injections() {
+        let hosts = "id:01:52:54:00:00:00:01,52:54:00:00:00:01,52:54:00:00:00:11,10.64.5.10,a\n\
+                     52:54:00:00:00:02,52:54:00:00:00:12,set:profile3,10.64.5.11,b,3600\n\
+                     id:00:03:00:01:52:54:00:00:00:03,52:54:00:00:00:03,[::1:0:0:b5:4002],c\n\
+                     52:54:00:00:00:04,[::1:0:0:b5:4003],d\n";
+        assert_eq!(check_file(FileKind::HostsFile, hosts), Ok(()));
+        for (line, expected) in [
+            (
+                "id:01,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:01:AB,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:*,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "id:laptop,52:54:00:00:00:01,10.64.5.10,a\n",
+                "client identifier is not",
+            ),
+            (
+                "52:54:00:00:00:01,01:00:5e:00:00:01,10.64.5.10,a\n",
+                "multicast",
+            ),
+            (
+                "52:54:00:00:00:01,10.64.5.10,a,id:01:02\n",
+                "lease is not plain seconds",
+            ),
+            (
+                "52:54:00:00:00:01,id:01:02,10.64.5.10,a\n",
+                "IPv6 address is not in brackets",
+            ),
+            (
+                &format!("{}10.64.5.10,a\n", "52:54:00:00:00:01,".repeat(10)),
+                "comma-separated fields",
+            ),
+        ] {
+            let failure = check_file(FileKind::HostsFile, line)
+                .unwrap_err()
+                .to_string();
+            assert!(failure.contains(expected), "{line:?}: {failure}");
+        }
     }
 
     #[test]

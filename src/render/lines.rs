@@ -11,11 +11,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use cidr::IpCidr;
 
 use super::validate::{MAX_LINE_BYTES, MAX_NAME_BYTES};
+use crate::client_id::ClientId;
 use crate::lease;
 use crate::model::{Host, Subnet};
 
 /// The first line of the include file.
 pub(super) const HEADER: &str = "# Managed by ipmanager: do not edit, changes are overwritten.\n";
+
+/// Written once after the subnet blocks when an IPv6 subnet is served (see [`super`]).
+pub(crate) const ROUTER_ADVERTISEMENTS: &str = "# IPv6: router advertisements with the managed \
+     flag, never as default router\nenable-ra\nra-param=*,0,0\n";
 
 /// The tag that ties a subnet's `dhcp-range` to its `dhcp-option` lines.
 pub(super) const SUBNET_TAG: &str = "subnet";
@@ -68,14 +73,33 @@ pub(super) fn subnet_block(out: &mut String, subnet: &Subnet) {
     }
 }
 
-/// A reservation, `MAC[,set:profile<id>],IP,hostname[,lease]`, after `prefix` (empty in a
-/// dhcp-hostsfile, `dhcp-host=` in a conf file). dnsmasq wants IPv6 addresses in brackets here.
-/// The profile's tag makes its options and boot lines in the include file apply to the host.
-pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host, profile: Option<i64>) {
+/// What a reservation line holds besides the host's own fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ident<'a> {
+    /// Written first as `id:…`: dnsmasq matches a client by it before it looks at MACs.
+    pub(crate) client_id: Option<&'a ClientId>,
+    /// More MACs after the host's own.
+    pub(crate) macs: &'a [[u8; 6]],
+    pub(crate) profile: Option<i64>,
+}
+
+/// A reservation, `[id:CLIENTID,]MAC[,MAC…][,set:profile<id>],IP,hostname[,lease]`, after
+/// `prefix` (empty in a dhcp-hostsfile, `dhcp-host=` in a conf file). dnsmasq wants IPv6
+/// addresses in brackets here. The profile's tag makes its options and boot lines in the include
+/// file apply to the host; whichever of the MACs asks gets the address.
+pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host, ident: &Ident<'_>) {
     out.push_str(prefix);
+    if let Some(client_id) = ident.client_id {
+        push_client_id(out, client_id);
+        out.push(',');
+    }
     push_mac(out, &host.mac);
+    for mac in ident.macs {
+        out.push(',');
+        push_mac(out, mac);
+    }
     out.push(',');
-    if let Some(id) = profile {
+    if let Some(id) = ident.profile {
         let _ = write!(out, "set:profile{id},");
     }
     match host.ip {
@@ -88,6 +112,12 @@ pub(crate) fn dhcp_host(out: &mut String, prefix: &str, host: &Host, profile: Op
     out.push_str(&host.hostname);
     push_lease(out, host.lease_seconds);
     out.push('\n');
+}
+
+/// `id:` and the identifier's octets in lowercase hex separated by ':' (dnsmasq reads hex
+/// written so as bytes, never as text).
+fn push_client_id(out: &mut String, client_id: &ClientId) {
+    let _ = write!(out, "id:{client_id}");
 }
 
 /// `,SECONDS`, or `,infinite` for [`lease::INFINITE`] (dnsmasq's word; it never expires).

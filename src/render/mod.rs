@@ -42,7 +42,14 @@
 //! domain=<domain>,<cidr>                                               with a domain
 //! ```
 //!
-//! followed by the subnet's DHCP options; after every block come the profiles' blocks (see
+//! followed by the subnet's DHCP options. When an IPv6 subnet is served, [`lines::ROUTER_ADVERTISEMENTS`]
+//! follows the blocks: `enable-ra`, so that dnsmasq sends router advertisements with the
+//! managed flag (M) for each IPv6 range, which is what makes real clients (NetworkManager,
+//! systemd-networkd, Windows) ask DHCPv6 for an address, and `ra-param=*,0,0`, router lifetime
+//! 0, so that dnsmasq never announces itself as a default router: the default route comes from
+//! the network's router (its own advertisements, with or without M). The ranges have no mode
+//! keyword: addresses come from DHCPv6 only (no SLAAC), so a reservation is what a client gets.
+//! After every block come the profiles' blocks (see
 //! `render::options`: option lines, `dhcp-boot` per client architecture and for iPXE). A host whose
 //! profile (its own, else its subnet's default) is served gets `set:profile<id>` after its MAC
 //! in its reservation line: assigning a profile changes the dhcp-hostsfile (SIGHUP), while a
@@ -92,6 +99,7 @@ use std::path::{Path, PathBuf};
 pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
 pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded, MAX_SHARDS};
 
+use crate::client_id::ClientId;
 use crate::model::{DnsName, Host, Snapshot, Subnet};
 
 /// Where reservations live: see the module documentation.
@@ -208,6 +216,13 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         .iter()
         .partition(|s| names_only.contains(&s.id));
     let mut subnets = render_subnets(served, &settings, &mut include, &mut skipped);
+    if subnets
+        .0
+        .iter()
+        .any(|e| e.1.is_some_and(|s| s.cidr.is_ipv6()))
+    {
+        include.push_str(lines::ROUTER_ADVERTISEMENTS);
+    }
     if !named.is_empty() {
         // Checked like served subnets, so that a name is only ever written under a valid
         // domain; their blocks go nowhere.
@@ -402,17 +417,43 @@ fn mac_key(h: &Host) -> u128 {
 }
 
 /// A subnet id and a MAC as one number: what dnsmasq serves one reservation to.
-pub(crate) fn subnet_mac_key(subnet_id: i64, mac: &[u8; 6]) -> u128 {
+pub fn subnet_mac_key(subnet_id: i64, mac: &[u8; 6]) -> u128 {
     let mac = mac.iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b));
     // The id's bit pattern fills the top 64 bits; the MAC the low 48.
     u128::from(subnet_id as u64) << 64 | mac
 }
 
-/// The (subnet, MAC) keys that more than one host has, each mapped to the host that holds it
-/// once one is served. Usually empty, so that most hosts skip the duplicate check without
+/// A subnet id and a client identifier as one number, distinct from every [`subnet_mac_key`]
+/// (bit 63 set, where a MAC key has zeros above bit 47): the identifier's 64-bit FNV-1a hash
+/// with that bit set. Two identifiers of one subnet share a key only by a hash collision
+/// (odds 2^-63 a pair), which would make the renderer refuse the second as a duplicate and the
+/// planner track the two as one.
+pub fn subnet_client_key(subnet_id: i64, client_id: &ClientId) -> u128 {
+    let hash = client_id
+        .0
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |acc, &b| {
+            (acc ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    u128::from(subnet_id as u64) << 64 | u128::from(hash | 1 << 63)
+}
+
+/// The keys beyond its primary MAC's by which dnsmasq finds a host's reservation: its client
+/// identifier and its extra MACs.
+fn more_keys<'a>(subnet_id: i64, ident: &lines::Ident<'a>) -> impl Iterator<Item = u128> + 'a {
+    let client = ident.client_id.map(|c| subnet_client_key(subnet_id, c));
+    let macs = ident.macs.iter().map(move |m| subnet_mac_key(subnet_id, m));
+    client.into_iter().chain(macs)
+}
+
+/// The keys (see [`more_keys`]) that more than one host has, each mapped to the host that holds
+/// it once one is served. Usually empty, so that most hosts skip the duplicate check without
 /// hashing anything: one sort of plain numbers is cheaper than a lookup per host.
-fn repeated_mac_keys(hosts: &[Host]) -> HashMap<u128, Option<i64>> {
+fn repeated_keys(hosts: &[Host], settings: &options::Settings) -> HashMap<u128, Option<i64>> {
     let mut keys: Vec<u128> = hosts.iter().map(mac_key).collect();
+    for host in settings.hosts_with_idents(hosts) {
+        keys.extend(more_keys(host.subnet_id, &settings.ident_of(host)));
+    }
     keys.sort_unstable();
     keys.windows(2)
         .filter(|pair| pair[0] == pair[1])
@@ -458,11 +499,13 @@ fn render_hosts(
     };
     // Hosts come sorted by address, so a taken address can only be the last one served.
     let mut last_served: Option<(IpAddr, i64)> = None;
-    let mut repeated = repeated_mac_keys(hosts);
+    let mut repeated = repeated_keys(hosts, settings);
     // DNS-only names must not take a reserved address; only needed when there are any.
     let mut taken = std::collections::HashSet::new();
     let dns_only = !snapshot.extras.dns_names.is_empty();
     for host in host_order(hosts) {
+        // The written host's keys beyond its primary MAC, for the planner.
+        let mut more = Vec::new();
         let aliases = checked_aliases(host.id, settings.aliases_of(host.id), skipped);
         let verdict = admit(host, subnets, last_served).and_then(|(domain, names_only)| {
             let names = lines::Names {
@@ -474,21 +517,14 @@ fn render_hosts(
             if names_only {
                 return write_name(&mut out, &names, kind).map(|()| false);
             }
-            let profile = settings.profile_of(host);
+            let ident = settings.ident_of(host);
+            validate::ident(&host.mac, &ident)?;
             // Checked last, so that a key is taken only by a host that is written.
-            match repeated.get_mut(&mac_key(host)) {
-                None => write_host(&mut out, host, profile, &names, kind),
-                Some(Some(other)) => Err(format!(
-                    "MAC address is already reserved in subnet {} by host {other}",
-                    host.subnet_id
-                )),
-                Some(holder) => {
-                    write_host(&mut out, host, profile, &names, kind)?;
-                    *holder = Some(host.id);
-                    Ok(())
-                }
-            }
-            .map(|()| true)
+            claim(&mut repeated, host, &ident, || {
+                write_host(&mut out, host, &ident, &names, kind)
+            })?;
+            more = more_keys(host.subnet_id, &ident).collect();
+            Ok(true)
         });
         match verdict {
             Ok(reserved) => {
@@ -497,7 +533,7 @@ fn render_hosts(
                 if dns_only {
                     taken.insert(host.ip);
                 }
-                out.record(host.id, host.subnet_id, host.mac, host.ip, reserved);
+                out.record(host.id, host.subnet_id, host.mac, host.ip, reserved, more);
             }
             Err(reason) => skipped.push(Skipped {
                 row: Row::Host(host.id),
@@ -518,12 +554,21 @@ fn render_hosts(
 
 impl HostLines {
     /// With the incremental layout, where the lines of a host or name written last end.
-    fn record(&mut self, id: i64, subnet_id: i64, mac: [u8; 6], ip: IpAddr, reserved: bool) {
+    fn record(
+        &mut self,
+        id: i64,
+        subnet_id: i64,
+        mac: [u8; 6],
+        ip: IpAddr,
+        reserved: bool,
+        more_keys: Vec<u128>,
+    ) {
         if let Some(written) = &mut self.written {
             written.push(shard::Written {
                 id,
                 subnet_id,
                 mac,
+                more_keys,
                 ip,
                 reserved,
                 dhcp_end: self.dhcp.len(),
@@ -574,7 +619,7 @@ fn render_dns_names(
             write_name(out, &names, kind)
         });
         match verdict {
-            Ok(()) => out.record(name.id, name.subnet_id, [0; 6], name.ip, false),
+            Ok(()) => out.record(name.id, name.subnet_id, [0; 6], name.ip, false, Vec::new()),
             Err(reason) => skipped.push(Skipped {
                 row: Row::DnsName(name.id),
                 reason,
@@ -638,22 +683,57 @@ fn write_name(out: &mut HostLines, names: &lines::Names, kind: LayoutKind) -> Re
     }
 }
 
+/// Runs `write` (the host's lines) unless another host holds one of `host`'s keys (MACs, client
+/// identifier); then the written host holds each of its keys that other hosts have too.
+fn claim(
+    repeated: &mut HashMap<u128, Option<i64>>,
+    host: &Host,
+    ident: &lines::Ident<'_>,
+    write: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    if repeated.is_empty() {
+        return write();
+    }
+    let keys: Vec<u128> = std::iter::once(mac_key(host))
+        .chain(more_keys(host.subnet_id, ident))
+        .collect();
+    for (at, key) in keys.iter().enumerate() {
+        if let Some(Some(other)) = repeated.get(key) {
+            let what = match (at, ident.client_id) {
+                (1, Some(_)) => "client identifier",
+                _ => "MAC address",
+            };
+            return Err(format!(
+                "{what} is already reserved in subnet {} by host {other}",
+                host.subnet_id
+            ));
+        }
+    }
+    write()?;
+    for key in keys {
+        if let Some(holder) = repeated.get_mut(&key) {
+            *holder = Some(host.id);
+        }
+    }
+    Ok(())
+}
+
 /// Appends the host's two lines, or nothing if either would be too long.
 fn write_host(
     out: &mut HostLines,
     host: &Host,
-    profile: Option<i64>,
+    ident: &lines::Ident<'_>,
     names: &lines::Names,
     kind: LayoutKind,
 ) -> Result<(), String> {
     let (dhcp_start, dns_start) = (out.dhcp.len(), out.dns.len());
     match kind {
         LayoutKind::Hostsfile | LayoutKind::Incremental => {
-            lines::dhcp_host(&mut out.dhcp, "", host, profile);
+            lines::dhcp_host(&mut out.dhcp, "", host, ident);
             lines::addn_host(&mut out.dns, names);
         }
         LayoutKind::Conf => {
-            lines::dhcp_host(&mut out.dhcp, "dhcp-host=", host, profile);
+            lines::dhcp_host(&mut out.dhcp, "dhcp-host=", host, ident);
             lines::host_record(&mut out.dns, names);
         }
     }

@@ -89,6 +89,42 @@ impl<'a> Settings<'a> {
             .filter(|id| self.profiles.contains_key(id))
     }
 
+    /// The hosts of `hosts` that have a client identifier or extra MACs.
+    pub(super) fn hosts_with_idents<'h>(
+        &self,
+        hosts: &'h [Host],
+    ) -> impl Iterator<Item = &'h Host> {
+        let with: std::collections::HashSet<i64> = self
+            .hosts
+            .values()
+            .filter(|h| h.client_id.is_some() || !h.macs.is_empty())
+            .map(|h| h.host_id)
+            .collect();
+        hosts
+            .iter()
+            .filter(move |h| !with.is_empty() && with.contains(&h.id))
+    }
+
+    /// The host's client identifier, extra MACs and profile, for its reservation line.
+    pub(super) fn ident_of(&self, host: &Host) -> lines::Ident<'a> {
+        let profile = self.profile_of(host);
+        // Most snapshots have no host settings: skip the hashing then.
+        let settings = (!self.hosts.is_empty())
+            .then(|| self.hosts.get(&host.id).copied())
+            .flatten();
+        match settings {
+            Some(h) => lines::Ident {
+                client_id: h.client_id.as_ref(),
+                macs: &h.macs,
+                profile,
+            },
+            _ => lines::Ident {
+                profile,
+                ..lines::Ident::default()
+            },
+        }
+    }
+
     /// The host's aliases.
     pub(super) fn aliases_of(&self, host_id: i64) -> &'a [String] {
         // Most snapshots have no host settings: 100k lookups in an empty map still hash.

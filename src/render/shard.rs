@@ -21,6 +21,11 @@ pub struct Sharded {
     /// Every reservation line of [`Sharded::dhcp`], by shard, each shard's in file order: the
     /// values the planner ([`crate::plan`]) reasons about without parsing the files.
     pub entries: Vec<DhcpEntry>,
+    /// By host id, for the few reservations that have them: the keys of a line beyond its
+    /// primary MAC's, a client identifier's ([`crate::render::subnet_client_key`]) and extra
+    /// MACs' ([`crate::render::subnet_mac_key`]). dnsmasq loads such a line once, as the newest
+    /// entry for each of its keys.
+    pub more_keys: BTreeMap<i64, Vec<u128>>,
 }
 
 /// One reservation line of a dhcp-hostsdir shard, as values.
@@ -57,6 +62,16 @@ impl Sharded {
         &self.entries[start..end]
     }
 
+    /// The keys of `entry` beyond its primary MAC's (see [`Sharded::more_keys`]).
+    pub fn more_keys(&self, entry: &DhcpEntry) -> &[u128] {
+        if self.more_keys.is_empty() {
+            return &[];
+        }
+        self.more_keys
+            .get(&entry.host_id)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// The reservations of `shard`, each with its line (without the newline), in file order.
     pub fn reservations(&self, shard: u32) -> impl Iterator<Item = (&DhcpEntry, &str)> {
         let text = self.dhcp.get(&shard).map_or("", String::as_str);
@@ -70,6 +85,8 @@ pub(super) struct Written {
     pub(super) subnet_id: i64,
     /// Zero for a DNS-only name, which is never `reserved`.
     pub(super) mac: [u8; 6],
+    /// The keys of its client identifier and extra MACs (`render::more_keys`); usually none.
+    pub(super) more_keys: Vec<u128>,
     pub(super) ip: IpAddr,
     /// Whether it got a reservation line, not only a name line.
     pub(super) reserved: bool,
@@ -110,6 +127,9 @@ pub(super) fn split(dhcp: &str, dns: &str, written: &[Written], shards: u32) -> 
             dhcp_file.push_str(&dhcp[dhcp_start..w.dhcp_end]);
             dns_file.push_str(&dns[dns_start..w.dns_end]);
             if w.reserved {
+                if !w.more_keys.is_empty() {
+                    sharded.more_keys.insert(w.id, w.more_keys.clone());
+                }
                 sharded.entries.push(DhcpEntry {
                     host_id: w.id,
                     subnet_id: w.subnet_id,

@@ -149,6 +149,37 @@ pub fn host(host: &Host, subnet: &Subnet) -> Result<(), String> {
     Ok(())
 }
 
+/// The most MACs a reservation has besides its own (`host_macs_at_most_8` in the database).
+pub const MAX_EXTRA_MACS: usize = 8;
+
+/// A reservation's client identifier and extra MACs: 2 to 130 octets (rendered as hex, so no
+/// octet can inject anything), at most [`MAX_EXTRA_MACS`] unicast MACs, each other than the
+/// host's `own` and the others (a repeated MAC would count twice in the planner's model).
+pub(crate) fn ident(own: &[u8; 6], ident: &super::lines::Ident<'_>) -> Result<(), String> {
+    if let Some(client_id) = ident.client_id {
+        if !crate::client_id::valid_length(&client_id.0) {
+            return Err(format!(
+                "client identifier has {} octets; 2 to {} are allowed",
+                client_id.0.len(),
+                crate::client_id::MAX_OCTETS
+            ));
+        }
+    }
+    if ident.macs.len() > MAX_EXTRA_MACS {
+        return Err(format!(
+            "{} extra MAC addresses; a reservation has at most {MAX_EXTRA_MACS}",
+            ident.macs.len()
+        ));
+    }
+    for (at, extra) in ident.macs.iter().enumerate() {
+        mac(extra)?;
+        if extra == own || ident.macs[..at].contains(extra) {
+            return Err("the same MAC address is listed twice in the reservation".to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// A reserved address: inside the subnet, and for IPv4 networks larger than /31 neither the
 /// network nor the broadcast address, which no client can use.
 pub fn host_address(ip: IpAddr, cidr: IpCidr) -> Result<(), String> {

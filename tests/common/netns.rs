@@ -1,5 +1,5 @@
 //! End-to-end lab: two network namespaces joined by a veth pair, a real dnsmasq serving DHCP and
-//! DNS in the server namespace, and a real DHCP client (busybox udhcpc) and resolver (dig) in the
+//! DNS in the server namespace, and a real DHCP client (busybox udhcpc; ISC dhclient -6 for DHCPv6) and resolver (dig) in the
 //! client namespace. Everything lives in private addresses inside the two namespaces and is torn
 //! down when the [`Lab`] is dropped, also when the test panics.
 //!
@@ -7,7 +7,7 @@
 //! loud `SKIPPED:` line, unless `IPMANAGER_REQUIRE_E2E=1` (as in CI), where it panics instead.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -745,6 +745,16 @@ impl Lab {
         stdout.lines().map(str::to_owned).collect()
     }
 
+    /// AAAA: the IPv6 addresses `name` resolves to.
+    pub async fn resolve6(&self, name: &str) -> Vec<String> {
+        self.dig(&[name, "AAAA"]).await
+    }
+
+    /// PTR of an IPv6 address.
+    pub async fn reverse6(&self, ip: Ipv6Addr) -> Vec<String> {
+        self.dig(&["-x", &ip.to_string()]).await
+    }
+
     /// A: the addresses `name` resolves to.
     pub async fn resolve(&self, name: &str) -> Vec<String> {
         self.dig(&[name, "A"]).await
@@ -765,6 +775,151 @@ impl Lab {
             log.contains(&line)
         })
         .await;
+    }
+
+    /// Gives the server interface `fd99:<octet>::1/64` and turns duplicate address detection
+    /// off on the client side, so that a DHCPv6 client can start at once (a tentative
+    /// link-local address cannot send). Call before [`Lab::start_dnsmasq`]: dnsmasq binds the
+    /// addresses it finds when it starts. Returns `None` after a loud skip line when no DHCPv6
+    /// client (`dhclient`, from isc-dhcp-client) is installed.
+    pub fn enable_ipv6(&self) -> Option<()> {
+        if find_program("dhclient").is_none() {
+            unavailable("missing programs: dhclient (isc-dhcp-client), the DHCPv6 client");
+            return None;
+        }
+        let server = format!("{}/64", self.addr6(1));
+        self.ip(&[
+            "-n",
+            &self.server_ns,
+            "addr",
+            "add",
+            &server,
+            "dev",
+            &self.server_if,
+            "nodad",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dad = format!("/proc/sys/net/ipv6/conf/{}/accept_dad", self.client_if);
+        let status = Command::new(&self.tools.ip)
+            .args(["netns", "exec", &self.client_ns, "sh", "-c"])
+            .arg(format!("echo 0 > {dad}"))
+            .status()
+            .expect("sh runs");
+        assert!(
+            status.success(),
+            "cannot turn DAD off in the client namespace"
+        );
+        // A new link-local address, this time without DAD.
+        for state in ["down", "up"] {
+            self.ip(&[
+                "-n",
+                &self.client_ns,
+                "link",
+                "set",
+                "dev",
+                &self.client_if,
+                state,
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        Some(())
+    }
+
+    /// `fd99:<octet>::<host>` (hex).
+    pub fn addr6(&self, host: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd99, u16::from(self.octet), 0, 0, 0, 0, 0, host)
+    }
+
+    /// One DHCPv6 exchange by a real client (ISC `dhclient -6`, a Solicit with a fresh lease
+    /// file) from `mac` with the DUID `duid`: the address it was given, or `None`. The client is
+    /// stopped (without release) once bound.
+    pub async fn dhcp6(&self, mac: &str, duid: &[u8]) -> Option<Ipv6Addr> {
+        // Down, new MAC, up: the link-local address follows the MAC (no DAD, see
+        // `enable_ipv6`), and the server forgets the old one's neighbour entry, through which
+        // it would answer a MAC the client no longer has.
+        let client = ["-n", &self.client_ns, "link", "set", "dev", &self.client_if];
+        for change in [&["down"][..], &["address", mac], &["up"]] {
+            self.ip(&[&client[..], change].concat())
+                .unwrap_or_else(|e| panic!("cannot set the client's MAC: {e}"));
+        }
+        self.ip(&[
+            "-n",
+            &self.server_ns,
+            "neigh",
+            "flush",
+            "dev",
+            &self.server_if,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The link-local address comes with the carrier, a moment after `up`.
+        let deadline = Instant::now() + E2E_DEADLINE;
+        let show = [
+            "-n",
+            &self.client_ns,
+            "-6",
+            "addr",
+            "show",
+            "dev",
+            &self.client_if,
+        ];
+        while !self
+            .ip(&[&show[..], &["scope", "link"]].concat())
+            .is_ok_and(|out| out.contains("inet6 fe80:"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on the client"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let (events, leases, pid) = (
+            self.path("dhclient6-events"),
+            self.path("dhclient6.leases"),
+            self.path("dhclient6.pid"),
+        );
+        let _ = std::fs::remove_file(&events);
+        // dhclient takes its DUID from the lease file's default-duid, in octal escapes.
+        let octal: String = duid.iter().map(|b| format!("\\{b:03o}")).collect();
+        std::fs::write(&leases, format!("default-duid \"{octal}\";\n")).unwrap();
+        let script = self.write_script(
+            "dhclient6-script",
+            &format!(
+                "echo \"$reason $new_ip6_address\" >> '{}'\nexit 0\n",
+                events.display()
+            ),
+        );
+        let mut command = tokio::process::Command::new(&self.tools.ip);
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .arg(find_program("dhclient").expect("dhclient is installed"))
+            .args(["-6", "-1", "-sf"])
+            .arg(&script)
+            .arg("-lf")
+            .arg(&leases)
+            .arg("-pf")
+            .arg(&pid)
+            .arg(&self.client_if)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let finished = tokio::time::timeout(E2E_DEADLINE, command.status()).await;
+        // Once bound, dhclient went on in the background: stop that process (ours, by pid).
+        if let Some(daemon) = std::fs::read_to_string(&pid)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(daemon), Signal::SIGTERM);
+            let _ = std::fs::remove_file(&pid);
+        }
+        if finished.is_err() {
+            return None;
+        }
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("BOUND6 "))
+            .find_map(|ip| ip.trim().parse().ok())
     }
 
     /// The files and logs that explain a failure.
@@ -789,6 +944,7 @@ impl Lab {
             "dnsmasq.pid",
             "dnsmasq.stderr",
             "udhcpc-events",
+            "dhclient6-events",
         ] {
             let content = std::fs::read_to_string(self.path(name));
             let _ = write!(text, "\n--- {name}:\n{}", content.unwrap_or_default());
