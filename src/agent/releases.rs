@@ -159,7 +159,7 @@ impl Releases {
     }
 
     /// Takes an attempt's result in: what is done leaves, a lease that outlived
-    /// [`MAX_TRIES`] releases is given up. Returns the error of the attempt, if any, after
+    /// [`MAX_TRIES`] tries is given up. Returns the error of the attempt, if any, after
     /// scheduling the next one: after a backoff when something failed, soon after releases were
     /// sent (to see them taken).
     pub(super) fn finished(&mut self, attempt: Attempt) -> Option<String> {
