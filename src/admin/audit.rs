@@ -10,13 +10,15 @@ use tokio_postgres::GenericClient;
 
 use super::{subnets, HostRef, Result};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     pub db_user: String,
     pub application_name: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub client_addr: Option<IpAddr>,
     pub table_name: String,
     pub operation: String,
@@ -142,20 +144,33 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
             ],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AuditEntry {
-                id: row.try_get("id")?,
-                at: row.try_get("at")?,
-                db_user: row.try_get("db_user")?,
-                application_name: row.try_get("application_name")?,
-                client_addr: row.try_get("client_addr")?,
-                table_name: row.try_get("table_name")?,
-                operation: row.try_get("operation")?,
-                row_id: row.try_get("row_id")?,
-                old: row.try_get("old")?,
-                new: row.try_get("new")?,
-            })
-        })
-        .collect()
+    rows.iter().map(entry).collect()
+}
+
+fn entry(row: &tokio_postgres::Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        db_user: row.try_get("db_user")?,
+        application_name: row.try_get("application_name")?,
+        client_addr: row.try_get("client_addr")?,
+        table_name: row.try_get("table_name")?,
+        operation: row.try_get("operation")?,
+        row_id: row.try_get("row_id")?,
+        old: row.try_get("old")?,
+        new: row.try_get("new")?,
+    })
+}
+
+/// Up to `limit` entries with an id above `after`, oldest first: the change feed of the API.
+pub async fn after(client: &impl GenericClient, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+    let rows = client
+        .query(
+            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+                    row_id, old, new \
+             FROM ipmanager.audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    rows.iter().map(entry).collect()
 }

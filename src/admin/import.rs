@@ -51,7 +51,7 @@ const MAX_RESERVATIONS: usize = i32::MAX as usize;
 const ATTEMPTS: usize = 3;
 
 /// What happened to one input line (or Kea object).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub line: usize,
     pub what: String,
@@ -59,7 +59,7 @@ pub struct Entry {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub added: Vec<Entry>,
     /// Already in the database exactly so; importing a file twice changes nothing.
@@ -321,7 +321,7 @@ async fn allocation_subnet(
             }))
         }
         Err(error) => match AdminError::from(error) {
-            AdminError::Invalid(reason) | AdminError::NotFound(reason) => {
+            AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason) => {
                 savepoint.rollback().await?;
                 Ok(Allocation::Missing(reason))
             }
@@ -560,7 +560,7 @@ async fn probe<'a>(
         savepoint.rollback().await?;
         match result.map_err(AdminError::from) {
             Ok(()) => passed.push(reservation),
-            Err(AdminError::Invalid(reason) | AdminError::NotFound(reason)) => {
+            Err(AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason)) => {
                 report.rejected.push(entry(reservation, reason))
             }
             Err(other) => return Err(other),
@@ -889,7 +889,7 @@ async fn alone(
         if let Err(error) = savepoint.execute(*sql, params).await {
             savepoint.rollback().await?;
             return match AdminError::from(error) {
-                AdminError::Invalid(reason) | AdminError::NotFound(reason) => Ok(Err(reason)),
+                AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason) => Ok(Err(reason)),
                 other => Err(other),
             };
         }

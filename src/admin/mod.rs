@@ -38,6 +38,9 @@ pub enum AdminError {
     /// Input or resulting data breaks a rule (ours, checked first, or the database's).
     #[error("{0}")]
     Invalid(String),
+    /// The value is already taken by another row (a unique or exclusion rule).
+    #[error("{0}")]
+    Duplicate(String),
     /// Anything else from the database: unreachable, permission denied, ...
     #[error(transparent)]
     Db(#[from] DbError),
@@ -65,10 +68,13 @@ impl From<tokio_postgres::Error> for AdminError {
         // own text only comes from the unique constraints, when the other row was not yet
         // committed as the trigger looked.
         if *code == SqlState::UNIQUE_VIOLATION && db.message().starts_with("duplicate key value") {
-            return AdminError::Invalid(unique_violation(
+            return AdminError::Duplicate(unique_violation(
                 db.constraint().unwrap_or_default(),
                 db.detail().unwrap_or_default(),
             ));
+        }
+        if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+            return AdminError::Duplicate(with_hint(db.message().to_owned()));
         }
         if *code == SqlState::FOREIGN_KEY_VIOLATION
             && db.constraint() == Some("hosts_subnet_id_fkey")

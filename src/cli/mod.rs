@@ -265,7 +265,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             return match admin {
                 AdminError::NotFound(_) | AdminError::NothingToDo(_) => exit::NOT_FOUND,
                 AdminError::Ambiguous(_) => exit::USAGE,
-                AdminError::Invalid(_) => exit::DATA_ERR,
+                AdminError::Invalid(_) | AdminError::Duplicate(_) => exit::DATA_ERR,
                 AdminError::Db(db) => db_exit_code(db),
             };
         }
