@@ -269,6 +269,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Largest request body in bytes (an import file is one body).
     pub max_body_bytes: usize,
+    /// Database connections, each serving one request at a time.
+    pub pool_size: usize,
 }
 
 impl Default for ApiConfig {
@@ -280,6 +282,7 @@ impl Default for ApiConfig {
             allow_plain_http: false,
             request_timeout: Duration::from_secs(60),
             max_body_bytes: 16 << 20,
+            pool_size: 10,
         }
     }
 }

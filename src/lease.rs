@@ -80,7 +80,11 @@ pub fn serialize<S: serde::Serializer>(
 pub fn schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
     OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)

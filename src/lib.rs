@@ -24,6 +24,7 @@
 pub mod activate;
 pub mod admin;
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -91,6 +91,21 @@ impl AuditEntry {
     }
 }
 
+/// `--since` and `?since=`: a duration back from now (90m, 2d) or a UTC date or time.
+pub fn parse_since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(SystemTime::now() - ago);
+    }
+    let with_time = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&with_time).map_err(|_| {
+        format!("{text:?} is neither a duration (90m, 2d) nor a UTC date or time (2026-11-25)")
+    })
+}
+
 /// Which entries `log` returns.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {

@@ -321,7 +321,9 @@ async fn allocation_subnet(
             }))
         }
         Err(error) => match AdminError::from(error) {
-            AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason) => {
+            AdminError::Invalid(reason)
+            | AdminError::Duplicate(reason)
+            | AdminError::NotFound(reason) => {
                 savepoint.rollback().await?;
                 Ok(Allocation::Missing(reason))
             }
@@ -560,9 +562,11 @@ async fn probe<'a>(
         savepoint.rollback().await?;
         match result.map_err(AdminError::from) {
             Ok(()) => passed.push(reservation),
-            Err(AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason)) => {
-                report.rejected.push(entry(reservation, reason))
-            }
+            Err(
+                AdminError::Invalid(reason)
+                | AdminError::Duplicate(reason)
+                | AdminError::NotFound(reason),
+            ) => report.rejected.push(entry(reservation, reason)),
             Err(other) => return Err(other),
         }
     }
@@ -889,7 +893,9 @@ async fn alone(
         if let Err(error) = savepoint.execute(*sql, params).await {
             savepoint.rollback().await?;
             return match AdminError::from(error) {
-                AdminError::Invalid(reason) | AdminError::Duplicate(reason) | AdminError::NotFound(reason) => Ok(Err(reason)),
+                AdminError::Invalid(reason)
+                | AdminError::Duplicate(reason)
+                | AdminError::NotFound(reason) => Ok(Err(reason)),
                 other => Err(other),
             };
         }

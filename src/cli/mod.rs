@@ -115,6 +115,10 @@ pub enum Command {
     /// they differ and signals or restarts dnsmasq. While the database is unreachable the files
     /// on disk stay as they are and dnsmasq keeps serving them.
     Agent,
+    /// Run the HTTP API (`[api]` settings) in the foreground until SIGTERM/SIGINT, as the
+    /// ipmanager-api service does: JSON under /api/v1, its OpenAPI document at
+    /// /api/v1/openapi.json. SIGHUP re-reads the TLS certificate.
+    Serve,
     /// Create or upgrade the database schema (idempotent; safe to run on every upgrade).
     Migrate,
     /// Print the files the agent would write, from the current database; writes nothing.
@@ -223,6 +227,7 @@ pub fn run(cli: Cli) -> u8 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent => service::run_agent(config).await,
+            Command::Serve => crate::api::serve(&config).await,
             Command::Migrate => service::migrate(&config).await,
             Command::Render => service::render_files(&config).await,
             Command::CheckConfig => service::check_config(&config, cli.config),
