@@ -11,7 +11,7 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 14] = [
     "host",
     "subnet",
     "profile",
@@ -22,6 +22,7 @@ const SUBCOMMANDS: [&str; 13] = [
     "import",
     "export",
     "agent",
+    "serve",
     "migrate",
     "render",
     "check-config",
