@@ -16,6 +16,10 @@ pub struct AuditEntry {
     #[serde(serialize_with = "super::rfc3339::serialize")]
     pub at: SystemTime,
     pub db_user: String,
+    /// Owner and name of the HTTP API token the change was made with (`db_user` is then the
+    /// API server's login); `None` for changes made otherwise.
+    pub api_owner: Option<String>,
+    pub api_token: Option<String>,
     pub application_name: Option<String>,
     pub client_addr: Option<IpAddr>,
     pub table_name: String,
@@ -26,6 +30,15 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// Who made the change: the token's owner for changes through the HTTP API
+    /// (`alice (token ci-provisioner)`), otherwise the database login.
+    pub fn who(&self) -> String {
+        match (&self.api_owner, &self.api_token) {
+            (Some(owner), Some(token)) => format!("{owner} (token {token})"),
+            _ => self.db_user.clone(),
+        }
+    }
+
     /// The row's state after the change, or before it for deletions.
     fn latest(&self) -> Option<&serde_json::Value> {
         self.new.as_ref().or(self.old.as_ref())
@@ -115,7 +128,7 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
     // compared through the same casts.
     let rows = client
         .query(
-            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+            "SELECT id, at, db_user, api_owner, api_token, application_name, client_addr, table_name, operation, \
                     row_id, old, new \
              FROM ( \
                  SELECT * FROM ipmanager.audit_log a \
@@ -148,6 +161,8 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
                 id: row.try_get("id")?,
                 at: row.try_get("at")?,
                 db_user: row.try_get("db_user")?,
+                api_owner: row.try_get("api_owner")?,
+                api_token: row.try_get("api_token")?,
                 application_name: row.try_get("application_name")?,
                 client_addr: row.try_get("client_addr")?,
                 table_name: row.try_get("table_name")?,
