@@ -11,11 +11,12 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 14] = [
     "host",
     "subnet",
     "profile",
     "site",
+    "token",
     "status",
     "compact",
     "log",
@@ -26,7 +27,7 @@ const SUBCOMMANDS: [&str; 13] = [
     "render",
     "check-config",
 ];
-const NESTED: [&str; 19] = [
+const NESTED: [&str; 22] = [
     "host-add",
     "host-set",
     "host-rm",
@@ -46,6 +47,9 @@ const NESTED: [&str; 19] = [
     "site-rm",
     "site-show",
     "site-list",
+    "token-create",
+    "token-list",
+    "token-revoke",
 ];
 
 fn read(path: &Path) -> String {
