@@ -16,6 +16,7 @@ const SUBCOMMANDS: [&str; 14] = [
     "subnet",
     "profile",
     "site",
+    "token",
     "status",
     "compact",
     "log",
@@ -27,7 +28,7 @@ const SUBCOMMANDS: [&str; 14] = [
     "render",
     "check-config",
 ];
-const NESTED: [&str; 19] = [
+const NESTED: [&str; 22] = [
     "host-add",
     "host-set",
     "host-rm",
@@ -47,6 +48,9 @@ const NESTED: [&str; 19] = [
     "site-rm",
     "site-show",
     "site-list",
+    "token-create",
+    "token-list",
+    "token-revoke",
 ];
 
 fn read(path: &Path) -> String {

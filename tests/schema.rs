@@ -112,6 +112,7 @@ fn all_migrations() -> Vec<String> {
         "V4__sites".to_string(),
         "V5__incremental".to_string(),
         "V6__options".to_string(),
+        "V8__api".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()

@@ -17,6 +17,10 @@ pub struct AuditEntry {
     #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     pub db_user: String,
+    /// Owner and name of the HTTP API token the change was made with (`db_user` is then the
+    /// API server's login); `None` for changes made otherwise.
+    pub api_owner: Option<String>,
+    pub api_token: Option<String>,
     pub application_name: Option<String>,
     #[schema(value_type = Option<String>)]
     pub client_addr: Option<IpAddr>,
@@ -28,6 +32,15 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// Who made the change: the token's owner for changes through the HTTP API
+    /// (`alice (token ci-provisioner)`), otherwise the database login.
+    pub fn who(&self) -> String {
+        match (&self.api_owner, &self.api_token) {
+            (Some(owner), Some(token)) => format!("{owner} (token {token})"),
+            _ => self.db_user.clone(),
+        }
+    }
+
     /// The row's state after the change, or before it for deletions.
     fn latest(&self) -> Option<&serde_json::Value> {
         self.new.as_ref().or(self.old.as_ref())
@@ -132,7 +145,7 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
     // compared through the same casts.
     let rows = client
         .query(
-            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+            "SELECT id, at, db_user, api_owner, api_token, application_name, client_addr, table_name, operation, \
                     row_id, old, new \
              FROM ( \
                  SELECT * FROM ipmanager.audit_log a \
@@ -167,6 +180,8 @@ fn entry(row: &tokio_postgres::Row) -> Result<AuditEntry> {
         id: row.try_get("id")?,
         at: row.try_get("at")?,
         db_user: row.try_get("db_user")?,
+        api_owner: row.try_get("api_owner")?,
+        api_token: row.try_get("api_token")?,
         application_name: row.try_get("application_name")?,
         client_addr: row.try_get("client_addr")?,
         table_name: row.try_get("table_name")?,
@@ -181,7 +196,7 @@ fn entry(row: &tokio_postgres::Row) -> Result<AuditEntry> {
 pub async fn after(client: &impl GenericClient, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
     let rows = client
         .query(
-            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+            "SELECT id, at, db_user, api_owner, api_token, application_name, client_addr, table_name, operation, \
                     row_id, old, new \
              FROM ipmanager.audit_log WHERE id > $1 ORDER BY id LIMIT $2",
             &[&after, &limit],

@@ -3,7 +3,7 @@
 //! connection.
 //!
 //! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`,
-//! `sql/V3__hardening.sql` and `sql/V6__options.sql`), so that psql users get the same protection; this module validates
+//! `sql/V3__hardening.sql`, `sql/V6__options.sql` and, for API tokens, `sql/V8__api.sql`), so that psql users get the same protection; this module validates
 //! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod sites;
 pub mod subnets;
 pub mod sync;
+pub mod tokens;
 pub mod validate;
 
 use std::net::IpAddr;
@@ -44,6 +45,9 @@ pub enum AdminError {
     /// Anything else from the database: unreachable, permission denied, ...
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The operating system failed us, e.g. gave no random bytes for a token.
+    #[error(transparent)]
+    Os(std::io::Error),
 }
 
 pub type Result<T, E = AdminError> = std::result::Result<T, E>;

@@ -61,7 +61,7 @@ fn entry_text(entry: &AuditEntry) -> String {
         output::timestamp(entry.at)
             .replace('T', " ")
             .trim_end_matches('Z'),
-        entry.db_user,
+        entry.who(),
         entry.operation.to_lowercase(),
         entry.subject()
     );

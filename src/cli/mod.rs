@@ -10,6 +10,7 @@ mod service;
 mod site;
 mod subnet;
 mod sync;
+mod token;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ pub enum Command {
     /// Add, remove, show and list sites (named groups of subnets that agents serve by site).
     #[command(subcommand)]
     Site(site::SiteCommand),
+    /// Create, list and revoke tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Show every agent: up to date or behind, since when, last error; changes awaiting a
     /// compaction.
     Status(sync::StatusArgs),
@@ -272,6 +276,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 AdminError::Ambiguous(_) => exit::USAGE,
                 AdminError::Invalid(_) | AdminError::Duplicate(_) => exit::DATA_ERR,
                 AdminError::Db(db) => db_exit_code(db),
+                AdminError::Os(_) => exit::IO_ERR,
             };
         }
         if let Some(db) = cause.downcast_ref::<DbError>() {
@@ -329,6 +334,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(_) => "host",
         Command::Subnet(_) => "subnet",
         Command::Site(_) => "site",
+        Command::Token(_) => "token",
         Command::Profile(_) => "profile",
         Command::Status(_) => "status",
         Command::Compact(_) => "compact",
@@ -342,6 +348,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(command) => host::run(command, &mut session).await,
         Command::Subnet(command) => subnet::run(command, &mut session).await,
         Command::Site(command) => site::run(command, &mut session).await,
+        Command::Token(command) => token::run(command, &mut session).await,
         Command::Profile(command) => profile::run(command, &mut session).await,
         Command::Status(args) => sync::status(args, &mut session).await,
         Command::Compact(args) => sync::compact(args, &mut session).await,
