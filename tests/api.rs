@@ -1,7 +1,8 @@
 //! `ipmanager serve` as a real process on a real PostgreSQL, driven through reqwest: every
 //! endpoint (each answer validated against the served OpenAPI document), concurrent
 //! allocations, `?wait=` with a running agent, the change feed, bad bodies, TLS with a
-//! certificate reloaded on SIGHUP, plain HTTP refused off loopback, and a graceful stop.
+//! certificate reloaded on SIGHUP, plain HTTP refused off loopback, a graceful stop, and
+//! tokens: none, revoked or expired 401, a read token writing 403, the audit naming the owner.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::agent_process::{write_fast_agent_config, AgentProcess};
 use common::binary::command;
 use common::{free_port, TestDb};
+use ipmanager::admin::tokens::{self, Access};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -36,6 +38,27 @@ fn write_config(dir: &Path, db: &TestDb, port: u16, extra: &str) -> std::path::P
     config
 }
 
+/// A new token of owner alice, created as the test server's superuser.
+async fn token(db: &TestDb, name: &str, access: Access, expires: Option<Duration>) -> String {
+    tokens::create(&db.client().await, name, "alice", access, expires)
+        .await
+        .unwrap()
+        .secret
+}
+
+/// An HTTP client sending `token` with every request.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl Api {
     async fn start(db: &TestDb, dir: &Path) -> Api {
         let port = free_port();
@@ -45,7 +68,7 @@ impl Api {
             &[("RUST_LOG", "info")],
         ));
         process.wait_log("API listening on").await;
-        let http = reqwest::Client::new();
+        let http = client_with(&token(db, "provisioner", Access::Write, None).await);
         let base = format!("http://127.0.0.1:{port}/api/v1");
         let doc = http
             .get(format!("{base}/openapi.json"))
@@ -599,7 +622,7 @@ async fn tls_certificates_are_reloaded_on_sighup() {
         &[],
     ));
     process.wait_log("API listening on https://").await;
-    let url = format!("https://localhost:{port}/api/v1/agents");
+    let url = format!("https://localhost:{port}/api/v1/openapi.json");
     let trusting = |cert: reqwest::Certificate| {
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)
@@ -616,7 +639,7 @@ async fn tls_certificates_are_reloaded_on_sighup() {
             .status(),
         StatusCode::OK
     );
-    let plain = reqwest::get(format!("http://localhost:{port}/api/v1/agents")).await;
+    let plain = reqwest::get(format!("http://localhost:{port}/api/v1/openapi.json")).await;
     assert!(
         plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true),
         "no plain HTTP next to TLS"
@@ -635,4 +658,67 @@ async fn tls_certificates_are_reloaded_on_sighup() {
         trusting(first).get(&url).send().await.is_err(),
         "the old one is gone"
     );
+}
+
+#[tokio::test]
+async fn tokens_decide_who_may_do_what_and_the_audit_names_the_owner() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(&db, dir.path()).await;
+    subnet(&api).await;
+    let hosts = format!("{}/hosts", api.base);
+    let new_host = json!({"mac": "52:54:00:00:04:01", "hostname": "audited", "subnet": "office"});
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        api_error(status, &body)
+    };
+
+    let anonymous = reqwest::Client::new();
+    let (status, code) = refused(anonymous.get(&hosts).send().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+
+    let revoked = token(&db, "old", Access::Write, None).await;
+    tokens::revoke(&db.client().await, "old").await.unwrap();
+    let (status, _) = refused(client_with(&revoked).get(&hosts).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let expiring = token(&db, "brief", Access::Write, Some(Duration::from_millis(1))).await;
+    tokio::time::sleep(Duration::from_millis(5)).await; // past a 1 ms lifetime, not a race
+    let (status, _) = refused(client_with(&expiring).get(&hosts).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let reader = client_with(&token(&db, "dashboard", Access::Read, None).await);
+    assert_eq!(
+        reader.get(&hosts).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (status, code) = refused(reader.post(&hosts).json(&new_host).send().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+
+    let (status, _, body) = api
+        .call(Method::POST, "/hosts", "/hosts", Some(new_host), &[])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, _, log) = api.get("/log", "/log?host=audited").await;
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log[0]["api_owner"], "alice");
+    assert_eq!(log[0]["api_token"], "provisioner");
+}
+
+/// Status and error code of an error answer.
+fn api_error(status: StatusCode, body: &Value) -> (StatusCode, String) {
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }

@@ -85,6 +85,9 @@ pub struct ImportOptions {
     /// Subnet to allocate addresses in for entries that have none (ethers lines with a name).
     pub subnet: Option<String>,
     pub dry_run: bool,
+    /// The API token the import is made with: its transactions run with the token's role and
+    /// the audit log names it ([`super::tokens::begin_as`]).
+    pub caller: Option<super::tokens::TokenIdentity>,
 }
 
 /// Imports `parsed`; see the module documentation for how.
@@ -128,6 +131,9 @@ async fn import_once(
         ImportReport::note(&mut report.rejected, note);
     }
     let mut tx = client.transaction().await?;
+    if let Some(caller) = &options.caller {
+        super::tokens::begin_as(&tx, caller).await?;
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK])
         .await?;
     // The judgement sorts every line four ways; in memory rather than in temporary files.

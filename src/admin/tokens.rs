@@ -192,6 +192,17 @@ pub enum AuthError {
     Db(#[from] DbError),
 }
 
+/// For operations of the admin library that start their own transactions (import): a token
+/// refused there is refused data, a database failure stays one.
+impl From<AuthError> for super::AdminError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Db(db) => super::AdminError::Db(db),
+            refused => super::AdminError::Invalid(refused.to_string()),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for AuthError {
     fn from(error: tokio_postgres::Error) -> Self {
         AuthError::Db(DbError::Postgres(error))

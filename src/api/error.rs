@@ -83,6 +83,7 @@ impl From<AdminError> for ApiError {
             AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             AdminError::Duplicate(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Db(db) => return db.into(),
+            AdminError::Os(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, error.to_string())
     }
