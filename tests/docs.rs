@@ -11,7 +11,7 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 15] = [
     "host",
     "subnet",
     "profile",

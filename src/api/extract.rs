@@ -119,7 +119,7 @@ impl Lease {
         match self {
             Lease::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
             Lease::Text(text) => crate::admin::validate::lease_time(column, text)
-                .map_err(|message| ApiError::bad_request(message)),
+                .map_err(ApiError::bad_request),
         }
     }
 }
