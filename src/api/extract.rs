@@ -118,8 +118,9 @@ impl Lease {
     pub fn duration(&self, column: &str) -> Result<Duration, ApiError> {
         match self {
             Lease::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
-            Lease::Text(text) => crate::admin::validate::lease_time(column, text)
-                .map_err(ApiError::bad_request),
+            Lease::Text(text) => {
+                crate::admin::validate::lease_time(column, text).map_err(ApiError::bad_request)
+            }
         }
     }
 }
