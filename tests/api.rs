@@ -323,18 +323,63 @@ async fn every_endpoint_answers_as_its_openapi_document_says() {
         "reservations stay unless cascade: {body}"
     );
 
-    // Sites, profiles, agents, log, changes.
-    let client = db.client().await;
-    client
-        .batch_execute("INSERT INTO ipmanager.sites (name) VALUES ('berlin'); INSERT INTO ipmanager.profiles (name, boot_file) VALUES ('pxe', 'pxelinux.0')")
-        .await
-        .unwrap();
+    // Sites and profiles, through the API as with `site` and `profile`.
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/sites",
+            "/sites",
+            Some(json!({"name": "berlin", "comment": "HQ"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, body) = api
+        .call(
+            Method::POST,
+            "/profiles",
+            "/profiles",
+            Some(json!({"name": "pxe", "boot_file": "pxelinux.0", "options": ["mtu=1400"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["options"][0]["option"], "mtu");
+    let (status, _, body) = api
+        .call(
+            Method::PATCH,
+            "/profiles/{profile}",
+            "/profiles/pxe",
+            Some(json!({"boot_file_uefi": "grubx64.efi", "unset_options": ["mtu"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["options"], json!([]));
+    let (status, _, body) = api
+        .call(Method::PATCH, "/subnets/{subnet}", "/subnets/office", Some(json!({"site": "berlin", "default_profile": "pxe", "options": ["domain-search=office.example"]})), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["site"].as_str(), body["default_profile"].as_str()),
+        (Some("berlin"), Some("pxe"))
+    );
     let (_, _, sites) = api.get("/sites", "/sites").await;
-    assert_eq!(sites[0]["name"], "berlin");
+    assert_eq!(sites[0]["subnets"], json!(["office"]));
     let (status, _, _) = api.get("/sites/{site}", "/sites/berlin").await;
     assert_eq!(status, StatusCode::OK);
+    let (_, _, in_site) = api.get("/hosts", "/hosts?site=berlin").await;
+    assert_eq!(in_site.as_array().unwrap().len(), 2);
+    let (status, _, body) = api
+        .call(Method::DELETE, "/sites/{site}", "/sites/berlin", None, &[])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a site with subnets stays: {body}"
+    );
     let (_, _, profiles) = api.get("/profiles", "/profiles").await;
-    assert_eq!(profiles[0]["name"], "pxe");
+    assert_eq!(profiles[0]["default_of"], json!(["office"]));
     let (status, _, _) = api.get("/profiles/{profile}", "/profiles/pxe").await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = api.get("/agents", "/agents").await;

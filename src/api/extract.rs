@@ -125,6 +125,17 @@ impl Lease {
     }
 }
 
+/// DHCP options as the CLI's `--option` takes them (`mtu=1400`, `252:string=http://…`).
+pub fn options(texts: &[String]) -> Result<Vec<crate::admin::options::OptionArg>, ApiError> {
+    texts
+        .iter()
+        .map(|text| {
+            crate::admin::options::OptionArg::parse(text)
+                .map_err(|m| ApiError::bad_request(m).with_field(Some("options".to_owned())))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod hosts;
 mod others;
+mod profiles;
 mod server;
 mod subnets;
 
@@ -183,9 +184,14 @@ fn etag_header(tag: &str) -> Result<[(header::HeaderName, HeaderValue); 1], ApiE
         subnets::update,
         subnets::remove,
         others::sites,
+        others::add_site,
         others::site,
-        others::profiles,
-        others::profile,
+        others::remove_site,
+        profiles::list,
+        profiles::create,
+        profiles::show,
+        profiles::update,
+        profiles::remove,
         others::agents,
         others::log,
         others::export,
@@ -241,10 +247,18 @@ pub fn router(state: AppState) -> Router {
                 .patch(subnets::update)
                 .delete(subnets::remove),
         )
-        .route("/sites", get(others::sites))
-        .route("/sites/{site}", get(others::site))
-        .route("/profiles", get(others::profiles))
-        .route("/profiles/{profile}", get(others::profile))
+        .route("/sites", get(others::sites).post(others::add_site))
+        .route(
+            "/sites/{site}",
+            get(others::site).delete(others::remove_site),
+        )
+        .route("/profiles", get(profiles::list).post(profiles::create))
+        .route(
+            "/profiles/{profile}",
+            get(profiles::show)
+                .patch(profiles::update)
+                .delete(profiles::remove),
+        )
         .route("/agents", get(others::agents))
         .route("/log", get(others::log))
         .route("/export", get(others::export))

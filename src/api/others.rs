@@ -11,11 +11,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{read_body, Params, PathOf};
+use super::extract::{read_body, Body, Params, PathOf};
 use super::AppState;
 use crate::admin::audit::{self, AuditEntry, LogFilter};
 use crate::admin::import::{self, ImportOptions, ImportReport};
-use crate::admin::profiles::{self, ProfileRow};
 use crate::admin::sites::{self, SiteRow};
 use crate::admin::sync::{self, AgentSync};
 use crate::admin::{AdminError, HostRef};
@@ -36,6 +35,46 @@ pub async fn sites(
     Ok(Json(rows))
 }
 
+/// A new site.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteBody {
+    name: String,
+    comment: Option<String>,
+}
+
+/// Adds a site, as `site add`.
+#[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = SiteBody,
+    responses((status = 201, body = SiteRow), (status = "default", body = ErrorBody)))]
+pub async fn add_site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<SiteBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row = state
+        .change(&headers, None, |tx| {
+            Box::pin(async move { Ok(sites::add(tx, &body.name, body.comment.as_deref()).await?) })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Removes a site and returns it, as `site rm` (refused while subnets belong to it).
+#[utoipa::path(delete, path = "/api/v1/sites/{site}", tag = "sites", params(("site" = String, Path)),
+    responses((status = 200, body = SiteRow), (status = "default", body = ErrorBody)))]
+pub async fn remove_site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathOf(name): PathOf<String>,
+) -> Result<Json<SiteRow>, ApiError> {
+    let row = state
+        .change(&headers, None, |tx| {
+            Box::pin(async move { Ok(sites::remove(tx, &name).await?) })
+        })
+        .await?;
+    Ok(Json(row))
+}
+
 /// One site.
 #[utoipa::path(get, path = "/api/v1/sites/{site}", tag = "sites", params(("site" = String, Path)),
     responses((status = 200, body = SiteRow), (status = "default", body = ErrorBody)))]
@@ -47,37 +86,6 @@ pub async fn site(
     let row = state
         .read(&headers, |tx| {
             Box::pin(async move { Ok(sites::show(tx, &name).await?) })
-        })
-        .await?;
-    Ok(Json(row))
-}
-
-/// Every profile with its options.
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
-    responses((status = 200, body = Vec<ProfileRow>), (status = "default", body = ErrorBody)))]
-pub async fn profiles(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<ProfileRow>>, ApiError> {
-    let rows = state
-        .read(&headers, |tx| {
-            Box::pin(async move { Ok(profiles::list(tx).await?) })
-        })
-        .await?;
-    Ok(Json(rows))
-}
-
-/// One profile.
-#[utoipa::path(get, path = "/api/v1/profiles/{profile}", tag = "profiles", params(("profile" = String, Path)),
-    responses((status = 200, body = ProfileRow), (status = "default", body = ErrorBody)))]
-pub async fn profile(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    PathOf(name): PathOf<String>,
-) -> Result<Json<ProfileRow>, ApiError> {
-    let row = state
-        .read(&headers, |tx| {
-            Box::pin(async move { Ok(profiles::show(tx, &name).await?) })
         })
         .await?;
     Ok(Json(row))

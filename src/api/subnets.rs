@@ -13,7 +13,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{duration, nullable, Body, Lease, Params, PathOf};
+use super::extract::{duration, nullable, options, Body, Lease, Params, PathOf};
 use super::hosts::WaitQuery;
 use super::{check_if_match, etag, etag_header, AppState};
 use crate::admin::subnets::{self, SubnetFields, SubnetRow};
@@ -66,6 +66,12 @@ pub struct SubnetBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     default_profile: Option<Option<String>>,
+    /// DHCP options to set or replace, as `--option` takes them: `mtu=1400`.
+    #[serde(default)]
+    options: Vec<String>,
+    /// DHCP options (names or numbers) to remove.
+    #[serde(default)]
+    unset_options: Vec<String>,
 }
 
 impl SubnetBody {
@@ -97,7 +103,8 @@ impl SubnetBody {
             comment: self.comment,
             site: self.site,
             default_profile: self.default_profile,
-            ..SubnetFields::default()
+            options: options(&self.options)?,
+            unset_options: self.unset_options,
         })
     }
 }
