@@ -110,8 +110,8 @@ async fn run() {
         "INSERT INTO ipmanager.subnets (name, cidr, range_start, range_end) \
          VALUES ('bench', '10.0.0.0/16', '10.0.255.0', '10.0.255.250'); \
          INSERT INTO ipmanager.hosts (mac, ip, hostname) \
-         SELECT ('02:00:00:' || to_char(i / 65536, 'FM00') || ':' || to_char((i / 256) % 256, 'FM00') \
-                 || ':' || to_char(i % 256, 'FM00'))::macaddr, \
+         SELECT ('02:00:00:' || lpad(to_hex(i / 65536), 2, '0') || ':' \
+                 || lpad(to_hex((i / 256) % 256), 2, '0') || ':' || lpad(to_hex(i % 256), 2, '0'))::macaddr, \
                 '10.0.0.0'::inet + 10 + i, 'h' || i FROM generate_series(1, {hosts}) i"
     ))
     .await
