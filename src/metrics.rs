@@ -15,7 +15,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
@@ -29,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::agent::{Phase, Status};
+use crate::agent::Status;
 
 /// The `Content-Type` of [`AgentMetrics::render`] and [`ApiMetrics::render`].
 pub const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -223,9 +226,6 @@ impl AgentMetrics {
             .and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_sync.set(last);
-        if status.phase == Phase::DatabaseUnreachable {
-            self.connected.set(0);
-        }
         text(&self.registry)
     }
 }
@@ -333,6 +333,28 @@ impl ApiMetrics {
     }
 }
 
+/// Axum middleware that observes every request in `metrics` by its matched route pattern
+/// (`unmatched` for paths no route matches, so that scanners cannot create series):
+/// `router.layer(axum::middleware::from_fn_with_state(metrics, track_requests))`.
+pub async fn track_requests(
+    State(metrics): State<Arc<ApiMetrics>>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.observe(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +392,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ipmanager_api_request_duration_seconds_bucket"));
+    }
+
+    async fn fetch(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn the_middleware_counts_requests_by_route_pattern_not_path() {
+        let metrics = Arc::new(ApiMetrics::new());
+        let router = Router::new()
+            .route("/api/v1/hosts/{host}", get(|| async { "host" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                track_requests,
+            ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        assert!(fetch(addr, "/api/v1/hosts/web1")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        fetch(addr, "/api/v1/hosts/web2").await;
+        assert!(fetch(addr, "/wp-login.php")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        server.abort();
+        let text = metrics.render();
+        for series in [
+            "ipmanager_api_requests_total{method=\"GET\",route=\"/api/v1/hosts/{host}\",status=\"200\"} 2",
+            "ipmanager_api_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+        assert!(!text.contains("web1"));
     }
 }
