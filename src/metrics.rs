@@ -72,7 +72,7 @@ pub struct AgentMetrics {
     awaiting_compaction: Gauge,
     since_sync: FloatGauge,
     last_sync: FloatGauge,
-    notifications: Gauge,
+    notifications: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -99,7 +99,7 @@ impl AgentMetrics {
             awaiting_compaction: Gauge::default(),
             since_sync: FloatGauge::default(),
             last_sync: FloatGauge::default(),
-            notifications: Gauge::default(),
+            notifications: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -154,8 +154,19 @@ impl AgentMetrics {
             "Rows not served because they fail validation",
             m.skipped.clone(),
         );
-        r.register("agent_hosts_awaiting_compaction", "Incremental layout: hosts dnsmasq serves differently from the files until the next compaction", m.awaiting_compaction.clone());
-        r.register_with_unit("agent_since_last_sync", "Seconds since the files last matched a fresh snapshot with dnsmasq told (since the agent started, before the first)", Unit::Seconds, m.since_sync.clone());
+        r.register(
+            "agent_hosts_awaiting_compaction",
+            "Incremental layout: hosts dnsmasq serves differently from the files until the next \
+             compaction",
+            m.awaiting_compaction.clone(),
+        );
+        r.register_with_unit(
+            "agent_last_sync_age",
+            "Seconds since the files last matched a fresh snapshot with dnsmasq told (since the \
+             agent started, before the first)",
+            Unit::Seconds,
+            m.since_sync.clone(),
+        );
         r.register_with_unit(
             "agent_last_sync_timestamp",
             "When the files last matched a fresh snapshot (Unix time; 0: not yet)",
@@ -214,8 +225,10 @@ impl AgentMetrics {
         self.skipped.set(gauge(status.rows_skipped));
         self.awaiting_compaction
             .set(gauge(status.awaiting_compaction.len()));
+        // The loop counts notifications in its status; the counter catches up with it.
+        let counted = self.notifications.get();
         self.notifications
-            .set(i64::try_from(status.notifications).unwrap_or(i64::MAX));
+            .inc_by(status.notifications.saturating_sub(counted));
         let since = match status.last_in_sync {
             Some(at) => SystemTime::now().duration_since(at).unwrap_or_default(),
             None => self.started.elapsed(),

@@ -1990,7 +1990,7 @@ async fn the_metrics_endpoint_shows_syncs_changes_and_activations_as_they_happen
     assert!(first.contains("ipmanager_build_info{version=\""), "{first}");
     assert_eq!(metric(&first, "ipmanager_agent_database_connected"), 1.0);
     assert_eq!(metric(&first, "ipmanager_agent_hosts_served"), 0.0);
-    assert!(metric(&first, "ipmanager_agent_since_last_sync_seconds") < DEADLINE.as_secs_f64());
+    assert!(metric(&first, "ipmanager_agent_last_sync_age_seconds") < DEADLINE.as_secs_f64());
     assert!(metric(&first, "ipmanager_agent_last_sync_timestamp_seconds") > 1.7e9);
     let syncs = metric(&first, "ipmanager_agent_syncs_total{result=\"ok\"}");
 
@@ -2018,7 +2018,7 @@ async fn the_metrics_endpoint_shows_syncs_changes_and_activations_as_they_happen
         metric(&after, "ipmanager_agent_notification_to_disk_seconds_sum") < DEADLINE.as_secs_f64()
     );
     assert!(metric(&after, "ipmanager_agent_sync_duration_seconds_count") > syncs);
-    assert!(metric(&after, "ipmanager_agent_notifications") >= 1.0);
+    assert!(metric(&after, "ipmanager_agent_notifications_total") >= 1.0);
 
     // An activation that fails (no pid file) is counted by kind until it succeeds.
     let pid_file = h.hup.pid_file.clone();
