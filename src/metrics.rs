@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::agent::Status;
+use crate::agent::{Phase, Status};
 
 /// The `Content-Type` of [`AgentMetrics::render`] and [`ApiMetrics::render`].
 pub const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,6 +67,7 @@ pub struct AgentMetrics {
     notification_to_disk: Histogram,
     compactions: Counter,
     connected: Gauge,
+    in_sync: Gauge,
     hosts: Gauge,
     skipped: Gauge,
     awaiting_compaction: Gauge,
@@ -94,6 +95,7 @@ impl AgentMetrics {
             notification_to_disk: latency_histogram(),
             compactions: Counter::default(),
             connected: Gauge::default(),
+            in_sync: Gauge::default(),
             hosts: Gauge::default(),
             skipped: Gauge::default(),
             awaiting_compaction: Gauge::default(),
@@ -143,6 +145,11 @@ impl AgentMetrics {
             "agent_database_connected",
             "1 while the agent's LISTEN connection to the database is up, else 0",
             m.connected.clone(),
+        );
+        r.register(
+            "agent_in_sync",
+            "1 while the files match the last snapshot and dnsmasq was told (phase in_sync), else 0",
+            m.in_sync.clone(),
         );
         r.register(
             "agent_hosts_served",
@@ -222,6 +229,7 @@ impl AgentMetrics {
     pub fn render(&self, status: &Status) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.hosts.set(gauge(status.hosts_served));
+        self.in_sync.set(i64::from(status.phase == Phase::InSync));
         self.skipped.set(gauge(status.rows_skipped));
         self.awaiting_compaction
             .set(gauge(status.awaiting_compaction.len()));

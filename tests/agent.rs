@@ -1989,6 +1989,7 @@ async fn the_metrics_endpoint_shows_syncs_changes_and_activations_as_they_happen
     );
     assert!(first.contains("ipmanager_build_info{version=\""), "{first}");
     assert_eq!(metric(&first, "ipmanager_agent_database_connected"), 1.0);
+    assert_eq!(metric(&first, "ipmanager_agent_in_sync"), 1.0);
     assert_eq!(metric(&first, "ipmanager_agent_hosts_served"), 0.0);
     assert!(metric(&first, "ipmanager_agent_last_sync_age_seconds") < DEADLINE.as_secs_f64());
     assert!(metric(&first, "ipmanager_agent_last_sync_timestamp_seconds") > 1.7e9);
@@ -2027,12 +2028,17 @@ async fn the_metrics_endpoint_shows_syncs_changes_and_activations_as_they_happen
     add_host(&db, "02:00:00:00:00:08", "10.64.1.80", "unsignalled").await;
     wait_metrics(port, "a failed activation", |m| {
         m.contains("ipmanager_agent_activation_failures_total{kind=\"reload\"}")
+            && m.contains("ipmanager_agent_in_sync 0")
     })
     .await;
     let hups = h.hup.count();
     std::fs::write(&pid_file, pid).unwrap();
     h.wait_sighups(hups).await;
     h.wait_in_sync().await;
+    wait_metrics(port, "in sync again", |m| {
+        m.contains("ipmanager_agent_in_sync 1")
+    })
+    .await;
 
     // The endpoint ends with the agent.
     h.stop().await;
