@@ -103,6 +103,18 @@ impl AgentMetrics {
             last_sync: FloatGauge::default(),
             notifications: Counter::default(),
         };
+        // Every series exists from the start, at 0, so that rate() and increase() see the first
+        // failure as a change rather than as a new series.
+        for kind in ["reload", "restart"] {
+            m.activations.get_or_create(&vec![("kind", kind)]).inc_by(0);
+            m.activation_failures
+                .get_or_create(&vec![("kind", kind)])
+                .inc_by(0);
+        }
+        for result in ["ok", "error"] {
+            m.syncs.get_or_create(&vec![("result", result)]).inc_by(0);
+        }
+        m.changes_applied(0, 0, 0);
         let r = &mut m.registry;
         r.register(
             "agent_syncs",
