@@ -228,9 +228,12 @@ CREATE FUNCTION ipmanager.api_caller()
 AS $$
     SELECT t.name, t.owner
     FROM ipmanager.api_tokens t
-    WHERE pg_has_role(session_user, 'ipmanager_api', 'MEMBER')
-      AND current_setting('ipmanager.api_token', true) ~ '^[0-9a-f]{64}$'
-      AND t.token_hash = decode(current_setting('ipmanager.api_token', true), 'hex')
+    -- CASE, not AND: decode must only ever see 64 hex digits (AND may evaluate in any order).
+    WHERE t.token_hash = CASE
+        WHEN pg_has_role(session_user, 'ipmanager_api', 'MEMBER')
+             AND current_setting('ipmanager.api_token', true) ~ '^[0-9a-f]{64}$'
+        THEN decode(current_setting('ipmanager.api_token', true), 'hex')
+    END
 $$;
 
 COMMENT ON FUNCTION ipmanager.api_caller() IS

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// The sites (`ipmanager.sites`) whose subnets this agent serves; `None` (no key): every
     /// enabled subnet, with or without site.
     pub sites: Option<Vec<String>>,
+    /// Where to serve Prometheus metrics on `/metrics`, e.g. `127.0.0.1:9580`; `None` (no key):
+    /// no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -92,6 +95,7 @@ impl Default for AgentConfig {
             burst_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             sites: None,
+            metrics_listen: None,
         }
     }
 }

@@ -452,6 +452,20 @@ async fn every_endpoint_answers_as_its_openapi_document_says() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _, _) = api.get("/subnets/{subnet}", "/subnets/office").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Prometheus metrics of the requests, by route pattern and status.
+    let metrics = reqwest::get(format!("{}/metrics", api.base.trim_end_matches("/api/v1")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"ipmanager_api_requests_total{method="GET",route="/api/v1/hosts/{host}",status="200"}"#,
+        r#"ipmanager_api_requests_total{method="PATCH",route="/api/v1/hosts/{host}",status="412"}"#,
+        r#"ipmanager_api_request_duration_seconds_bucket{"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
     assert_eq!(api.process.terminate().await, Some(0), "a graceful stop");
 }
 

@@ -235,6 +235,14 @@ async fn a_psql_user_cannot_make_the_audit_log_name_a_token_owner() {
         audit_of(&s.owner, "lan").await,
         (s.roles.names[1].clone(), None, None)
     );
+    // A setting that is no hash at all changes nothing either, and breaks nothing.
+    admin
+        .batch_execute(
+            "SET ipmanager.api_token = 'not hex'; \
+             UPDATE ipmanager.subnets SET comment = 'mine' WHERE name = 'lan'",
+        )
+        .await
+        .unwrap();
     // Nor may it call api_begin, even with the token itself, read the hashes or make tokens.
     let hash = sha256(&secret);
     for (sql, what) in [

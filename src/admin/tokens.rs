@@ -252,6 +252,7 @@ pub async fn verify(
     if row.try_get("expired")? {
         return Err(AuthError::Expired(name));
     }
+    // The table allows only 'read' and 'write'; anything else gets the lesser access.
     let access = match row.try_get::<_, &str>("access")? {
         "write" => Access::Write,
         _ => Access::Read,
@@ -277,14 +278,26 @@ pub async fn begin_as(
         &[&identity.hash.as_slice()],
     )
     .await
-    .map_err(|e| match e.code() {
-        Some(code) if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
-            AuthError::Revoked(identity.name.clone())
-        }
-        _ => AuthError::from(e),
-    })?;
+    .map_err(|e| refused(e, &identity.name))?;
     tx.batch_execute(identity.access.set_role()).await?;
     Ok(())
+}
+
+/// api_begin's refusal (28000) as the reason [`verify`] would give; anything else as it is.
+fn refused(error: tokio_postgres::Error, name: &str) -> AuthError {
+    let Some(db) = error.as_db_error() else {
+        return AuthError::from(error);
+    };
+    if *db.code() != SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        return AuthError::from(error);
+    }
+    if db.message().ends_with("has expired") {
+        AuthError::Expired(name.to_owned())
+    } else if db.message().ends_with("was revoked") {
+        AuthError::Revoked(name.to_owned())
+    } else {
+        AuthError::Unknown
+    }
 }
 
 #[cfg(test)]

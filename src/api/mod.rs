@@ -14,6 +14,7 @@ mod subnets;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -27,6 +28,7 @@ use tokio_postgres::Transaction;
 use utoipa::OpenApi;
 
 use crate::admin::sync;
+use crate::metrics::{track_requests, ApiMetrics, CONTENT_TYPE_TEXT};
 use error::ApiError;
 
 pub use server::serve;
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Longest `?wait=` granted: less than the request timeout, so that the answer says what
     /// happened instead of the connection being cut.
     max_wait: Duration,
+    /// Request counts and latencies by route and status, served on `/metrics`.
+    metrics: Arc<ApiMetrics>,
 }
 
 type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 't>>;
@@ -232,7 +236,18 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Every route under `/api/v1`.
+/// Prometheus metrics of the API server (not under `/api/v1`, and without a token, as scrapers
+/// expect; they say how many requests went where, nothing of the data).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE_TEXT)],
+        state.metrics.render(),
+    )
+}
+
+/// Every route under `/api/v1`, and `/metrics`.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/hosts", get(hosts::list).post(hosts::create))
@@ -265,8 +280,10 @@ pub fn router(state: AppState) -> Router {
         .route("/import", axum::routing::post(others::import))
         .route("/changes", get(changes::feed))
         .route("/openapi.json", get(openapi));
+    let tracked = state.metrics.clone();
     Router::new()
         .nest("/api/v1", v1)
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -274,5 +291,9 @@ pub fn router(state: AppState) -> Router {
                 "no such resource: see /api/v1/openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            tracked,
+            track_requests,
+        ))
         .with_state(state)
 }

@@ -29,6 +29,7 @@ pub async fn serve(config: &Config) -> Result<()> {
         pool: crate::db::pool_of(connector.clone(), api.pool_size),
         changes: changes::listen(connector, config.agent.liveness_interval),
         max_wait: api.request_timeout.saturating_sub(Duration::from_secs(1)),
+        metrics: Arc::new(crate::metrics::ApiMetrics::new()),
     };
     let app = router(state)
         .layer(DefaultBodyLimit::max(api.max_body_bytes))

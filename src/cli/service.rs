@@ -132,6 +132,9 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     if let Some(sites) = &config.agent.sites {
         outln!("agent.sites = {sites:?}")?;
     }
+    if let Some(listen) = config.agent.metrics_listen {
+        outln!("agent.metrics_listen = \"{listen}\"")?;
+    }
     outln!("dnsmasq.layout = {:?}", d.layout_name())?;
     outln!("dnsmasq.include_file = {:?}", d.include_file)?;
     outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
