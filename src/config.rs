@@ -47,6 +47,8 @@ pub struct Config {
     pub agent: AgentConfig,
     #[serde(default)]
     pub dnsmasq: DnsmasqConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// The libpq environment (`PG*`, `HOME`) the configuration was loaded with; it fills in
     /// what `database_url` leaves out.
     #[serde(skip)]
@@ -75,6 +77,9 @@ pub struct AgentConfig {
     /// The sites (`ipmanager.sites`) whose subnets this agent serves; `None` (no key): every
     /// enabled subnet, with or without site.
     pub sites: Option<Vec<String>>,
+    /// Where to serve Prometheus metrics on `/metrics`, e.g. `127.0.0.1:9580`; `None` (no key):
+    /// no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +95,7 @@ impl Default for AgentConfig {
             burst_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             sites: None,
+            metrics_listen: None,
         }
     }
 }
@@ -257,6 +263,61 @@ impl DnsmasqConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `ipmanager serve`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the API speaks HTTPS only. Re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (tokens and data travel unencrypted:
+    /// only behind a TLS-terminating proxy on the same host or network).
+    pub allow_plain_http: bool,
+    /// Longest a request may take, including `?wait=` and long polls of the change feed.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body in bytes (an import file is one body).
+    pub max_body_bytes: usize,
+    /// Database connections, each serving one request at a time.
+    pub pool_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8580)),
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            request_timeout: Duration::from_secs(60),
+            max_body_bytes: 16 << 20,
+            pool_size: 10,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The certificate and key when TLS is configured; an error when only one is given or
+    /// plain HTTP would leave the machine unasked.
+    pub fn tls(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) if self.listen.ip().is_loopback() || self.allow_plain_http => Ok(None),
+            (None, None) => Err(ConfigError::Invalid(format!(
+                "api.listen {} is not a loopback address, so the API needs TLS: set api.tls_cert \
+                 and api.tls_key, or api.allow_plain_http = true behind a TLS proxy",
+                self.listen
+            ))),
+            _ => Err(ConfigError::Invalid(
+                "api.tls_cert and api.tls_key go together: give both or neither".to_owned(),
+            )),
+        }
     }
 }
 

@@ -75,6 +75,26 @@ pub fn serialize<S: serde::Serializer>(
     }
 }
 
+/// The OpenAPI schema of what [`serialize`] writes: seconds, `"infinite"`, or null (the
+/// subnet's or dnsmasq's default applies).
+pub fn schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["infinite"])),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

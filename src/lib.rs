@@ -19,6 +19,7 @@
 //! - [`agent`]: the long-running loop that ties them together.
 //! - [`notify`]: READY, STATUS, WATCHDOG and STOPPING for systemd (`Type=notify`).
 //! - [`memory`]: allocator settings that keep an idle agent small.
+//! - [`metrics`]: Prometheus metrics of the agent (its `/metrics` endpoint) and the API server.
 //! - [`admin`]: subnets, reservations, sync status, audit log and import, as the CLI uses them.
 //! - [`exchange`]: import and export formats (dnsmasq, ethers, dhcp-hostsfile, ISC Kea).
 //! - [`cli`]: the `ipmanager` command line; only `main.rs` uses it.
@@ -26,6 +27,7 @@
 pub mod activate;
 pub mod admin;
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod client_id;
 pub mod config;
@@ -36,6 +38,7 @@ pub mod lease;
 pub mod listen;
 pub mod mac;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod plan;

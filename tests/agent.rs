@@ -2082,3 +2082,165 @@ async fn an_agent_reading_deltas_ends_with_the_files_of_a_full_render() {
     );
     h.stop().await;
 }
+
+/// `GET /metrics` from the agent's endpoint over plain TCP: the status line and the body.
+async fn scrape(port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// The value of the series that starts `series` (name and labels as written) in `text`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Scrapes until `condition` holds for the body, or fails the test with `what`.
+async fn wait_metrics(port: u16, what: &str, condition: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let body = scrape(port).await.unwrap_or_default();
+        if condition(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_shows_syncs_changes_and_activations_as_they_happen() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let port = common::free_port();
+    let mut h = Harness::start_with(&db, &format!("metrics_listen = \"127.0.0.1:{port}\"")).await;
+    h.wait_in_sync().await;
+    let first = wait_metrics(port, "the first sync", |m| {
+        m.contains("ipmanager_agent_in_sync 1")
+    })
+    .await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        first.contains("content-type: application/openmetrics-text"),
+        "{first}"
+    );
+    assert!(first.contains("ipmanager_build_info{version=\""), "{first}");
+    assert_eq!(metric(&first, "ipmanager_agent_database_connected"), 1.0);
+    assert_eq!(metric(&first, "ipmanager_agent_in_sync"), 1.0);
+    assert_eq!(metric(&first, "ipmanager_agent_hosts_served"), 0.0);
+    assert!(metric(&first, "ipmanager_agent_last_sync_age_seconds") < DEADLINE.as_secs_f64());
+    assert!(metric(&first, "ipmanager_agent_last_sync_timestamp_seconds") > 1.7e9);
+    let syncs = metric(&first, "ipmanager_agent_syncs_total{result=\"ok\"}");
+    assert!(syncs >= 1.0, "{first}");
+
+    // A change: one more sync, one host added, one reload, and the time from its notification
+    // to the files on disk.
+    let hups = h.hup.count();
+    add_host(&db, "02:00:00:00:00:07", "10.64.1.70", "metered").await;
+    h.wait_sighups(hups).await;
+    let after = wait_metrics(port, "the host to be served", |m| {
+        m.contains("ipmanager_agent_hosts_served 1")
+            && metric(m, "ipmanager_agent_notification_to_disk_seconds_count") >= 1.0
+            && metric(m, "ipmanager_agent_activations_total{kind=\"reload\"}") >= 1.0
+    })
+    .await;
+    assert!(metric(&after, "ipmanager_agent_syncs_total{result=\"ok\"}") > syncs);
+    assert_eq!(
+        metric(
+            &after,
+            "ipmanager_agent_changes_applied_total{kind=\"added\"}"
+        ),
+        1.0
+    );
+    assert!(metric(&after, "ipmanager_agent_notification_to_disk_seconds_count") >= 1.0);
+    assert!(
+        metric(&after, "ipmanager_agent_notification_to_disk_seconds_sum") < DEADLINE.as_secs_f64()
+    );
+    assert!(metric(&after, "ipmanager_agent_sync_duration_seconds_count") > syncs);
+    assert!(metric(&after, "ipmanager_agent_notifications_total") >= 1.0);
+
+    // An activation that fails (no pid file) is counted by kind until it succeeds.
+    let pid_file = h.hup.pid_file.clone();
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::remove_file(&pid_file).unwrap();
+    add_host(&db, "02:00:00:00:00:08", "10.64.1.80", "unsignalled").await;
+    wait_metrics(port, "a failed activation", |m| {
+        metric(
+            m,
+            "ipmanager_agent_activation_failures_total{kind=\"reload\"}",
+        ) >= 1.0
+            && m.contains("ipmanager_agent_in_sync 0")
+    })
+    .await;
+    let hups = h.hup.count();
+    std::fs::write(&pid_file, pid).unwrap();
+    h.wait_sighups(hups).await;
+    h.wait_in_sync().await;
+    wait_metrics(port, "in sync again", |m| {
+        m.contains("ipmanager_agent_in_sync 1")
+    })
+    .await;
+
+    // The endpoint ends with the agent.
+    h.stop().await;
+    assert!(
+        scrape(port).await.is_err(),
+        "the endpoint outlived the agent"
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_shows_hosts_awaiting_a_compaction_and_compactions() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let gone = add_host_id(&db, "02:00:00:00:03:01", "10.64.3.1", "gone").await;
+    let port = common::free_port();
+    let mut h = Harness::start_incremental_with(
+        &db,
+        "2s",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    h.wait_in_sync().await;
+    let before = wait_metrics(port, "the first sync", |m| {
+        m.contains("ipmanager_agent_hosts_served 1")
+    })
+    .await;
+    let compactions = metric(&before, "ipmanager_agent_compactions_total");
+    exec(
+        &db,
+        &format!("DELETE FROM ipmanager.hosts WHERE id = {gone}"),
+    )
+    .await;
+    wait_metrics(port, "the removal to await a compaction", |m| {
+        m.contains("ipmanager_agent_hosts_awaiting_compaction 1")
+    })
+    .await;
+    let after = wait_metrics(port, "the compaction", |m| {
+        m.contains("ipmanager_agent_hosts_awaiting_compaction 0")
+    })
+    .await;
+    assert_eq!(
+        metric(&after, "ipmanager_agent_compactions_total"),
+        compactions + 1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "ipmanager_agent_changes_applied_total{kind=\"removed\"}"
+        ),
+        1.0
+    );
+    h.stop().await;
+}

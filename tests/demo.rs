@@ -63,6 +63,7 @@ impl Demo {
         let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo"))
             .env("IPMANAGER_DEMO_DIR", dir)
             .env("IPMANAGER_DEMO_PORT", port.to_string())
+            .env("IPMANAGER_DEMO_API_PORT", free_port().to_string())
             .env("IPMANAGER_DEMO_BIN", BIN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

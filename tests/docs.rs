@@ -11,22 +11,24 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 15] = [
     "host",
     "subnet",
     "profile",
     "site",
+    "token",
     "status",
     "compact",
     "log",
     "import",
     "export",
     "agent",
+    "serve",
     "migrate",
     "render",
     "check-config",
 ];
-const NESTED: [&str; 19] = [
+const NESTED: [&str; 22] = [
     "host-add",
     "host-set",
     "host-rm",
@@ -46,6 +48,9 @@ const NESTED: [&str; 19] = [
     "site-rm",
     "site-show",
     "site-list",
+    "token-create",
+    "token-list",
+    "token-revoke",
 ];
 
 fn read(path: &Path) -> String {

@@ -113,6 +113,7 @@ fn all_migrations() -> Vec<String> {
         "V5__incremental".to_string(),
         "V6__options".to_string(),
         "V7__clients".to_string(),
+        "V8__api".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const UNIT: &str = "systemd/ipmanager-agent.service";
+const API_UNIT: &str = "systemd/ipmanager-api.service";
+/// Every unit shipped; each is scored, verified and explained alike.
+const UNITS: [&str; 2] = [UNIT, API_UNIT];
 const SYSUSERS: &str = "systemd/sysusers.d/ipmanager.conf";
 const TMPFILES: &str = "systemd/tmpfiles.d/ipmanager.conf";
 const EXAMPLE_CONFIG: &str = "packaging/ipmanager.toml";
@@ -69,7 +72,13 @@ fn values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
 
 #[test]
 fn unit_sandbox_exposure_is_at_most_two() {
-    let unit = repo_file(UNIT);
+    for unit in UNITS {
+        sandbox_exposure_is_at_most_two(unit);
+    }
+}
+
+fn sandbox_exposure_is_at_most_two(relative: &str) {
+    let unit = repo_file(relative);
     let Some(output) = run_tool(
         "systemd-analyze",
         &["security", "--offline=true", unit.to_str().unwrap()],
@@ -94,10 +103,10 @@ fn unit_sandbox_exposure_is_at_most_two() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the exposure from {line:?}"));
-    eprintln!("{line}");
+    eprintln!("{relative}: {line}");
     assert!(
         score <= MAX_EXPOSURE,
-        "exposure {score} is above {MAX_EXPOSURE}:\n{stdout}"
+        "{relative}: exposure {score} is above {MAX_EXPOSURE}:\n{stdout}"
     );
     // systemd ignores an unknown or misplaced key with only a warning; treat it as an error.
     assert!(
@@ -108,12 +117,19 @@ fn unit_sandbox_exposure_is_at_most_two() {
 
 #[test]
 fn unit_verifies_with_the_real_binary() {
+    for (unit, command) in [(UNIT, "agent"), (API_UNIT, "serve")] {
+        verifies_with_the_real_binary(unit, command);
+    }
+}
+
+fn verifies_with_the_real_binary(relative: &str, command: &str) {
     // ExecStart points at /usr/bin/ipmanager, which need not exist here: verify a copy that
     // runs the binary cargo just built.
-    let unit = read(UNIT);
-    assert!(unit.contains("ExecStart=/usr/bin/ipmanager agent"));
+    let unit = read(relative);
+    assert!(unit.contains(&format!("ExecStart=/usr/bin/ipmanager {command}")));
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("ipmanager-agent.service");
+    let name = Path::new(relative).file_name().unwrap();
+    let copy = dir.path().join(name);
     fs::write(
         &copy,
         unit.replace("/usr/bin/ipmanager", env!("CARGO_BIN_EXE_ipmanager")),
@@ -132,8 +148,8 @@ fn unit_verifies_with_the_real_binary() {
         "systemd-analyze verify failed:\n{stderr}"
     );
     assert!(
-        !stderr.contains("ipmanager-agent"),
-        "systemd-analyze verify warned about the unit:\n{stderr}"
+        !stderr.contains(name.to_str().unwrap().trim_end_matches(".service")),
+        "systemd-analyze verify warned about {relative}:\n{stderr}"
     );
 }
 
@@ -183,10 +199,47 @@ fn unit_has_the_service_contract() {
 }
 
 #[test]
+fn api_unit_has_the_service_contract() {
+    let unit = read(API_UNIT);
+    for (key, value) in [
+        ("Type", "notify"),
+        (
+            "ExecStart",
+            "/usr/bin/ipmanager serve --config /etc/ipmanager/ipmanager.toml",
+        ),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Restart", "on-failure"),
+        ("RestartPreventExitStatus", "78"),
+        ("User", "ipmanager"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("PrivateUsers", "yes"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("Wants", "network-online.target"),
+    ] {
+        assert!(
+            values(&unit, key).contains(&value),
+            "{API_UNIT} lacks {key}={value}"
+        );
+    }
+    // The server writes nothing: no state directory, nothing writable.
+    assert!(values(&unit, "StateDirectory").is_empty());
+    assert!(values(&unit, "ReadWritePaths").is_empty());
+}
+
+#[test]
 fn every_hardening_directive_is_explained() {
+    for unit in UNITS {
+        hardening_is_explained(unit);
+    }
+}
+
+fn hardening_is_explained(relative: &str) {
     // From the first sandbox section to [Install], each block of directives (lines without a
     // blank line between them, such as User= and Group=) starts with a comment saying why.
-    let unit = read(UNIT);
+    let unit = read(relative);
     let start = unit
         .find("# --- Identity")
         .expect("sandbox sections are marked");
@@ -203,7 +256,7 @@ fn every_hardening_directive_is_explained() {
         if !line.is_empty() && !line.starts_with('#') {
             assert!(
                 block_commented,
-                "{UNIT}: {line:?} has no comment saying why"
+                "{relative}: {line:?} has no comment saying why"
             );
         }
     }

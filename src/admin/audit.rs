@@ -10,13 +10,19 @@ use tokio_postgres::GenericClient;
 
 use super::{subnets, HostRef, Result};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     pub db_user: String,
+    /// Owner and name of the HTTP API token the change was made with (`db_user` is then the
+    /// API server's login); `None` for changes made otherwise.
+    pub api_owner: Option<String>,
+    pub api_token: Option<String>,
     pub application_name: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub client_addr: Option<IpAddr>,
     pub table_name: String,
     pub operation: String,
@@ -26,6 +32,15 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// Who made the change: the token's owner for changes through the HTTP API
+    /// (`alice (token ci-provisioner)`), otherwise the database login.
+    pub fn who(&self) -> String {
+        match (&self.api_owner, &self.api_token) {
+            (Some(owner), Some(token)) => format!("{owner} (token {token})"),
+            _ => self.db_user.clone(),
+        }
+    }
+
     /// The row's state after the change, or before it for deletions.
     fn latest(&self) -> Option<&serde_json::Value> {
         self.new.as_ref().or(self.old.as_ref())
@@ -90,6 +105,21 @@ impl AuditEntry {
     }
 }
 
+/// `--since` and `?since=`: a duration back from now (90m, 2d) or a UTC date or time.
+pub fn parse_since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(SystemTime::now() - ago);
+    }
+    let with_time = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&with_time).map_err(|_| {
+        format!("{text:?} is neither a duration (90m, 2d) nor a UTC date or time (2026-11-25)")
+    })
+}
+
 /// Which entries `log` returns.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -116,7 +146,7 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
     // compared through the same casts.
     let rows = client
         .query(
-            "SELECT id, at, db_user, application_name, client_addr, table_name, operation, \
+            "SELECT id, at, db_user, api_owner, api_token, application_name, client_addr, table_name, operation, \
                     row_id, old, new \
              FROM ( \
                  SELECT * FROM ipmanager.audit_log a \
@@ -143,20 +173,35 @@ pub async fn log(client: &impl GenericClient, filter: &LogFilter) -> Result<Vec<
             ],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AuditEntry {
-                id: row.try_get("id")?,
-                at: row.try_get("at")?,
-                db_user: row.try_get("db_user")?,
-                application_name: row.try_get("application_name")?,
-                client_addr: row.try_get("client_addr")?,
-                table_name: row.try_get("table_name")?,
-                operation: row.try_get("operation")?,
-                row_id: row.try_get("row_id")?,
-                old: row.try_get("old")?,
-                new: row.try_get("new")?,
-            })
-        })
-        .collect()
+    rows.iter().map(entry).collect()
+}
+
+fn entry(row: &tokio_postgres::Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        db_user: row.try_get("db_user")?,
+        api_owner: row.try_get("api_owner")?,
+        api_token: row.try_get("api_token")?,
+        application_name: row.try_get("application_name")?,
+        client_addr: row.try_get("client_addr")?,
+        table_name: row.try_get("table_name")?,
+        operation: row.try_get("operation")?,
+        row_id: row.try_get("row_id")?,
+        old: row.try_get("old")?,
+        new: row.try_get("new")?,
+    })
+}
+
+/// Up to `limit` entries with an id above `after`, oldest first: the change feed of the API.
+pub async fn after(client: &impl GenericClient, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+    let rows = client
+        .query(
+            "SELECT id, at, db_user, api_owner, api_token, application_name, client_addr, table_name, operation, \
+                    row_id, old, new \
+             FROM ipmanager.audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    rows.iter().map(entry).collect()
 }

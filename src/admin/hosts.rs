@@ -17,7 +17,7 @@ use super::{seconds, AdminError, HostQuery, HostRef, Result};
 use crate::client_id::ClientId;
 
 /// One reservation as admins see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HostRow {
     pub id: i64,
     pub subnet: String,
@@ -28,6 +28,7 @@ pub struct HostRow {
     pub extra_macs: Vec<String>,
     /// The DHCPv4 client-id or DHCPv6 DUID the client is matched by before its MACs.
     pub client_id: Option<String>,
+    #[schema(value_type = String)]
     pub ip: IpAddr,
     pub hostname: String,
     /// Extra names of the address (A/AAAA), sorted.
@@ -37,11 +38,14 @@ pub struct HostRow {
     pub enabled: bool,
     /// Per-host lease time in seconds; `None` inherits the subnet's.
     #[serde(serialize_with = "crate::lease::serialize")]
+    #[schema(schema_with = crate::lease::schema)]
     pub lease_seconds: Option<i64>,
     pub comment: Option<String>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: SystemTime,
 }
 
@@ -552,13 +556,24 @@ pub async fn remove(
     Ok(host)
 }
 
-/// Reservations, optionally of one subnet and matching a text in name, MAC, IP or comment.
-pub async fn list(
-    client: &impl GenericClient,
-    subnet: Option<&str>,
-    search: Option<&str>,
-) -> Result<Vec<HostRow>> {
-    let subnet_id = subnets::resolve_id(client, subnet).await?;
+/// Which reservations [`list`] returns, and which page of them.
+#[derive(Debug, Clone, Default)]
+pub struct HostFilter<'a> {
+    /// Only this subnet (name or CIDR).
+    pub subnet: Option<&'a str>,
+    /// Only subnets of this site.
+    pub site: Option<&'a str>,
+    /// Only hosts with this text in name, alias, MAC, IP or comment (ignoring case).
+    pub search: Option<&'a str>,
+    /// At most this many; `None`: all.
+    pub limit: Option<i64>,
+    /// Skip this many first.
+    pub offset: i64,
+}
+
+/// Reservations matching `filter`, by subnet name and address.
+pub async fn list(client: &impl GenericClient, filter: &HostFilter<'_>) -> Result<Vec<HostRow>> {
+    let subnet_id = subnets::resolve_id(client, filter.subnet).await?;
     // strpos rather than LIKE, so that '%' and '_' in the search text mean themselves.
     let rows = client
         .query(
@@ -572,9 +587,16 @@ pub async fn list(
                                    WHERE a.host_id = h.id AND strpos(lower(a.name), lower($2)) > 0) \
                         OR strpos(host(h.ip), lower($2)) > 0 \
                         OR strpos(lower(coalesce(h.comment, '')), lower($2)) > 0) \
-                 ORDER BY s.name, h.ip"
+                   AND ($3::text IS NULL OR s.site = $3) \
+                 ORDER BY s.name, h.ip LIMIT $4 OFFSET $5"
             ),
-            &[&subnet_id, &search],
+            &[
+                &subnet_id,
+                &filter.search,
+                &filter.site,
+                &filter.limit,
+                &filter.offset,
+            ],
         )
         .await?;
     rows.iter().map(host_row).collect()

@@ -51,7 +51,7 @@ const MAX_RESERVATIONS: usize = i32::MAX as usize;
 const ATTEMPTS: usize = 3;
 
 /// What happened to one input line (or Kea object).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub line: usize,
     pub what: String,
@@ -59,7 +59,7 @@ pub struct Entry {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub added: Vec<Entry>,
     /// Already in the database exactly so; importing a file twice changes nothing.
@@ -85,6 +85,9 @@ pub struct ImportOptions {
     /// Subnet to allocate addresses in for entries that have none (ethers lines with a name).
     pub subnet: Option<String>,
     pub dry_run: bool,
+    /// The API token the import is made with: its transactions run with the token's role and
+    /// the audit log names it ([`super::tokens::begin_as`]).
+    pub caller: Option<super::tokens::TokenIdentity>,
 }
 
 /// Imports `parsed`; see the module documentation for how.
@@ -128,6 +131,9 @@ async fn import_once(
         ImportReport::note(&mut report.rejected, note);
     }
     let mut tx = client.transaction().await?;
+    if let Some(caller) = &options.caller {
+        super::tokens::begin_as(&tx, caller).await?;
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&IMPORT_LOCK])
         .await?;
     // The judgement sorts every line four ways; in memory rather than in temporary files.
@@ -328,7 +334,9 @@ async fn allocation_subnet(
             }))
         }
         Err(error) => match AdminError::from(error) {
-            AdminError::Invalid(reason) | AdminError::NotFound(reason) => {
+            AdminError::Invalid(reason)
+            | AdminError::Duplicate(reason)
+            | AdminError::NotFound(reason) => {
                 savepoint.rollback().await?;
                 Ok(Allocation::Missing(reason))
             }
@@ -569,9 +577,11 @@ async fn probe<'a>(
         savepoint.rollback().await?;
         match result.map_err(AdminError::from) {
             Ok(()) => passed.push(reservation),
-            Err(AdminError::Invalid(reason) | AdminError::NotFound(reason)) => {
-                report.rejected.push(entry(reservation, reason))
-            }
+            Err(
+                AdminError::Invalid(reason)
+                | AdminError::Duplicate(reason)
+                | AdminError::NotFound(reason),
+            ) => report.rejected.push(entry(reservation, reason)),
             Err(other) => return Err(other),
         }
     }
@@ -945,7 +955,9 @@ async fn alone(
         if let Err(error) = savepoint.execute(*sql, params).await {
             savepoint.rollback().await?;
             return match AdminError::from(error) {
-                AdminError::Invalid(reason) | AdminError::NotFound(reason) => Ok(Err(reason)),
+                AdminError::Invalid(reason)
+                | AdminError::Duplicate(reason)
+                | AdminError::NotFound(reason) => Ok(Err(reason)),
                 other => Err(other),
             };
         }

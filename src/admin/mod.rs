@@ -3,7 +3,7 @@
 //! connection.
 //!
 //! The rules live in the database (triggers and the functions of `sql/V2__admin.sql`,
-//! `sql/V3__hardening.sql`, `sql/V6__options.sql` and `sql/V7__clients.sql`), so that psql users get the same protection; this module validates
+//! `sql/V3__hardening.sql`, `sql/V6__options.sql`, `sql/V7__clients.sql` and, for API tokens, `sql/V8__api.sql`), so that psql users get the same protection; this module validates
 //! input first only to answer without a round trip, in the database's own words ([`validate`]), and turns database errors
 //! into [`AdminError`]s that say what went wrong in the same words.
 
@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod sites;
 pub mod subnets;
 pub mod sync;
+pub mod tokens;
 pub mod validate;
 
 use std::net::IpAddr;
@@ -38,9 +39,15 @@ pub enum AdminError {
     /// Input or resulting data breaks a rule (ours, checked first, or the database's).
     #[error("{0}")]
     Invalid(String),
+    /// The value is already taken by another row (a unique or exclusion rule).
+    #[error("{0}")]
+    Duplicate(String),
     /// Anything else from the database: unreachable, permission denied, ...
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The operating system failed us, e.g. gave no random bytes for a token.
+    #[error(transparent)]
+    Os(std::io::Error),
 }
 
 pub type Result<T, E = AdminError> = std::result::Result<T, E>;
@@ -65,10 +72,13 @@ impl From<tokio_postgres::Error> for AdminError {
         // own text only comes from the unique constraints, when the other row was not yet
         // committed as the trigger looked.
         if *code == SqlState::UNIQUE_VIOLATION && db.message().starts_with("duplicate key value") {
-            return AdminError::Invalid(unique_violation(
+            return AdminError::Duplicate(unique_violation(
                 db.constraint().unwrap_or_default(),
                 db.detail().unwrap_or_default(),
             ));
+        }
+        if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+            return AdminError::Duplicate(with_hint(db.message().to_owned()));
         }
         if *code == SqlState::FOREIGN_KEY_VIOLATION
             && db.constraint() == Some("hosts_subnet_id_fkey")

@@ -61,7 +61,7 @@ impl OptionArg {
 }
 
 /// An option as admins see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OptionRow {
     /// The catalogue's name, or the number for options it does not know.
     pub option: String,

@@ -15,7 +15,7 @@ use super::validate::quote;
 use super::{AdminError, Result};
 
 /// A profile as admins see it, with who uses it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProfileRow {
     pub id: i64,
     pub name: String,
@@ -23,6 +23,7 @@ pub struct ProfileRow {
     pub boot_file_uefi: Option<String>,
     pub boot_file_arm64: Option<String>,
     pub boot_file_ipxe: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub next_server: Option<IpAddr>,
     pub tftp_server_name: Option<String>,
     pub comment: Option<String>,
@@ -32,8 +33,10 @@ pub struct ProfileRow {
     /// Subnets whose hosts default to it, by address.
     pub default_of: Vec<String>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: SystemTime,
 }
 

@@ -11,7 +11,7 @@ use super::validate::quote;
 use super::{AdminError, Result};
 
 /// A site with the subnets that belong to it and the agents that report serving it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SiteRow {
     pub id: i64,
     pub name: String,
@@ -22,8 +22,10 @@ pub struct SiteRow {
     /// are not listed).
     pub agents: Vec<String>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: SystemTime,
 }
 

@@ -49,7 +49,7 @@ pub async fn resolve_id(
 
 /// Address counts of a subnet, from `ipmanager.subnet_usage`. u128 because an IPv6 /64 has
 /// 2^64 addresses.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Addresses a machine may use (IPv4: without network and broadcast).
     pub addresses: u128,
@@ -64,16 +64,21 @@ pub struct Usage {
     pub used_percent: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubnetRow {
     pub id: i64,
     pub name: String,
+    #[schema(value_type = String)]
     pub cidr: IpCidr,
+    #[schema(value_type = Option<String>)]
     pub range_start: Option<IpAddr>,
+    #[schema(value_type = Option<String>)]
     pub range_end: Option<IpAddr>,
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<IpAddr>,
     pub domain: Option<String>,
     #[serde(serialize_with = "crate::lease::serialize")]
+    #[schema(schema_with = crate::lease::schema)]
     pub lease_seconds: Option<i64>,
     pub enabled: bool,
     pub comment: Option<String>,
@@ -84,8 +89,10 @@ pub struct SubnetRow {
     /// DHCP options handed to its clients, by number.
     pub options: Vec<OptionRow>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: SystemTime,
     pub usage: Usage,
 }

@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 use super::Result;
 
 /// One agent's row of `ipmanager.sync_status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AgentSync {
     pub name: String,
     pub db_user: String,
@@ -22,15 +22,19 @@ pub struct AgentSync {
     /// Reported within the last three heartbeats.
     pub alive: bool,
     #[serde(serialize_with = "super::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub seen_at: SystemTime,
     #[serde(serialize_with = "super::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<SystemTime>,
     #[serde(serialize_with = "super::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub applied_at: Option<SystemTime>,
     /// Its applied snapshot includes every committed change.
     pub up_to_date: bool,
     /// When the oldest change it has not applied was made.
     #[serde(serialize_with = "super::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub behind_since: Option<SystemTime>,
     /// Committed changes it has not applied; `None` before its first applied snapshot.
     pub pending_changes: Option<i64>,
@@ -39,6 +43,7 @@ pub struct AgentSync {
     pub rows_skipped: Option<i32>,
     pub last_error: Option<String>,
     #[serde(serialize_with = "super::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_error_at: Option<SystemTime>,
     /// The sites it serves; `None`: every subnet.
     pub sites: Option<Vec<String>>,
@@ -51,6 +56,7 @@ pub struct AgentSync {
     pub awaiting_compaction: Option<i32>,
     /// Its last compaction on request.
     #[serde(serialize_with = "super::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub compacted_at: Option<SystemTime>,
 }
 
@@ -106,7 +112,7 @@ pub async fn current_change(client: &impl GenericClient) -> Result<String> {
 }
 
 /// Whether one agent has applied a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AgentApplied {
     pub name: String,
     pub alive: bool,

@@ -15,13 +15,14 @@ use super::backoff::{wake_at, Backoff};
 use super::releases::{Attempt, Releases};
 use super::reports::{ReportEvent, Reports, Unsent};
 use super::schedule::{Job, Schedule};
-use super::status::{Phase, StatusBoard};
+use super::status::{Phase, Status, StatusBoard};
 use super::worker::{Outcome, Worker};
 use super::{error_chain, SyncError};
 use crate::config::Config;
 use crate::db::status::StatusWriter;
 use crate::db::{self, DbError};
 use crate::listen::{Interest, ListenError, Listener, Wake};
+use crate::metrics::AgentMetrics;
 use crate::notify::Notifier;
 use crate::render::{LayoutKind, Skipped};
 
@@ -186,12 +187,21 @@ pub(super) struct EventLoop {
     resync: Interval,
     notifier: Notifier,
     watchdog: Option<Watchdog>,
+    metrics: Arc<AgentMetrics>,
+    /// The first change notification not yet covered by a sync that started after it.
+    notified_at: Option<Instant>,
+    /// The sync running now: when it started and the notification it covers.
+    sync_started: Option<(Instant, Option<Instant>)>,
 }
 
 impl EventLoop {
     /// Sets the loop up without touching the database or the files. Fails only when the
     /// configured database URL cannot work at all.
-    pub(super) fn new(config: &Config, status: StatusBoard) -> Result<EventLoop, DbError> {
+    pub(super) fn new(
+        config: &Config,
+        status: StatusBoard,
+        metrics: Arc<AgentMetrics>,
+    ) -> Result<EventLoop, DbError> {
         let agent = &config.agent;
         let listen_connector = config.connector("ipmanager-agent-listen")?;
         let pool = db::pool(config.connector("ipmanager-agent")?);
@@ -246,7 +256,14 @@ impl EventLoop {
             resync: interval(agent.resync_interval),
             watchdog: Watchdog::new(&notifier),
             notifier,
+            metrics,
+            notified_at: None,
+            sync_started: None,
         })
+    }
+
+    pub(super) fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.status.subscribe()
     }
 
     /// Runs until `shutdown` completes.
@@ -326,6 +343,7 @@ impl EventLoop {
         self.schedule.started(job, started);
         let (task, span): (Task<Outcome>, Span) = match job {
             Job::Sync { pending, compact } => {
+                self.sync_started = Some((started, self.notified_at.take()));
                 let span = info_span!("sync", id);
                 let task = worker.sync(pending, compact).instrument(span.clone());
                 (Box::pin(task), span)
@@ -350,6 +368,7 @@ impl EventLoop {
             ConnectionEvent::RetryDue => {}
             ConnectionEvent::Connected => {
                 info!(database = %self.database, "connected; listening for changes");
+                self.metrics.set_connected(true);
                 self.notifications_before = self.status.notifications();
                 self.connect_backoff.reset();
                 self.reports.reconnected();
@@ -357,18 +376,21 @@ impl EventLoop {
             }
             ConnectionEvent::ConnectFailed(error) => {
                 let retry_at = self.connect_backoff.next_at();
+                self.metrics.set_connected(false);
                 self.status.set_phase(Phase::DatabaseUnreachable, &error);
                 debug!(error = %error_chain(&error), "connect failed; retrying");
                 self.connection = Connection::Down { retry_at };
             }
             ConnectionEvent::Changed => {
                 debug!("change notification");
+                self.notified_at.get_or_insert_with(Instant::now);
                 self.schedule.changed();
                 self.status
                     .set_notifications(self.notifications_before + self.connection.notifications());
             }
             ConnectionEvent::CompactionRequested => self.on_compaction_request(),
             ConnectionEvent::Lost(error) => {
+                self.metrics.set_connected(false);
                 self.status.set_phase(Phase::DatabaseUnreachable, &error);
             }
         }
@@ -399,6 +421,7 @@ impl EventLoop {
             in_effect,
         );
         self.status.set_releases(self.releases.pending(), None);
+        self.measure(&outcome);
         self.reports.queue_outcome(&outcome);
         let failure = outcome.result.as_ref().err();
         if let Some(error) = failure {
@@ -422,6 +445,40 @@ impl EventLoop {
             let error = self.releases.finished(attempt);
             self.status
                 .set_releases(self.releases.pending(), Some(error));
+        }
+    }
+
+    /// Counts what the work did for the metrics endpoint.
+    fn measure(&mut self, outcome: &Outcome) {
+        if let Some((started, notified)) = self.sync_started.take() {
+            self.metrics
+                .sync_done(outcome.result.is_ok(), started.elapsed());
+            // Files are on disk unless reading, writing or a check failed (a failed activation
+            // leaves them in place); otherwise the notification is still waiting for the disk.
+            let on_disk = outcome.rendered.is_some()
+                && matches!(&outcome.result, Ok(()) | Err(SyncError::Activate(_)));
+            match notified {
+                Some(at) if on_disk => self.metrics.on_disk_after(at.elapsed()),
+                Some(at) => self.notified_at = Some(self.notified_at.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        if let Some(kind) = outcome.activated {
+            self.metrics.activation(kind.as_str(), true);
+        }
+        if let (Err(SyncError::Activate(_)), Some(kind)) = (&outcome.result, outcome.pending) {
+            self.metrics.activation(kind.as_str(), false);
+        }
+        if let Some(details) = &outcome.written.host_changes {
+            let c = &details.counts;
+            self.metrics.changes_applied(c.added, c.removed, c.changed);
+        }
+        if outcome
+            .incremental
+            .as_ref()
+            .is_some_and(|i| i.compacted.is_some())
+        {
+            self.metrics.compacted();
         }
     }
 

@@ -32,6 +32,7 @@ mod worker;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -40,6 +41,7 @@ use crate::activate::ActivateError;
 use crate::config::{Config, DnsScope};
 use crate::db::{DbError, SiteScope};
 use crate::listen::Interest;
+use crate::metrics::AgentMetrics;
 use crate::render::check::CheckFailure;
 use crate::write::FileError;
 
@@ -113,6 +115,7 @@ impl SyncError {
 pub struct Agent {
     config: Config,
     status: status::StatusBoard,
+    metrics: Arc<AgentMetrics>,
 }
 
 /// Runs an agent with `config` until `shutdown` completes.
@@ -125,6 +128,7 @@ impl Agent {
         Agent {
             config,
             status: status::StatusBoard::new(),
+            metrics: Arc::new(AgentMetrics::new()),
         }
     }
 
@@ -132,11 +136,30 @@ impl Agent {
         self.status.subscribe()
     }
 
-    /// The loop. Returns only on shutdown or when the configuration cannot work at all.
+    /// The agent's metrics, as its `/metrics` endpoint shows them.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The loop. Returns only on shutdown or when the configuration cannot work at all. The
+    /// metrics endpoint (`[agent] metrics_listen`) lives as long as the loop; one that cannot
+    /// listen is logged and left out, since serving dnsmasq matters more than being watched.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DbError> {
-        event_loop::EventLoop::new(&self.config, self.status)?
-            .run(shutdown)
-            .await;
+        let event_loop =
+            event_loop::EventLoop::new(&self.config, self.status, Arc::clone(&self.metrics))?;
+        let _endpoint = match self.config.agent.metrics_listen {
+            Some(listen) => {
+                match crate::metrics::serve(listen, self.metrics, event_loop.status()).await {
+                    Ok(server) => Some(server),
+                    Err(error) => {
+                        tracing::error!(%listen, %error, "cannot serve metrics; running without");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        event_loop.run(shutdown).await;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::output::{self, out, outln, Format, OutputArgs};
 use super::Session;
+use crate::admin::audit::parse_since as since;
 use crate::admin::audit::{self, AuditEntry, LogFilter};
 use crate::admin::HostRef;
 
@@ -28,20 +29,6 @@ pub struct LogArgs {
     limit: u32,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-fn since(text: &str) -> Result<SystemTime, String> {
-    if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(SystemTime::now() - ago);
-    }
-    let with_time = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
-    } else {
-        text.to_owned()
-    };
-    humantime::parse_rfc3339_weak(&with_time).map_err(|_| {
-        format!("{text:?} is neither a duration (90m, 2d) nor a UTC date or time (2026-11-25)")
-    })
 }
 
 pub async fn run(args: LogArgs, session: &mut Session) -> Result<()> {
@@ -74,7 +61,7 @@ fn entry_text(entry: &AuditEntry) -> String {
         output::timestamp(entry.at)
             .replace('T', " ")
             .trim_end_matches('Z'),
-        entry.db_user,
+        entry.who(),
         entry.operation.to_lowercase(),
         entry.subject()
     );

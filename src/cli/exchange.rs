@@ -92,6 +92,7 @@ pub async fn import(args: ImportArgs, session: &mut Session) -> Result<()> {
     let options = ImportOptions {
         subnet: args.subnet,
         dry_run: args.dry_run,
+        caller: None,
     };
     let report = import::import(session.client_mut(), &parsed, &options).await?;
     match args.output.output {

@@ -357,12 +357,12 @@ async fn show(args: ShowArgs, session: &mut Session) -> Result<()> {
 }
 
 async fn list(args: ListArgs, session: &mut Session) -> Result<()> {
-    let rows = hosts::list(
-        session.client(),
-        args.subnet.as_deref(),
-        args.search.as_deref(),
-    )
-    .await?;
+    let filter = hosts::HostFilter {
+        subnet: args.subnet.as_deref(),
+        search: args.search.as_deref(),
+        ..Default::default()
+    };
+    let rows = hosts::list(session.client(), &filter).await?;
     match args.output.output {
         Format::Json => out!("{}", output::json(&rows))?,
         Format::Table => out!(

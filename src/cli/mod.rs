@@ -10,6 +10,7 @@ mod service;
 mod site;
 mod subnet;
 mod sync;
+mod token;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ pub enum Command {
     /// Add, remove, show and list sites (named groups of subnets that agents serve by site).
     #[command(subcommand)]
     Site(site::SiteCommand),
+    /// Create, list and revoke tokens for the HTTP API.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Show every agent: up to date or behind, since when, last error; changes awaiting a
     /// compaction.
     Status(sync::StatusArgs),
@@ -115,6 +119,10 @@ pub enum Command {
     /// they differ and signals or restarts dnsmasq. While the database is unreachable the files
     /// on disk stay as they are and dnsmasq keeps serving them.
     Agent,
+    /// Run the HTTP API (`[api]` settings) in the foreground until SIGTERM/SIGINT, as the
+    /// ipmanager-api service does: JSON under /api/v1, its OpenAPI document at
+    /// /api/v1/openapi.json. SIGHUP re-reads the TLS certificate.
+    Serve,
     /// Create or upgrade the database schema (idempotent; safe to run on every upgrade).
     Migrate,
     /// Print the files the agent would write, from the current database; writes nothing.
@@ -223,6 +231,7 @@ pub fn run(cli: Cli) -> u8 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent => service::run_agent(config).await,
+            Command::Serve => crate::api::serve(&config).await,
             Command::Migrate => service::migrate(&config).await,
             Command::Render => service::render_files(&config).await,
             Command::CheckConfig => service::check_config(&config, cli.config),
@@ -265,8 +274,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             return match admin {
                 AdminError::NotFound(_) | AdminError::NothingToDo(_) => exit::NOT_FOUND,
                 AdminError::Ambiguous(_) => exit::USAGE,
-                AdminError::Invalid(_) => exit::DATA_ERR,
+                AdminError::Invalid(_) | AdminError::Duplicate(_) => exit::DATA_ERR,
                 AdminError::Db(db) => db_exit_code(db),
+                AdminError::Os(_) => exit::IO_ERR,
             };
         }
         if let Some(db) = cause.downcast_ref::<DbError>() {
@@ -324,6 +334,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(_) => "host",
         Command::Subnet(_) => "subnet",
         Command::Site(_) => "site",
+        Command::Token(_) => "token",
         Command::Profile(_) => "profile",
         Command::Status(_) => "status",
         Command::Compact(_) => "compact",
@@ -337,6 +348,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Host(command) => host::run(command, &mut session).await,
         Command::Subnet(command) => subnet::run(command, &mut session).await,
         Command::Site(command) => site::run(command, &mut session).await,
+        Command::Token(command) => token::run(command, &mut session).await,
         Command::Profile(command) => profile::run(command, &mut session).await,
         Command::Status(args) => sync::status(args, &mut session).await,
         Command::Compact(args) => sync::compact(args, &mut session).await,

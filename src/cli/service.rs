@@ -132,6 +132,9 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     if let Some(sites) = &config.agent.sites {
         outln!("agent.sites = {sites:?}")?;
     }
+    if let Some(listen) = config.agent.metrics_listen {
+        outln!("agent.metrics_listen = \"{listen}\"")?;
+    }
     outln!("dnsmasq.layout = {:?}", d.layout_name())?;
     outln!("dnsmasq.include_file = {:?}", d.include_file)?;
     outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
@@ -159,5 +162,15 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
         "dnsmasq.command_timeout = {:?}",
         duration(d.command_timeout)
     )?;
+    let api = &config.api;
+    outln!("api.listen = \"{}\"", api.listen)?;
+    if let (Some(cert), Some(key)) = (&api.tls_cert, &api.tls_key) {
+        outln!("api.tls_cert = {cert:?}")?;
+        outln!("api.tls_key = {key:?}")?;
+    }
+    outln!("api.allow_plain_http = {}", api.allow_plain_http)?;
+    outln!("api.request_timeout = {:?}", duration(api.request_timeout))?;
+    outln!("api.max_body_bytes = {}", api.max_body_bytes)?;
+    outln!("api.pool_size = {}", api.pool_size)?;
     Ok(())
 }

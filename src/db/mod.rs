@@ -170,6 +170,11 @@ impl deadpool_postgres::Connect for Connector {
 /// A small pool for snapshot queries and status reports; the agent needs at most one
 /// connection for each at a time.
 pub fn pool(connector: Connector) -> Pool {
+    pool_of(connector, 2)
+}
+
+/// A pool of up to `size` connections (the API serves requests on as many at a time).
+pub fn pool_of(connector: Connector, size: usize) -> Pool {
     let manager = Manager::from_connect(
         connector.pg.clone(),
         connector,
@@ -178,7 +183,7 @@ pub fn pool(connector: Connector) -> Pool {
         },
     );
     Pool::builder(manager)
-        .max_size(2)
+        .max_size(size)
         .build()
         .expect("a pool without a runtime-specific timeout always builds")
 }

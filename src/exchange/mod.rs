@@ -38,7 +38,8 @@ use crate::render::{lines, validate};
 pub use names::{AliasRecord, NameRecord};
 
 /// A file format that can be imported and exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A dnsmasq config file; its `dhcp-host=` lines are the reservations.
     Dnsmasq,

@@ -38,6 +38,11 @@ impl AgentProcess {
         AgentProcess { child, log }
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
     /// Everything the agent logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
