@@ -302,6 +302,7 @@ pub mod agent_process;
 pub mod binary;
 pub mod cluster;
 pub mod netns;
+pub mod probe;
 pub mod sql;
 
 /// Login roles for one test, each a member of a group role (`ipmanager_agent`, ...). Roles are
