@@ -41,6 +41,11 @@ struct DirLab {
 
 impl DirLab {
     async fn start(octet: u8) -> Option<DirLab> {
+        Self::start_with_range(octet, &format!("10.99.{octet}.0,static")).await
+    }
+
+    /// `range`: the dhcp-range's addresses, `<network>,static` or `<start>,<end>`.
+    async fn start_with_range(octet: u8, range: &str) -> Option<DirLab> {
         let mut lab = Lab::new(octet)?;
         for dir in [lab.hosts_dir(), lab.names_dir()] {
             std::fs::create_dir(&dir).unwrap();
@@ -48,7 +53,7 @@ impl DirLab {
         std::fs::write(
             lab.include_file(),
             format!(
-                "dhcp-range=set:subnet1,10.99.{octet}.0,static,255.255.255.0\n\
+                "dhcp-range=set:subnet1,{range},255.255.255.0\n\
                  dhcp-hostsdir={}\n\
                  hostsdir={}\n",
                 lab.hosts_dir().display(),
@@ -487,3 +492,31 @@ async fn hostsdir_a_deleted_file_loses_its_names_without_a_signal() {
     assert_eq!(lab.lab.reverse(lab.addr(20)).await, Vec::<String>::new());
     assert_eq!(lab.resolve(&kept).await, vec![lab.addr(10)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_reservations_address_stays_out_of_the_pool_until_sighup() {
+    // A pool of one address, .10, reserved for host 1.
+    let Some(mut lab) = DirLab::start_with_range(51, "10.99.51.10,10.99.51.10").await else {
+        return;
+    };
+    lab.put_hosts("0001", &lab.reservation(1, 10));
+    lab.wait_offered(lab.mac(1), lab.addr(10), Instant::now())
+        .await;
+    let stranger = lab.mac(9);
+    assert_eq!(lab.dhcp.discover(stranger, POOL_OFFER).await, None);
+    lab.put_hosts("0001", "");
+    lab.dhcp_barrier().await;
+    assert_eq!(
+        lab.dhcp.discover(stranger, POOL_OFFER).await,
+        None,
+        "the dead entry still reserves .10"
+    );
+    lab.sighup("pool").await;
+    assert_eq!(
+        lab.dhcp.discover(stranger, POOL_OFFER).await,
+        Some(lab.addr(10))
+    );
+}
+
+/// dnsmasq pings a pool address before it offers it (up to 3 s without an answer).
+const POOL_OFFER: Duration = Duration::from_secs(5);
