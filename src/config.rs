@@ -117,7 +117,21 @@ pub struct DnsmasqConfig {
     pub command_timeout: Duration,
     /// Whose names the addn-hosts file holds when `agent.sites` is set.
     pub dns_scope: DnsScope,
+    /// The incremental layout's `dhcp-hostsdir`: one reservation shard file per shard.
+    pub hosts_dir: PathBuf,
+    /// The incremental layout's `hostsdir`: one name shard file per shard.
+    pub names_dir: PathBuf,
+    /// How many shard files the hosts are spread over (incremental layout): a change rewrites
+    /// one file of about hosts/shards lines, which dnsmasq re-reads whole.
+    pub shards: u32,
+    /// Least time between two compactions, and how long a change that needs one waits for it
+    /// (incremental layout).
+    #[serde(with = "humantime_serde")]
+    pub compaction_interval: Duration,
 }
+
+/// Most shard files: the file name is four hex digits.
+pub const MAX_SHARDS: u32 = 65536;
 
 /// `dnsmasq.dns_scope`: which host names an agent with `agent.sites` puts into DNS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -157,6 +171,10 @@ impl Default for DnsmasqConfig {
             file_mode: 0o644,
             command_timeout: Duration::from_secs(30),
             dns_scope: DnsScope::default(),
+            hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
+            names_dir: "/var/lib/ipmanager/hosts.d".into(),
+            shards: 1024,
+            compaction_interval: Duration::from_secs(300),
         }
     }
 }
@@ -167,7 +185,67 @@ impl DnsmasqConfig {
             kind: self.layout,
             hosts_file: self.hosts_file.clone(),
             addn_hosts_file: self.addn_hosts_file.clone(),
+            hosts_dir: self.hosts_dir.clone(),
+            names_dir: self.names_dir.clone(),
+            shards: self.shards,
         }
+    }
+
+    /// `layout` as written in the configuration, as `agent_status.layout` takes it.
+    pub fn layout_name(&self) -> &'static str {
+        match self.layout {
+            LayoutKind::Hostsfile => "hostsfile",
+            LayoutKind::Conf => "conf",
+            LayoutKind::Incremental => "incremental",
+        }
+    }
+
+    /// Why the incremental layout's keys cannot work, naming the key. Checked whatever the
+    /// layout, so that switching layouts never meets a bad key the first time.
+    fn validate_incremental(&self) -> Result<(), String> {
+        for (key, path) in [
+            ("dnsmasq.hosts_dir", &self.hosts_dir),
+            ("dnsmasq.names_dir", &self.names_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!("{key} {} must be an absolute path", path.display()));
+            }
+            if let Err(reason) = render::validate::file_path(path) {
+                return Err(format!("{key} {}: {reason}", path.display()));
+            }
+            if self.include_file.starts_with(path) {
+                return Err(format!(
+                    "{key} {} holds dnsmasq.include_file {}: dnsmasq reads every file in it \
+                     as host lines, and the agent removes files it does not expect there",
+                    path.display(),
+                    self.include_file.display()
+                ));
+            }
+        }
+        if self.hosts_dir.starts_with(&self.names_dir)
+            || self.names_dir.starts_with(&self.hosts_dir)
+        {
+            return Err(format!(
+                "dnsmasq.hosts_dir {} and dnsmasq.names_dir {} must be two separate directories, \
+                 neither inside the other: both hold shard files of the same names",
+                self.hosts_dir.display(),
+                self.names_dir.display()
+            ));
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(format!(
+                "dnsmasq.shards {} must be between 1 and {MAX_SHARDS}",
+                self.shards
+            ));
+        }
+        if self.compaction_interval < Duration::from_secs(1) {
+            return Err(format!(
+                "dnsmasq.compaction_interval {} must be at least 1s: each compaction makes \
+                 dnsmasq re-read every reservation",
+                humantime::format_duration(self.compaction_interval)
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -305,6 +383,9 @@ impl Config {
                 "dnsmasq.include_file, hosts_file and addn_hosts_file must be three different files"
                     .to_owned(),
             );
+        }
+        if let Err(message) = d.validate_incremental() {
+            return invalid(message);
         }
         if d.restart_command.is_empty() {
             return invalid(
@@ -671,6 +752,71 @@ mod tests {
                 error.contains("is not a valid agent name"),
                 "{bad:?}: {error}"
             );
+        }
+    }
+
+    fn load_dnsmasq(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = vars
+            .iter()
+            .map(|(key, value)| (format!("IPMANAGER__DNSMASQ__{key}"), (*value).to_owned()));
+        Config::load(
+            None,
+            env.chain([(
+                DATABASE_URL_VAR.to_owned(),
+                "postgresql://db/ipm".to_owned(),
+            )]),
+        )
+    }
+
+    #[test]
+    fn the_incremental_keys_have_defaults_and_errors_name_the_key() {
+        let d = load_dnsmasq(&[]).unwrap().dnsmasq;
+        assert_eq!(d.hosts_dir, Path::new("/var/lib/ipmanager/dhcp-hosts.d"));
+        assert_eq!(d.names_dir, Path::new("/var/lib/ipmanager/hosts.d"));
+        assert_eq!(d.shards, 1024);
+        assert_eq!(d.compaction_interval, Duration::from_secs(300));
+        let d = load_dnsmasq(&[
+            ("LAYOUT", "incremental"),
+            ("SHARDS", "65536"),
+            ("COMPACTION_INTERVAL", "1s"),
+        ])
+        .unwrap()
+        .dnsmasq;
+        assert_eq!(d.layout, LayoutKind::Incremental);
+        assert_eq!(d.layout().shards, 65536);
+        for (vars, says) in [
+            (
+                vec![("SHARDS", "0")],
+                "dnsmasq.shards 0 must be between 1 and 65536",
+            ),
+            (vec![("SHARDS", "65537")], "dnsmasq.shards 65537"),
+            (
+                vec![("COMPACTION_INTERVAL", "500ms")],
+                "dnsmasq.compaction_interval 500ms must be at least 1s",
+            ),
+            (
+                vec![("HOSTS_DIR", "dhcp-hosts.d")],
+                "dnsmasq.hosts_dir dhcp-hosts.d must be an absolute path",
+            ),
+            (
+                vec![("NAMES_DIR", "/etc/dnsmasq.d")],
+                "dnsmasq.names_dir /etc/dnsmasq.d holds dnsmasq.include_file",
+            ),
+            (
+                vec![("NAMES_DIR", "/etc/dnsmasq.d/01-rust-managed.conf")],
+                "dnsmasq.names_dir /etc/dnsmasq.d/01-rust-managed.conf holds",
+            ),
+            (
+                vec![("HOSTS_DIR", "/srv/d"), ("NAMES_DIR", "/srv/d")],
+                "must be two separate directories",
+            ),
+            (
+                vec![("HOSTS_DIR", "/srv/d"), ("NAMES_DIR", "/srv/d/names")],
+                "neither inside the other",
+            ),
+        ] {
+            let error = load_dnsmasq(&vars).unwrap_err().to_string();
+            assert!(error.contains(says), "{vars:?}: {error}");
         }
     }
 }

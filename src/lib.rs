@@ -10,6 +10,8 @@
 //! - [`lease`]: the one lease time parser (seconds, durations, `infinite`), shared like [`mac`].
 //! - [`mac`]: the one MAC address grammar, shared by the CLI, every import format and the SQL.
 //! - [`render`]: pure functions from a snapshot to file contents, with their own validation.
+//! - [`plan`](mod@plan): the incremental layout's planner: which shard files change, and what
+//!   dnsmasq serves after re-reading them.
 //! - [`write`](mod@write): compare-then-atomic-replace of files on disk.
 //! - [`activate`]: making dnsmasq pick up new files (SIGHUP, reload or restart command).
 //! - [`agent`]: the long-running loop that ties them together.
@@ -33,5 +35,6 @@ pub mod mac;
 pub mod memory;
 pub mod model;
 pub mod notify;
+pub mod plan;
 pub mod render;
 pub mod write;

@@ -8,6 +8,9 @@
 //! An agent that serves some sites listens on `ipmanager_site_changes` instead, whose payload
 //! names the sites a statement touched (see [`Interest`]), and counts only the notifications
 //! that concern it: a change in another site costs it nothing, not even a snapshot.
+//!
+//! Every agent also listens on `ipmanager_compact` (`ipmanager.request_compaction()`), counted
+//! apart from the changes: a request is not a change, and a change is not a request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client};
 
-use crate::db::{Connector, DbError, CHANGES_CHANNEL, SITE_CHANGES_CHANNEL};
+use crate::db::{Connector, DbError, CHANGES_CHANNEL, COMPACT_CHANNEL, SITE_CHANGES_CHANNEL};
 
 /// Why a LISTEN connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +81,26 @@ impl Interest {
     }
 }
 
+/// What woke the agent: see [`Listener::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The data may have changed.
+    Changed,
+    /// An admin asked for a compaction.
+    CompactionRequested,
+}
+
 /// An established LISTEN connection. Dropping it closes the connection.
 pub struct Listener {
     changes: watch::Receiver<u64>,
+    compactions: watch::Receiver<u64>,
     task: JoinHandle<ListenError>,
+}
+
+/// The counters the connection's task feeds.
+struct Counters {
+    changes: watch::Sender<u64>,
+    compactions: watch::Sender<u64>,
 }
 
 impl Listener {
@@ -94,29 +113,45 @@ impl Listener {
     ) -> Result<Listener, DbError> {
         let (client, connection) = connector.connect_raw().await?;
         let client = Arc::new(client);
-        let (sender, changes) = watch::channel(0u64);
+        let (changes_sender, changes) = watch::channel(0u64);
+        let (compactions_sender, compactions) = watch::channel(0u64);
         let channel = interest.channel();
+        let counters = Counters {
+            changes: changes_sender,
+            compactions: compactions_sender,
+        };
         let task = tokio::spawn(drive(
             connection,
             Arc::clone(&client),
-            sender,
+            counters,
             liveness_interval,
             interest,
         ));
-        let mut listener = Listener { changes, task };
-        if let Err(error) = client.batch_execute(&format!("LISTEN {channel}")).await {
+        let mut listener = Listener {
+            changes,
+            compactions,
+            task,
+        };
+        let listen = format!("LISTEN {channel}; LISTEN {COMPACT_CHANNEL}");
+        if let Err(error) = client.batch_execute(&listen).await {
             listener.task.abort();
             return Err(error.into());
         }
         listener.changes.mark_unchanged();
+        listener.compactions.mark_unchanged();
         Ok(listener)
     }
 
-    /// Waits for the next change notification (coalesced with any others since the last call).
-    /// Returns the reason once the connection is lost.
-    pub async fn changed(&mut self) -> Result<(), ListenError> {
-        if self.changes.changed().await.is_ok() {
-            return Ok(());
+    /// Waits for the next change notification or compaction request (each coalesced with any
+    /// others of its kind since the last call). Returns the reason once the connection is lost.
+    /// Cancel-safe: a notification not returned stays marked for the next call.
+    pub async fn next(&mut self) -> Result<Wake, ListenError> {
+        let open = tokio::select! {
+            changed = self.changes.changed() => changed.map(|()| Wake::Changed),
+            requested = self.compactions.changed() => requested.map(|()| Wake::CompactionRequested),
+        };
+        if let Ok(wake) = open {
+            return Ok(wake);
         }
         match (&mut self.task).await {
             Ok(reason) => Err(reason),
@@ -144,7 +179,7 @@ type Probe = Pin<Box<dyn Future<Output = Result<(), ListenError>> + Send>>;
 async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
     client: Arc<Client>,
-    changes: watch::Sender<u64>,
+    counters: Counters,
     liveness_interval: Duration,
     interest: Interest,
 ) -> ListenError
@@ -162,7 +197,10 @@ where
                 Some(Ok(AsyncMessage::Notification(n)))
                     if n.channel() == interest.channel() && interest.wants(n.payload()) =>
                 {
-                    changes.send_modify(|count| *count += 1);
+                    counters.changes.send_modify(|count| *count += 1);
+                }
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == COMPACT_CHANNEL => {
+                    counters.compactions.send_modify(|count| *count += 1);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return ListenError::Connection(error),

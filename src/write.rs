@@ -1,6 +1,7 @@
 //! Files on disk change only by a complete, atomic replace: a dot-named temp file in the target
 //! directory (dnsmasq's conf-dir skips dot-files), write, fsync, rename over the target, fsync the
-//! directory. A failure at any step leaves the old file as it was.
+//! directory. A failure at any step leaves the old file as it was. A file that must go is
+//! removed after the replacements, and the removal is made durable the same way.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
@@ -18,7 +19,10 @@ pub struct FileError {
 }
 
 impl FileError {
-    fn new<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+    pub(crate) fn new<'a>(
+        action: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> FileError + 'a {
         move |source| FileError {
             action,
             path: path.to_owned(),
@@ -61,8 +65,8 @@ pub fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     }
 }
 
-/// A replace of several files that stopped part-way: the first `renamed` files were replaced,
-/// the others are untouched.
+/// A replace of several files that stopped part-way: the first `renamed` files were replaced
+/// (replacements first, then removals, in the order staged), the others are untouched.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct PartialReplace {
@@ -76,15 +80,21 @@ pub struct PartialReplace {
 /// temporary files and leaves the targets untouched.
 pub struct Staged {
     files: Vec<(PathBuf, tempfile::NamedTempFile)>,
+    /// Removed after the replacements.
+    removals: Vec<PathBuf>,
 }
 
 /// Writes each `(path, contents)` to a temporary file beside `path`, with permission bits `mode`.
 pub fn stage_files(files: &[(&Path, &[u8])], mode: u32) -> Result<Staged, FileError> {
+    remove_leftovers(files.iter().map(|(path, _)| *path));
     let files = files
         .iter()
         .map(|(path, contents)| Ok((path.to_path_buf(), stage(path, contents, mode)?)))
         .collect::<Result<_, FileError>>()?;
-    Ok(Staged { files })
+    Ok(Staged {
+        files,
+        removals: Vec::new(),
+    })
 }
 
 impl Staged {
@@ -96,7 +106,14 @@ impl Staged {
             .map(|(_, temp)| temp.path())
     }
 
-    /// Puts every staged file in place, each atomically and durably.
+    /// Also removes `paths` at commit, after the replacements (a missing one is no error).
+    pub fn removing(mut self, paths: Vec<PathBuf>) -> Staged {
+        self.removals.extend(paths);
+        self
+    }
+
+    /// Puts every staged file in place, each atomically and durably, then removes the files
+    /// to remove.
     ///
     /// Every temporary file is fsynced before the first rename, and the fsyncs run in parallel,
     /// as do the directory fsyncs after the renames: a flush costs milliseconds, and paying it
@@ -109,7 +126,7 @@ impl Staged {
                 .map_err(FileError::new("cannot fsync the temporary file for", path))
         })
         .map_err(untouched)?;
-        let count = self.files.len();
+        let count = self.files.len() + self.removals.len();
         let mut dirs: Vec<PathBuf> = Vec::with_capacity(count);
         // On failure the remaining temporary files are removed when they drop.
         for (renamed, (path, temp)) in self.files.into_iter().enumerate() {
@@ -118,6 +135,14 @@ impl Staged {
                 error: FileError::new("cannot rename the temporary file over", &path)(e.error),
             })?;
             dirs.push(parent_dir(&path).to_path_buf());
+        }
+        let replaced = dirs.len();
+        for (removed, path) in self.removals.iter().enumerate() {
+            remove(path).map_err(|error| PartialReplace {
+                renamed: replaced + removed,
+                error,
+            })?;
+            dirs.push(parent_dir(path).to_path_buf());
         }
         dirs.sort();
         dirs.dedup();
@@ -139,7 +164,6 @@ fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempF
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".{name}.");
-    remove_leftovers(parent_dir(path), &prefix);
     let mut temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(TEMP_SUFFIX)
@@ -161,31 +185,54 @@ fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempF
     Ok(temp)
 }
 
-/// Removes the temporary files (`PREFIX` + random + `.tmp`) that a process killed between
-/// staging and rename left in `dir`; without this every `kill -9` at the wrong moment leaves a
-/// full copy of a file behind for good. The agent is the only writer of its files and stages
-/// one target at a time, so none of them is in use. Best effort: a leftover that cannot be
-/// removed only costs disk space, and a real problem with the directory shows in the stage.
-fn remove_leftovers(dir: &Path, prefix: &str) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let is_leftover = entry.file_name().to_str().is_some_and(|name| {
-            name.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
-                .is_some_and(|random| {
-                    random.len() == TEMP_RANDOM_LEN
-                        && random.chars().all(|c| c.is_ascii_alphanumeric())
-                })
-        });
-        if is_leftover {
-            let _ = fs::remove_file(entry.path());
+/// Removes the temporary files (`.NAME.` + random + `.tmp`) of the `targets` that a process
+/// killed between staging and rename left beside them; without this every `kill -9` at the
+/// wrong moment leaves a full copy of a file behind for good. The agent is the only writer of
+/// its files and stages one set at a time, so none of them is in use. Each directory is read
+/// once, however many targets it holds (a compaction stages a thousand shards). Best effort: a
+/// leftover that cannot be removed only costs disk space, and a real problem with the
+/// directory shows in the stage.
+fn remove_leftovers<'a>(targets: impl Iterator<Item = &'a Path>) {
+    let mut by_dir: std::collections::BTreeMap<&Path, std::collections::HashSet<String>> =
+        std::collections::BTreeMap::new();
+    for path in targets {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        by_dir.entry(parent_dir(path)).or_default().extend(name);
+    }
+    for (dir, names) in by_dir {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_leftover = entry
+                .file_name()
+                .to_str()
+                .and_then(leftover_target)
+                .is_some_and(|target| names.contains(target));
+            if is_leftover {
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
 }
 
-/// Runs `f` on every item, on threads of their own when there is more than one.
+/// The target name of a temporary file name `.NAME.XXXXXX.tmp`, if it is one.
+fn leftover_target(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    let (target, random) = rest.split_at(rest.len().checked_sub(TEMP_RANDOM_LEN + 1)?);
+    let random = random.strip_prefix('.')?;
+    random
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric())
+        .then_some(target)
+}
+
+/// Most threads [`in_parallel`] uses: enough to overlap the flushes of a compaction's thousand
+/// files, few enough not to swamp a small machine.
+const MAX_THREADS: usize = 16;
+
+/// Runs `f` on every item, spread over up to [`MAX_THREADS`] threads when there is more than
+/// one; stops at the first error of each thread.
 fn in_parallel<T: Send>(
     items: impl Iterator<Item = T>,
     f: impl Fn(T) -> Result<(), FileError> + Sync,
@@ -194,10 +241,17 @@ fn in_parallel<T: Send>(
     if items.len() <= 1 {
         return items.pop().map_or(Ok(()), &f);
     }
+    let per_thread = items.len().div_ceil(MAX_THREADS);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().saturating_sub(per_thread));
+        chunks.push(rest);
+    }
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
+        let handles: Vec<_> = chunks
             .into_iter()
-            .map(|item| scope.spawn(|| f(item)))
+            .map(|chunk| scope.spawn(move || chunk.into_iter().try_for_each(f)))
             .collect();
         handles
             .into_iter()
@@ -212,6 +266,20 @@ pub fn replace_volatile(path: &Path, contents: &[u8]) -> Result<(), FileError> {
         .persist(path)
         .map_err(|e| FileError::new("cannot rename the temporary file over", path)(e.error))?;
     Ok(())
+}
+
+/// Writes `path` durably (atomic replace, file and directory fsynced): for a record that must
+/// be on disk before the change it announces.
+pub fn replace_durable(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
+    stage_files(&[(path, contents)], mode)?
+        .commit()
+        .map_err(|partial| partial.error)
+}
+
+/// Removes `path` and makes the removal durable; a missing file is no error.
+pub fn remove_durable(path: &Path) -> Result<(), FileError> {
+    remove(path)?;
+    sync_dir(parent_dir(path))
 }
 
 /// Removes `path` if it exists.
@@ -321,6 +389,28 @@ mod tests {
         let mut expected: Vec<&str> = keep.into_iter().chain(["dhcp-hosts"]).collect();
         expected.sort();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn removals_follow_the_replacements_and_a_missing_file_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("00a3");
+        let gone = dir.path().join("00a4");
+        let never = dir.path().join("00a5");
+        fs::write(&gone, b"old\n").unwrap();
+        stage_files(&[(&keep, b"new\n")], 0o644)
+            .unwrap()
+            .removing(vec![gone.clone(), never])
+            .commit()
+            .unwrap();
+        assert_eq!(fs::read(&keep).unwrap(), b"new\n");
+        assert!(!gone.exists());
+        let marker = dir.path().join(".owed");
+        replace_durable(&marker, b"", 0o644).unwrap();
+        assert!(marker.exists());
+        remove_durable(&marker).unwrap();
+        remove_durable(&marker).unwrap();
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -1058,6 +1058,7 @@ fn admin_help_texts_have_examples() {
         &["host", "add", "--help"],
         &["subnet", "--help"],
         &["import", "--help"],
+        &["compact", "--help"],
     ] {
         let out = ipmanager(args, &[]);
         assert_exit(&out, 0, &format!("{args:?}"));

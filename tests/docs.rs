@@ -11,11 +11,12 @@ mod generate_docs;
 use std::path::Path;
 
 /// Every command with a page of its own; the top-level page lists the first level.
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 12] = [
     "host",
     "subnet",
     "site",
     "status",
+    "compact",
     "log",
     "import",
     "export",

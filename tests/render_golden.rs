@@ -50,11 +50,15 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
         kind,
         hosts_file: HOSTS_FILE.into(),
         addn_hosts_file: ADDN_HOSTS_FILE.into(),
+        hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
+        names_dir: "/var/lib/ipmanager/hosts.d".into(),
+        shards: 1024,
     };
     let rendered = render(snapshot, &layout);
     let kind_name = match kind {
         LayoutKind::Hostsfile => "hostsfile",
         LayoutKind::Conf => "conf",
+        LayoutKind::Incremental => "incremental",
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")

@@ -99,14 +99,6 @@ fn schema_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V1__initial_schema.sql")
 }
 
-fn admin_schema_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V2__admin.sql")
-}
-
-fn hardening_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/V3__hardening.sql")
-}
-
 /// Every file in sql/, in the order refinery applies them.
 fn all_migrations() -> Vec<String> {
     let names = std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql"))
@@ -118,6 +110,7 @@ fn all_migrations() -> Vec<String> {
         "V2__admin".to_string(),
         "V3__hardening".to_string(),
         "V4__sites".to_string(),
+        "V5__incremental".to_string(),
     ];
     let mut on_disk: Vec<String> = names
         .iter()
@@ -327,22 +320,23 @@ async fn migrate_as_database_owner_without_createrole() {
 }
 
 #[tokio::test]
-async fn plain_psql_applies_the_file_to_an_empty_database() {
+async fn plain_psql_applies_the_files_to_an_empty_database() {
     let db = TestDb::empty().await;
+    let sql = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql");
     let output = match std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-        .arg(schema_file())
-        .arg("-f")
-        .arg(admin_schema_file())
-        .arg("-f")
-        .arg(hardening_file())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(
+            all_migrations()
+                .iter()
+                .flat_map(|name| ["-f".into(), sql.join(format!("{name}.sql"))]),
+        )
         .arg(&db.url)
         .output()
     {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!(
-                "!!!!!!!! SKIPPED plain_psql_applies_the_file_to_an_empty_database: psql is not \
+                "!!!!!!!! SKIPPED plain_psql_applies_the_files_to_an_empty_database: psql is not \
                  on PATH !!!!!!!!"
             );
             return;
@@ -375,6 +369,8 @@ async fn plain_psql_applies_the_file_to_an_empty_database() {
         scalar::<i64>(&client, "SELECT count(*) FROM ipmanager.audit_log").await,
         3
     );
+    // And the later files: V5's compaction request.
+    assert!(scalar::<bool>(&client, "SELECT ipmanager.request_compaction() <= now()").await);
 }
 
 #[tokio::test]

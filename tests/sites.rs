@@ -144,10 +144,11 @@ async fn a_change_to_a_site_is_notified() {
         "UPDATE ipmanager.sites SET comment = 'Mitte' WHERE name = 'berlin'",
     )
     .await;
-    tokio::time::timeout(DEADLINE, listener.changed())
+    let wake = tokio::time::timeout(DEADLINE, listener.next())
         .await
         .expect("a notification for the sites change")
         .unwrap();
+    assert_eq!(wake, ipmanager::listen::Wake::Changed);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! "Is my change live?": the agents' sync status as they record it in `ipmanager.agent_status`,
 //! read through `ipmanager.sync_status` and `ipmanager.change_applied`, and waiting until a
-//! committed change has reached every live agent.
+//! committed change has reached every live agent, or until every live agent has compacted.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -43,6 +44,14 @@ pub struct AgentSync {
     pub sites: Option<Vec<String>>,
     /// Its `dns_scope` (`sites` or `all`); `None` for agents older than sites.
     pub dns_scope: Option<String>,
+    /// Its `[dnsmasq] layout`; `None` for agents older than layouts (they write whole files).
+    pub layout: Option<String>,
+    /// Hosts whose change it wrote but dnsmasq serves only after its next compaction; `None`
+    /// for agents older than layouts.
+    pub awaiting_compaction: Option<i32>,
+    /// Its last compaction on request.
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub compacted_at: Option<SystemTime>,
 }
 
 /// Every agent that has ever reported, by name.
@@ -51,7 +60,8 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
         .query(
             "SELECT name, db_user::text AS db_user, host, version, phase, alive, seen_at, started_at, \
                     applied_at, up_to_date, behind_since, pending_changes, files_hash, hosts, \
-                    rows_skipped, last_error, last_error_at, sites, dns_scope \
+                    rows_skipped, last_error, last_error_at, sites, dns_scope, layout, \
+                    awaiting_compaction, compacted_at \
              FROM ipmanager.sync_status ORDER BY name",
             &[],
         )
@@ -78,6 +88,9 @@ pub async fn status(client: &impl GenericClient) -> Result<Vec<AgentSync>> {
                 last_error_at: row.try_get("last_error_at")?,
                 sites: row.try_get("sites")?,
                 dns_scope: row.try_get("dns_scope")?,
+                layout: row.try_get("layout")?,
+                awaiting_compaction: row.try_get("awaiting_compaction")?,
+                compacted_at: row.try_get("compacted_at")?,
             })
         })
         .collect()
@@ -166,13 +179,115 @@ pub async fn wait_applied(
     change: &str,
     timeout: Duration,
 ) -> Result<Vec<AgentApplied>> {
+    poll(
+        timeout,
+        POLL_INTERVAL,
+        || change_applied(client, change),
+        |agents| agents.iter().all(|a| a.applied || !a.awaited()),
+    )
+    .await
+}
+
+/// Asks every running agent for a compaction (`ipmanager.request_compaction()`, a notification
+/// on [`crate::db::COMPACT_CHANNEL`]); returns the request's time, which an agent's
+/// `compacted_at` reaches once it has compacted.
+pub async fn request_compaction(client: &impl GenericClient) -> Result<SystemTime> {
+    Ok(client
+        .query_one("SELECT ipmanager.request_compaction() AS requested", &[])
+        .await?
+        .try_get("requested")?)
+}
+
+/// Where one agent stands with a compaction requested at some time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentCompaction {
+    pub name: String,
+    pub alive: bool,
+    /// Its `[dnsmasq] layout`; `None`: an agent older than compaction requests.
+    pub layout: Option<String>,
+    /// Its last compaction on request.
+    #[serde(serialize_with = "super::rfc3339::option")]
+    pub compacted_at: Option<SystemTime>,
+    /// `compacted_at` is at or after the request.
+    pub compacted: bool,
+    pub phase: String,
+    pub last_error: Option<String>,
+}
+
+impl AgentCompaction {
+    /// Alive and new enough to answer a request (it reports a layout): the agents `ipmanager
+    /// compact` waits for. Older agents write whole files, which owe no compaction.
+    pub fn awaited(&self) -> bool {
+        self.alive && self.layout.is_some()
+    }
+}
+
+/// Every agent, with whether it has compacted since `requested`.
+pub async fn compactions(
+    client: &impl GenericClient,
+    requested: SystemTime,
+) -> Result<Vec<AgentCompaction>> {
+    let rows = client
+        .query(
+            "SELECT name, alive, layout, compacted_at, \
+                    coalesce(compacted_at >= $1, false) AS compacted, phase, last_error \
+             FROM ipmanager.sync_status ORDER BY name",
+            &[&requested],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AgentCompaction {
+                name: row.try_get("name")?,
+                alive: row.try_get("alive")?,
+                layout: row.try_get("layout")?,
+                compacted_at: row.try_get("compacted_at")?,
+                compacted: row.try_get("compacted")?,
+                phase: row.try_get("phase")?,
+                last_error: row.try_get("last_error")?,
+            })
+        })
+        .collect()
+}
+
+/// How often [`wait_compacted`] looks: a compaction rewrites every shard and reloads dnsmasq,
+/// which takes far longer than a change.
+const COMPACTION_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls until every awaited agent (see [`AgentCompaction::awaited`]) has compacted since
+/// `requested` or `timeout` passes; returns the last answer. An agent that stops reporting
+/// while this waits is no longer waited for.
+pub async fn wait_compacted(
+    client: &impl GenericClient,
+    requested: SystemTime,
+    timeout: Duration,
+) -> Result<Vec<AgentCompaction>> {
+    poll(
+        timeout,
+        COMPACTION_POLL_INTERVAL,
+        || compactions(client, requested),
+        |agents| agents.iter().all(|a| a.compacted || !a.awaited()),
+    )
+    .await
+}
+
+/// Calls `look` every `interval` until `done` holds for its answer or `timeout` passes; returns
+/// the last answer.
+async fn poll<T, Fut>(
+    timeout: Duration,
+    interval: Duration,
+    mut look: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        let agents = change_applied(client, change).await?;
-        let done = agents.iter().all(|a| a.applied || !a.awaited());
-        if done || Instant::now() >= deadline {
-            return Ok(agents);
+        let answer = look().await?;
+        if done(&answer) || Instant::now() >= deadline {
+            return Ok(answer);
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - Instant::now())).await;
+        tokio::time::sleep(interval.min(deadline - Instant::now())).await;
     }
 }

@@ -20,9 +20,9 @@ use super::{error_chain, SyncError};
 use crate::config::Config;
 use crate::db::status::StatusWriter;
 use crate::db::{self, DbError};
-use crate::listen::{Interest, ListenError, Listener};
+use crate::listen::{Interest, ListenError, Listener, Wake};
 use crate::notify::Notifier;
-use crate::render::Skipped;
+use crate::render::{LayoutKind, Skipped};
 
 type Task<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -45,6 +45,7 @@ enum ConnectionEvent {
     /// Now `Down`, due at once; the caller sets the backoff.
     ConnectFailed(DbError),
     Changed,
+    CompactionRequested,
     /// Now `Down`, due at once.
     Lost(ListenError),
 }
@@ -83,8 +84,9 @@ impl Connection {
                     ConnectionEvent::ConnectFailed(error)
                 }
             },
-            Connection::Up(listener) => match listener.changed().await {
-                Ok(()) => ConnectionEvent::Changed,
+            Connection::Up(listener) => match listener.next().await {
+                Ok(Wake::Changed) => ConnectionEvent::Changed,
+                Ok(Wake::CompactionRequested) => ConnectionEvent::CompactionRequested,
                 Err(error) => {
                     *self = down_now;
                     ConnectionEvent::Lost(error)
@@ -218,7 +220,12 @@ impl EventLoop {
             connect_backoff: Backoff::new(agent.max_backoff),
             notifications_before: 0,
             work: Work::Idle,
-            schedule: Schedule::new(pending, agent.max_backoff, agent.burst_interval),
+            schedule: Schedule::new(
+                pending,
+                agent.max_backoff,
+                agent.burst_interval,
+                config.dnsmasq.compaction_interval,
+            ),
             work_count: 0,
             skipped: HashSet::new(),
             reports: Reports::new(
@@ -226,7 +233,8 @@ impl EventLoop {
                     .serving(
                         super::site_scope(config).sites,
                         config.dnsmasq.dns_scope.as_str(),
-                    ),
+                    )
+                    .layout(config.dnsmasq.layout_name()),
                 agent.liveness_interval,
             ),
             worker,
@@ -311,9 +319,9 @@ impl EventLoop {
         let started = Instant::now();
         self.schedule.started(job, started);
         let (task, span): (Task<Outcome>, Span) = match job {
-            Job::Sync { pending } => {
+            Job::Sync { pending, compact } => {
                 let span = info_span!("sync", id);
-                let task = worker.sync(pending).instrument(span.clone());
+                let task = worker.sync(pending, compact).instrument(span.clone());
                 (Box::pin(task), span)
             }
             Job::Activate(owed) => {
@@ -353,9 +361,22 @@ impl EventLoop {
                 self.status
                     .set_notifications(self.notifications_before + self.connection.notifications());
             }
+            ConnectionEvent::CompactionRequested => self.on_compaction_request(),
             ConnectionEvent::Lost(error) => {
                 self.status.set_phase(Phase::DatabaseUnreachable, &error);
             }
+        }
+    }
+
+    /// An admin asked for a compaction: with the incremental layout one runs once the work in
+    /// hand is done; the other layouts are always served exactly, so they answer at once.
+    fn on_compaction_request(&mut self) {
+        if self.worker.files.layout.kind == LayoutKind::Incremental {
+            info!("compaction requested");
+            self.schedule.compaction_requested();
+        } else {
+            debug!("compaction requested; nothing to compact in this layout");
+            self.reports.queue(Unsent::compacted());
         }
     }
 
@@ -371,8 +392,15 @@ impl EventLoop {
             self.status.set_phase(error.recovery().phase(), error);
         }
         let recovery = failure.map(SyncError::recovery);
-        self.schedule
-            .finished(outcome.pending, recovery, Instant::now());
+        let answered = self.schedule.finished(
+            outcome.pending,
+            recovery,
+            outcome.compaction_state(),
+            Instant::now(),
+        );
+        if answered {
+            self.reports.queue(Unsent::compacted());
+        }
     }
 
     fn on_report(&mut self, event: ReportEvent) {

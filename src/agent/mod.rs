@@ -20,6 +20,7 @@ mod backoff;
 mod event_loop;
 mod reports;
 mod schedule;
+mod shards;
 mod status;
 mod worker;
 

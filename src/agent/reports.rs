@@ -24,11 +24,23 @@ type ReportTask = Pin<Box<dyn Future<Output = Result<(), DbError>> + Send>>;
 /// that an applied snapshot or an error is not lost to a failed write or to a newer report.
 #[derive(Debug, Default)]
 pub(super) struct Unsent {
-    applied: Option<Applied>,
+    /// The files now served, with the hosts dnsmasq does not serve as they say (incremental
+    /// layout; `None`: none): the database takes the two only together.
+    applied: Option<(Applied, Option<Vec<i64>>)>,
     error: Option<String>,
+    /// A compaction that answers a request is done.
+    compacted: bool,
 }
 
 impl Unsent {
+    /// The answer to a compaction request.
+    pub(super) fn compacted() -> Unsent {
+        Unsent {
+            compacted: true,
+            ..Unsent::default()
+        }
+    }
+
     /// `self` with anything newer on top.
     fn under(self, newer: Option<Unsent>) -> Unsent {
         match newer {
@@ -36,6 +48,7 @@ impl Unsent {
             Some(newer) => Unsent {
                 applied: newer.applied.or(self.applied),
                 error: newer.error.or(self.error),
+                compacted: newer.compacted || self.compacted,
             },
         }
     }
@@ -98,11 +111,15 @@ impl Reports {
                 let on_disk = self.on_disk.take();
                 Unsent {
                     applied: match &outcome.rendered {
-                        Some(rendered) => Some(rendered.applied.clone()),
-                        // A retried activation: what it activated is what the failed one left.
-                        None => on_disk,
+                        Some(rendered) => {
+                            Some((rendered.applied.clone(), rendered.pending_hosts.clone()))
+                        }
+                        // A retried activation: what it activated is what the failed one left,
+                        // and after it dnsmasq has read every file whole.
+                        None => on_disk.map(|applied| (applied, None)),
                     },
                     error: None,
+                    compacted: false,
                 }
             }
             Err(error) => {
@@ -122,6 +139,7 @@ impl Reports {
                 Unsent {
                     applied: None,
                     error: Some(error_chain(error)),
+                    compacted: false,
                 }
             }
         };
@@ -140,10 +158,13 @@ impl Reports {
         let Some(unsent) = self.unsent.take() else {
             return;
         };
+        let (applied, pending_hosts) = unsent.applied.clone().unzip();
         let report = Report {
             phase: phase.as_str().to_owned(),
-            applied: unsent.applied.clone(),
+            applied,
             error: unsent.error.clone(),
+            pending_hosts: pending_hosts.flatten(),
+            compacted: unsent.compacted,
         };
         let writer = self.writer.clone();
         self.write = Write::InFlight {

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::error_chain;
-use super::worker::Outcome;
+use super::worker::{Incremental, Outcome};
 use crate::activate::Activation;
 use crate::db::DbError;
 use crate::notify::Notifier;
@@ -72,6 +72,12 @@ pub struct Status {
     /// Why the last status report failed (schema without `agent_report`, permission denied, an
     /// agent name used by another login, ...); `None` once a report succeeds again.
     pub status_error: Option<String>,
+    /// Incremental layout: the hosts whose reservation dnsmasq does not serve as the files say
+    /// until the next compaction (sorted ids; empty: none).
+    pub awaiting_compaction: Vec<i64>,
+    /// Incremental layout: compactions done (dnsmasq re-read every shard file).
+    pub compactions: u64,
+    pub last_compaction: Option<SystemTime>,
 }
 
 /// The sending side of [`Status`]. Each change logs what it means, once: a failure once per
@@ -121,6 +127,7 @@ impl StatusBoard {
         if applied {
             log_applied(outcome);
         }
+        let incremental = outcome.incremental.as_ref();
         let in_sync = outcome.result.is_ok() && outcome.pending.is_none();
         self.sender.send_modify(|s| {
             if let Some(rendered) = &outcome.rendered {
@@ -139,6 +146,13 @@ impl StatusBoard {
             }
             if in_sync && outcome.rendered.is_some() {
                 s.last_in_sync = Some(SystemTime::now());
+            }
+            if let Some(incremental) = incremental {
+                s.awaiting_compaction.clone_from(&incremental.pending_hosts);
+                if incremental.compacted.is_some() {
+                    s.compactions += 1;
+                    s.last_compaction = Some(SystemTime::now());
+                }
             }
         });
         if in_sync {
@@ -237,10 +251,38 @@ fn log_newly_skipped(skipped: &[Skipped], previously_skipped: &HashSet<Skipped>)
     }
 }
 
-/// The one line per change put in place: which files, which hosts, which activation.
+/// The one line per change put in place: which files, which hosts, which activation; with
+/// the incremental layout, the compaction or the shards written without a signal.
 fn log_applied(outcome: &Outcome) {
     let none = HostChangeDetails::default();
     let hosts = outcome.written.host_changes.as_ref().unwrap_or(&none);
+    match outcome.incremental.as_ref() {
+        Some(Incremental {
+            compacted: Some(compaction),
+            ..
+        }) => info!(
+            why = compaction.why.as_str(),
+            files = outcome.written.files.len(),
+            took = ?compaction.took,
+            activation = outcome.activated.map(Activation::as_str),
+            "compacted: dnsmasq re-read every shard"
+        ),
+        Some(incremental) => info!(
+            shards = ?outcome.written.files,
+            hosts_added = hosts.counts.added,
+            hosts_removed = hosts.counts.removed,
+            hosts_changed = hosts.counts.changed,
+            added = ?hosts.added_text(),
+            removed = ?hosts.removed_text(),
+            changed = ?hosts.changed_text(),
+            awaiting_compaction = incremental.pending_hosts.len(),
+            "applied incrementally, without a signal"
+        ),
+        None => log_applied_files(outcome, hosts),
+    }
+}
+
+fn log_applied_files(outcome: &Outcome, hosts: &HostChangeDetails) {
     info!(
         files = ?outcome.written.files,
         hosts_added = hosts.counts.added,
@@ -264,6 +306,12 @@ fn status_text(s: &Status) -> String {
             let mut text = format!("in sync: {} hosts", s.hosts_served);
             if s.rows_skipped > 0 {
                 text.push_str(&format!(" ({} rows skipped)", s.rows_skipped));
+            }
+            if !s.awaiting_compaction.is_empty() {
+                text.push_str(&format!(
+                    ", {} hosts await a compaction",
+                    s.awaiting_compaction.len()
+                ));
             }
             if let Some(at) = s.last_applied {
                 text.push_str(&format!(

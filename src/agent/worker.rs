@@ -4,22 +4,54 @@
 //! Rendering and writing are blocking; they go through [`blocking`], which keeps them off the
 //! loop's threads and turns a panic in them into a [`SyncError`], so that a bug costs one failed
 //! sync (the old files stay, the phase is reported, the sync is retried), not the process.
+//!
+//! # The incremental layout
+//!
+//! The worker owns the model of dnsmasq's memory ([`Loaded`]); `None` means unknown. A sync
+//! does one of three things with a snapshot:
+//!
+//! - the include file changed: every shard file made exact, then the include, then a restart
+//!   (a full read: the model becomes [`Loaded::full_read`]);
+//! - the model is unknown, or a compaction is due or requested: every shard file made exact
+//!   (shard files of empty shards removed), then SIGHUP, the model becomes a full read. When the
+//!   model is unknown only because the agent started, the files are already exact and no
+//!   marker says a compaction is owed, dnsmasq already holds a full read of them: no signal;
+//! - otherwise the planner's files only, without a signal: the model becomes the plan's.
+//!
+//! Crash safety, step by step (the model lives in memory only, so after any crash the next
+//! agent starts with it unknown and compacts unless the files are exact and nothing is owed):
+//!
+//! 1. Nothing is written before the whole snapshot is rendered and every staged file checked.
+//! 2. A write that leaves dnsmasq owing a compaction records the debt marker durably first; a
+//!    crash after it compacts at the next start, whatever else got written.
+//! 3. A write that needs a signal records the activation marker first (as in every layout); a
+//!    crash before the signal sends it at the next start.
+//! 4. Shard files are replaced by rename, one by one. dnsmasq reads each as it lands. A crash
+//!    half-way leaves files that differ from every later render until they are rewritten, so
+//!    the next agent compacts at start; the files written so far were a subset of a plan
+//!    without debt (otherwise the marker is there), and such a plan only adds entries dnsmasq
+//!    takes as they are, so their subset owes nothing either.
+//! 5. The marker goes after the signal: a crash between the two costs one extra compaction.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use tracing::warn;
 
+use super::schedule::{CompactionState, Why};
+use super::shards::ShardDirs;
 use super::{error_chain, SyncError};
 use crate::activate::{Activation, Activator};
 use crate::config::Config;
 use crate::db::status::{self as db_status, Applied};
 use crate::db::{self, SiteScope, SnapshotAt};
+use crate::plan::{self, Loaded};
 use crate::render::check::FileKind;
-use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Skipped};
+use crate::render::{self, HostChangeDetails, Layout, LayoutKind, Rendered, Sharded, Skipped};
 use crate::write::{self, FileError};
 
 /// Longest a snapshot may take before the sync counts as failed and is retried.
@@ -29,7 +61,6 @@ const HOSTS_NAMED: usize = 5;
 
 /// The files the agent owns, in the order they are written: the include file last, since it
 /// points at the others.
-#[derive(Debug, Clone)]
 pub(super) struct OutputFiles {
     pub(super) layout: Layout,
     pub(super) include_file: PathBuf,
@@ -37,6 +68,8 @@ pub(super) struct OutputFiles {
     /// Records an activation that is owed, so that a crash between writing and signalling is
     /// made good at the next start.
     marker: PathBuf,
+    /// The incremental layout's shard directories; `None` with the other layouts.
+    shards: Option<ShardDirs>,
 }
 
 impl OutputFiles {
@@ -47,8 +80,10 @@ impl OutputFiles {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let layout = d.layout();
         OutputFiles {
-            layout: d.layout(),
+            shards: ShardDirs::new(&layout),
+            layout,
             include_file: d.include_file.clone(),
             file_mode: d.file_mode,
             // Dot-named, so dnsmasq's conf-dir skips it.
@@ -58,47 +93,65 @@ impl OutputFiles {
         }
     }
 
-    /// Each rendered file with its path, its kind, and what dnsmasq must do when it changes.
+    /// Each rendered whole file with its path, its kind, and what dnsmasq must do when it
+    /// changes: the include file last. (Shard files are [`ShardDirs`]' business.)
     fn targets<'a>(&'a self, rendered: &'a Rendered) -> Vec<Target<'a>> {
         let mut targets = Vec::with_capacity(3);
-        if let Some(hosts) = &rendered.hosts {
+        let mut push = |path: &'a Path, content: &'a str, kind, activation| {
             targets.push(Target {
-                path: &self.layout.hosts_file,
-                content: hosts,
-                kind: FileKind::HostsFile,
-                activation: Activation::Reload,
+                path: Cow::Borrowed(path),
+                content: Some(content),
+                kind,
+                activation: Some(activation),
             });
+        };
+        if let Some(hosts) = &rendered.hosts {
+            push(
+                &self.layout.hosts_file,
+                hosts,
+                FileKind::HostsFile,
+                Activation::Reload,
+            );
         }
         if let Some(addn) = &rendered.addn_hosts {
-            targets.push(Target {
-                path: &self.layout.addn_hosts_file,
-                content: addn,
-                kind: FileKind::AddnHosts,
-                activation: Activation::Reload,
-            });
+            push(
+                &self.layout.addn_hosts_file,
+                addn,
+                FileKind::AddnHosts,
+                Activation::Reload,
+            );
         }
-        targets.push(Target {
-            path: &self.include_file,
-            content: &rendered.include,
-            kind: FileKind::Include,
-            activation: Activation::Restart,
-        });
+        push(
+            &self.include_file,
+            &rendered.include,
+            FileKind::Include,
+            Activation::Restart,
+        );
         targets
     }
 
-    /// [`db_status::files_hash`] of the rendered files, in writing order under their paths.
+    /// [`db_status::files_hash`] of the rendered files under their paths: the shard files (if
+    /// any) in shard order, reservations first, then the whole files in writing order.
     fn hash(&self, rendered: &Rendered) -> String {
-        let targets = self.targets(rendered);
-        let names: Vec<String> = targets
-            .iter()
-            .map(|t| t.path.display().to_string())
-            .collect();
-        db_status::files_hash(
-            names
-                .iter()
-                .zip(&targets)
-                .map(|(name, t)| (name.as_str(), t.content.as_bytes())),
-        )
+        let mut files: Vec<(String, &[u8])> = Vec::new();
+        if let Some(sharded) = &rendered.sharded {
+            for (dir, shards) in [
+                (&self.layout.hosts_dir, &sharded.dhcp),
+                (&self.layout.names_dir, &sharded.dns),
+            ] {
+                files.extend(shards.iter().map(|(shard, content)| {
+                    let path = dir.join(render::shard_file_name(*shard));
+                    (path.display().to_string(), content.as_bytes())
+                }));
+            }
+        }
+        for t in self.targets(rendered) {
+            files.push((
+                t.path.display().to_string(),
+                t.content.unwrap_or("").as_bytes(),
+            ));
+        }
+        db_status::files_hash(files.iter().map(|(name, c)| (name.as_str(), *c)))
     }
 
     /// The file whose lines are the reservations, for the log line's added/removed/changed.
@@ -106,6 +159,8 @@ impl OutputFiles {
         match self.layout.kind {
             LayoutKind::Hostsfile => path == self.layout.hosts_file,
             LayoutKind::Conf => path == self.include_file,
+            // Its reservations are spread over shard files: counted from the plan instead.
+            LayoutKind::Incremental => false,
         }
     }
 
@@ -116,24 +171,51 @@ impl OutputFiles {
     }
 }
 
-/// One file the agent writes.
-struct Target<'a> {
-    path: &'a Path,
-    content: &'a str,
-    kind: FileKind,
-    activation: Activation,
+/// One file the agent writes or removes.
+pub(super) struct Target<'a> {
+    pub(super) path: Cow<'a, Path>,
+    /// The new content; `None`: the file is removed.
+    pub(super) content: Option<&'a str>,
+    pub(super) kind: FileKind,
+    /// What dnsmasq must do when it changes; `None`: nothing, it watches the file.
+    pub(super) activation: Option<Activation>,
+}
+
+impl Target<'_> {
+    fn differs(&self) -> Result<bool, FileError> {
+        match self.content {
+            Some(content) => write::differs(&self.path, content.as_bytes()),
+            None => Ok(write::read_existing(&self.path)?.is_some()),
+        }
+    }
 }
 
 /// The files of a sync that differ from disk, checked and staged beside their targets.
 struct StagedChange {
     staged: write::Staged,
-    /// The changed targets in staging order, with what each needs from dnsmasq.
-    targets: Vec<(PathBuf, Activation)>,
-    /// The strongest activation the changed targets need: there is at least one.
-    needs: Activation,
+    /// The changed targets in commit order (replacements, then removals), with what each
+    /// needs from dnsmasq.
+    targets: Vec<(PathBuf, Option<Activation>)>,
+    /// The strongest activation the change needs.
+    needs: Option<Activation>,
     host_changes: Option<HostChangeDetails>,
     /// The staged include file, when it changed: the check command looks at it.
     staged_include: Option<PathBuf>,
+    /// Incremental layout: what dnsmasq holds once the change is in place and `needs` done.
+    model_after: Option<Loaded>,
+    /// Incremental layout: the change leaves dnsmasq owing a compaction.
+    owes_compaction: bool,
+    /// Incremental layout: the change is a compaction (or a restart), for this reason.
+    compaction: Option<Why>,
+}
+
+impl StagedChange {
+    fn incremental(mut self, model_after: Loaded, compaction: Option<Why>) -> StagedChange {
+        self.owes_compaction = model_after.debt();
+        self.model_after = Some(model_after);
+        self.compaction = compaction;
+        self
+    }
 }
 
 /// What a sync changed on disk, for the one log line per change.
@@ -153,9 +235,40 @@ pub(super) struct Outcome {
     /// The activation still owed after this work.
     pub(super) pending: Option<Activation>,
     pub(super) result: Result<(), SyncError>,
+    /// Incremental layout, after a sync: what dnsmasq owes the files.
+    pub(super) incremental: Option<Incremental>,
+}
+
+/// What dnsmasq owes the shard files after a sync (incremental layout).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Incremental {
+    /// [`Loaded::pending`]: empty while the model is unknown (the next sync compacts).
+    pub(super) pending_hosts: Vec<i64>,
+    /// [`Loaded::debt`].
+    pub(super) owed: bool,
+    /// The sync compacted.
+    pub(super) compacted: Option<Compacted>,
+}
+
+/// A compaction done, for its log line.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Compacted {
+    pub(super) why: Why,
+    /// From the start of the sync to the signal sent.
+    pub(super) took: Duration,
 }
 
 impl Outcome {
+    /// What the schedule needs to know about compactions.
+    pub(super) fn compaction_state(&self) -> CompactionState {
+        self.incremental
+            .as_ref()
+            .map_or_else(CompactionState::default, |i| CompactionState {
+                compacted: i.compacted.is_some(),
+                owed: i.owed,
+            })
+    }
+
     fn failed(pending: Option<Activation>, error: SyncError) -> Outcome {
         Outcome {
             rendered: None,
@@ -163,6 +276,7 @@ impl Outcome {
             activated: None,
             pending,
             result: Err(error),
+            incremental: None,
         }
     }
 
@@ -173,6 +287,7 @@ impl Outcome {
             activated,
             pending: None,
             result: Ok(()),
+            incremental: None,
         }
     }
 }
@@ -185,6 +300,9 @@ pub(super) struct RenderedSummary {
     /// How long reading the snapshot, and rendering plus writing, took: for the debug log.
     pub(super) snapshot_time: Duration,
     pub(super) write_time: Duration,
+    /// Incremental layout: [`Loaded::pending`] once these files are in place, reported with
+    /// `applied`.
+    pub(super) pending_hosts: Option<Vec<i64>>,
 }
 
 /// Everything a piece of work needs, shared with the loop.
@@ -196,6 +314,9 @@ pub(super) struct Worker {
     activator: Activator,
     /// The subnets this agent reads and serves.
     scope: SiteScope,
+    /// Incremental layout: what dnsmasq holds; `None` while unknown. Only the one running
+    /// piece of work touches it.
+    model: Mutex<Option<Loaded>>,
 }
 
 impl Worker {
@@ -206,11 +327,22 @@ impl Worker {
             files: OutputFiles::new(config),
             activator: Activator::new(&config.dnsmasq),
             scope: super::site_scope(config),
+            model: Mutex::new(None),
         }
     }
 
-    /// Snapshot, render, write what differs, activate what is owed.
-    pub(super) async fn sync(self: Arc<Self>, pending: Option<Activation>) -> Outcome {
+    fn model(&self) -> MutexGuard<'_, Option<Loaded>> {
+        // A panic while it was held (a bug, reported as a failed sync) leaves it as it was.
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Snapshot, render, write what differs, activate what is owed; with `compact`, a
+    /// compaction (incremental layout).
+    pub(super) async fn sync(
+        self: Arc<Self>,
+        pending: Option<Activation>,
+        compact: Option<Why>,
+    ) -> Outcome {
         let started = Instant::now();
         let expected = self.last_host_count.load(Ordering::Relaxed);
         let snapshot = match tokio::time::timeout(
@@ -230,19 +362,30 @@ impl Worker {
             .store(snapshot.snapshot.hosts.len(), Ordering::Relaxed);
         // Rendering 100k hosts and fsyncing files are blocking work; keep them off the loop.
         let worker = Arc::clone(&self);
-        let (summary, staged) =
-            match blocking("rendering", move || worker.render_and_stage(snapshot)).await {
-                Ok(rendered) => rendered,
-                Err(error) => return Outcome::failed(pending, error),
-            };
+        let render = move || worker.render_and_stage(snapshot, compact, pending);
+        let (summary, staged) = match blocking("rendering", render).await {
+            Ok(rendered) => rendered,
+            Err(error) => return Outcome::failed(pending, error),
+        };
         let mut outcome = match staged {
             Ok(None) => self.activate(pending).await,
-            Ok(Some(change)) => self.check_and_commit(change, pending).await,
+            Ok(Some(change)) => {
+                Arc::clone(&self)
+                    .check_and_commit(change, pending, started)
+                    .await
+            }
             Err(error) => Outcome::failed(pending, error),
         };
+        if self.files.shards.is_some() && outcome.incremental.is_none() {
+            outcome.incremental = Some(self.incremental(None));
+        }
         outcome.rendered = Some(RenderedSummary {
             snapshot_time,
             write_time: started.elapsed() - snapshot_time,
+            pending_hosts: outcome
+                .incremental
+                .as_ref()
+                .map(|i| i.pending_hosts.clone()),
             ..summary
         });
         outcome
@@ -252,16 +395,24 @@ impl Worker {
     fn render_and_stage(
         &self,
         snapshot: SnapshotAt,
+        compact: Option<Why>,
+        pending: Option<Activation>,
     ) -> (RenderedSummary, Result<Option<StagedChange>, SyncError>) {
-        let rendered =
+        let mut rendered =
             render::render_scoped(&snapshot.snapshot, &self.files.layout, &snapshot.names_only);
         let db_snapshot = snapshot.db_snapshot;
         drop(snapshot.snapshot);
-        let staged = self.stage_changed(&rendered);
+        let files_hash = self.files.hash(&rendered);
+        let staged = match (rendered.sharded.take(), &self.files.shards) {
+            (Some(sharded), Some(dirs)) => {
+                self.stage_incremental(dirs, &rendered, sharded, compact, pending)
+            }
+            _ => self.stage_changed(&rendered),
+        };
         let summary = RenderedSummary {
             applied: Applied {
                 db_snapshot,
-                files_hash: self.files.hash(&rendered),
+                files_hash,
                 hosts: rendered.hosts_served,
                 rows_skipped: rendered.skipped.len(),
             },
@@ -269,83 +420,169 @@ impl Worker {
             skipped: rendered.skipped,
             snapshot_time: Duration::ZERO,
             write_time: Duration::ZERO,
+            pending_hosts: None,
         };
         (summary, staged)
     }
 
-    /// Checks every file that differs from disk with ipmanager's own validator and stages it
-    /// beside its target. `None` when nothing differs.
+    /// Checks every whole file that differs from disk with ipmanager's own validator and
+    /// stages it beside its target. `None` when nothing differs.
     fn stage_changed(&self, rendered: &Rendered) -> Result<Option<StagedChange>, SyncError> {
-        let mut changed = Vec::new();
-        for target in self.files.targets(rendered) {
-            if write::differs(target.path, target.content.as_bytes())? {
-                changed.push(target);
-            }
-        }
-        let Some(needs) = changed.iter().map(|t| t.activation).max() else {
+        let changed = changed(self.files.targets(rendered))?;
+        let Some(needs) = changed.iter().filter_map(|t| t.activation).max() else {
             return Ok(None);
         };
-        for target in &changed {
-            render::check::check_file(target.kind, target.content).map_err(|failure| {
-                SyncError::Invalid {
-                    path: target.path.to_owned(),
-                    failure,
-                }
-            })?;
-        }
         let host_changes = changed
             .iter()
-            .find(|t| self.files.holds_hosts(t.path))
+            .find(|t| self.files.holds_hosts(&t.path))
             .map(|t| {
-                let old = write::read_existing(t.path)
+                let old = write::read_existing(&t.path)
                     .ok()
                     .flatten()
                     .unwrap_or_default();
                 render::describe_host_changes(
                     &String::from_utf8_lossy(&old),
-                    t.content,
+                    t.content.unwrap_or(""),
                     HOSTS_NAMED,
                 )
             });
-        let replacements: Vec<(&Path, &[u8])> = changed
+        self.stage(changed, Some(needs), host_changes).map(Some)
+    }
+
+    /// The incremental layout: a restart when the include file changed, a compaction when
+    /// one is due or the model is unknown, the planner's files otherwise (see the module
+    /// documentation). `None` when nothing is to be done.
+    fn stage_incremental(
+        &self,
+        dirs: &ShardDirs,
+        rendered: &Rendered,
+        sharded: Sharded,
+        compact: Option<Why>,
+        pending: Option<Activation>,
+    ) -> Result<Option<StagedChange>, SyncError> {
+        let include_changed =
+            write::differs(&self.files.include_file, rendered.include.as_bytes())?;
+        let mut model = self.model();
+        let why = compaction_reason(model.is_some(), compact, include_changed, || dirs.owes());
+        let before = match (model.as_ref(), why) {
+            (Some(before), None) => before,
+            (_, why) => {
+                let include = include_changed
+                    .then(|| self.files.targets(rendered).pop())
+                    .flatten();
+                let why = why.unwrap_or(Why::Start);
+                return self.stage_compaction(dirs, sharded, include, why, pending, &mut model);
+            }
+        };
+        let plan = plan::plan(before, sharded);
+        let host_changes = describe_planned(before.files(), &plan);
+        let targets = dirs.planned(&plan);
+        if targets.is_empty() {
+            *model = Some(plan.after);
+            return Ok(None);
+        }
+        let change = self.stage(targets, None, Some(host_changes))?;
+        Ok(Some(change.incremental(plan.after, None)))
+    }
+
+    /// Every shard file made exact (and the include file, when given), for a signal that
+    /// makes dnsmasq read them all. `None` when the files are exact, dnsmasq is owed nothing
+    /// and only the agent's start made the model unknown: dnsmasq already holds a full read.
+    fn stage_compaction(
+        &self,
+        dirs: &ShardDirs,
+        sharded: Sharded,
+        include: Option<Target<'_>>,
+        why: Why,
+        pending: Option<Activation>,
+        model: &mut Option<Loaded>,
+    ) -> Result<Option<StagedChange>, SyncError> {
+        let mut targets = dirs.exact(&sharded)?;
+        targets.extend(include);
+        let forced = (why != Why::Start || dirs.owes()).then_some(Activation::Reload);
+        let needs = targets
             .iter()
-            .map(|t| (t.path, t.content.as_bytes()))
+            .filter_map(|t| t.activation)
+            .max()
+            .max(forced);
+        if needs.is_none() && pending.is_none() {
+            *model = Some(Loaded::full_read(sharded));
+            return Ok(None);
+        }
+        let change = self.stage(targets, needs.or(pending), None)?;
+        Ok(Some(
+            change.incremental(Loaded::full_read(sharded), Some(why)),
+        ))
+    }
+
+    /// Checks the new content of every target with ipmanager's own validator, then stages
+    /// it beside its target (removals are staged too, done at commit).
+    fn stage(
+        &self,
+        targets: Vec<Target<'_>>,
+        needs: Option<Activation>,
+        host_changes: Option<HostChangeDetails>,
+    ) -> Result<StagedChange, SyncError> {
+        for target in &targets {
+            if let Some(content) = target.content {
+                render::check::check_file(target.kind, content).map_err(|failure| {
+                    SyncError::Invalid {
+                        path: target.path.to_path_buf(),
+                        failure,
+                    }
+                })?;
+            }
+        }
+        let (writes, removals): (Vec<_>, Vec<_>) =
+            targets.into_iter().partition(|t| t.content.is_some());
+        let replacements: Vec<(&Path, &[u8])> = writes
+            .iter()
+            .map(|t| (&*t.path, t.content.unwrap_or("").as_bytes()))
             .collect();
-        let staged = write::stage_files(&replacements, self.files.file_mode)?;
-        Ok(Some(StagedChange {
+        let staged = write::stage_files(&replacements, self.files.file_mode)?
+            .removing(removals.iter().map(|t| t.path.to_path_buf()).collect());
+        Ok(StagedChange {
             staged_include: staged
                 .temp_path(&self.files.include_file)
                 .map(Path::to_owned),
             staged,
-            targets: changed
+            targets: writes
                 .iter()
-                .map(|t| (t.path.to_owned(), t.activation))
+                .chain(&removals)
+                .map(|t| (t.path.to_path_buf(), t.activation))
                 .collect(),
             needs,
             host_changes,
-        }))
+            model_after: None,
+            owes_compaction: false,
+            compaction: None,
+        })
     }
 
     /// Runs the check command on a changed include file, puts the staged files in place and
-    /// activates what they need.
+    /// activates what they need; then (incremental layout) the model becomes what dnsmasq
+    /// holds.
     async fn check_and_commit(
         self: Arc<Self>,
-        change: StagedChange,
+        mut change: StagedChange,
         pending: Option<Activation>,
+        started: Instant,
     ) -> Outcome {
         if let Some(staged_include) = &change.staged_include {
             if let Err(error) = self.activator.check_include(staged_include).await {
                 return Outcome::failed(pending, SyncError::CheckCommand(error));
             }
         }
-        let owed_by_all = stronger(pending, change.needs);
+        let owed_by_all = pending.max(change.needs);
+        let model_after = change.model_after.take();
+        let compaction = change.compaction;
         let worker = Arc::clone(&self);
         let (written, needed, result) =
             match blocking("writing", move || worker.commit(change, pending)).await {
                 Ok(committed) => committed,
                 // Some files may be in place: they are owed their activation, and the resync
                 // that follows this error finds whatever was not replaced.
-                Err(error) => return Outcome::failed(Some(owed_by_all), error),
+                Err(error) => return Outcome::failed(owed_by_all, error),
             };
         let owed = pending.max(needed);
         let mut outcome = match result {
@@ -353,6 +590,13 @@ impl Worker {
             Err(error) => Outcome::failed(owed, error.into()),
         };
         outcome.written = written;
+        if let (Some(after), Ok(())) = (model_after, &outcome.result) {
+            let compacted = compaction.map(|why| Compacted {
+                why,
+                took: started.elapsed(),
+            });
+            outcome.incremental = Some(self.settle(after, compacted));
+        }
         outcome
     }
 
@@ -364,9 +608,7 @@ impl Worker {
         pending: Option<Activation>,
     ) -> (Written, Option<Activation>, Result<(), FileError>) {
         let mut written = Written::default();
-        // The marker goes first: after a crash from here on, the next start activates anyway.
-        let owed = stronger(pending, change.needs);
-        if let Err(error) = write::replace_volatile(&self.files.marker, owed.as_str().as_bytes()) {
+        if let Err(error) = self.record_owed(&change, pending) {
             return (written, None, Err(error));
         }
         let (renamed, result) = match change.staged.commit() {
@@ -376,16 +618,65 @@ impl Worker {
         let mut host_changes = change.host_changes;
         let mut activation = None;
         for (path, needs) in change.targets.into_iter().take(renamed) {
-            activation = activation.max(Some(needs));
-            if self.files.holds_hosts(&path) {
-                written.host_changes = host_changes.take();
+            activation = activation.max(needs);
+            if self.files.holds_hosts(&path) || self.files.shards.is_some() {
+                written.host_changes = host_changes.take().or(written.host_changes);
             }
             written.files.push(path.display().to_string());
         }
-        (written, activation, result)
+        // Complete, the change needs what it said, which a compaction says without any file.
+        let needed = match result {
+            Ok(()) => change.needs,
+            Err(_) => activation,
+        };
+        (written, needed, result)
     }
 
-    /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded.
+    /// Before any file of `change` lands: the incremental model becomes unknown (dnsmasq
+    /// reads each shard file as it lands), the debt marker records a compaction the change
+    /// will owe, and the activation marker the activation it needs, so that a crash from here
+    /// on is made good at the next start.
+    fn record_owed(
+        &self,
+        change: &StagedChange,
+        pending: Option<Activation>,
+    ) -> Result<(), FileError> {
+        if let Some(dirs) = &self.files.shards {
+            *self.model() = None;
+            if change.owes_compaction {
+                dirs.record_debt()?;
+            }
+        }
+        match pending.max(change.needs) {
+            Some(owed) => write::replace_volatile(&self.files.marker, owed.as_str().as_bytes()),
+            None => Ok(()),
+        }
+    }
+
+    /// A change is in place and dnsmasq holds `after`: it becomes the model, and when nothing
+    /// is owed any more the debt marker goes.
+    fn settle(&self, after: Loaded, compacted: Option<Compacted>) -> Incremental {
+        if !after.debt() {
+            if let Some(dirs) = &self.files.shards {
+                dirs.clear_debt();
+            }
+        }
+        *self.model() = Some(after);
+        self.incremental(compacted)
+    }
+
+    /// What dnsmasq owes the files according to the model.
+    fn incremental(&self, compacted: Option<Compacted>) -> Incremental {
+        let model = self.model();
+        Incremental {
+            pending_hosts: model.as_ref().map(Loaded::pending).unwrap_or_default(),
+            owed: model.as_ref().is_some_and(Loaded::debt),
+            compacted,
+        }
+    }
+
+    /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded. With
+    /// the incremental layout dnsmasq has then read every shard file whole: nothing is owed.
     pub(super) async fn activate(&self, owed: Option<Activation>) -> Outcome {
         let Some(activation) = owed else {
             return Outcome::done(None);
@@ -397,13 +688,51 @@ impl Worker {
             // dnsmasq has the files; a stale marker only costs one extra activation later.
             warn!(error = %error_chain(&error), "cannot remove the activation marker");
         }
+        if let Some(dirs) = &self.files.shards {
+            dirs.clear_debt();
+        }
         Outcome::done(Some(activation))
     }
 }
 
-/// `pending` and `needs` together: the stronger of the two.
-fn stronger(pending: Option<Activation>, needs: Activation) -> Activation {
-    pending.map_or(needs, |pending| pending.max(needs))
+/// Why a sync of the incremental layout compacts, if it does: a due or requested compaction,
+/// a changed include file (the restart reads everything anyway), or an unknown model (the debt
+/// marker says whether the last agent left a compaction owed).
+fn compaction_reason(
+    model_known: bool,
+    compact: Option<Why>,
+    include_changed: bool,
+    marker: impl FnOnce() -> bool,
+) -> Option<Why> {
+    match compact {
+        Some(why) => Some(why),
+        None if include_changed => Some(Why::Include),
+        None if model_known => None,
+        None if marker() => Some(Why::Debt),
+        None => Some(Why::Start),
+    }
+}
+
+/// The hosts a plan adds, removes and changes, from the old and new reservation shards it
+/// writes (a host's lines never leave its shard).
+fn describe_planned(before: &Sharded, plan: &plan::Plan) -> HostChangeDetails {
+    let (mut old, mut new) = (String::new(), String::new());
+    for (shard, content) in &plan.dhcp {
+        old.push_str(before.dhcp.get(shard).map_or("", String::as_str));
+        new.push_str(content.as_deref().unwrap_or(""));
+    }
+    render::describe_host_changes(&old, &new, HOSTS_NAMED)
+}
+
+/// The targets whose file differs from their content (a removal: whose file exists).
+fn changed(targets: Vec<Target<'_>>) -> Result<Vec<Target<'_>>, FileError> {
+    let mut changed = Vec::with_capacity(targets.len());
+    for target in targets {
+        if target.differs()? {
+            changed.push(target);
+        }
+    }
+    Ok(changed)
 }
 
 /// Runs `work` on the blocking thread pool, inside the caller's tracing span. A panic in it
@@ -456,18 +785,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.to_string(), "writing panicked: static text");
         assert_eq!(blocking("rendering", || 42).await.unwrap(), 42);
-    }
-
-    #[test]
-    fn the_stronger_activation_is_owed() {
-        assert_eq!(stronger(None, Activation::Reload), Activation::Reload);
-        assert_eq!(
-            stronger(Some(Activation::Restart), Activation::Reload),
-            Activation::Restart
-        );
-        assert_eq!(
-            stronger(Some(Activation::Reload), Activation::Restart),
-            Activation::Restart
-        );
     }
 }

@@ -35,7 +35,8 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 69;
     pub const SOFTWARE: u8 = 70;
     pub const IO_ERR: u8 = 74;
-    /// `--wait` timed out: the change is committed but not yet live everywhere.
+    /// `--wait` timed out: the change is committed but not yet live everywhere (or `compact`
+    /// timed out); or a temporary database failure.
     pub const TEMP_FAIL: u8 = 75;
     pub const NO_PERM: u8 = 77;
     pub const CONFIG: u8 = 78;
@@ -47,15 +48,16 @@ Examples:
   ipmanager host add --mac 52:54:00:12:34:56 --hostname printer --subnet office --wait
   ipmanager host list --search printer
   ipmanager status                           which agents have applied the latest change
+  ipmanager compact                          every live agent compacts its files now
   ipmanager log --host printer --since 1d
   ipmanager import /etc/kea/kea-dhcp4.conf --format kea --dry-run
   ipmanager migrate                          apply the schema (as a role that may create it)
   IPMANAGER_DATABASE_URL=postgresql://ipmanager_agent@db/ipmanager ipmanager agent
 
 Exit codes: 0 ok, 1 not found or nothing to do, 2 usage, 65 rejected data, 69 database
-unavailable, 74 I/O error, 75 --wait timed out or a temporary database failure (out of
-locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad configuration
-(also: a PostgreSQL server older than 13).
+unavailable, 74 I/O error, 75 --wait or compact timed out or a temporary database failure
+(out of locks or memory, timeout, deadlock: try again), 77 permission denied, 78 bad
+configuration (also: a PostgreSQL server older than 13).
 
 Configuration: defaults, then the file, then the environment: IPMANAGER_DATABASE_URL
 overrides database_url, IPMANAGER__SECTION__KEY any other key (IPMANAGER__AGENT__NAME=dhcp1).
@@ -91,8 +93,11 @@ pub enum Command {
     /// Add, remove, show and list sites (named groups of subnets that agents serve by site).
     #[command(subcommand)]
     Site(site::SiteCommand),
-    /// Show every agent: up to date or behind, since when, last error.
+    /// Show every agent: up to date or behind, since when, last error; changes awaiting a
+    /// compaction.
     Status(sync::StatusArgs),
+    /// Have every live agent compact its files now (layout incremental) and wait until it has.
+    Compact(sync::CompactArgs),
     /// Show the audit log of changes to hosts and subnets.
     Log(audit::LogArgs),
     /// Import reservations from a dnsmasq, ethers, dhcp-hostsfile or ISC Kea file.
@@ -247,7 +252,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.is::<Unreachable>() {
             return exit::UNAVAILABLE;
         }
-        if cause.is::<sync::NotLive>() {
+        if cause.is::<sync::TimedOut>() {
             return exit::TEMP_FAIL;
         }
         if let Some(admin) = cause.downcast_ref::<AdminError>() {
@@ -314,6 +319,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Subnet(_) => "subnet",
         Command::Site(_) => "site",
         Command::Status(_) => "status",
+        Command::Compact(_) => "compact",
         Command::Log(_) => "log",
         Command::Import(_) => "import",
         Command::Export(_) => "export",
@@ -325,6 +331,7 @@ async fn run_admin(command: Command, config: &Config) -> Result<()> {
         Command::Subnet(command) => subnet::run(command, &mut session).await,
         Command::Site(command) => site::run(command, &mut session).await,
         Command::Status(args) => sync::status(args, &mut session).await,
+        Command::Compact(args) => sync::compact(args, &mut session).await,
         Command::Log(args) => audit::run(args, &mut session).await,
         Command::Import(args) => exchange::import(args, &mut session).await,
         Command::Export(args) => exchange::export(args, &mut session).await,

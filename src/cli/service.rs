@@ -122,13 +122,17 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     if let Some(sites) = &config.agent.sites {
         outln!("agent.sites = {sites:?}")?;
     }
-    outln!(
-        "dnsmasq.layout = {:?}",
-        format!("{:?}", d.layout).to_lowercase()
-    )?;
+    outln!("dnsmasq.layout = {:?}", d.layout_name())?;
     outln!("dnsmasq.include_file = {:?}", d.include_file)?;
     outln!("dnsmasq.hosts_file = {:?}", d.hosts_file)?;
     outln!("dnsmasq.addn_hosts_file = {:?}", d.addn_hosts_file)?;
+    outln!("dnsmasq.hosts_dir = {:?}", d.hosts_dir)?;
+    outln!("dnsmasq.names_dir = {:?}", d.names_dir)?;
+    outln!("dnsmasq.shards = {}", d.shards)?;
+    outln!(
+        "dnsmasq.compaction_interval = {:?}",
+        duration(d.compaction_interval)
+    )?;
     outln!("dnsmasq.pid_file = {:?}", d.pid_file)?;
     outln!("dnsmasq.dns_scope = {:?}", d.dns_scope.as_str())?;
     outln!("dnsmasq.reload_command = {:?}", d.reload_command)?;

@@ -24,6 +24,9 @@ pub use snapshot::{take_snapshot, take_snapshot_at, SiteScope, SnapshotAt};
 pub const CHANGES_CHANNEL: &str = "ipmanager_changes";
 /// The channel on which the same statements notify the sites they touched (V4).
 pub const SITE_CHANGES_CHANNEL: &str = "ipmanager_site_changes";
+/// The channel on which `ipmanager.request_compaction()` asks every agent for a compaction now
+/// (V5); the payload is empty.
+pub const COMPACT_CHANNEL: &str = "ipmanager_compact";
 
 /// Errors of the database layer that callers branch on.
 #[derive(Debug, thiserror::Error)]

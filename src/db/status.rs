@@ -6,6 +6,10 @@
 //! is live on that agent exactly when its transaction is visible in that snapshot. The agent
 //! reports it only once the files are on disk and dnsmasq has picked them up.
 //!
+//! An agent whose dnsmasq does not yet serve some hosts as its files say (the incremental
+//! layout, until its next compaction) reports their ids with the snapshot, and a change touching
+//! one of them does not count as applied there (`ipmanager.change_applied`).
+//!
 //! Writing status is best effort: the caller runs it beside the sync, never in its way.
 
 use std::time::{Duration, SystemTime};
@@ -18,7 +22,7 @@ use super::DbError;
 const REPORT: &str = "\
     SELECT ipmanager.agent_report($1::text, $2::text, $3::text::interval, $4::text::pg_snapshot, \
            $5::text, $6::int4, $7::int4, $8::text, $9::text, $10::text, $11::timestamptz, \
-           $12::text[], $13::text)";
+           $12::text[], $13::text, $14::text, $15::int8[], $16::bool)";
 
 /// What a sync put in place: the database state the files on disk (and in dnsmasq) describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +36,8 @@ pub struct Applied {
 }
 
 /// One call of `ipmanager.agent_report`. `applied` and `error` are only given when something
-/// was applied or failed since the last report; a heartbeat carries neither.
+/// was applied or failed since the last report; a heartbeat carries neither (and
+/// `Report { phase, ..Report::default() }` is one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// What the agent is doing, e.g. `in_sync` or `activation_failing`.
@@ -40,6 +45,15 @@ pub struct Report {
     pub applied: Option<Applied>,
     /// The error chain of the latest failure.
     pub error: Option<String>,
+    /// Ids of the hosts dnsmasq does not serve as the applied files say until the next
+    /// compaction; `None` or empty: none. Stored only together with `applied` (it describes
+    /// those files): a report without `applied` leaves the stored set as it is, so after a
+    /// compaction report `applied` again with `Some(vec![])` (or `None`).
+    pub pending_hosts: Option<Vec<i64>>,
+    /// A compaction asked for on [`COMPACT_CHANNEL`](super::COMPACT_CHANNEL) is done (for layouts
+    /// without compactions: the request was seen): sets `compacted_at`, which
+    /// `ipmanager compact` waits for. Give it once per request.
+    pub compacted: bool,
 }
 
 /// Writes the reports of one agent: its name, and what stays the same for the life of the process.
@@ -54,6 +68,8 @@ pub struct StatusWriter {
     /// The sites served (`None`: every subnet) and the DNS scope, for `agent_status`.
     sites: Option<Vec<String>>,
     dns_scope: &'static str,
+    /// The `[dnsmasq] layout`; `None` until [`StatusWriter::layout`] sets it.
+    layout: Option<&'static str>,
 }
 
 impl StatusWriter {
@@ -71,6 +87,7 @@ impl StatusWriter {
             started_at: SystemTime::now(),
             sites: None,
             dns_scope: "sites",
+            layout: None,
         }
     }
 
@@ -79,6 +96,15 @@ impl StatusWriter {
         StatusWriter {
             sites,
             dns_scope,
+            ..self
+        }
+    }
+
+    /// Reports `layout` (`"hostsfile"`, `"conf"` or `"incremental"`, as in `[dnsmasq] layout`;
+    /// the database refuses others) as the way this agent feeds dnsmasq.
+    pub fn layout(self, layout: &'static str) -> StatusWriter {
+        StatusWriter {
+            layout: Some(layout),
             ..self
         }
     }
@@ -108,6 +134,9 @@ impl StatusWriter {
                     &self.started_at,
                     &self.sites,
                     &self.dns_scope,
+                    &self.layout,
+                    &report.pending_hosts,
+                    &report.compacted,
                 ],
             )
             .await?;

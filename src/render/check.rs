@@ -21,7 +21,12 @@
 //! [`FileKind::AddnHosts`]: `IP [fqdn] hostname` separated by single spaces, the fqdn being
 //! `hostname.domain`; no address twice.
 //!
-//! [`FileKind::Include`]: comments, `dhcp-hostsfile=PATH`, `addn-hosts=PATH` (once each),
+//! A shard of the incremental layout is checked as the kind of file its lines are: a
+//! `dhcp-hostsdir` shard as [`FileKind::HostsFile`], a `hostsdir` shard as
+//! [`FileKind::AddnHosts`].
+//!
+//! [`FileKind::Include`]: comments, `dhcp-hostsfile=PATH`, `addn-hosts=PATH`,
+//! `dhcp-hostsdir=PATH`, `hostsdir=PATH` (once each),
 //! `dhcp-range=set:subnetN,…` (once per tag, in the four forms of [`super`]),
 //! `dhcp-option=tag:subnetN,option:router,IPV4` (after its range, inside its network, once),
 //! `domain=DOMAIN,CIDR` (of a network set up by an earlier range), `dhcp-host=MAC,IP,hostname[,LEASE]`
@@ -38,6 +43,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use super::validate;
+
+/// The include file's options whose value is a file or directory path.
+const PATH_OPTIONS: [&str; 4] = ["dhcp-hostsfile", "addn-hosts", "dhcp-hostsdir", "hostsdir"];
 
 /// At most this many problems are listed in a [`CheckFailure`].
 pub const MAX_PROBLEMS: usize = 10;
@@ -217,8 +225,8 @@ struct Checker {
     names: Addresses,
     /// dhcp-range tags by subnet id.
     tags: HashMap<i64, Tag>,
-    /// The lines of `dhcp-hostsfile=` and `addn-hosts=`.
-    paths: [Option<usize>; 2],
+    /// The lines of the [`PATH_OPTIONS`].
+    paths: [Option<usize>; PATH_OPTIONS.len()],
 }
 
 impl Checker {
@@ -230,7 +238,7 @@ impl Checker {
             reservations: Addresses::default(),
             names: Addresses::default(),
             tags: HashMap::new(),
-            paths: [None; 2],
+            paths: [None; PATH_OPTIONS.len()],
         }
     }
 
@@ -368,9 +376,10 @@ impl Checker {
                 None => "neither a comment nor an option=value line".to_owned(),
             });
         };
+        if let Some(which) = PATH_OPTIONS.iter().position(|&o| o == option) {
+            return self.path(which, option, n, value);
+        }
         match option {
-            "dhcp-hostsfile" => self.path(0, option, n, value),
-            "addn-hosts" => self.path(1, option, n, value),
             "dhcp-range" => self.range(n, value),
             "dhcp-option" => self.router(n, value),
             "domain" => self.domain(value),
@@ -383,7 +392,7 @@ impl Checker {
         }
     }
 
-    /// `dhcp-hostsfile=PATH` or `addn-hosts=PATH`, once each.
+    /// One of the [`PATH_OPTIONS`], each at most once.
     fn path(&mut self, which: usize, option: &str, n: usize, value: &str) -> Result<(), String> {
         validate::file_path(Path::new(value))?;
         if let Some(first) = self.paths[which] {
@@ -844,6 +853,11 @@ mod tests {
         );
         assert_eq!(check_file(FileKind::Include, &include), Ok(()));
         assert_eq!(check_file(FileKind::Include, ""), Ok(()));
+        let dirs = format!(
+            "{HEADER}dhcp-hostsdir=/var/lib/ipmanager/dhcp-hosts.d\n\
+             hostsdir=/var/lib/ipmanager/hosts.d\n{RANGE}"
+        );
+        assert_eq!(check_file(FileKind::Include, &dirs), Ok(()));
     }
 
     #[test]
@@ -1120,6 +1134,36 @@ mod tests {
                 format!("{HEADER}addn-hosts=relative\n"),
                 2,
                 "path is not absolute",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=/a\nhostsdir=/b\ndhcp-hostsdir=/a\n"),
+                4,
+                "dhcp-hostsdir is already set on line 2",
+            ),
+            (
+                Include,
+                format!("{HEADER}hostsdir=/a\nhostsdir=/b\n"),
+                3,
+                "hostsdir is already set on line 2",
+            ),
+            (
+                Include,
+                format!("{HEADER}hostsdir=/a,/b\n"),
+                2,
+                "path contains ','",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=hosts.d\n"),
+                2,
+                "path is not absolute",
+            ),
+            (
+                Include,
+                format!("{HEADER}dhcp-hostsdir=/a b\n"),
+                2,
+                "path contains",
             ),
             (
                 Include,

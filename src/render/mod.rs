@@ -16,6 +16,20 @@
 //! `dhcp-host=MAC,IP,hostname[,LEASE]` for every served host, then
 //! `host-record=[fqdn,]hostname,IP` for every served host.
 //!
+//! With [`LayoutKind::Incremental`] the lines of `hosts` and `addn_hosts` are spread over shard
+//! files in two directories that dnsmasq watches, so that one changed host rewrites one small
+//! file and no signal is needed ([`Rendered::sharded`], see [`Sharded`]):
+//!
+//! - `include`: the header, `dhcp-hostsdir=<hosts_dir>`, `hostsdir=<names_dir>`, then the
+//!   subnet blocks.
+//! - shard `n` (of [`Layout::shards`]) holds the lines of the hosts whose id is `n` modulo the
+//!   number of shards, in the usual order, in the file [`shard_file_name`]`(n)` of both
+//!   directories; exactly the hostsfile layout's lines, so that all shards together hold
+//!   exactly its `hosts` and `addn_hosts` lines. A shard without lines has no file; a host
+//!   with its name only has a line in the names shard only.
+//!
+//! [`crate::plan`] decides which shard files a change rewrites and what dnsmasq then serves.
+//!
 //! A subnet block:
 //!
 //! ```text
@@ -55,6 +69,7 @@
 mod changes;
 pub mod check;
 pub(crate) mod lines;
+mod shard;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -63,6 +78,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
+pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded};
 
 use crate::model::{Host, Snapshot, Subnet};
 
@@ -73,15 +89,23 @@ pub enum LayoutKind {
     #[default]
     Hostsfile,
     Conf,
+    Incremental,
 }
 
-/// The layout and the two paths the include file points dnsmasq at (unused with
-/// [`LayoutKind::Conf`]).
+/// The layout and the paths the include file points dnsmasq at: the two files with
+/// [`LayoutKind::Hostsfile`], the two directories and the number of shards with
+/// [`LayoutKind::Incremental`], none with [`LayoutKind::Conf`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub kind: LayoutKind,
     pub hosts_file: PathBuf,
     pub addn_hosts_file: PathBuf,
+    /// The `dhcp-hostsdir` the reservation shards go to.
+    pub hosts_dir: PathBuf,
+    /// The `hostsdir` the name shards go to.
+    pub names_dir: PathBuf,
+    /// How many shards hosts are spread over; 0 counts as 1.
+    pub shards: u32,
 }
 
 /// A database row, by id.
@@ -103,14 +127,16 @@ pub struct Skipped {
 pub struct Rendered {
     /// The conf-dir include file.
     pub include: String,
-    /// The dhcp-hostsfile; `None` with [`LayoutKind::Conf`].
+    /// The dhcp-hostsfile; `Some` exactly with [`LayoutKind::Hostsfile`].
     pub hosts: Option<String>,
-    /// The addn-hosts file; `None` with [`LayoutKind::Conf`].
+    /// The addn-hosts file; `Some` exactly with [`LayoutKind::Hostsfile`].
     pub addn_hosts: Option<String>,
     /// Hosts written, i.e. `dhcp-host` lines.
     pub hosts_served: usize,
     /// Subnets first, then hosts, each in output order.
     pub skipped: Vec<Skipped>,
+    /// The shard files; `Some` exactly with [`LayoutKind::Incremental`].
+    pub sharded: Option<Sharded>,
 }
 
 /// What [`summarize_host_changes`] counts.
@@ -125,7 +151,8 @@ pub struct HostChanges {
 ///
 /// The include file's paths are checked with [`validate::file_path`]; configuration rejects a
 /// bad one before the agent starts, so here it is only a last defence: instead of the unsafe
-/// `dhcp-hostsfile=` or `addn-hosts=` line, a fixed comment saying it was omitted is written.
+/// `dhcp-hostsfile=`, `addn-hosts=`, `dhcp-hostsdir=` or `hostsdir=` line, a fixed comment
+/// saying it was omitted is written.
 pub fn render(snapshot: &Snapshot, layout: &Layout) -> Rendered {
     render_scoped(snapshot, layout, &[])
 }
@@ -136,9 +163,16 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
     let mut skipped = Vec::new();
     let mut include = String::with_capacity(256 + snapshot.subnets.len() * 256);
     include.push_str(lines::HEADER);
-    if layout.kind == LayoutKind::Hostsfile {
-        path_line(&mut include, "dhcp-hostsfile", &layout.hosts_file);
-        path_line(&mut include, "addn-hosts", &layout.addn_hosts_file);
+    match layout.kind {
+        LayoutKind::Hostsfile => {
+            path_line(&mut include, "dhcp-hostsfile", &layout.hosts_file);
+            path_line(&mut include, "addn-hosts", &layout.addn_hosts_file);
+        }
+        LayoutKind::Incremental => {
+            path_line(&mut include, "dhcp-hostsdir", &layout.hosts_dir);
+            path_line(&mut include, "hostsdir", &layout.names_dir);
+        }
+        LayoutKind::Conf => {}
     }
     let (named, served): (Vec<&Subnet>, Vec<&Subnet>) = snapshot
         .subnets
@@ -151,7 +185,7 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         subnets.add_names_only(render_subnets(named, &mut String::new(), &mut skipped));
     }
     match layout.kind {
-        LayoutKind::Hostsfile => {
+        LayoutKind::Hostsfile | LayoutKind::Incremental => {
             let hosts = render_hosts(
                 &snapshot.hosts,
                 &subnets,
@@ -159,12 +193,20 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
                 String::new(),
                 &mut skipped,
             );
+            let (hosts_file, addn_hosts, sharded) = match hosts.written {
+                Some(written) => {
+                    let sharded = shard::split(&hosts.dhcp, &hosts.dns, &written, layout.shards);
+                    (None, None, Some(sharded))
+                }
+                None => (Some(hosts.dhcp), Some(hosts.dns), None),
+            };
             Rendered {
                 include,
-                hosts: Some(hosts.dhcp),
-                addn_hosts: Some(hosts.dns),
+                hosts: hosts_file,
+                addn_hosts,
                 hosts_served: hosts.served,
                 skipped,
+                sharded,
             }
         }
         LayoutKind::Conf => {
@@ -183,6 +225,7 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
                 addn_hosts: None,
                 hosts_served: hosts.served,
                 skipped,
+                sharded: None,
             }
         }
     }
@@ -307,9 +350,14 @@ fn host_order(hosts: &[Host]) -> impl Iterator<Item = &Host> {
 
 /// A host's subnet and MAC as one number, for the duplicate check.
 fn mac_key(h: &Host) -> u128 {
-    let mac = h.mac.iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b));
+    subnet_mac_key(h.subnet_id, &h.mac)
+}
+
+/// A subnet id and a MAC as one number: what dnsmasq serves one reservation to.
+pub(crate) fn subnet_mac_key(subnet_id: i64, mac: &[u8; 6]) -> u128 {
+    let mac = mac.iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b));
     // The id's bit pattern fills the top 64 bits; the MAC the low 48.
-    u128::from(h.subnet_id as u64) << 64 | mac
+    u128::from(subnet_id as u64) << 64 | mac
 }
 
 /// The (subnet, MAC) keys that more than one host has, each mapped to the host that holds it
@@ -324,22 +372,24 @@ fn repeated_mac_keys(hosts: &[Host]) -> HashMap<u128, Option<i64>> {
         .collect()
 }
 
-/// The per-host halves of the output: reservation lines and name lines.
-struct HostLines {
+/// The per-host halves of the output: reservation lines and name lines, and with
+/// [`LayoutKind::Incremental`] which host wrote which lines, for spreading them over shards.
+struct HostLines<'a> {
     dhcp: String,
     dns: String,
     served: usize,
+    written: Option<Vec<shard::Written<'a>>>,
 }
 
 /// Writes the lines of every host that may be served, reservations after whatever `dhcp`
 /// already holds.
-fn render_hosts(
-    hosts: &[Host],
+fn render_hosts<'a>(
+    hosts: &'a [Host],
     subnets: &SubnetIndex,
     kind: LayoutKind,
     mut dhcp: String,
     skipped: &mut Vec<Skipped>,
-) -> HostLines {
+) -> HostLines<'a> {
     // One allocation per file in the common case: a line is the names plus ~50 bytes. A conf
     // include ends up holding the name lines too.
     let names: usize = hosts.iter().map(|h| h.hostname.len()).sum();
@@ -354,6 +404,7 @@ fn render_hosts(
         dhcp,
         dns: String::with_capacity(dns_bytes),
         served: 0,
+        written: (kind == LayoutKind::Incremental).then(|| Vec::with_capacity(hosts.len())),
     };
     // Hosts come sorted by address, so a taken address can only be the last one served.
     let mut last_served: Option<(IpAddr, i64)> = None;
@@ -382,6 +433,14 @@ fn render_hosts(
             Ok(reserved) => {
                 out.served += usize::from(reserved);
                 last_served = Some((host.ip, host.id));
+                if let Some(written) = &mut out.written {
+                    written.push(shard::Written {
+                        host,
+                        reserved,
+                        dhcp_end: out.dhcp.len(),
+                        dns_end: out.dns.len(),
+                    });
+                }
             }
             Err(reason) => skipped.push(Skipped {
                 row: Row::Host(host.id),
@@ -424,7 +483,9 @@ fn write_name(
 ) -> Result<(), String> {
     let start = out.dns.len();
     match kind {
-        LayoutKind::Hostsfile => lines::addn_host(&mut out.dns, host, domain),
+        LayoutKind::Hostsfile | LayoutKind::Incremental => {
+            lines::addn_host(&mut out.dns, host, domain)
+        }
         LayoutKind::Conf => lines::host_record(&mut out.dns, host, domain),
     }
     if lines::fits(&out.dns, start) {
@@ -444,7 +505,7 @@ fn write_host(
 ) -> Result<(), String> {
     let (dhcp_start, dns_start) = (out.dhcp.len(), out.dns.len());
     match kind {
-        LayoutKind::Hostsfile => {
+        LayoutKind::Hostsfile | LayoutKind::Incremental => {
             lines::dhcp_host(&mut out.dhcp, "", host);
             lines::addn_host(&mut out.dns, host, domain);
         }
@@ -478,6 +539,9 @@ mod tests {
             kind,
             hosts_file: "/var/lib/ipmanager/dhcp-hosts".into(),
             addn_hosts_file: "/var/lib/ipmanager/hosts".into(),
+            hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
+            names_dir: "/var/lib/ipmanager/hosts.d".into(),
+            shards: 4,
         }
     }
 
@@ -525,6 +589,7 @@ mod tests {
             kind: LayoutKind::Hostsfile,
             hosts_file: "/tmp/x\ndhcp-script=/tmp/evil".into(),
             addn_hosts_file: "relative".into(),
+            ..layout(LayoutKind::Hostsfile)
         };
         let rendered = render(&Snapshot::default(), &layout);
         assert_eq!(
@@ -533,6 +598,105 @@ mod tests {
              # dhcp-hostsfile omitted: the configured path is not safe in a dnsmasq line\n\
              # addn-hosts omitted: the configured path is not safe in a dnsmasq line\n"
         );
+        let layout = Layout {
+            kind: LayoutKind::Incremental,
+            hosts_dir: "/tmp/x,y".into(),
+            names_dir: "hosts.d".into(),
+            ..layout
+        };
+        assert_eq!(
+            render(&Snapshot::default(), &layout).include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             # dhcp-hostsdir omitted: the configured path is not safe in a dnsmasq line\n\
+             # hostsdir omitted: the configured path is not safe in a dnsmasq line\n"
+        );
+    }
+
+    #[test]
+    fn incremental_spreads_the_hostsfile_lines_over_shards() {
+        let far = Subnet {
+            id: 2,
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            domain: None,
+            ..subnet()
+        };
+        let snapshot = Snapshot {
+            subnets: vec![subnet(), far],
+            hosts: vec![
+                host(9, "10.0.0.9", 9, "nine"),
+                host(1, "10.0.0.1", 1, "one"),
+                host(-3, "10.0.0.3", 3, "minus-three"),
+                host(4, "10.0.0.4", 1, "same-mac"),
+                Host {
+                    subnet_id: 2,
+                    ..host(6, "10.0.1.6", 6, "far")
+                },
+            ],
+        };
+        let rendered = render_scoped(&snapshot, &layout(LayoutKind::Incremental), &[2]);
+        assert_eq!(
+            rendered.include,
+            "# Managed by ipmanager: do not edit, changes are overwritten.\n\
+             dhcp-hostsdir=/var/lib/ipmanager/dhcp-hosts.d\n\
+             hostsdir=/var/lib/ipmanager/hosts.d\n\
+             # subnet 1 10.0.0.0/24\n\
+             dhcp-range=set:subnet1,10.0.0.0,static,255.255.255.0\n\
+             domain=lan,10.0.0.0/24\n"
+        );
+        assert_eq!((rendered.hosts, rendered.addn_hosts), (None, None));
+        assert_eq!(rendered.hosts_served, 3);
+        assert_eq!(rendered.skipped.len(), 1);
+        let sharded = rendered.sharded.unwrap();
+        assert_eq!(sharded.shards, 4);
+        // -3 mod 4 = 1, with 1 and 9, in address order; 6 has its name only, in shard 2.
+        let dhcp: Vec<(u32, &str)> = sharded.dhcp.iter().map(|(&s, t)| (s, t.as_str())).collect();
+        assert_eq!(
+            dhcp,
+            [(
+                1,
+                "52:54:00:00:00:01,10.0.0.1,one\n\
+                 52:54:00:00:00:03,10.0.0.3,minus-three\n\
+                 52:54:00:00:00:09,10.0.0.9,nine\n"
+            )]
+        );
+        let dns: Vec<(u32, &str)> = sharded.dns.iter().map(|(&s, t)| (s, t.as_str())).collect();
+        assert_eq!(
+            dns,
+            [
+                (
+                    1,
+                    "10.0.0.1 one.lan one\n10.0.0.3 minus-three.lan minus-three\n\
+                     10.0.0.9 nine.lan nine\n"
+                ),
+                (2, "10.0.1.6 far\n")
+            ]
+        );
+        let reservations: Vec<(i64, &str)> = sharded
+            .reservations(1)
+            .map(|(entry, line)| (entry.host_id, line))
+            .collect();
+        assert_eq!(
+            reservations,
+            [
+                (1, "52:54:00:00:00:01,10.0.0.1,one"),
+                (-3, "52:54:00:00:00:03,10.0.0.3,minus-three"),
+                (9, "52:54:00:00:00:09,10.0.0.9,nine")
+            ]
+        );
+        assert_eq!(sharded.reservations(2).count(), 0);
+        assert_eq!(sharded.entries[1].ip, "10.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(sharded.entries[1].subnet_id, 1);
+        assert_eq!(sharded.entries[1].shard, 1);
+    }
+
+    #[test]
+    fn shard_files_are_named_in_four_hex_digits() {
+        assert_eq!(shard_file_name(0), "0000");
+        assert_eq!(shard_file_name(0xa3), "00a3");
+        assert_eq!(shard_file_name(65_535), "ffff");
+        assert_eq!(shard_of(-1, 1024), 1023);
+        assert_eq!(shard_of(i64::MIN, 3), 1);
+        assert_eq!(shard_of(5, 0), 0);
     }
 
     #[test]

@@ -299,6 +299,7 @@ async fn pump(
     }
 }
 pub mod agent_process;
+pub mod arb;
 pub mod binary;
 pub mod cluster;
 pub mod netns;
