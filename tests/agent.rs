@@ -54,6 +54,19 @@ impl Harness {
         harness
     }
 
+    /// An agent with the incremental layout: 16 shards in `dhcp-hosts.d` and `hosts.d`.
+    async fn start_incremental(db: &TestDb, compaction_interval: &str) -> Harness {
+        let mut harness = Self::prepare().await;
+        let d = harness.dir.path().display().to_string();
+        harness.dnsmasq_extra = format!(
+            "layout = \"incremental\"\nhosts_dir = \"{d}/dhcp-hosts.d\"\n\
+             names_dir = \"{d}/hosts.d\"\nshards = {SHARDS}\n\
+             compaction_interval = \"{compaction_interval}\"\n"
+        );
+        harness.spawn_agent(&db.url, "");
+        harness
+    }
+
     /// The directory and the SIGHUP counter, without an agent yet.
     async fn prepare() -> Harness {
         let dir = tempfile::tempdir().unwrap();
@@ -1497,4 +1510,324 @@ async fn a_change_concerns_only_the_agents_serving_its_site_and_wait_says_when_n
     }
     berlin.stop().await;
     paris.stop().await;
+}
+
+/// Shards of [`Harness::start_incremental`].
+const SHARDS: i64 = 16;
+/// The debt marker of the incremental layout, in `hosts_dir`.
+const DEBT_MARKER: &str = "dhcp-hosts.d/.ipmanager-compaction-owed";
+
+/// The reservation shard file of host `id`, relative to the harness directory.
+fn dhcp_shard(id: i64) -> String {
+    format!("dhcp-hosts.d/{:04x}", id.rem_euclid(SHARDS))
+}
+
+/// [`add_host`], returning the new host's id.
+async fn add_host_id(db: &TestDb, mac: &str, ip: &str, hostname: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "INSERT INTO ipmanager.hosts (mac, ip, hostname)
+             VALUES ($1::text::macaddr, $2::text::inet, $3) RETURNING id",
+            &[&mac, &ip, &hostname],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Every shard file with its modification time.
+fn shard_mtimes(h: &Harness) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut files: Vec<_> = ["dhcp-hosts.d", "hosts.d"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(h.path(dir)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| {
+            let t = mtime(&p);
+            (p, t)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+async fn exec(db: &TestDb, sql: &str) {
+    db.client().await.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn incremental_adds_and_changes_rewrite_only_their_shard_without_any_signal() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let first = add_host_id(&db, "02:00:00:00:01:01", "10.64.1.1", "first").await;
+    let mut h = Harness::start_incremental(&db, "1h").await;
+    h.wait_in_sync().await;
+    // The first include file: a restart, which reads every shard.
+    assert_eq!(h.restarts(), 1);
+    let include = h.read("01-rust-managed.conf");
+    assert!(include.contains(&format!(
+        "dhcp-hostsdir={}",
+        h.path("dhcp-hosts.d").display()
+    )));
+    assert!(include.contains(&format!("hostsdir={}", h.path("hosts.d").display())));
+    assert!(h.read(&dhcp_shard(first)).contains("10.64.1.1,first"));
+    let before = h.status();
+    let mtimes = shard_mtimes(&h);
+
+    let second = add_host_id(&db, "02:00:00:00:01:02", "10.64.1.2", "second").await;
+    assert_ne!(second.rem_euclid(SHARDS), first.rem_euclid(SHARDS));
+    h.wait_file(&dhcp_shard(second), "the new host", |c| {
+        c.contains("10.64.1.2,second")
+    })
+    .await;
+    h.wait_status("the write to be recorded", |s| s.writes > before.writes)
+        .await;
+    let name_shard = format!("hosts.d/{:04x}", second.rem_euclid(SHARDS));
+    assert!(h
+        .read(&name_shard)
+        .contains("10.64.1.2 second.example.lan second"));
+    // Only the new host's two shard files are new; no other file was touched.
+    assert_eq!(shard_mtimes(&h).len(), mtimes.len() + 2);
+    for (path, time) in &mtimes {
+        assert_eq!(mtime(path), *time, "{} was rewritten", path.display());
+    }
+
+    // A new address for a host: served at once (the newest entry wins), no signal.
+    let writes = h.status().writes;
+    exec(
+        &db,
+        "UPDATE ipmanager.hosts SET ip = '10.64.1.3' WHERE hostname = 'second'",
+    )
+    .await;
+    h.wait_file(&dhcp_shard(second), "the new address", |c| {
+        c.contains("10.64.1.3,second")
+    })
+    .await;
+    h.wait_status("the write to be recorded", |s| s.writes > writes)
+        .await;
+    assert_eq!(mtime(&h.path(&dhcp_shard(first))), mtimes[0].1);
+    let after = h.status();
+    assert_eq!(
+        after.activations, before.activations,
+        "an incremental write signalled"
+    );
+    assert_eq!(h.restarts(), 1);
+    assert!(after.awaiting_compaction.is_empty(), "{after:?}");
+    // The old address is still reserved in dnsmasq's memory: a compaction is owed.
+    assert!(h.path(DEBT_MARKER).exists());
+    assert_eq!(after.compactions, before.compactions);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_reservation_awaits_a_compaction_that_runs_after_the_interval_with_one_reload() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let gone = add_host_id(&db, "02:00:00:00:02:01", "10.64.2.1", "gone").await;
+    add_host_id(&db, "02:00:00:00:02:02", "10.64.2.2", "stays").await;
+    let mut h = Harness::start_incremental(&db, "2s").await;
+    h.wait_in_sync().await;
+    let hups = h.hup.count();
+    let before = h.status();
+
+    let deleted_at = std::time::Instant::now();
+    exec(
+        &db,
+        &format!("DELETE FROM ipmanager.hosts WHERE id = {gone}"),
+    )
+    .await;
+    h.wait_status("the removal to await a compaction", |s| {
+        s.awaiting_compaction == [gone]
+    })
+    .await;
+    assert!(!h.read(&dhcp_shard(gone)).contains("gone"));
+    assert!(h.path(DEBT_MARKER).exists(), "the debt is recorded");
+    assert_eq!(h.status().activations, before.activations);
+    let client = db.client().await;
+    let reported = wait_until(DEADLINE, || {
+        let client = &client;
+        async move {
+            let pending: Option<Vec<i64>> = client
+                .query_one(
+                    "SELECT pending_hosts FROM ipmanager.agent_status WHERE name = 'test'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            pending == Some(vec![gone])
+        }
+    })
+    .await;
+    assert!(reported, "the pending host was not reported");
+
+    h.wait_status("the compaction", |s| s.compactions > before.compactions)
+        .await;
+    assert!(
+        deleted_at.elapsed() >= Duration::from_secs(2),
+        "compacted after {:?}, before the interval",
+        deleted_at.elapsed()
+    );
+    h.wait_sighups(hups).await;
+    let after = h.status();
+    assert_eq!(after.activations, before.activations + 1, "{after:?}");
+    assert_eq!(h.hup.count(), hups + 1, "exactly one reload");
+    assert!(after.awaiting_compaction.is_empty());
+    assert!(after.last_compaction.is_some());
+    assert!(
+        !h.path(DEBT_MARKER).exists(),
+        "the marker goes with the debt"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_compaction_request_compacts_at_once_and_is_reported() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    add_host_id(&db, "02:00:00:00:03:01", "10.64.3.1", "one").await;
+    let mut h = Harness::start_incremental(&db, "1h").await;
+    h.wait_in_sync().await;
+    let client = db.client().await;
+    wait_sync_status(&client, "test", "the first report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let hups = h.hup.count();
+    let before = h.status();
+
+    let requested: std::time::SystemTime = client
+        .query_one("SELECT ipmanager.request_compaction()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    h.wait_status("the requested compaction", |s| {
+        s.compactions > before.compactions
+    })
+    .await;
+    h.wait_sighups(hups).await;
+    let compacted = wait_until(DEADLINE, || {
+        let client = &client;
+        async move {
+            let at: Option<std::time::SystemTime> = client
+                .query_one(
+                    "SELECT compacted_at FROM ipmanager.agent_status WHERE name = 'test'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            at.is_some_and(|at| at >= requested)
+        }
+    })
+    .await;
+    assert!(compacted, "compacted_at was not reported");
+    assert_eq!(h.status().activations, before.activations + 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_of_another_layout_answers_a_compaction_request_at_once() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::start(&db).await;
+    h.wait_in_sync().await;
+    let client = db.client().await;
+    wait_sync_status(&client, "test", "the first report", |r| {
+        r.get::<_, bool>("up_to_date")
+    })
+    .await;
+    let activations = h.status().activations;
+    client
+        .batch_execute("SELECT ipmanager.request_compaction()")
+        .await
+        .unwrap();
+    let answered = wait_until(DEADLINE, || {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT compacted_at IS NOT NULL FROM ipmanager.agent_status WHERE name = 'test'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    })
+    .await;
+    assert!(answered, "the request was not answered");
+    assert_eq!(h.status().activations, activations, "nothing to compact");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_compacts_at_start_only_when_the_marker_says_a_compaction_is_owed() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let gone = add_host_id(&db, "02:00:00:00:04:01", "10.64.4.1", "gone").await;
+    add_host_id(&db, "02:00:00:00:04:02", "10.64.4.2", "stays").await;
+    let mut h = Harness::start_incremental(&db, "1h").await;
+    h.wait_in_sync().await;
+    h.stop().await;
+
+    // Files exact, nothing owed: the new agent takes dnsmasq as a full read of them.
+    let (hups, restarts) = (h.hup.count(), h.restarts());
+    h.spawn_agent(&db.url, "");
+    h.wait_in_sync().await;
+    let s = h.status();
+    assert_eq!((s.activations, s.writes, s.compactions), (0, 0, 0), "{s:?}");
+    exec(
+        &db,
+        &format!("DELETE FROM ipmanager.hosts WHERE id = {gone}"),
+    )
+    .await;
+    h.wait_status("the removal to await a compaction", |s| {
+        s.awaiting_compaction == [gone]
+    })
+    .await;
+    h.stop().await;
+    assert!(h.path(DEBT_MARKER).exists());
+    assert_eq!((h.hup.count(), h.restarts()), (hups, restarts));
+
+    // The marker: the next agent compacts at once, long before the interval.
+    h.spawn_agent(&db.url, "");
+    h.wait_status("the compaction at start", |s| s.compactions == 1)
+        .await;
+    h.wait_sighups(hups).await;
+    assert!(h.status().awaiting_compaction.is_empty());
+    assert!(!h.path(DEBT_MARKER).exists());
+    assert_eq!(h.restarts(), restarts);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_include_change_in_the_incremental_layout_restarts_dnsmasq() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    add_host_id(&db, "02:00:00:00:05:01", "10.64.5.1", "one").await;
+    let mut h = Harness::start_incremental(&db, "1h").await;
+    h.wait_in_sync().await;
+    let before = h.status();
+    let (restarts, activations) = (h.restarts(), before.activations);
+    exec(
+        &db,
+        "INSERT INTO ipmanager.subnets (name, cidr) VALUES ('lab', '10.65.0.0/16')",
+    )
+    .await;
+    h.wait_file("01-rust-managed.conf", "the new subnet", |c| {
+        c.contains("10.65.0.0")
+    })
+    .await;
+    h.wait_status("the restart", |s| s.activations > activations)
+        .await;
+    assert_eq!(h.restarts(), restarts + 1);
+    let s = h.status();
+    assert_eq!(
+        s.compactions,
+        before.compactions + 1,
+        "a restart reads every shard: {s:?}"
+    );
+    h.stop().await;
 }
