@@ -729,6 +729,44 @@ impl Lab {
         stdout.lines().map(str::to_owned).collect()
     }
 
+    /// Many A queries in one dig run (`dig -f`): the answers by queried name (without the
+    /// trailing dot); names without an answer are absent.
+    pub async fn resolve_all(
+        &self,
+        names: &[String],
+    ) -> std::collections::HashMap<String, Vec<Ipv4Addr>> {
+        let batch = self.path("dig-batch");
+        let queries: String = names.iter().map(|n| format!("{n} A\n")).collect();
+        std::fs::write(&batch, queries).unwrap();
+        let server = format!("@{}", self.server_ip);
+        let mut command = tokio::process::Command::new(&self.tools.ip);
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .arg(&self.tools.dig)
+            .args([&server, "+time=2", "+tries=3", "+noall", "+answer", "-f"])
+            .arg(&batch)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("dig -f finishes")
+            .expect("dig runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "dig -f failed: {stdout}");
+        let mut answers: std::collections::HashMap<String, Vec<Ipv4Addr>> = Default::default();
+        for line in stdout.lines() {
+            // NAME. TTL IN A ADDRESS
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let [name, _, "IN", "A", address] = fields[..] {
+                answers
+                    .entry(name.trim_end_matches('.').to_owned())
+                    .or_default()
+                    .push(address.parse().expect("an IPv4 address"));
+            }
+        }
+        answers
+    }
+
     /// A: the addresses `name` resolves to.
     pub async fn resolve(&self, name: &str) -> Vec<String> {
         self.dig(&[name, "A"]).await
