@@ -489,6 +489,8 @@ struct World {
     listing: (BTreeMap<String, String>, BTreeMap<String, String>),
     samples: usize,
     pending_samples: usize,
+    /// Checks repeated because a compaction ran while they probed.
+    raced_compactions: usize,
 }
 
 impl World {
@@ -585,21 +587,25 @@ impl World {
             listing,
             samples: 0,
             pending_samples: 0,
+            raced_compactions: 0,
         };
         world.follow_log().await;
         Some(world)
     }
 
     /// Feeds the model every log line up to now: a DNS query answered after this call began
-    /// comes after every read dnsmasq had started.
-    async fn follow_log(&mut self) {
+    /// comes after every read dnsmasq had started. Returns whether dnsmasq cleared its memory
+    /// (a compaction's SIGHUP) in those lines.
+    async fn follow_log(&mut self) -> bool {
         self.dns
             .query("follow.invalid", Duration::from_secs(5))
             .await
             .expect("dnsmasq answers");
         let lines = self.tail.lines();
         let hosts_dir = self.lab.hosts_dir().display().to_string();
-        self.model.apply(&events(&lines, &hosts_dir));
+        let events = events(&lines, &hosts_dir);
+        self.model.apply(&events);
+        events.iter().any(|e| matches!(e, Event::Cleared))
     }
 
     /// After a step is applied: waits until dnsmasq noticed every changed file, then updates
@@ -643,9 +649,37 @@ impl World {
     }
 
     /// Probes `macs`: each must be offered what some state of the model says; the model keeps
-    /// only the states every answer agrees with.
+    /// only the states every answer agrees with. A compaction may run while the probes do (the
+    /// agent's timer does not wait for the test); when dnsmasq has cleared its memory since the
+    /// model was updated, the model follows and the probes are repeated.
     async fn check_dhcp(&mut self, macs: &[[u8; 6]]) {
-        let truth = self.db.by_mac();
+        loop {
+            let observed = self.probe(macs).await;
+            let consistent = |m: &Memory| {
+                observed
+                    .iter()
+                    .all(|(mac, got)| m.served.get(mac).copied() == *got)
+            };
+            if self.model.candidates.iter().any(consistent) {
+                self.model.candidates.retain(consistent);
+                let truth = self.db.by_mac();
+                self.samples += observed.len();
+                self.pending_samples += observed
+                    .iter()
+                    .filter(|(mac, got)| truth.get(mac).copied() != *got)
+                    .count();
+                return;
+            }
+            let before = self.model.candidates.clone();
+            if !self.follow_log().await {
+                self.fail(&observed, &before);
+            }
+            self.raced_compactions += 1;
+        }
+    }
+
+    /// What dnsmasq offers each of `macs` now.
+    async fn probe(&self, macs: &[[u8; 6]]) -> Vec<([u8; 6], Option<Ipv4Addr>)> {
         let mut observed = Vec::with_capacity(macs.len());
         for &mac in macs {
             let silent = self
@@ -663,36 +697,33 @@ impl World {
             }
             observed.push((mac, offered));
         }
-        let before = self.model.candidates.clone();
-        self.model.candidates.retain(|m| {
-            observed
-                .iter()
-                .all(|(mac, got)| m.served.get(mac).copied() == *got)
-        });
-        if self.model.candidates.is_empty() {
-            let report: Vec<String> = observed
-                .iter()
-                .map(|(mac, got)| {
-                    let models: Vec<Option<Ipv4Addr>> =
-                        before.iter().map(|m| m.served.get(mac).copied()).collect();
-                    format!(
-                        "{}: offered {got:?}, database {:?}, model {models:?}",
-                        format_mac(*mac),
-                        truth.get(mac)
-                    )
-                })
-                .collect();
-            panic!(
-                "dnsmasq served what no model state says:\n{}\n{}",
-                report.join("\n"),
-                self.lab.diagnostics()
-            );
-        }
-        self.samples += observed.len();
-        self.pending_samples += observed
+        observed
+    }
+
+    /// Fails the test with what was offered, and what the database and each model state say.
+    fn fail(&self, observed: &[([u8; 6], Option<Ipv4Addr>)], before: &[Memory]) -> ! {
+        let truth = self.db.by_mac();
+        let report: Vec<String> = observed
             .iter()
-            .filter(|(mac, got)| truth.get(mac).copied() != *got)
-            .count();
+            .map(|(mac, got)| {
+                let models: Vec<Option<Ipv4Addr>> =
+                    before.iter().map(|m| m.served.get(mac).copied()).collect();
+                format!(
+                    "{}: offered {got:?}, database {:?}, model {models:?}",
+                    format_mac(*mac),
+                    truth.get(mac)
+                )
+            })
+            .collect();
+        let kept =
+            std::env::temp_dir().join(format!("ipmanager-incremental-{}.log", std::process::id()));
+        let _ = std::fs::copy(self.lab.log_file(), &kept);
+        panic!(
+            "dnsmasq served what no model state says (its whole log: {}):\n{}\n{}",
+            kept.display(),
+            report.join("\n"),
+            self.lab.diagnostics()
+        );
     }
 
     /// The hosts the model shows awaiting a compaction (served otherwise than the database
@@ -887,12 +918,14 @@ async fn random_changes_compactions_and_a_restart_serve_the_database() {
         "incremental acceptance: {steps} steps {kinds:?} in {:.1} s; {compact_runs} ipmanager \
          compact runs; {} full reads by dnsmasq (2 starts, the rest compactions); {} DHCP \
          samples during the steps, {} of them awaiting a compaction; at most {} model states; \
-         final check: {} MACs probed, {} names resolved (seed {seed})",
+         {} checks repeated because a compaction ran during them; final check: {} MACs probed, \
+         {} names resolved (seed {seed})",
         began.elapsed().as_secs_f64(),
         sighups,
         world.samples,
         world.pending_samples,
         world.model.most_candidates,
+        world.raced_compactions,
         macs.len(),
         world.db.hosts.len(),
     ));
