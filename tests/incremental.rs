@@ -85,7 +85,7 @@ struct Db {
     /// Addresses no host has now, that one had before: candidates for reuse.
     freed: Vec<Ipv4Addr>,
     /// Every address each host had, for changes back to an earlier one.
-    history: HashMap<i64, Vec<Ipv4Addr>>,
+    history: BTreeMap<i64, Vec<Ipv4Addr>>,
     /// MACs of deleted hosts, with the host's id.
     deleted: Vec<([u8; 6], i64)>,
     next_ip: u32,
@@ -129,19 +129,23 @@ impl Db {
         self.freed.swap_remove(index)
     }
 
-    /// One of `id`'s earlier addresses that no host has now, if any.
-    fn earlier_ip(&mut self, id: i64, rng: &mut Rng) -> Option<Ipv4Addr> {
+    /// A host with an earlier address that no host has now, and that address (taken out of
+    /// the freed ones), if any host has one.
+    fn earlier_ip(&mut self, rng: &mut Rng) -> Option<(Host, Ipv4Addr)> {
         let taken: HashSet<Ipv4Addr> = self.hosts.values().map(|h| h.ip).collect();
-        let earlier: Vec<Ipv4Addr> = self
+        let choices: Vec<(i64, Ipv4Addr)> = self
             .history
-            .get(&id)?
             .iter()
-            .filter(|ip| !taken.contains(ip))
-            .copied()
+            .filter(|(id, _)| self.hosts.contains_key(id))
+            .flat_map(|(id, ips)| ips.iter().map(move |ip| (*id, *ip)))
+            .filter(|(_, ip)| !taken.contains(ip))
             .collect();
-        let ip = *earlier.get(rng.below(earlier.len().max(1)))?;
+        if choices.is_empty() {
+            return None;
+        }
+        let (id, ip) = choices[rng.below(choices.len())];
         self.freed.retain(|f| *f != ip);
-        Some(ip)
+        Some((self.hosts[&id].clone(), ip))
     }
 
     fn set_ip(&mut self, id: i64, ip: Ipv4Addr) {
@@ -210,14 +214,18 @@ async fn random_step(client: &mut Client, db: &mut Db, rng: &mut Rng) -> (Step, 
             }
         }
         20..=44 => {
-            let host = db.random_host(rng);
-            let (kind, ip) = match rng.below(10) {
-                0..=3 => (Kind::NewAddress, db.fresh_ip()),
-                4..=7 if !db.freed.is_empty() => (Kind::ReusedAddress, db.reused_or_fresh_ip(rng)),
-                _ => match db.earlier_ip(host.id, rng) {
-                    Some(ip) => (Kind::EarlierAddress, ip),
-                    None => (Kind::NewAddress, db.fresh_ip()),
-                },
+            let earlier = match rng.below(10) {
+                8.. => db.earlier_ip(rng),
+                _ => None,
+            };
+            let (kind, host, ip) = match earlier {
+                Some((host, ip)) => (Kind::EarlierAddress, host, ip),
+                None if rng.percent(50) && !db.freed.is_empty() => (
+                    Kind::ReusedAddress,
+                    db.random_host(rng),
+                    db.reused_or_fresh_ip(rng),
+                ),
+                None => (Kind::NewAddress, db.random_host(rng), db.fresh_ip()),
             };
             transaction
                 .execute(update_ip, &[&ip.to_string(), &host.id])
@@ -519,7 +527,7 @@ impl World {
         let mut db = Db {
             hosts: BTreeMap::new(),
             freed: Vec::new(),
-            history: HashMap::new(),
+            history: BTreeMap::new(),
             deleted: Vec::new(),
             next_ip: HOSTS as u32,
             next_mac: 0,
