@@ -520,3 +520,31 @@ async fn a_removed_reservations_address_stays_out_of_the_pool_until_sighup() {
 
 /// dnsmasq pings a pool address before it offers it (up to 3 s without an answer).
 const POOL_OFFER: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_before_it_is_closed_is_read_twice() {
+    use std::io::Write as _;
+    let Some(mut lab) = DirLab::start(52).await else {
+        return;
+    };
+    let dir = lab.lab.hosts_dir();
+    let reads = |lab: &DirLab, name: &str| {
+        let line = format!(": read {}/{name}", dir.display());
+        lab.lab.log().lines().filter(|l| l.ends_with(&line)).count()
+    };
+    // Closed, then renamed: IN_MOVED_TO only.
+    lab.put_hosts("0001", &lab.reservation(1, 10));
+    // Renamed while still open for writing, then closed: IN_MOVED_TO, then IN_CLOSE_WRITE
+    // under the new name.
+    let staged = dir.join(".0002.staged");
+    let mut file = std::fs::File::create(&staged).unwrap();
+    file.write_all(lab.reservation(2, 20).as_bytes()).unwrap();
+    std::fs::rename(&staged, dir.join("0002")).unwrap();
+    drop(file);
+    lab.dhcp_barrier().await;
+    assert_eq!(reads(&lab, "0001"), 1);
+    assert_eq!(reads(&lab, "0002"), 2);
+    // The second read refused the line it had just loaded.
+    assert_eq!(lab.refusals(lab.addr(20)), 1);
+    assert_eq!(lab.offer(2).await, Some(lab.addr(20)));
+}
