@@ -5,7 +5,7 @@
 //!
 //! - COMMIT-to-offer: from just before the change's statement is sent (autocommit) until a
 //!   DISCOVER with the changed host's MAC is first offered the new address (the MAC is probed
-//!   every 5 ms, or as soon as the previous probe is answered);
+//!   every 5 ms, less often once the wait exceeds 100 ms: a twentieth of the wait so far);
 //! - the longest time a query went unanswered: for each background query, the time until an
 //!   answer to it or to any later query of the same kind arrived (a dropped query counts until
 //!   dnsmasq answers again), the maximum over the run, DHCP and DNS separately;
@@ -45,8 +45,10 @@ const OCTET: u8 = 9;
 const AGENT: &str = "bench";
 /// Background queries: one DISCOVER and one DNS query this often.
 const TICK: Duration = Duration::from_millis(10);
-/// A changed host's MAC is probed at most this often while dnsmasq stays silent.
+/// A changed host's MAC is probed this often at first (see [`watch_offer`]).
 const RESEND: Duration = Duration::from_millis(5);
+/// How long a changed host's DISCOVER waits for its OFFER.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// How long a background query may wait for its own answer before it counts as lost.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// dnsmasq's start at 100,000 reservations in 1,024 files takes about a minute.
@@ -326,7 +328,11 @@ async fn changes(
     latencies
 }
 
-/// Probes `mac` until it is offered `ip` (the time since `begin`) or `deadline` passes.
+/// Probes `mac` until it is offered `ip` (the time from `begin` to that OFFER's arrival) or
+/// `deadline` passes. A DISCOVER goes out every [`RESEND`], without waiting for the previous
+/// one's answer (dnsmasq may be slower than that to answer at 100,000 reservations), and less
+/// often as the wait grows (a twentieth of it), so that waiting watchers do not flood a dnsmasq
+/// that is busy re-reading.
 async fn watch_offer(
     dhcp: &DhcpProber,
     mac: [u8; 6],
@@ -334,14 +340,30 @@ async fn watch_offer(
     begin: Instant,
     deadline: Instant,
 ) -> Option<Duration> {
-    while Instant::now() < deadline {
-        let sent = Instant::now();
-        if dhcp.discover(mac, RESEND).await == Some(ip) {
-            return Some(begin.elapsed());
+    let mut probes = tokio::task::JoinSet::new();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {
+                if next >= deadline {
+                    return None;
+                }
+                let dhcp = dhcp.clone();
+                probes.spawn(async move {
+                    let offered = dhcp.discover(mac, PROBE_WAIT).await;
+                    (offered, Instant::now())
+                });
+                next = Instant::now() + RESEND.max(begin.elapsed() / 20);
+            }
+            Some(done) = probes.join_next() => {
+                if let (Some(offered), at) = done.expect("a probe task") {
+                    if offered == ip {
+                        return Some(at - begin);
+                    }
+                }
+            }
         }
-        tokio::time::sleep_until((sent + RESEND).into()).await;
     }
-    None
 }
 
 /// The longest time a query of one kind waited for an answer, and the queries never answered.
