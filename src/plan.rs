@@ -18,7 +18,20 @@
 //!   a deleted file's names go. They need no model.
 //!
 //! A subnet is identified by its id: a loaded entry counts for the subnet of the host it was
-//! rendered for.
+//! rendered for (dnsmasq goes by the network the address lies in; the two differ only when a
+//! subnet is replaced by one with a new id over the same network, where the model then reports
+//! the moved hosts pending until a compaction rather than served).
+//!
+//! # What is owed
+//!
+//! - [`Loaded::pending`]: the hosts whose DHCP state dnsmasq does not serve yet. A client is
+//!   served "wrongly" when the newest entry for its (subnet, MAC) is not the files' line for it
+//!   (compared as text, so a new name or lease time counts): then the host of the files' line
+//!   is pending (refused or shadowed), and so is the host the served line was last rendered for
+//!   (its removal or move has not taken effect).
+//! - [`Loaded::debt`]: dnsmasq's memory is not what a full read of the files gives: something
+//!   is pending, or dead entries remain (older lines of changed hosts, which keep their IPv4
+//!   addresses reserved, and IPv6 lines loaded again by every re-read of their shard).
 //!
 //! # Representation
 //!
@@ -45,8 +58,9 @@ pub struct Loaded {
 struct Memory {
     /// Every loaded IPv4 address (each is loaded at most once: a second one is refused).
     v4: HashSet<u32>,
-    /// The keys whose newest loaded entry is not the files' line for the key, or that have only
-    /// one of the two.
+    /// By (subnet, MAC) ([`subnet_mac_key`]): the keys whose newest loaded entry is not the
+    /// files' line for the key, or that have only one of the two. Usually few: the rest of the
+    /// keys are served exactly their line in the files.
     differs: HashMap<u128, Differs>,
     /// Entries loaded since the last full read.
     loaded: usize,
@@ -57,13 +71,13 @@ struct Memory {
 /// A key whose newest loaded entry is not its line in the files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Differs {
-    /// The newest loaded entry, if any.
+    /// The newest loaded entry, if any, with the host it was last rendered for.
     served: Option<Entry>,
     /// The host whose line in the files has the key, if any.
     wanted: Option<i64>,
 }
 
-/// A loaded entry that is not in the files.
+/// The newest loaded entry of a key that differs from the files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     host_id: i64,
@@ -101,7 +115,7 @@ impl Loaded {
     /// The ids of the hosts whose served DHCP state differs from the files, sorted: a host whose
     /// line is not the newest entry for its (subnet, MAC) (it was refused, or an older line
     /// wins), and the host of a newest entry whose (subnet, MAC) the files hold no longer or
-    /// with another line (a removed or moved reservation).
+    /// with another line (a removed or moved reservation). Empty after a full read.
     pub fn pending(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self
             .memory
@@ -121,7 +135,7 @@ impl Loaded {
     }
 
     /// Whether dnsmasq's memory differs from a full read of the files: something is pending, or
-    /// dead entries (older lines, removed hosts) still reserve addresses. A compaction clears it.
+    /// dead entries remain (see the module documentation). A compaction clears it.
     pub fn debt(&self) -> bool {
         // With nothing pending, the newest entries are exactly the files' lines; any other
         // loaded entry is one a full read would not load.

@@ -56,15 +56,29 @@ impl Harness {
 
     /// An agent with the incremental layout: 16 shards in `dhcp-hosts.d` and `hosts.d`.
     async fn start_incremental(db: &TestDb, compaction_interval: &str) -> Harness {
+        Self::start_incremental_with(db, compaction_interval, "").await
+    }
+
+    /// [`Harness::start_incremental`] with `agent_extra` in `[agent]`.
+    async fn start_incremental_with(
+        db: &TestDb,
+        compaction_interval: &str,
+        agent_extra: &str,
+    ) -> Harness {
         let mut harness = Self::prepare().await;
-        let d = harness.dir.path().display().to_string();
-        harness.dnsmasq_extra = format!(
+        harness.set_incremental(compaction_interval);
+        harness.spawn_agent(&db.url, agent_extra);
+        harness
+    }
+
+    /// Configures the incremental layout: 16 shards in `dhcp-hosts.d` and `hosts.d`.
+    fn set_incremental(&mut self, compaction_interval: &str) {
+        let d = self.dir.path().display().to_string();
+        self.dnsmasq_extra = format!(
             "layout = \"incremental\"\nhosts_dir = \"{d}/dhcp-hosts.d\"\n\
              names_dir = \"{d}/hosts.d\"\nshards = {SHARDS}\n\
              compaction_interval = \"{compaction_interval}\"\n"
         );
-        harness.spawn_agent(&db.url, "");
-        harness
     }
 
     /// The directory and the SIGHUP counter, without an agent yet.
@@ -1830,4 +1844,93 @@ async fn an_include_change_in_the_incremental_layout_restarts_dnsmasq() {
         "a restart reads every shard: {s:?}"
     );
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_shard_file_changed_behind_the_agents_back_is_repaired_by_a_compaction() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let id = add_host_id(&db, "02:00:00:00:06:01", "10.64.6.1", "one").await;
+    let mut h = Harness::start_incremental_with(&db, "1h", r#"resync_interval = "1s""#).await;
+    h.wait_in_sync().await;
+    let shard = dhcp_shard(id);
+    let expected = h.read(&shard);
+    let before = h.status();
+    std::fs::write(h.path(&shard), "02:00:00:00:06:01,10.64.6.99,intruder\n").unwrap();
+    h.wait_file(&shard, "the periodic check to restore the file", |c| {
+        c == expected
+    })
+    .await;
+    h.wait_status("the compaction", |s| s.compactions > before.compactions)
+        .await;
+    assert_eq!(h.status().activations, before.activations + 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_incremental_apply_and_each_compaction_logs_one_line_and_foreign_files_one_warning() {
+    let db = TestDb::new().await;
+    add_subnet(&db).await;
+    let mut h = Harness::prepare().await;
+    h.set_incremental("1h");
+    h.config(&db.url, "");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["agent", "--config"])
+        .arg(h.path("ipmanager.toml"))
+        .env("RUST_LOG", "ipmanager=info")
+        .env("NO_COLOR", "1");
+    let agent = AgentProcess::spawn(command);
+    agent.wait_log("in sync").await;
+    std::fs::write(h.path("hosts.d/extra"), "10.64.7.9 extra\n").unwrap();
+
+    let id = add_host_id(&db, "02:00:00:00:07:01", "10.64.7.1", "seven").await;
+    agent.wait_log("applied incrementally").await;
+    let log = agent.log();
+    let applied = log
+        .lines()
+        .find(|l| l.contains("applied incrementally"))
+        .unwrap();
+    for part in [
+        "hosts_added=1",
+        "seven (02:00:00:00:07:01)",
+        "awaiting_compaction=0",
+        &dhcp_shard(id),
+    ] {
+        assert!(applied.contains(part), "{applied:?} lacks {part:?}");
+    }
+    exec(&db, &format!("DELETE FROM ipmanager.hosts WHERE id = {id}")).await;
+    agent.wait_log("awaiting_compaction=1").await;
+
+    for round in 1..=2 {
+        exec(&db, "SELECT ipmanager.request_compaction()").await;
+        let done = wait_until(DEADLINE, || {
+            let count = agent.log().matches("compacted: dnsmasq re-read").count();
+            async move { count > round }
+        })
+        .await;
+        assert!(done, "compaction {round}:\n{}", agent.log());
+    }
+    let log = agent.log();
+    let compactions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("compacted: dnsmasq re-read"))
+        .collect();
+    // The first one at start: the include file is new.
+    assert!(compactions[0].contains("include"), "{compactions:?}");
+    for line in &compactions[1..] {
+        for part in ["request", "files=", "took="] {
+            assert!(line.contains(part), "{line:?} lacks {part:?}");
+        }
+    }
+    assert_eq!(
+        log.matches("is not ipmanager's").count(),
+        1,
+        "one warning about hosts.d/extra:\n{log}"
+    );
+    assert!(
+        h.path("hosts.d/extra").exists(),
+        "a foreign file is never removed"
+    );
+    assert_eq!(agent.terminate().await, Some(0));
 }

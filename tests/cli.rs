@@ -540,3 +540,34 @@ async fn the_test_server_is_new_enough_and_its_version_is_what_the_check_reads()
     assert!(num >= ipmanager::db::MIN_SERVER_MAJOR * 10_000);
     assert!(ipmanager::db::check_server_version(num, "x").is_ok());
 }
+
+#[test]
+fn check_config_shows_the_incremental_layouts_keys_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |dnsmasq: &str| {
+        let file = write_config(
+            dir.path(),
+            &format!("database_url = \"postgresql://x@db/ipm\"\n[dnsmasq]\n{dnsmasq}"),
+        );
+        ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[])
+    };
+    let out = check("layout = \"incremental\"\nshards = 256\ncompaction_interval = \"90s\"\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "dnsmasq.layout = \"incremental\"",
+        "dnsmasq.hosts_dir = \"/var/lib/ipmanager/dhcp-hosts.d\"",
+        "dnsmasq.names_dir = \"/var/lib/ipmanager/hosts.d\"",
+        "dnsmasq.shards = 256",
+        "dnsmasq.compaction_interval = \"1m 30s\"",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+    let out = check("layout = \"incremental\"\nnames_dir = \"/var/lib/ipmanager/dhcp-hosts.d\"\n");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("must be two separate directories"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,14 +1,16 @@
 //! Golden tests of the renderer: hand-built snapshots whose every output file is compared byte
-//! for byte with `tests/golden/<case>.<layout>/`. `UPDATE_GOLDEN=1 cargo test --test
+//! for byte with `tests/golden/<case>.<layout>/` (the incremental layout's shards in its
+//! `dhcp-hosts.d/` and `hosts.d/`, four shards). `UPDATE_GOLDEN=1 cargo test --test
 //! render_golden` rewrites those files; a rewritten file must be reviewed as dnsmasq syntax
 //! before it is committed, since from then on it defines what is correct.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipmanager::model::{Host, Snapshot, Subnet};
-use ipmanager::render::{render, Layout, LayoutKind, Rendered, Row, Skipped};
+use ipmanager::render::{render, shard_file_name, Layout, LayoutKind, Rendered, Row, Skipped};
 
 const HOSTS_FILE: &str = "/var/lib/ipmanager/dhcp-hosts";
 const ADDN_HOSTS_FILE: &str = "/var/lib/ipmanager/hosts";
@@ -52,7 +54,7 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
         addn_hosts_file: ADDN_HOSTS_FILE.into(),
         hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
         names_dir: "/var/lib/ipmanager/hosts.d".into(),
-        shards: 1024,
+        shards: 4,
     };
     let rendered = render(snapshot, &layout);
     let kind_name = match kind {
@@ -82,6 +84,15 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
             );
         }
     }
+    if let Some(sharded) = &rendered.sharded {
+        for (name, shards) in [("dhcp-hosts.d", &sharded.dhcp), ("hosts.d", &sharded.dns)] {
+            let files: BTreeMap<String, String> = shards
+                .iter()
+                .map(|(&shard, text)| (shard_file_name(shard), text.clone()))
+                .collect();
+            compare_dir(&dir.join(name), &files, update);
+        }
+    }
     let reversed = Snapshot {
         subnets: snapshot.subnets.iter().rev().cloned().collect(),
         hosts: snapshot.hosts.iter().rev().cloned().collect(),
@@ -92,6 +103,34 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
         "output depends on input order"
     );
     rendered
+}
+
+/// Compares the files of `dir` with `files`, or with `update` makes them so.
+fn compare_dir(dir: &Path, files: &BTreeMap<String, String>, update: bool) {
+    if update {
+        if dir.exists() {
+            fs::remove_dir_all(dir).unwrap();
+        }
+        fs::create_dir_all(dir).unwrap();
+        for (name, content) in files {
+            fs::write(dir.join(name), content).unwrap();
+        }
+        return;
+    }
+    let found: BTreeMap<String, String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, fs::read_to_string(entry.path()).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        &found,
+        files,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        dir.display()
+    );
 }
 
 fn write_or_remove(path: &PathBuf, content: Option<&String>) {
@@ -162,6 +201,13 @@ fn basic() -> Snapshot {
 #[test]
 fn basic_hostsfile() {
     let rendered = golden("basic", &basic(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.hosts_served, 8);
+    assert_eq!(rendered.skipped, vec![]);
+}
+
+#[test]
+fn basic_incremental() {
+    let rendered = golden("basic", &basic(), LayoutKind::Incremental);
     assert_eq!(rendered.hosts_served, 8);
     assert_eq!(rendered.skipped, vec![]);
 }
@@ -317,6 +363,13 @@ fn invalid_skipped() -> Vec<Skipped> {
 #[test]
 fn invalid_rows_are_skipped_hostsfile() {
     let rendered = golden("invalid", &invalid(), LayoutKind::Hostsfile);
+    assert_eq!(rendered.skipped, invalid_skipped());
+    assert_eq!(rendered.hosts_served, 2);
+}
+
+#[test]
+fn invalid_rows_are_skipped_incremental() {
+    let rendered = golden("invalid", &invalid(), LayoutKind::Incremental);
     assert_eq!(rendered.skipped, invalid_skipped());
     assert_eq!(rendered.hosts_served, 2);
 }

@@ -373,6 +373,8 @@ fn example_config_loads_and_lists_every_key() {
         "dnsmasq.include_file",
         "dnsmasq.hosts_file",
         "dnsmasq.addn_hosts_file",
+        "dnsmasq.hosts_dir",
+        "dnsmasq.names_dir",
     ] {
         assert!(
             effective(key).starts_with("\"/var/lib/ipmanager/"),

@@ -196,7 +196,7 @@ impl EventLoop {
         info!(
             name = %agent.name,
             database = %listen_connector.target(),
-            layout = ?worker.files.layout.kind,
+            layout = config.dnsmasq.layout_name(),
             include_file = %worker.files.include_file.display(),
             "agent starting"
         );
@@ -326,7 +326,7 @@ impl EventLoop {
             }
             Job::Activate(owed) => {
                 let span = info_span!("activation", id);
-                let task = async move { worker.activate(Some(owed)).await };
+                let task = async move { worker.retry_activation(owed).await };
                 (Box::pin(task.instrument(span.clone())), span)
             }
         };

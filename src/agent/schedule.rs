@@ -26,6 +26,8 @@ pub(crate) enum Why {
     Debt,
     /// The include file changed: the restart reads every file anyway.
     Include,
+    /// Shard files were changed behind the agent's back (found at a periodic check).
+    Drift,
 }
 
 impl Why {
@@ -36,6 +38,7 @@ impl Why {
             Why::Start => "start",
             Why::Debt => "debt",
             Why::Include => "include",
+            Why::Drift => "drift",
         }
     }
 }

@@ -328,3 +328,23 @@ fn status_text(s: &Status) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_status_says_how_many_hosts_await_a_compaction() {
+        let mut s = Status {
+            phase: Phase::InSync,
+            hosts_served: 12,
+            ..Status::default()
+        };
+        assert_eq!(status_text(&s), "in sync: 12 hosts");
+        s.awaiting_compaction = vec![3, 9];
+        assert_eq!(
+            status_text(&s),
+            "in sync: 12 hosts, 2 hosts await a compaction"
+        );
+    }
+}

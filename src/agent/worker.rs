@@ -317,6 +317,10 @@ pub(super) struct Worker {
     /// Incremental layout: what dnsmasq holds; `None` while unknown. Only the one running
     /// piece of work touches it.
     model: Mutex<Option<Loaded>>,
+    /// Incremental layout: when the shard files were last compared with the model, and how
+    /// often they are (the resync interval: the other layouts compare at every sync).
+    verified_at: Mutex<Instant>,
+    verify_every: Duration,
 }
 
 impl Worker {
@@ -328,6 +332,8 @@ impl Worker {
             activator: Activator::new(&config.dnsmasq),
             scope: super::site_scope(config),
             model: Mutex::new(None),
+            verified_at: Mutex::new(Instant::now()),
+            verify_every: config.agent.resync_interval,
         }
     }
 
@@ -463,6 +469,11 @@ impl Worker {
         let include_changed =
             write::differs(&self.files.include_file, rendered.include.as_bytes())?;
         let mut model = self.model();
+        let mut compact = compact;
+        if self.drifted(dirs, model.as_ref())? {
+            warn!("shard files were changed behind the agent's back; compacting");
+            compact = compact.or(Some(Why::Drift));
+        }
         let why = compaction_reason(model.is_some(), compact, include_changed, || dirs.owes());
         let before = match (model.as_ref(), why) {
             (Some(before), None) => before,
@@ -483,6 +494,20 @@ impl Worker {
         }
         let change = self.stage(targets, None, Some(host_changes))?;
         Ok(Some(change.incremental(plan.after, None)))
+    }
+
+    /// Whether the shard files on disk are no longer those of the model, which only someone
+    /// else can have done; checked at most once per resync interval, since it reads them all.
+    fn drifted(&self, dirs: &ShardDirs, model: Option<&Loaded>) -> Result<bool, FileError> {
+        let Some(model) = model else {
+            return Ok(false);
+        };
+        let mut verified_at = self.verified_at.lock().unwrap_or_else(|e| e.into_inner());
+        if verified_at.elapsed() < self.verify_every {
+            return Ok(false);
+        }
+        *verified_at = Instant::now();
+        Ok(!dirs.exact(model.files())?.is_empty())
     }
 
     /// Every shard file made exact (and the include file, when given), for a signal that
@@ -675,9 +700,20 @@ impl Worker {
         }
     }
 
+    /// Retries an activation owed without a new snapshot. With the incremental layout the
+    /// model stays unknown (the next sync finds dnsmasq holding a full read of the files, or
+    /// compacts), and after a successful one nothing awaits a compaction.
+    pub(super) async fn retry_activation(&self, owed: Activation) -> Outcome {
+        let mut outcome = self.activate(Some(owed)).await;
+        if self.files.shards.is_some() && outcome.result.is_ok() {
+            outcome.incremental = Some(self.incremental(None));
+        }
+        outcome
+    }
+
     /// Carries out `owed`, if anything is owed, and clears the marker once it succeeded. With
     /// the incremental layout dnsmasq has then read every shard file whole: nothing is owed.
-    pub(super) async fn activate(&self, owed: Option<Activation>) -> Outcome {
+    async fn activate(&self, owed: Option<Activation>) -> Outcome {
         let Some(activation) = owed else {
             return Outcome::done(None);
         };

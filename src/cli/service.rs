@@ -66,12 +66,22 @@ pub async fn render_files(config: &Config) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut files = Vec::new();
     if let Some(hosts) = &rendered.hosts {
-        files.push((&layout.hosts_file, hosts));
+        files.push((layout.hosts_file.clone(), hosts));
     }
     if let Some(addn) = &rendered.addn_hosts {
-        files.push((&layout.addn_hosts_file, addn));
+        files.push((layout.addn_hosts_file.clone(), addn));
     }
-    files.push((&config.dnsmasq.include_file, &rendered.include));
+    if let Some(sharded) = &rendered.sharded {
+        for (dir, shards) in [
+            (&layout.hosts_dir, &sharded.dhcp),
+            (&layout.names_dir, &sharded.dns),
+        ] {
+            for (shard, content) in shards {
+                files.push((dir.join(render::shard_file_name(*shard)), content));
+            }
+        }
+    }
+    files.push((config.dnsmasq.include_file.clone(), &rendered.include));
     for (path, content) in files {
         writeln!(out, "# ==> {} <==", path.display()).map_err(stdout_error)?;
         out.write_all(content.as_bytes()).map_err(stdout_error)?;

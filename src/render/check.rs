@@ -747,7 +747,23 @@ fn option_name(word: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const GOLDEN: [(FileKind, &str); 11] = [
+    const GOLDEN: [(FileKind, &str); 15] = [
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/basic.incremental/include.conf"),
+        ),
+        (
+            FileKind::HostsFile,
+            include_str!("../../tests/golden/basic.incremental/dhcp-hosts.d/0003"),
+        ),
+        (
+            FileKind::AddnHosts,
+            include_str!("../../tests/golden/basic.incremental/hosts.d/0003"),
+        ),
+        (
+            FileKind::Include,
+            include_str!("../../tests/golden/invalid.incremental/include.conf"),
+        ),
         (
             FileKind::HostsFile,
             include_str!("../../tests/golden/basic.hostsfile/dhcp-hosts"),

@@ -78,7 +78,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
-pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded};
+pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded, MAX_SHARDS};
 
 use crate::model::{Host, Snapshot, Subnet};
 
@@ -104,7 +104,7 @@ pub struct Layout {
     pub hosts_dir: PathBuf,
     /// The `hostsdir` the name shards go to.
     pub names_dir: PathBuf,
-    /// How many shards hosts are spread over; 0 counts as 1.
+    /// How many shards hosts are spread over; taken as 1 to [`MAX_SHARDS`].
     pub shards: u32,
 }
 
@@ -697,6 +697,7 @@ mod tests {
         assert_eq!(shard_of(-1, 1024), 1023);
         assert_eq!(shard_of(i64::MIN, 3), 1);
         assert_eq!(shard_of(5, 0), 0);
+        assert_eq!(shard_of(70_000, u32::MAX), 70_000 - 65_536);
     }
 
     #[test]

@@ -35,16 +35,20 @@ pub struct DhcpEntry {
     pub ip: IpAddr,
 }
 
+/// The most shards there can be: every shard number has four hex digits.
+pub const MAX_SHARDS: u32 = 65_536;
+
 /// The name of a shard's file in both directories: four lowercase hex digits, `00a3`. Shards
 /// go up to 65,535, so every name has the same length and sorts like its number.
 pub fn shard_file_name(shard: u32) -> String {
     format!("{shard:04x}")
 }
 
-/// The shard a host's lines go to.
+/// The shard a host's lines go to, with `shards` shards (taken as 1 to [`MAX_SHARDS`]).
 pub fn shard_of(host_id: i64, shards: u32) -> u32 {
+    let shards = shards.clamp(1, MAX_SHARDS);
     // rem_euclid is never negative and below `shards`, so the conversion cannot fail.
-    u32::try_from(host_id.rem_euclid(i64::from(shards.max(1)))).unwrap_or(0)
+    u32::try_from(host_id.rem_euclid(i64::from(shards))).unwrap_or(0)
 }
 
 impl Sharded {
@@ -69,52 +73,50 @@ pub(super) struct Written<'a> {
 /// Spreads the flat hostsfile-layout outputs `dhcp` and `dns`, whose lines `written` describes
 /// in order, over `shards` shards.
 pub(super) fn split(dhcp: &str, dns: &str, written: &[Written], shards: u32) -> Sharded {
-    let shards = shards.max(1);
-    // Sizes first, so that every shard file is allocated once, at its size.
-    let count = usize::try_from(shards).unwrap_or(usize::MAX);
-    let mut sizes = vec![(0usize, 0usize); count];
-    let (mut dhcp_at, mut dns_at) = (0, 0);
-    for w in written {
-        let size = &mut sizes[shard_of(w.host.id, shards) as usize];
-        size.0 += w.dhcp_end - dhcp_at;
-        size.1 += w.dns_end - dns_at;
-        (dhcp_at, dns_at) = (w.dhcp_end, w.dns_end);
-    }
-    let mut files: Vec<(String, String)> = sizes
+    let shards = shards.clamp(1, MAX_SHARDS);
+    // Each host's shard and lines, grouped by shard, in output order within each: a sort rather
+    // than a table of every shard, so that the cost follows the hosts, not the shard count.
+    let mut ends = (0, 0);
+    let mut placed: Vec<(u32, &Written, usize, usize)> = written
         .iter()
-        .map(|&(d, n)| (String::with_capacity(d), String::with_capacity(n)))
+        .map(|w| {
+            let (dhcp_start, dns_start) = ends;
+            ends = (w.dhcp_end, w.dns_end);
+            (shard_of(w.host.id, shards), w, dhcp_start, dns_start)
+        })
         .collect();
-    let mut entries = Vec::with_capacity(written.iter().filter(|w| w.reserved).count());
-    let (mut dhcp_at, mut dns_at) = (0, 0);
-    for w in written {
-        let shard = shard_of(w.host.id, shards);
-        let file = &mut files[shard as usize];
-        file.0.push_str(&dhcp[dhcp_at..w.dhcp_end]);
-        file.1.push_str(&dns[dns_at..w.dns_end]);
-        (dhcp_at, dns_at) = (w.dhcp_end, w.dns_end);
-        if w.reserved {
-            entries.push(DhcpEntry {
-                host_id: w.host.id,
-                subnet_id: w.host.subnet_id,
-                shard,
-                mac: w.host.mac,
-                ip: w.host.ip,
-            });
-        }
-    }
-    // Stable: each shard's entries stay in line order.
-    entries.sort_by_key(|e| e.shard);
+    placed.sort_by_key(|p| p.0);
     let mut sharded = Sharded {
         shards,
-        entries,
+        entries: Vec::with_capacity(written.iter().filter(|w| w.reserved).count()),
         ..Sharded::default()
     };
-    for (shard, (d, n)) in (0..shards).zip(files) {
-        if !d.is_empty() {
-            sharded.dhcp.insert(shard, d);
+    for group in placed.chunk_by(|a, b| a.0 == b.0) {
+        let shard = group[0].0;
+        let dhcp_size = group.iter().map(|p| p.1.dhcp_end - p.2).sum();
+        let dns_size = group.iter().map(|p| p.1.dns_end - p.3).sum();
+        let (mut dhcp_file, mut dns_file) = (
+            String::with_capacity(dhcp_size),
+            String::with_capacity(dns_size),
+        );
+        for &(_, w, dhcp_start, dns_start) in group {
+            dhcp_file.push_str(&dhcp[dhcp_start..w.dhcp_end]);
+            dns_file.push_str(&dns[dns_start..w.dns_end]);
+            if w.reserved {
+                sharded.entries.push(DhcpEntry {
+                    host_id: w.host.id,
+                    subnet_id: w.host.subnet_id,
+                    shard,
+                    mac: w.host.mac,
+                    ip: w.host.ip,
+                });
+            }
         }
-        if !n.is_empty() {
-            sharded.dns.insert(shard, n);
+        if !dhcp_file.is_empty() {
+            sharded.dhcp.insert(shard, dhcp_file);
+        }
+        if !dns_file.is_empty() {
+            sharded.dns.insert(shard, dns_file);
         }
     }
     sharded
