@@ -603,7 +603,8 @@ impl World {
 
     /// Feeds the model every log line up to now: a DNS query answered after this call began
     /// comes after every read dnsmasq had started. Returns whether dnsmasq cleared its memory
-    /// (a compaction's SIGHUP) in those lines.
+    /// or read a file in those lines (a compaction's full read may have been only partly
+    /// logged at the previous call).
     async fn follow_log(&mut self) -> bool {
         self.dns
             .query("follow.invalid", Duration::from_secs(5))
@@ -613,7 +614,9 @@ impl World {
         let hosts_dir = self.lab.hosts_dir().display().to_string();
         let events = events(&lines, &hosts_dir);
         self.model.apply(&events);
-        events.iter().any(|e| matches!(e, Event::Cleared))
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Cleared | Event::Read(_)))
     }
 
     /// After a step is applied: waits until dnsmasq noticed every changed file, then updates
@@ -658,8 +661,8 @@ impl World {
 
     /// Probes `macs`: each must be offered what some state of the model says; the model keeps
     /// only the states every answer agrees with. A compaction may run while the probes do (the
-    /// agent's timer does not wait for the test); when dnsmasq has cleared its memory since the
-    /// model was updated, the model follows and the probes are repeated.
+    /// agent's timer does not wait for the test); when dnsmasq has cleared its memory or read
+    /// files since the model was updated, the model follows and the probes are repeated.
     async fn check_dhcp(&mut self, macs: &[[u8; 6]]) {
         loop {
             let observed = self.probe(macs).await;
