@@ -497,7 +497,7 @@ struct World {
     listing: (BTreeMap<String, String>, BTreeMap<String, String>),
     samples: usize,
     pending_samples: usize,
-    /// Checks repeated because a compaction ran while they probed.
+    /// Checks repeated because dnsmasq read files (a compaction) while they probed.
     raced_compactions: usize,
 }
 
@@ -929,7 +929,7 @@ async fn random_changes_compactions_and_a_restart_serve_the_database() {
         "incremental acceptance: {steps} steps {kinds:?} in {:.1} s; {compact_runs} ipmanager \
          compact runs; {} full reads by dnsmasq (2 starts, the rest compactions); {} DHCP \
          samples during the steps, {} of them awaiting a compaction; at most {} model states; \
-         {} checks repeated because a compaction ran during them; final check: {} MACs probed, \
+         {} checks repeated because dnsmasq read files during them; final check: {} MACs probed, \
          {} names resolved (seed {seed})",
         began.elapsed().as_secs_f64(),
         sighups,
