@@ -5,7 +5,8 @@
 //!
 //! - COMMIT-to-offer: from just before the change's statement is sent (autocommit) until a
 //!   DISCOVER with the changed host's MAC is first offered the new address (the MAC is probed
-//!   every 5 ms, less often once the wait exceeds 100 ms: a twentieth of the wait so far);
+//!   every 5 ms (`IPMANAGER_BLACKOUT_RESEND_MS`), less often once the wait exceeds 20 times
+//!   that: a twentieth of the wait so far);
 //! - the longest time a query went unanswered: for each background query, the time until an
 //!   answer to it or to any later query of the same kind arrived (a dropped query counts until
 //!   dnsmasq answers again), the maximum over the run, DHCP and DNS separately;
@@ -45,8 +46,6 @@ const OCTET: u8 = 9;
 const AGENT: &str = "bench";
 /// Background queries: one DISCOVER and one DNS query this often.
 const TICK: Duration = Duration::from_millis(10);
-/// A changed host's MAC is probed this often at first (see [`watch_offer`]).
-const RESEND: Duration = Duration::from_millis(5);
 /// How long a changed host's DISCOVER waits for its OFFER.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// How long a background query may wait for its own answer before it counts as lost.
@@ -77,6 +76,8 @@ fn main() {
 
 struct Settings {
     seconds: usize,
+    /// A changed host's MAC is probed this often at first (see [`watch_offer`]).
+    resend: Duration,
     shards: u32,
     tail: Duration,
 }
@@ -103,6 +104,7 @@ async fn run(pg: PgTools) {
         .collect();
     let settings = Settings {
         seconds: env_or("IPMANAGER_BLACKOUT_SECONDS", 60),
+        resend: Duration::from_millis(env_or("IPMANAGER_BLACKOUT_RESEND_MS", 5)),
         shards: env_or("IPMANAGER_BLACKOUT_SHARDS", 1024),
         tail: Duration::from_secs(env_or("IPMANAGER_BLACKOUT_TAIL", 60)),
     };
@@ -316,9 +318,9 @@ async fn changes(
                 .unwrap();
             mac
         };
-        let dhcp = dhcp.clone();
+        let (dhcp, resend) = (dhcp.clone(), settings.resend);
         watchers.push(tokio::spawn(async move {
-            watch_offer(&dhcp, mac, fresh, begin, deadline).await
+            watch_offer(&dhcp, mac, fresh, begin, deadline, resend).await
         }));
     }
     let mut latencies = Vec::with_capacity(watchers.len());
@@ -329,7 +331,7 @@ async fn changes(
 }
 
 /// Probes `mac` until it is offered `ip` (the time from `begin` to that OFFER's arrival) or
-/// `deadline` passes. A DISCOVER goes out every [`RESEND`], without waiting for the previous
+/// `deadline` passes. A DISCOVER goes out every `resend`, without waiting for the previous
 /// one's answer (dnsmasq may be slower than that to answer at 100,000 reservations), and less
 /// often as the wait grows (a twentieth of it), so that waiting watchers do not flood a dnsmasq
 /// that is busy re-reading.
@@ -339,6 +341,7 @@ async fn watch_offer(
     ip: Ipv4Addr,
     begin: Instant,
     deadline: Instant,
+    resend: Duration,
 ) -> Option<Duration> {
     let mut probes = tokio::task::JoinSet::new();
     let mut next = Instant::now();
@@ -353,7 +356,7 @@ async fn watch_offer(
                     let offered = dhcp.discover(mac, PROBE_WAIT).await;
                     (offered, Instant::now())
                 });
-                next = Instant::now() + RESEND.max(begin.elapsed() / 20);
+                next = Instant::now() + resend.max(begin.elapsed() / 20);
             }
             Some(done) = probes.join_next() => {
                 if let (Some(offered), at) = done.expect("a probe task") {
@@ -477,9 +480,9 @@ fn print_rows(rows: &[Row]) {
             r.start.as_secs_f64(),
             r.offered,
             r.changes,
-            ms(r.latency.median),
-            ms(r.latency.p99),
-            ms(r.latency_max),
+            offered_ms(r, r.latency.median),
+            offered_ms(r, r.latency.p99),
+            offered_ms(r, r.latency_max),
             ms(r.dhcp.longest),
             r.dhcp.lost,
             r.dhcp.sent,
@@ -488,5 +491,14 @@ fn print_rows(rows: &[Row]) {
             r.dns.sent,
             r.sighups,
         );
+    }
+}
+
+/// A latency figure, or a dash when no change was offered at all.
+fn offered_ms(row: &Row, value: Duration) -> String {
+    if row.offered == 0 {
+        "–".to_owned()
+    } else {
+        ms(value)
     }
 }
