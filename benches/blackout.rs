@@ -234,6 +234,11 @@ async fn run_one(cluster: &Cluster, hosts: usize, layout: &str, settings: &Setti
     let (dhcp_blackout, dns_blackout) = background.stop().await;
     let sighups = sighups(&lab, layout) - sighups_before;
 
+    // dnsmasq's log (every file it read, every query) outlives the lab, for a closer look.
+    let kept = std::env::temp_dir().join(format!("blackout-{hosts}-{layout}.log"));
+    if std::fs::copy(lab.log_file(), &kept).is_ok() {
+        eprintln!("dnsmasq's log: {}", kept.display());
+    }
     drop(agent);
     drop(lab);
     drop(client);
