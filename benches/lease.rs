@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::netns::{prerequisites, Lab, Tools};
+use common::probe::DnsProber;
 use common::TestDb;
 use ipmanager::agent::{Agent, Phase, Status};
 use ipmanager::config::Config;
@@ -193,18 +194,23 @@ async fn run_size(tools: &Tools, hosts: usize, changes: usize) -> Row {
     let pid = lab.dnsmasq_pid().expect("dnsmasq runs");
     let known = format!("h{}.bench.lan", hosts.div_ceil(2));
     assert_eq!(lab.resolve(&known).await.len(), 1, "{known} resolves");
-    let socket = dns_socket(&lab);
-    let server = std::net::SocketAddr::from((lab.server_ip, 53));
+    let dns = DnsProber::new(&lab);
+    let answered = |name: String| {
+        let dns = dns.clone();
+        async move {
+            !dns.query(&name, Duration::from_secs(2))
+                .await
+                .expect("dnsmasq answers DNS queries")
+                .is_empty()
+        }
+    };
     let mut query_rtt = Vec::with_capacity(changes);
     let mut reread = Vec::with_capacity(changes);
     let mut reread_queries_max = 0;
     for j in 0..changes {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let start = Instant::now();
-        assert!(
-            dns_answered(&socket, server, 2 * j as u16, &known),
-            "{known} resolves"
-        );
+        assert!(answered(known.clone()).await, "{known} resolves");
         query_rtt.push(start.elapsed());
 
         let name = format!("reread{j}.bench.lan");
@@ -213,7 +219,7 @@ async fn run_size(tools: &Tools, hosts: usize, changes: usize) -> Row {
         let start = Instant::now();
         kill(Pid::from_raw(pid), Signal::SIGHUP).expect("signal dnsmasq");
         let mut tries = 1;
-        while !dns_answered(&socket, server, 2 * j as u16 + 1, &name) {
+        while !answered(name.clone()).await {
             tries += 1;
             assert!(start.elapsed() < WAIT, "dnsmasq never served {name}");
         }
@@ -240,55 +246,6 @@ async fn run_size(tools: &Tools, hosts: usize, changes: usize) -> Row {
         reread: stats(&reread),
         reread_queries_max,
         query_rtt: stats(&query_rtt),
-    }
-}
-
-/// A UDP socket in the lab's client namespace (created by a thread that entered it; the
-/// socket stays there), for DNS queries from this process without a program start each time.
-fn dns_socket(lab: &Lab) -> std::net::UdpSocket {
-    let ns = PathBuf::from("/var/run/netns").join(&lab.client_ns);
-    let local = std::net::SocketAddr::from((lab.client_ip, 0));
-    let socket = std::thread::spawn(move || {
-        let file = std::fs::File::open(&ns).expect("the client namespace");
-        // SAFETY: setns on a valid descriptor; it only changes this short-lived thread.
-        let entered =
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
-        std::net::UdpSocket::bind(local).expect("a UDP socket in the client namespace")
-    })
-    .join()
-    .unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    socket
-}
-
-/// One DNS query (A, recursion desired) for `name`: whether the answer has at least one record.
-fn dns_answered(
-    socket: &std::net::UdpSocket,
-    server: std::net::SocketAddr,
-    id: u16,
-    name: &str,
-) -> bool {
-    let mut query = Vec::with_capacity(64);
-    query.extend_from_slice(&id.to_be_bytes());
-    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        query.push(label.len() as u8);
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    socket.send_to(&query, server).expect("send a DNS query");
-    let mut buffer = [0u8; 1500];
-    loop {
-        let (len, _) = socket
-            .recv_from(&mut buffer)
-            .expect("dnsmasq answers DNS queries");
-        // Answers to earlier queries that timed out would carry another id.
-        if len >= 12 && buffer[..2] == id.to_be_bytes() {
-            return u16::from_be_bytes([buffer[6], buffer[7]]) > 0;
-        }
     }
 }
 

@@ -128,12 +128,16 @@ impl Staged {
         .map_err(untouched)?;
         let count = self.files.len() + self.removals.len();
         let mut dirs: Vec<PathBuf> = Vec::with_capacity(count);
-        // On failure the remaining temporary files are removed when they drop.
+        // On failure the remaining temporary files are removed when they drop. Each file is
+        // closed before its rename: dnsmasq's inotify reads a file at IN_MOVED_TO and again at
+        // IN_CLOSE_WRITE, so closing it after the rename would make dnsmasq read it twice.
         for (renamed, (path, temp)) in self.files.into_iter().enumerate() {
-            temp.persist(&path).map_err(|e| PartialReplace {
-                renamed,
-                error: FileError::new("cannot rename the temporary file over", &path)(e.error),
-            })?;
+            temp.into_temp_path()
+                .persist(&path)
+                .map_err(|e| PartialReplace {
+                    renamed,
+                    error: FileError::new("cannot rename the temporary file over", &path)(e.error),
+                })?;
             dirs.push(parent_dir(&path).to_path_buf());
         }
         let replaced = dirs.len();

@@ -113,3 +113,79 @@ check_command = []
     .unwrap();
     config
 }
+
+/// Writes `ipmanager.toml` into the lab's directory for an agent named `name` on `database_url`
+/// that writes where the lab's dnsmasq reads (`layout`: `hostsfile` or `incremental`, with the
+/// lab's directories), signals it through its pid file and restarts it through the lab.
+/// `dnsmasq_extra` ends the `[dnsmasq]` section (e.g. `shards = 64`). Returns the file's path.
+pub fn write_lab_agent_config(
+    lab: &super::netns::Lab,
+    database_url: &str,
+    name: &str,
+    layout: &str,
+    dnsmasq_extra: &str,
+) -> PathBuf {
+    for dir in [lab.hosts_dir(), lab.names_dir()] {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let restart = lab
+        .restart_command()
+        .iter()
+        .map(|arg| format!("{arg:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = lab.path("ipmanager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database_url = "{database_url}"
+log_level = "warn"
+[agent]
+name = "{name}"
+liveness_interval = "1s"
+max_backoff = "500ms"
+[dnsmasq]
+layout = "{layout}"
+include_file = "{include}"
+hosts_file = "{hosts}"
+addn_hosts_file = "{addn}"
+hosts_dir = "{hosts_dir}"
+names_dir = "{names_dir}"
+pid_file = "{pid}"
+restart_command = [{restart}]
+command_timeout = "300s"
+{dnsmasq_extra}
+"#,
+            include = lab.include_file().display(),
+            hosts = lab.hosts_file().display(),
+            addn = lab.addn_hosts_file().display(),
+            hosts_dir = lab.hosts_dir().display(),
+            names_dir = lab.names_dir().display(),
+            pid = lab.pid_file().display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Waits until agent `name` has applied transaction `xid` (its reported applied snapshot
+/// contains it, whether or not a host awaits a compaction); `false` after `deadline`.
+pub async fn wait_applied(
+    client: &tokio_postgres::Client,
+    name: &str,
+    xid: &str,
+    deadline: Duration,
+) -> bool {
+    wait_until(deadline, || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM ipmanager.agent_status
+                 WHERE name = $1 AND pg_visible_in_snapshot($2::text::xid8, applied_snapshot)",
+                &[&name, &xid],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await
+}

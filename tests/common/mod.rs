@@ -303,6 +303,7 @@ pub mod arb;
 pub mod binary;
 pub mod cluster;
 pub mod netns;
+pub mod probe;
 pub mod sql;
 
 /// Login roles for one test, each a member of a group role (`ipmanager_agent`, ...). Roles are

@@ -219,6 +219,8 @@ pub struct Lab {
     supervisor: Option<Supervisor>,
     /// How the dnsmasq runs stopped by [`Lab::stop_dnsmasq`] ended, for diagnostics.
     stopped_exits: Vec<String>,
+    /// How long dnsmasq may take to start serving: see [`Lab::set_start_deadline`].
+    start_deadline: Duration,
 }
 
 impl Lab {
@@ -254,6 +256,7 @@ impl Lab {
             namespaces_created: Vec::new(),
             supervisor: None,
             stopped_exits: Vec::new(),
+            start_deadline: E2E_DEADLINE,
         };
         // The first namespace tells whether this machine allows them at all.
         let server_ns = lab.server_ns.clone();
@@ -301,6 +304,12 @@ impl Lab {
         Ok(())
     }
 
+    /// Allows dnsmasq `deadline` to start serving (instead of [`E2E_DEADLINE`]): it reads
+    /// 100,000 reservations for about a minute.
+    pub fn set_start_deadline(&mut self, deadline: Duration) {
+        self.start_deadline = deadline;
+    }
+
     fn ip(&self, args: &[&str]) -> Result<String, String> {
         run(&self.tools.ip, args)
     }
@@ -326,6 +335,32 @@ impl Lab {
     }
     pub fn lease_file(&self) -> PathBuf {
         self.path("leases")
+    }
+    /// The directory for `dhcp-hostsdir` (the incremental layout's DHCP shards).
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.path("dhcp-hosts.d")
+    }
+    /// The directory for `hostsdir` (the incremental layout's DNS shards).
+    pub fn names_dir(&self) -> PathBuf {
+        self.path("hosts.d")
+    }
+
+    /// Runs `f` on a thread that has entered the client namespace, e.g. to open a socket that
+    /// then stays there whichever thread uses it.
+    pub fn in_client_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = PathBuf::from("/var/run/netns").join(&self.client_ns);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = std::fs::File::open(&ns)
+                        .unwrap_or_else(|e| panic!("cannot open {}: {e}", ns.display()));
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("cannot enter {}: {e}", ns.display()));
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
     }
 
     /// `10.99.<octet>.<host>`.
@@ -498,11 +533,16 @@ impl Lab {
     /// Waits until dnsmasq has been started more than `starts_before` times and the running
     /// one has written its pid file and logged its start.
     pub async fn wait_dnsmasq_ready(&self, starts_before: usize) {
-        let deadline = Instant::now() + E2E_DEADLINE;
+        let deadline = Instant::now() + self.start_deadline;
         loop {
             let (starts, pid) = self.supervisor_state(|s| (s.starts, s.pid));
             if let Some(pid) = pid.filter(|_| starts > starts_before) {
                 if self.dnsmasq_pid() == Some(pid) && self.has_read_its_files(pid) {
+                    // Directories are read file by file, logged only per file present; they
+                    // are all read before dnsmasq answers its first query.
+                    if self.include_names_directories() {
+                        self.wait_first_answer(deadline).await;
+                    }
                     return;
                 }
             }
@@ -534,6 +574,28 @@ impl Lab {
         };
         read("dhcp-hostsfile=", &|l| l.ends_with(&hosts))
             && read("addn-hosts=", &|l| l.contains(&addn))
+    }
+
+    /// Waits until dnsmasq answers a DNS query (any answer), or fails at `deadline`.
+    async fn wait_first_answer(&self, deadline: Instant) {
+        let dns = super::probe::DnsProber::new(self);
+        while dns
+            .query("ready.invalid", Duration::from_millis(500))
+            .await
+            .is_none()
+        {
+            if Instant::now() > deadline {
+                panic!("dnsmasq never answered a query; {}", self.diagnostics());
+            }
+        }
+    }
+
+    /// Whether the include file names `dhcp-hostsdir` or `hostsdir` directories.
+    fn include_names_directories(&self) -> bool {
+        let include = std::fs::read_to_string(self.include_file()).unwrap_or_default();
+        include
+            .lines()
+            .any(|l| l.starts_with("dhcp-hostsdir=") || l.starts_with("hostsdir="))
     }
 
     /// dnsmasq's log so far (all runs).
@@ -753,6 +815,44 @@ impl Lab {
     /// PTR of an IPv6 address.
     pub async fn reverse6(&self, ip: Ipv6Addr) -> Vec<String> {
         self.dig(&["-x", &ip.to_string()]).await
+    }
+
+    /// Many A queries in one dig run (`dig -f`): the answers by queried name (without the
+    /// trailing dot); names without an answer are absent.
+    pub async fn resolve_all(
+        &self,
+        names: &[String],
+    ) -> std::collections::HashMap<String, Vec<Ipv4Addr>> {
+        let batch = self.path("dig-batch");
+        let queries: String = names.iter().map(|n| format!("{n} A\n")).collect();
+        std::fs::write(&batch, queries).unwrap();
+        let server = format!("@{}", self.server_ip);
+        let mut command = tokio::process::Command::new(&self.tools.ip);
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .arg(&self.tools.dig)
+            .args([&server, "+time=2", "+tries=3", "+noall", "+answer", "-f"])
+            .arg(&batch)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("dig -f finishes")
+            .expect("dig runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "dig -f failed: {stdout}");
+        let mut answers: std::collections::HashMap<String, Vec<Ipv4Addr>> = Default::default();
+        for line in stdout.lines() {
+            // NAME. TTL IN A ADDRESS
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let [name, _, "IN", "A", address] = fields[..] {
+                answers
+                    .entry(name.trim_end_matches('.').to_owned())
+                    .or_default()
+                    .push(address.parse().expect("an IPv4 address"));
+            }
+        }
+        answers
     }
 
     /// A: the addresses `name` resolves to.
