@@ -466,7 +466,7 @@ async fn audit_cost(rows: usize, reps: usize) -> Vec<AuditRow> {
             let toggle = if audited { "ENABLE" } else { "DISABLE" };
             client
                 .batch_execute(&format!(
-                    "TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.audit_log RESTART IDENTITY;
+                    "TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.host_macs, ipmanager.audit_log RESTART IDENTITY;
                      ALTER TABLE ipmanager.hosts {toggle} TRIGGER hosts_audit_insert;
                      ALTER TABLE ipmanager.hosts {toggle} TRIGGER hosts_audit_update"
                 ))

@@ -155,7 +155,7 @@ async fn empty(client: &Client) {
     client
         .batch_execute(
             "ALTER TABLE ipmanager.hosts DISABLE TRIGGER hosts_audit_truncate; \
-             TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.audit_log; \
+             TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.host_macs, ipmanager.audit_log; \
              ALTER TABLE ipmanager.hosts ENABLE TRIGGER hosts_audit_truncate",
         )
         .await

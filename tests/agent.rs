@@ -2070,7 +2070,11 @@ async fn an_agent_reading_deltas_ends_with_the_files_of_a_full_render() {
             wait_files_equal_full_render(&h, &db, "a subnet change").await;
         }
     }
-    exec(&db, "TRUNCATE ipmanager.hosts, ipmanager.host_aliases").await;
+    exec(
+        &db,
+        "TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.host_macs",
+    )
+    .await;
     wait_files_equal_full_render(&h, &db, "a TRUNCATE").await;
     n += 1;
     exec(&db, &random_host_change(&mut 3, n, true)).await;

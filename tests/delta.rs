@@ -250,7 +250,7 @@ async fn subnet_changes_and_truncate_ask_for_a_full_read_and_other_sites_are_not
         ),
         (
             "a TRUNCATE",
-            "TRUNCATE ipmanager.hosts, ipmanager.host_aliases",
+            "TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.host_macs",
         ),
     ] {
         f.client.batch_execute(sql).await.unwrap();

@@ -1652,16 +1652,17 @@ async fn one_notification_per_statement() {
         .await,
         one("hosts")
     );
-    // hosts can only be truncated together with the aliases referencing it (V6): one each.
+    // hosts can only be truncated together with the aliases (V6) and extra MACs (V7)
+    // referencing it: one each.
     assert_eq!(
         changes_of(
             &writer,
             &mut rx,
             round,
-            "TRUNCATE ipmanager.hosts, ipmanager.host_aliases"
+            "TRUNCATE ipmanager.hosts, ipmanager.host_aliases, ipmanager.host_macs"
         )
         .await,
-        vec!["host_aliases".to_string(), "hosts".to_string()]
+        ["host_aliases", "host_macs", "hosts"].map(String::from)
     );
     assert_eq!(
         changes_of(&writer, &mut rx, round, "DELETE FROM ipmanager.subnets").await,
@@ -1688,12 +1689,18 @@ async fn one_notification_per_statement() {
             &mut rx,
             round,
             "TRUNCATE ipmanager.hosts, ipmanager.subnets, ipmanager.host_aliases, \
-             ipmanager.subnet_options"
+             ipmanager.host_macs, ipmanager.subnet_options"
         )
         .await,
-        ["host_aliases", "hosts", "subnet_options", "subnets"]
-            .map(String::from)
-            .to_vec()
+        [
+            "host_aliases",
+            "host_macs",
+            "hosts",
+            "subnet_options",
+            "subnets"
+        ]
+        .map(String::from)
+        .to_vec()
     );
     // PostgreSQL folds identical notifications of one transaction: one per table.
     assert_eq!(
