@@ -102,15 +102,13 @@ impl Lease {
 pub fn parse_lease_file(text: &str) -> Vec<Lease> {
     let mut server_duid = None;
     text.lines()
-        .filter_map(
-            |line| match line.split_ascii_whitespace().collect::<Vec<_>>()[..] {
-                ["duid", duid] => {
-                    server_duid = crate::client_id::parse(duid).ok().map(|_| duid.to_owned());
-                    None
-                }
-                _ => parse_lease(line, server_duid.as_deref()),
-            },
-        )
+        .filter_map(|line| match line.strip_prefix("duid ").map(str::trim) {
+            Some(duid) => {
+                server_duid = crate::client_id::parse(duid).ok().map(|_| duid.to_owned());
+                None
+            }
+            None => parse_lease(line, server_duid.as_deref()),
+        })
         .collect()
 }
 
@@ -229,7 +227,10 @@ pub fn release_arguments(lease: &Lease, interface: &str) -> Result<Vec<String>, 
         .client_id
         .clone()
         .ok_or("the lease names no client DUID")?;
-    let server = (v6.server_duid.clone()).ok_or("the lease file has no server DUID (duid line)")?;
+    let server = v6
+        .server_duid
+        .clone()
+        .ok_or("the lease file has no server DUID (duid line)")?;
     let iaid = v6.iaid.ok_or("the lease is a temporary address (IA_TA)")?;
     let options = ["--iface", "--client-id", "--server-id", "--iaid", "--ip"];
     let values = [interface, client, server, iaid.to_string(), ip];
