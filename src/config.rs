@@ -139,7 +139,10 @@ pub struct DnsmasqConfig {
     /// Run as `COMMAND IFACE IP MAC [CLIENT-ID]` for each lease of a reservation dnsmasq no
     /// longer serves (dnsmasq-utils' `dhcp_release`). Empty: leases are never released.
     pub release_command: Vec<String>,
-    /// The interface `release_command` sends from; without it, the interface with an address
+    /// Run as `COMMAND --iface IFACE --client-id DUID --server-id DUID --iaid IAID --ip IP` for
+    /// each such DHCPv6 lease (dnsmasq-utils' `dhcp_release6`). Empty: never released.
+    pub release6_command: Vec<String>,
+    /// The interface `release_command` and `release6_command` send from; without it, the interface with an address
     /// in the same network as the lease.
     pub release_interface: Option<String>,
 }
@@ -191,12 +194,18 @@ impl Default for DnsmasqConfig {
             compaction_interval: Duration::from_secs(300),
             lease_file: "/var/lib/misc/dnsmasq.leases".into(),
             release_command: vec!["dhcp_release".to_owned()],
+            release6_command: vec!["dhcp_release6".to_owned()],
             release_interface: None,
         }
     }
 }
 
 impl DnsmasqConfig {
+    /// Whether stale leases of either family are released.
+    pub fn releases_leases(&self) -> bool {
+        !self.release_command.is_empty() || !self.release6_command.is_empty()
+    }
+
     pub fn layout(&self) -> render::Layout {
         render::Layout {
             kind: self.layout,
@@ -401,6 +410,7 @@ impl Config {
                 .with_list_parse_key("dnsmasq.restart_command")
                 .with_list_parse_key("dnsmasq.check_command")
                 .with_list_parse_key("dnsmasq.release_command")
+                .with_list_parse_key("dnsmasq.release6_command")
                 .with_list_parse_key("agent.sites")
                 .try_parsing(true)
                 .source(Some(sectioned.into_iter().collect())),
@@ -864,14 +874,17 @@ mod tests {
         let d = load_dnsmasq(&[]).unwrap().dnsmasq;
         assert_eq!(d.lease_file, Path::new("/var/lib/misc/dnsmasq.leases"));
         assert_eq!(d.release_command, ["dhcp_release"]);
+        assert_eq!(d.release6_command, ["dhcp_release6"]);
         assert_eq!(d.release_interface, None);
         let d = load_dnsmasq(&[
             ("RELEASE_COMMAND", "ip netns exec dhcp dhcp_release"),
+            ("RELEASE6_COMMAND", "ip netns exec dhcp dhcp_release6"),
             ("RELEASE_INTERFACE", "br0"),
         ])
         .unwrap()
         .dnsmasq;
         assert_eq!(d.release_command.len(), 5);
+        assert_eq!(d.release6_command[4], "dhcp_release6");
         assert_eq!(d.release_interface.as_deref(), Some("br0"));
         for (key, value) in [
             ("LEASE_FILE", "dnsmasq.leases"),

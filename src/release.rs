@@ -1,5 +1,6 @@
-//! Which of dnsmasq's leases to release after new files took effect. Pure: no I/O; the agent
-//! reads the lease file and runs `dhcp_release` (see `agent::releases`).
+//! Which of dnsmasq's leases to release after new files took effect, and the arguments that
+//! release one. Pure: no I/O; the agent reads the lease file and runs `dhcp_release` or
+//! `dhcp_release6` (see `agent::releases`).
 //!
 //! A lease is released when it is the lease of a reservation dnsmasq served before and serves
 //! no longer: the client and the address of the lease ([`Lease::candidates`]) are those of a
@@ -14,7 +15,8 @@
 //!
 //! A reservation is keyed by its [`Client`] and address: each MAC of a `dhcp-host` line, and its
 //! client identifier (`id:`, a client-id or DUID), which [`Lease::candidates`] matches against
-//! the lease's client-id field.
+//! the lease's client-id field. The rule is the same for both families: a DHCPv6 lease names no
+//! MAC, so only a reservation by DUID (`id:`) is ever the one of a DHCPv6 lease.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +61,18 @@ pub struct Lease {
     pub client_id: Option<String>,
     /// The hostname the lease gives DNS; `None` for `*`.
     pub hostname: Option<String>,
+    /// What else `dhcp_release6` needs for a DHCPv6 lease; `None` for DHCPv4.
+    pub v6: Option<V6Lease>,
+}
+
+/// The identifiers of a DHCPv6 lease besides its address and client DUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V6Lease {
+    /// The IAID of the client's IA_NA; `None` for a temporary address (IA_TA, written `T…`),
+    /// which is never a reservation's and which `dhcp_release6` cannot release.
+    pub iaid: Option<u32>,
+    /// dnsmasq's own DUID, from the file's `duid` line; `None` when the file has none.
+    pub server_duid: Option<String>,
 }
 
 impl Lease {
@@ -86,10 +100,21 @@ impl Lease {
 /// `duid SERVER-DUID` line, `EXPIRY IAID IP HOSTNAME DUID` per DHCPv6 lease. Lines that are
 /// neither are skipped: the file is dnsmasq's, and one odd line must not hide the others.
 pub fn parse_lease_file(text: &str) -> Vec<Lease> {
-    text.lines().filter_map(parse_lease).collect()
+    let mut server_duid = None;
+    text.lines()
+        .filter_map(|line| match line.strip_prefix("duid ").map(str::trim) {
+            Some(duid) => {
+                server_duid = crate::client_id::parse(duid).ok().map(|_| duid.to_owned());
+                None
+            }
+            None => parse_lease(line, server_duid.as_deref()),
+        })
+        .collect()
 }
 
-fn parse_lease(line: &str) -> Option<Lease> {
+/// One lease line; `server_duid` is the `duid` line's, which dnsmasq writes before its DHCPv6
+/// leases.
+fn parse_lease(line: &str, server_duid: Option<&str>) -> Option<Lease> {
     let fields: Vec<&str> = line.split_ascii_whitespace().collect();
     let [expiry, hardware, ip, hostname, client_id] = fields[..] else {
         return None;
@@ -97,15 +122,23 @@ fn parse_lease(line: &str) -> Option<Lease> {
     expiry.parse::<u64>().ok()?;
     let ip: IpAddr = ip.parse().ok()?;
     let star = |field: &str| (field != "*").then(|| field.to_owned());
+    let (mac, v6) = match ip {
+        IpAddr::V4(_) => (crate::mac::parse(hardware).ok(), None),
+        // The second field of a DHCPv6 lease is its IAID.
+        IpAddr::V6(_) => (
+            None,
+            Some(V6Lease {
+                iaid: hardware.parse::<u32>().ok(),
+                server_duid: server_duid.map(str::to_owned),
+            }),
+        ),
+    };
     Some(Lease {
-        mac: match ip {
-            IpAddr::V4(_) => crate::mac::parse(hardware).ok(),
-            // The second field of a DHCPv6 lease is its IAID.
-            IpAddr::V6(_) => None,
-        },
         ip,
+        mac,
         client_id: star(client_id),
         hostname: star(hostname),
+        v6,
     })
 }
 
@@ -174,6 +207,38 @@ pub fn leases_to_release<'a>(stale: &Reservations, leases: &'a [Lease]) -> Vec<&
         .iter()
         .filter(|lease| lease.candidates().iter().any(|r| stale.contains(r)))
         .collect()
+}
+
+/// The arguments after the release command that release `lease` from `interface`:
+/// `dhcp_release`'s `IFACE IP MAC [CLIENT-ID]` for a DHCPv4 lease, `dhcp_release6`'s
+/// `--iface IFACE --client-id DUID --server-id DUID --iaid IAID --ip IP` for a DHCPv6 one.
+/// `Err`: what the lease lacks to be released.
+pub fn release_arguments(lease: &Lease, interface: &str) -> Result<Vec<String>, &'static str> {
+    let (interface, ip) = (interface.to_owned(), lease.ip.to_string());
+    let Some(v6) = &lease.v6 else {
+        let mac = lease.mac.ok_or("the DHCPv4 lease names no Ethernet MAC")?;
+        let mac = crate::mac::Mac(mac).to_string();
+        return Ok([interface, ip, mac]
+            .into_iter()
+            .chain(lease.client_id.clone())
+            .collect());
+    };
+    let client = lease
+        .client_id
+        .clone()
+        .ok_or("the lease names no client DUID")?;
+    let server = v6
+        .server_duid
+        .clone()
+        .ok_or("the lease file has no server DUID (duid line)")?;
+    let iaid = v6.iaid.ok_or("the lease is a temporary address (IA_TA)")?;
+    let options = ["--iface", "--client-id", "--server-id", "--iaid", "--ip"];
+    let values = [interface, client, server, iaid.to_string(), ip];
+    Ok(options
+        .into_iter()
+        .zip(values)
+        .flat_map(|(option, value)| [option.to_owned(), value])
+        .collect())
 }
 
 /// An address of one of the host's interfaces.
@@ -333,6 +398,96 @@ garbage line
             .map(|l| l.ip)
             .collect();
         assert_eq!(released, vec![ip("10.0.0.10")]);
+    }
+
+    const SERVER: &str = "00:01:00:01:2c:00:00:01:52:54:00:00:00:01";
+    const DUID_A: &str = "00:03:00:01:52:54:00:00:00:0a";
+    const DUID_B: &str = "00:03:00:01:52:54:00:00:00:0b";
+
+    fn by_duid(duid: &str, address: &str) -> Reservation {
+        Reservation {
+            client: Client::Id(crate::client_id::parse(duid).unwrap()),
+            ip: ip(address),
+        }
+    }
+
+    #[test]
+    fn a_dhcpv6_lease_has_its_iaid_and_the_server_duid_of_the_file() {
+        let leases = parse_lease_file(&format!(
+            "1700000000 7 fd00::9 early {DUID_A}\n\
+             duid {SERVER}\n\
+             1700000000 11259139 fd00::10 pc {DUID_A}\n\
+             1700000000 T42 fd00::77 * {DUID_B}\n"
+        ));
+        let v6 = |iaid, server: Option<&str>| {
+            Some(V6Lease {
+                iaid,
+                server_duid: server.map(str::to_owned),
+            })
+        };
+        // Before the duid line there is no server DUID; `T…` is a temporary address.
+        let expected = [
+            (Some(7), None),
+            (Some(11259139), Some(SERVER)),
+            (None, Some(SERVER)),
+        ];
+        for (lease, (iaid, server)) in leases.iter().zip(expected) {
+            assert_eq!(lease.v6, v6(iaid, server), "{lease:?}");
+        }
+        assert_eq!(leases.len(), 3);
+        assert_eq!(leases[1].client_id.as_deref(), Some(DUID_A));
+        assert_eq!(parse_lease_file(LEASES)[0].v6, None, "a DHCPv4 lease");
+    }
+
+    #[test]
+    fn a_stale_dhcpv6_reservation_releases_only_its_clients_lease_by_duid() {
+        let leases = parse_lease_file(&format!(
+            "duid {SERVER}\n\
+             1700000000 1 fd00::10 pc {DUID_A}\n\
+             1700000000 2 fd00::11 other {DUID_B}\n\
+             1700000000 3 fd00::150 dyn {DUID_B}\n"
+        ));
+        let stale = set(&[
+            by_duid(DUID_A, "fd00::10"),
+            // B holds .11, but the stale reservation of .11 was A's: B's lease stays.
+            by_duid(DUID_A, "fd00::11"),
+            // A DHCPv6 lease names no MAC: a MAC reservation never matches it.
+            Reservation::mac(B, ip("fd00::150")),
+        ]);
+        let released: Vec<IpAddr> = leases_to_release(&stale, &leases)
+            .iter()
+            .map(|l| l.ip)
+            .collect();
+        assert_eq!(released, vec![ip("fd00::10")]);
+    }
+
+    #[test]
+    fn the_release_arguments_are_dhcp_release_s_or_dhcp_release6_s() {
+        let text = format!("{LEASES}1700000000 T9 fd00::99 * {DUID_B}\n");
+        let leases = parse_lease_file(&text);
+        let args = |lease: &Lease| release_arguments(lease, "eth1");
+        let words = |text: &str| -> Vec<String> { text.split(' ').map(String::from).collect() };
+        assert_eq!(
+            args(&leases[0]),
+            Ok(words(
+                "eth1 10.0.0.10 52:54:00:00:00:0a 01:52:54:00:00:00:0a"
+            ))
+        );
+        assert_eq!(
+            args(&leases[1]),
+            Ok(words("eth1 10.0.0.11 52:54:00:00:00:0b"))
+        );
+        assert_eq!(
+            args(&leases[3]),
+            Ok(words(&format!(
+                "--iface eth1 --client-id {DUID_A} --server-id {SERVER} --iaid 1234 --ip fd00::10"
+            )))
+        );
+        assert!(args(&leases[4]).unwrap_err().contains("temporary"));
+        let no_server = parse_lease_file(&format!("1700000000 1 fd00::10 pc {DUID_A}\n"));
+        assert!(args(&no_server[0]).unwrap_err().contains("server DUID"));
+        let no_mac = parse_lease_file("1700000000 00:01:02 10.0.0.5 * 01:02:03\n");
+        assert!(args(&no_mac[0]).unwrap_err().contains("no Ethernet MAC"));
     }
 
     #[test]

@@ -628,11 +628,16 @@ fn check_config_shows_the_release_keys_and_names_a_bad_one() {
         text.contains("dnsmasq.release_command = [\"dhcp_release\"]"),
         "{text}"
     );
+    assert!(
+        text.contains("dnsmasq.release6_command = [\"dhcp_release6\"]"),
+        "{text}"
+    );
     assert!(!text.contains("release_interface"), "{text}");
-    let out = check("release_command = []\nrelease_interface = \"br0\"\n");
+    let out = check("release_command = []\nrelease6_command = []\nrelease_interface = \"br0\"\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("dnsmasq.release_command = []"), "{text}");
+    assert!(text.contains("dnsmasq.release6_command = []"), "{text}");
     assert!(
         text.contains("dnsmasq.release_interface = \"br0\""),
         "{text}"

@@ -26,10 +26,6 @@ struct AgentRun {
 }
 
 impl AgentRun {
-    fn start(db: &TestDb, lab: &Lab, layout: &str) -> AgentRun {
-        Self::start_with(db, lab, layout, "e2e", "", "")
-    }
-
     /// An agent named `name` serving `sites` (a TOML array) with `dns_scope`.
     fn start_site(db: &TestDb, lab: &Lab, name: &str, sites: &str, dns_scope: &str) -> AgentRun {
         let sites = format!("sites = {sites}");
@@ -150,15 +146,17 @@ impl World {
     /// A lab on 10.99.`octet`.0/24, a database with that subnet (pool .100–.150, domain
     /// `e2e.test`), the agent in sync, then dnsmasq started on the agent's files.
     async fn start(octet: u8, layout: &str) -> Option<World> {
-        Self::start_in(Lab::new(octet)?, layout).await
+        Self::start_in(Lab::new(octet)?, layout, "").await
     }
 
     /// [`World::start`] with IPv6 on the link too: the server has `fd99:<octet>::1` and the
     /// database a second subnet `e2e6`, `fd99:<octet>::/64` without a dynamic range (`static`).
+    /// The agent releases stale leases ([`releasing`]).
     async fn start_dual(octet: u8) -> Option<World> {
         let lab = Lab::new(octet)?;
         lab.enable_ipv6()?;
-        let mut world = Self::start_in(lab, "hostsfile").await?;
+        let dnsmasq_extra = releasing(&lab);
+        let mut world = Self::start_in(lab, "hostsfile", &dnsmasq_extra).await?;
         world
             .sql_and_restart(&format!(
                 "INSERT INTO ipmanager.subnets (name, cidr, domain)
@@ -168,7 +166,8 @@ impl World {
         Some(world)
     }
 
-    async fn start_in(mut lab: Lab, layout: &str) -> Option<World> {
+    /// `dnsmasq_extra` ends the agent's `[dnsmasq]` section.
+    async fn start_in(mut lab: Lab, layout: &str, dnsmasq_extra: &str) -> Option<World> {
         let octet = lab.octet;
         let db = TestDb::new().await;
         db.client()
@@ -180,7 +179,7 @@ impl World {
             ))
             .await
             .unwrap();
-        let mut agent = AgentRun::start(&db, &lab, layout);
+        let mut agent = AgentRun::start_with(&db, &lab, layout, "e2e", "", dnsmasq_extra);
         agent.wait_in_sync().await;
         lab.start_dnsmasq().await;
         Some(World { agent, lab, db })
@@ -1217,6 +1216,27 @@ async fn a_dhcpv6_client_gets_its_reservation_by_duid_and_a_new_address_without_
         w.lab.reverse6(second).await,
         vec!["v6pc.e2e.test.".to_owned()]
     );
+
+    // The old address's lease was released with dhcp_release6 when it stopped being served.
+    let leased = |ip: std::net::Ipv6Addr, leases: &[String]| {
+        let ip = format!(" {ip} ");
+        leases
+            .iter()
+            .any(|l| l.contains(&ip) && l.ends_with(&duid_text))
+    };
+    w.wait_leases("the new lease only", |l| {
+        leased(second, l) && !leased(first, l)
+    })
+    .await;
+    // Deleted: the lease is released too, so the name goes from DNS at once.
+    w.sql("DELETE FROM ipmanager.hosts WHERE hostname = 'v6pc'")
+        .await;
+    w.wait_leases("no lease of the deleted reservation", |l| {
+        !leased(second, l)
+    })
+    .await;
+    w.wait_unresolved("v6pc.e2e.test", "AAAA").await;
+    assert_eq!(w.agent.status().release_error, None);
     w.finish().await;
 }
 
@@ -1339,10 +1359,10 @@ impl World {
         );
     }
 
-    /// Polls until `name` no longer resolves; returns how long that took.
-    async fn wait_unresolved(&self, name: &str) -> std::time::Duration {
+    /// Polls until `name` has no `record` (A, AAAA) any more; returns how long that took.
+    async fn wait_unresolved(&self, name: &str, record: &str) -> std::time::Duration {
         let started = std::time::Instant::now();
-        while !self.lab.resolve(name).await.is_empty() {
+        while !self.lab.dig(&[name, record]).await.is_empty() {
             assert!(
                 started.elapsed() < E2E_DEADLINE,
                 "{name} still resolves; {}",
@@ -1361,6 +1381,7 @@ fn releasing(lab: &Lab) -> String {
     let extra = format!(
         "lease_file = {lease_file:?}\n\
          release_command = [\"ip\", \"netns\", \"exec\", {ns:?}, \"dhcp_release\"]\n\
+         release6_command = [\"ip\", \"netns\", \"exec\", {ns:?}, \"dhcp_release6\"]\n\
          release_interface = {interface:?}\n\
          hosts_dir = {hosts_dir:?}\n\
          names_dir = {names_dir:?}\n\
@@ -1425,7 +1446,7 @@ async fn a_deleted_reservations_lease_is_released(octet: u8, layout: &str) {
     let deleted = std::time::Instant::now();
     w.sql("DELETE FROM ipmanager.hosts WHERE hostname = 'h1'")
         .await;
-    w.wait_unresolved("h1").await;
+    w.wait_unresolved("h1", "A").await;
     let took = deleted.elapsed();
     assert!(
         took < std::time::Duration::from_secs(1),
@@ -1536,7 +1557,7 @@ async fn with_the_incremental_layout_a_deleted_reservations_lease_is_released_at
         !w.has_lease(&mac_a, reserved)
     })
     .await;
-    w.wait_unresolved("h1").await;
+    w.wait_unresolved("h1", "A").await;
     w.assert_dynamic_untouched(&mac_dyn, "dyn1", dynamic).await;
     let seen = client.events().len();
     client.renew();
@@ -1615,6 +1636,6 @@ async fn a_reservation_deleted_while_the_agent_was_stopped_is_released_at_its_st
         !w.has_lease(&mac_a, reserved)
     })
     .await;
-    w.wait_unresolved("h1").await;
+    w.wait_unresolved("h1", "A").await;
     w.finish().await;
 }

@@ -1,7 +1,9 @@
 //! Releasing the leases of reservations dnsmasq no longer serves, beside the loop: the loop
 //! hands over what dnsmasq serves after each piece of work ([`Releases::served`]), and a release
-//! runs whenever some reservation stopped being served: it reads dnsmasq's lease file and runs
-//! `release_command IFACE IP MAC [CLIENT-ID]` for each lease [`crate::release`] picks.
+//! runs whenever some reservation stopped being served: it reads dnsmasq's lease file and, for
+//! each lease [`crate::release`] picks, runs `release_command IFACE IP MAC [CLIENT-ID]`
+//! (`dhcp_release`) or, for a DHCPv6 lease, `release6_command --iface IFACE --client-id DUID
+//! --server-id DUID --iaid IAID --ip IP` (`dhcp_release6`).
 //!
 //! What dnsmasq serves is known only after files took effect: the hostsfile and conf layouts
 //! once they are activated, the incremental layout from the planner's model, which keeps a
@@ -27,6 +29,7 @@ use crate::release::{self, Interface, Lease, Reservation, Reservations};
 struct Settings {
     lease_file: std::path::PathBuf,
     command: Vec<String>,
+    command6: Vec<String>,
     interface: Option<String>,
     timeout: Duration,
 }
@@ -77,9 +80,10 @@ impl Releases {
     pub(super) fn new(config: &Config) -> Releases {
         let d = &config.dnsmasq;
         Releases {
-            settings: (!d.release_command.is_empty()).then(|| Settings {
+            settings: d.releases_leases().then(|| Settings {
                 lease_file: d.lease_file.clone(),
                 command: d.release_command.clone(),
+                command6: d.release6_command.clone(),
                 interface: d.release_interface.clone(),
                 timeout: d.command_timeout,
             }),
@@ -252,45 +256,46 @@ async fn release_leases(settings: Settings, stale: Reservations) -> Attempt {
 }
 
 /// Sends the release of one lease; `false`: it cannot be released. Without an interface for it,
-/// a retry would not find one either: that is logged, and the lease left to expire.
+/// or what the release needs, a retry would not find them either: that is logged, and the lease
+/// left to expire.
 async fn release_one(
     settings: &Settings,
     interfaces: &[Interface],
     lease: &Lease,
 ) -> Result<bool, String> {
-    let Some(mac) = lease.mac else {
-        // dhcp_release6 would need the lease's IAID and dnsmasq's server DUID: not done yet.
+    let (command, key) = match lease.v6 {
+        None => (&settings.command, "dnsmasq.release_command"),
+        Some(_) => (&settings.command6, "dnsmasq.release6_command"),
+    };
+    if command.is_empty() {
+        warn!(ip = %lease.ip, "a stale lease is not released ({key} is []); it stays until it expires");
+        return Ok(false);
+    }
+    let Some(interface) = settings
+        .interface
+        .as_deref()
+        .or_else(|| release::interface_for(lease.ip, interfaces))
+    else {
         warn!(
             ip = %lease.ip,
-            "a stale DHCPv6 lease is not released; it stays until the client renews or it expires"
+            "no interface of this host is in the subnet of a stale lease, so it cannot be \
+             released (set dnsmasq.release_interface); it stays until it expires"
         );
         return Ok(false);
     };
-    let interface = match &settings.interface {
-        Some(name) => name.as_str(),
-        None => match release::interface_for(lease.ip, interfaces) {
-            Some(name) => name,
-            None => {
-                warn!(
-                    ip = %lease.ip,
-                    "no interface of this host is in the subnet of a stale lease, so it cannot be \
-                     released (set dnsmasq.release_interface); it stays until it expires"
-                );
-                return Ok(false);
-            }
-        },
+    let arguments = match release::release_arguments(lease, interface) {
+        Ok(arguments) => arguments,
+        Err(why) => {
+            warn!(ip = %lease.ip, "a stale lease cannot be released ({why}); it stays until it expires");
+            return Ok(false);
+        }
     };
-    let mut command = settings.command.clone();
-    command.extend([
-        interface.to_owned(),
-        lease.ip.to_string(),
-        crate::mac::Mac(mac).to_string(),
-    ]);
-    command.extend(lease.client_id.clone());
+    let command: Vec<String> = command.iter().cloned().chain(arguments).collect();
     run_command(&command, settings.timeout)
         .await
         .map_err(|error: ActivateError| super::error_chain(&error))?;
-    info!(ip = %lease.ip, mac = %crate::mac::Mac(mac).to_string(), interface, "released a stale lease");
+    let client = lease.client_id.as_deref().unwrap_or("*");
+    info!(ip = %lease.ip, client, interface, "released a stale lease");
     Ok(true)
 }
 
@@ -322,7 +327,8 @@ mod tests {
     use super::*;
     use crate::config::DATABASE_URL_VAR;
 
-    fn releases(dir: &std::path::Path, command: Vec<String>) -> Releases {
+    /// Releases with `command` for DHCPv4 leases and `command6` for DHCPv6 ones.
+    fn releases(dir: &std::path::Path, command: Vec<String>, command6: Vec<String>) -> Releases {
         let mut config = Config::load(
             None,
             [(
@@ -333,6 +339,7 @@ mod tests {
         .unwrap();
         config.dnsmasq.lease_file = dir.join("leases");
         config.dnsmasq.release_command = command;
+        config.dnsmasq.release6_command = command6;
         config.dnsmasq.release_interface = Some("lo".to_owned());
         Releases::new(&config)
     }
@@ -363,7 +370,7 @@ mod tests {
             log.display()
         );
         let command = ["sh", "-c", &script, "release"].map(String::from).to_vec();
-        let mut r = releases(dir.path(), command);
+        let mut r = releases(dir.path(), command, Vec::new());
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         // Served, then files without it in effect: pending.
         r.served(None, Some(Reservations::from([a10.clone()])), false);
@@ -397,7 +404,7 @@ mod tests {
     async fn a_lease_that_dnsmasq_keeps_is_released_again_then_given_up() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("leases"), format!("{STALE}{DYNAMIC}")).unwrap();
-        let mut r = releases(dir.path(), vec!["true".to_owned()]);
+        let mut r = releases(dir.path(), vec!["true".to_owned()], Vec::new());
         let a10 = Reservation::mac([0x52, 0x54, 0, 0, 0, 0x0a], "10.0.0.10".parse().unwrap());
         r.served(Some(Arc::new(Reservations::from([a10]))), None, true);
         r.served(Some(Arc::default()), None, true);
@@ -411,5 +418,41 @@ mod tests {
             "{error}"
         );
         assert_eq!(r.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stale_dhcpv6_lease_is_released_with_dhcp_release6_s_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = "00:01:00:01:2c:00:00:01:52:54:00:00:00:01";
+        let duid = "00:03:00:01:52:54:00:00:00:0a";
+        let leases = format!(
+            "{STALE}duid {server}\n1764600000 11259139 fd00::10 pc {duid}\n\
+             1764600000 77 fd00::150 dyn 00:03:00:01:52:54:00:00:00:0c\n"
+        );
+        std::fs::write(dir.path().join("leases"), leases).unwrap();
+        let log = dir.path().join("released");
+        let script = format!("echo \"$@\" >> {}", log.display());
+        let record = |family: &str| ["sh", "-c", &script, family].map(String::from).to_vec();
+        let pc = Reservation {
+            client: release::Client::Id(crate::client_id::parse(duid).unwrap()),
+            ip: "fd00::10".parse().unwrap(),
+        };
+        let mut r = releases(dir.path(), record("v4"), record("v6"));
+        r.served(Some(Arc::new(Reservations::from([pc.clone()]))), None, true);
+        r.served(Some(Arc::default()), None, true);
+        assert_eq!(r.pending(), 1);
+        assert_eq!(attempt(&mut r).await, None);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("--iface lo --client-id {duid} --server-id {server} --iaid 11259139 --ip fd00::10\n")
+        );
+        // With release6_command = [] the lease is left alone, and nothing stays pending.
+        std::fs::remove_file(&log).unwrap();
+        let mut r = releases(dir.path(), record("v4"), Vec::new());
+        r.served(Some(Arc::new(Reservations::from([pc]))), None, true);
+        r.served(Some(Arc::default()), None, true);
+        assert_eq!(attempt(&mut r).await, None);
+        assert_eq!(r.pending(), 0);
+        assert!(!log.exists());
     }
 }

@@ -391,7 +391,7 @@ impl Worker {
             verify_every: config.agent.resync_interval,
             last_read: Mutex::new(None),
             digests: Mutex::new(ShardDigests::default()),
-            releasing: !config.dnsmasq.release_command.is_empty(),
+            releasing: config.dnsmasq.releases_leases(),
             served_read: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -153,6 +153,7 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     outln!("dnsmasq.check_command = {:?}", d.check_command)?;
     outln!("dnsmasq.lease_file = {:?}", d.lease_file)?;
     outln!("dnsmasq.release_command = {:?}", d.release_command)?;
+    outln!("dnsmasq.release6_command = {:?}", d.release6_command)?;
     // Unset means the interface in each lease's network; the line appears only when set.
     if let Some(interface) = &d.release_interface {
         outln!("dnsmasq.release_interface = {interface:?}")?;
