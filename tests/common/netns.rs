@@ -783,6 +783,13 @@ impl Lab {
     /// `-x IP`). Returns the answers (`+short`), empty for NXDOMAIN or no data; panics when
     /// dnsmasq does not answer.
     pub async fn dig(&self, args: &[&str]) -> Vec<String> {
+        self.try_dig(args).await.unwrap_or_else(|failure| {
+            panic!("dig {args:?} failed ({failure}); {}", self.diagnostics())
+        })
+    }
+
+    /// [`Lab::dig`], with dnsmasq's silence (e.g. while it restarts) as an error, not a panic.
+    pub async fn try_dig(&self, args: &[&str]) -> Result<Vec<String>, String> {
         let server = format!("@{}", self.server_ip);
         let mut command = tokio::process::Command::new(&self.tools.ip);
         command
@@ -797,14 +804,15 @@ impl Lab {
             .expect("dig finishes")
             .expect("dig runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success() && !stdout.contains(";;"),
-            "dig {args:?} failed ({}): {stdout}{}; {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr),
-            self.diagnostics()
-        );
-        stdout.lines().map(str::to_owned).collect()
+        if output.status.success() && !stdout.contains(";;") {
+            Ok(stdout.lines().map(str::to_owned).collect())
+        } else {
+            Err(format!(
+                "{}: {stdout}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
     }
 
     /// AAAA: the IPv6 addresses `name` resolves to.
