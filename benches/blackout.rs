@@ -21,7 +21,8 @@
 //! without them it prints SKIPPED and exits 0. Environment: `IPMANAGER_BLACKOUT_SIZES` (default
 //! `10000,100000`), `IPMANAGER_BLACKOUT_LAYOUTS` (default `hostsfile,incremental`),
 //! `IPMANAGER_BLACKOUT_SECONDS` (changes, one per second, default 60), `IPMANAGER_BLACKOUT_SHARDS`
-//! (default 1024), `IPMANAGER_BLACKOUT_TAIL` (seconds to wait for the last offers, default 60).
+//! (default 1024), `IPMANAGER_BLACKOUT_NAMES_SHARDS` (default 4096), `IPMANAGER_BLACKOUT_TAIL`
+//! (seconds to wait for the last offers, default 60).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -79,6 +80,7 @@ struct Settings {
     /// A changed host's MAC is probed this often at first (see [`watch_offer`]).
     resend: Duration,
     shards: u32,
+    names_shards: u32,
     tail: Duration,
 }
 
@@ -106,6 +108,7 @@ async fn run(pg: PgTools) {
         seconds: env_or("IPMANAGER_BLACKOUT_SECONDS", 60),
         resend: Duration::from_millis(env_or("IPMANAGER_BLACKOUT_RESEND_MS", 5)),
         shards: env_or("IPMANAGER_BLACKOUT_SHARDS", 1024),
+        names_shards: env_or("IPMANAGER_BLACKOUT_NAMES_SHARDS", 4096),
         tail: Duration::from_secs(env_or("IPMANAGER_BLACKOUT_TAIL", 60)),
     };
     // Its own server: 100,000-row loads and a steady write stream stay off the shared one.
@@ -124,10 +127,11 @@ async fn run(pg: PgTools) {
     println!();
     println!(
         "Blackout: one change per second for {} s, a DISCOVER and a DNS query every {} ms \
-         (shards {}):",
+         (shards {}, names_shards {}):",
         settings.seconds,
         TICK.as_millis(),
-        settings.shards
+        settings.shards,
+        settings.names_shards
     );
     print_rows(&rows);
 }
@@ -201,8 +205,8 @@ async fn run_one(cluster: &Cluster, hosts: usize, layout: &str, settings: &Setti
         AGENT,
         layout,
         &format!(
-            "shards = {}\ncompaction_interval = \"1h\"\ncheck_command = []",
-            settings.shards
+            "shards = {}\nnames_shards = {}\ncompaction_interval = \"1h\"\ncheck_command = []",
+            settings.shards, settings.names_shards
         ),
     );
     let agent = AgentProcess::spawn(binary::command(

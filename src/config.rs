@@ -127,9 +127,13 @@ pub struct DnsmasqConfig {
     pub hosts_dir: PathBuf,
     /// The incremental layout's `hostsdir`: one name shard file per shard.
     pub names_dir: PathBuf,
-    /// How many shard files the hosts are spread over (incremental layout): a change rewrites
-    /// one file of about hosts/shards lines, which dnsmasq re-reads whole.
+    /// How many shard files the reservations are spread over (incremental layout): a change
+    /// rewrites one file of about hosts/shards lines, which dnsmasq re-reads whole.
     pub shards: u32,
+    /// How many shard files the names are spread over (incremental layout). dnsmasq 2.90 pays
+    /// a scan of every name it holds for each name line of a re-read `hostsdir` file, so large
+    /// sites want about one host per file; see README, "Large sites".
+    pub names_shards: u32,
     /// Least time between two compactions, and how long a change that needs one waits for it
     /// (incremental layout).
     #[serde(with = "humantime_serde")]
@@ -191,6 +195,7 @@ impl Default for DnsmasqConfig {
             hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: 1024,
+            names_shards: 4096,
             compaction_interval: Duration::from_secs(300),
             lease_file: "/var/lib/misc/dnsmasq.leases".into(),
             release_command: vec!["dhcp_release".to_owned()],
@@ -214,6 +219,7 @@ impl DnsmasqConfig {
             hosts_dir: self.hosts_dir.clone(),
             names_dir: self.names_dir.clone(),
             shards: self.shards,
+            names_shards: self.names_shards,
         }
     }
 
@@ -258,11 +264,13 @@ impl DnsmasqConfig {
                 self.names_dir.display()
             ));
         }
-        if !(1..=MAX_SHARDS).contains(&self.shards) {
-            return Err(format!(
-                "dnsmasq.shards {} must be between 1 and {MAX_SHARDS}",
-                self.shards
-            ));
+        for (key, shards) in [
+            ("dnsmasq.shards", self.shards),
+            ("dnsmasq.names_shards", self.names_shards),
+        ] {
+            if !(1..=MAX_SHARDS).contains(&shards) {
+                return Err(format!("{key} {shards} must be between 1 and {MAX_SHARDS}"));
+            }
         }
         if self.compaction_interval < Duration::from_secs(1) {
             return Err(format!(
@@ -901,22 +909,28 @@ mod tests {
         assert_eq!(d.hosts_dir, Path::new("/var/lib/ipmanager/dhcp-hosts.d"));
         assert_eq!(d.names_dir, Path::new("/var/lib/ipmanager/hosts.d"));
         assert_eq!(d.shards, 1024);
+        assert_eq!(d.names_shards, 4096);
         assert_eq!(d.compaction_interval, Duration::from_secs(300));
         let d = load_dnsmasq(&[
             ("LAYOUT", "incremental"),
             ("SHARDS", "65536"),
+            ("NAMES_SHARDS", "3"),
             ("COMPACTION_INTERVAL", "1s"),
         ])
         .unwrap()
         .dnsmasq;
         assert_eq!(d.layout, LayoutKind::Incremental);
-        assert_eq!(d.layout().shards, 65536);
+        assert_eq!((d.layout().shards, d.layout().names_shards), (65536, 3));
         for (vars, says) in [
             (
                 vec![("SHARDS", "0")],
                 "dnsmasq.shards 0 must be between 1 and 65536",
             ),
             (vec![("SHARDS", "65537")], "dnsmasq.shards 65537"),
+            (
+                vec![("NAMES_SHARDS", "0")],
+                "dnsmasq.names_shards 0 must be between 1 and 65536",
+            ),
             (
                 vec![("COMPACTION_INTERVAL", "500ms")],
                 "dnsmasq.compaction_interval 500ms must be at least 1s",

@@ -445,6 +445,7 @@ mod tests {
             hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: SHARDS,
+            names_shards: SHARDS,
         }
     }
 

@@ -586,7 +586,9 @@ fn check_config_shows_the_incremental_layouts_keys_and_names_a_bad_one() {
         );
         ipmanager(&["check-config", "-c", file.to_str().unwrap()], &[])
     };
-    let out = check("layout = \"incremental\"\nshards = 256\ncompaction_interval = \"90s\"\n");
+    let out = check(
+        "layout = \"incremental\"\nshards = 256\nnames_shards = 8192\ncompaction_interval = \"90s\"\n",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     for line in [
@@ -594,6 +596,7 @@ fn check_config_shows_the_incremental_layouts_keys_and_names_a_bad_one() {
         "dnsmasq.hosts_dir = \"/var/lib/ipmanager/dhcp-hosts.d\"",
         "dnsmasq.names_dir = \"/var/lib/ipmanager/hosts.d\"",
         "dnsmasq.shards = 256",
+        "dnsmasq.names_shards = 8192",
         "dnsmasq.compaction_interval = \"1m 30s\"",
     ] {
         assert!(text.contains(line), "{line:?} missing in:\n{text}");

@@ -131,6 +131,7 @@ fn layout(kind: LayoutKind) -> Layout {
         hosts_dir: PathBuf::from("/h/dhcp-hosts.d"),
         names_dir: PathBuf::from("/h/hosts.d"),
         shards: 7,
+        names_shards: 7,
     }
 }
 

@@ -193,6 +193,7 @@ fn layout(kind: LayoutKind) -> Layout {
         hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
         names_dir: "/var/lib/ipmanager/hosts.d".into(),
         shards: 2,
+        names_shards: 2,
     }
 }
 

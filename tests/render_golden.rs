@@ -58,6 +58,7 @@ fn golden(case: &str, snapshot: &Snapshot, kind: LayoutKind) -> Rendered {
         hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
         names_dir: "/var/lib/ipmanager/hosts.d".into(),
         shards: 4,
+        names_shards: 4,
     };
     let rendered = render(snapshot, &layout);
     let kind_name = match kind {

@@ -506,6 +506,7 @@ fn layout(kind: LayoutKind, hosts_file: PathBuf, addn_hosts_file: PathBuf) -> La
         hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
         names_dir: "/var/lib/ipmanager/hosts.d".into(),
         shards: 16,
+        names_shards: 16,
     }
 }
 

@@ -142,6 +142,7 @@ pub fn check_config(config: &Config, file: Option<PathBuf>) -> Result<()> {
     outln!("dnsmasq.hosts_dir = {:?}", d.hosts_dir)?;
     outln!("dnsmasq.names_dir = {:?}", d.names_dir)?;
     outln!("dnsmasq.shards = {}", d.shards)?;
+    outln!("dnsmasq.names_shards = {}", d.names_shards)?;
     outln!(
         "dnsmasq.compaction_interval = {:?}",
         duration(d.compaction_interval)

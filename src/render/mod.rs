@@ -124,8 +124,10 @@ pub struct Layout {
     pub hosts_dir: PathBuf,
     /// The `hostsdir` the name shards go to.
     pub names_dir: PathBuf,
-    /// How many shards hosts are spread over; taken as 1 to [`MAX_SHARDS`].
+    /// How many shards the reservation lines are spread over; taken as 1 to [`MAX_SHARDS`].
     pub shards: u32,
+    /// How many shards the name lines are spread over; taken as 1 to [`MAX_SHARDS`].
+    pub names_shards: u32,
 }
 
 /// A database row, by id.
@@ -254,7 +256,13 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
             );
             let (hosts_file, addn_hosts, sharded) = match hosts.written {
                 Some(written) => {
-                    let sharded = shard::split(&hosts.dhcp, &hosts.dns, &written, layout.shards);
+                    let sharded = shard::split(
+                        &hosts.dhcp,
+                        &hosts.dns,
+                        &written,
+                        layout.shards,
+                        layout.names_shards,
+                    );
                     (None, None, Some(sharded))
                 }
                 None => (Some(hosts.dhcp), Some(hosts.dns), None),
@@ -765,6 +773,7 @@ mod tests {
             hosts_dir: "/var/lib/ipmanager/dhcp-hosts.d".into(),
             names_dir: "/var/lib/ipmanager/hosts.d".into(),
             shards: 4,
+            names_shards: 4,
         }
     }
 

@@ -3,7 +3,10 @@
 //! rewrites one small file, which dnsmasq re-reads on its own (`dhcp-hostsdir`, `hostsdir`).
 //!
 //! A host's shard is its id modulo the number of shards, so that it stays in the same file
-//! whatever else changes; each shard holds its lines in the renderer's usual order.
+//! whatever else changes; each shard holds its lines in the renderer's usual order. The two
+//! directories have their own shard counts: dnsmasq's cost of re-reading a names file grows
+//! with every name it already holds, per name line in the file, so names want smaller files
+//! than reservations (see `docs/dnsmasq-hostsdir.md`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,8 +15,10 @@ use std::net::IpAddr;
 /// (no entry here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sharded {
-    /// How many shards hosts are spread over (at least 1).
+    /// How many shards the reservation lines are spread over (at least 1).
     pub shards: u32,
+    /// How many shards the name lines are spread over (at least 1).
+    pub names_shards: u32,
     /// The dhcp-hostsdir files: `MAC,IP,hostname[,LEASE]` lines, as in a dhcp-hostsfile.
     pub dhcp: BTreeMap<u32, String>,
     /// The hostsdir files: `IP [fqdn] hostname` lines, as in an addn-hosts file.
@@ -95,56 +100,90 @@ pub(super) struct Written {
 }
 
 /// Spreads the flat hostsfile-layout outputs `dhcp` and `dns`, whose lines `written` describes
-/// in order, over `shards` shards.
-pub(super) fn split(dhcp: &str, dns: &str, written: &[Written], shards: u32) -> Sharded {
+/// in order, over `shards` reservation shards and `names_shards` name shards.
+pub(super) fn split(
+    dhcp: &str,
+    dns: &str,
+    written: &[Written],
+    shards: u32,
+    names_shards: u32,
+) -> Sharded {
     let shards = shards.clamp(1, MAX_SHARDS);
-    // Each host's shard and lines, grouped by shard, in output order within each: a sort rather
-    // than a table of every shard, so that the cost follows the hosts, not the shard count.
+    let names_shards = names_shards.clamp(1, MAX_SHARDS);
+    let mut sharded = Sharded {
+        shards,
+        names_shards,
+        entries: Vec::with_capacity(written.iter().filter(|w| w.reserved).count()),
+        ..Sharded::default()
+    };
+    for group in placed(written, shards).chunk_by(|a, b| a.shard == b.shard) {
+        let shard = group[0].shard;
+        let text = collect(group, dhcp, |p| p.dhcp.clone());
+        for p in group.iter().filter(|p| p.written.reserved) {
+            let w = p.written;
+            if !w.more_keys.is_empty() {
+                sharded.more_keys.insert(w.id, w.more_keys.clone());
+            }
+            sharded.entries.push(DhcpEntry {
+                host_id: w.id,
+                subnet_id: w.subnet_id,
+                shard,
+                mac: w.mac,
+                ip: w.ip,
+            });
+        }
+        if !text.is_empty() {
+            sharded.dhcp.insert(shard, text);
+        }
+    }
+    for group in placed(written, names_shards).chunk_by(|a, b| a.shard == b.shard) {
+        let text = collect(group, dns, |p| p.dns.clone());
+        if !text.is_empty() {
+            sharded.dns.insert(group[0].shard, text);
+        }
+    }
+    sharded
+}
+
+/// A written host with its shard and where its lines lie in the flat outputs.
+struct Placed<'a> {
+    shard: u32,
+    written: &'a Written,
+    dhcp: std::ops::Range<usize>,
+    dns: std::ops::Range<usize>,
+}
+
+/// Every host of `written` with its shard (of `shards`) and line ranges, grouped by shard and
+/// in output order within each: a stable sort rather than a table of every shard, so that the
+/// cost follows the hosts, not the shard count.
+fn placed(written: &[Written], shards: u32) -> Vec<Placed<'_>> {
     let mut ends = (0, 0);
-    let mut placed: Vec<(u32, &Written, usize, usize)> = written
+    let mut placed: Vec<Placed<'_>> = written
         .iter()
         .map(|w| {
             let (dhcp_start, dns_start) = ends;
             ends = (w.dhcp_end, w.dns_end);
-            (shard_of(w.id, shards), w, dhcp_start, dns_start)
+            Placed {
+                shard: shard_of(w.id, shards),
+                written: w,
+                dhcp: dhcp_start..w.dhcp_end,
+                dns: dns_start..w.dns_end,
+            }
         })
         .collect();
-    placed.sort_by_key(|p| p.0);
-    let mut sharded = Sharded {
-        shards,
-        entries: Vec::with_capacity(written.iter().filter(|w| w.reserved).count()),
-        ..Sharded::default()
-    };
-    for group in placed.chunk_by(|a, b| a.0 == b.0) {
-        let shard = group[0].0;
-        let dhcp_size = group.iter().map(|p| p.1.dhcp_end - p.2).sum();
-        let dns_size = group.iter().map(|p| p.1.dns_end - p.3).sum();
-        let (mut dhcp_file, mut dns_file) = (
-            String::with_capacity(dhcp_size),
-            String::with_capacity(dns_size),
-        );
-        for &(_, w, dhcp_start, dns_start) in group {
-            dhcp_file.push_str(&dhcp[dhcp_start..w.dhcp_end]);
-            dns_file.push_str(&dns[dns_start..w.dns_end]);
-            if w.reserved {
-                if !w.more_keys.is_empty() {
-                    sharded.more_keys.insert(w.id, w.more_keys.clone());
-                }
-                sharded.entries.push(DhcpEntry {
-                    host_id: w.id,
-                    subnet_id: w.subnet_id,
-                    shard,
-                    mac: w.mac,
-                    ip: w.ip,
-                });
-            }
-        }
-        if !dhcp_file.is_empty() {
-            sharded.dhcp.insert(shard, dhcp_file);
-        }
-        if !dns_file.is_empty() {
-            sharded.dns.insert(shard, dns_file);
-        }
+    placed.sort_by_key(|p| p.shard);
+    placed
+}
+
+/// The lines of `group` (one shard's hosts) taken from the flat output `flat` by `range`.
+fn collect(
+    group: &[Placed<'_>],
+    flat: &str,
+    range: impl Fn(&Placed<'_>) -> std::ops::Range<usize>,
+) -> String {
+    let mut text = String::with_capacity(group.iter().map(|p| range(p).len()).sum());
+    for p in group {
+        text.push_str(&flat[range(p)]);
     }
-    sharded
+    text
 }
