@@ -376,6 +376,9 @@ struct LastRead {
     at: SnapshotAt,
     /// The last full read: one is done again after the resync interval, whatever the deltas.
     full_at: Instant,
+    /// Incremental layout: the render of `at` before its last patch, from which the render of
+    /// the patched snapshot is derived; `None` after a full read.
+    previous: Option<render::Previous>,
 }
 
 impl Worker {
@@ -417,7 +420,14 @@ impl Worker {
         }
         let full_at = Instant::now();
         let at = db::take_snapshot_at(&self.pool, expected, &self.scope).await?;
-        Ok((LastRead { at, full_at }, None))
+        Ok((
+            LastRead {
+                at,
+                full_at,
+                previous: None,
+            },
+            None,
+        ))
     }
 
     fn model(&self) -> MutexGuard<'_, Option<Loaded>> {
@@ -489,7 +499,7 @@ impl Worker {
     /// back for the next delta read.
     fn render_and_stage(
         &self,
-        snapshot: LastRead,
+        mut snapshot: LastRead,
         compact: Option<Why>,
         pending: Option<Activation>,
     ) -> (
@@ -497,8 +507,8 @@ impl Worker {
         Result<Option<StagedChange>, SyncError>,
         LastRead,
     ) {
+        let mut rendered = self.render(&mut snapshot);
         let at = &snapshot.at;
-        let mut rendered = render::render_scoped(&at.snapshot, &self.files.layout, &at.names_only);
         let db_snapshot = at.db_snapshot.clone();
         let files_hash = {
             let mut digests = self.digests.lock().unwrap_or_else(|e| e.into_inner());
@@ -528,6 +538,23 @@ impl Worker {
             served_at_start,
         };
         (summary, staged, snapshot)
+    }
+
+    /// Renders the snapshot: after a delta read, derived from the render before it (see
+    /// [`render::Previous`]); else in full, keeping what the next one is derived from.
+    fn render(&self, snapshot: &mut LastRead) -> Rendered {
+        let (at, layout) = (&mut snapshot.at, &self.files.layout);
+        match (&mut snapshot.previous, at.replaced.take()) {
+            (Some(previous), Some(replaced)) => {
+                previous.update(&at.snapshot, layout, &at.names_only, &replaced)
+            }
+            _ => {
+                let (rendered, previous) =
+                    render::Previous::render(&at.snapshot, layout, &at.names_only);
+                snapshot.previous = previous;
+                rendered
+            }
+        }
     }
 
     /// Checks every whole file that differs from disk with ipmanager's own validator and
