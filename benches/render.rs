@@ -1,7 +1,8 @@
 //! CPU benchmark of the incremental layout's per-change path without a database: the snapshot
 //! of `benches/incremental.rs` (one /8 subnet with a domain, hosts `h1..hN`, 1,024 shards),
-//! then one host renamed per round: the render of the patched snapshot and the planner, each
-//! timed. `IPMANAGER_BENCH_SIZES` (default 10000,100000) and `IPMANAGER_BENCH_CHANGES` (default
+//! then one host renamed per round, patched in as a delta read does: the full render of the
+//! patched snapshot, the render derived from the previous one (`render::Previous::update`, what
+//! the agent does) and the planner, each timed. `IPMANAGER_BENCH_SIZES` (default 10000,100000) and `IPMANAGER_BENCH_CHANGES` (default
 //! 50) set the sizes and rounds; `cargo bench --bench render`. Deterministic, so that
 //! `valgrind --tool=callgrind` on it with `IPMANAGER_BENCH_CHANGES=1` counts repeatable
 //! instructions.
@@ -9,6 +10,7 @@
 #[allow(dead_code)] // shared by every benchmark; this one uses only part of it
 mod support;
 
+use std::collections::HashSet;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -29,31 +31,47 @@ fn main() {
         names_dir: "/var/lib/ipmanager/hosts.d".into(),
         shards: 1024,
     };
-    println!("| Hosts | render median / p99 (ms) | plan median / p99 (ms) |");
-    println!("|---|---|---|");
+    println!(
+        "| Hosts | full render median / p99 (ms) | derived render median / p99 (ms) | plan median / p99 (ms) |"
+    );
+    println!("|---|---|---|---|");
     for hosts in sizes {
         let mut snapshot = snapshot(hosts);
-        let rendered = render::render(&snapshot, &layout);
+        let (rendered, previous) = render::Previous::render(&snapshot, &layout, &[]);
+        let mut previous = previous.expect("the incremental layout keeps its render");
         let mut model = Loaded::full_read(rendered.sharded.unwrap_or_default());
-        let (mut render_times, mut plan_times) = (Vec::new(), Vec::new());
+        let (mut full_times, mut render_times, mut plan_times) =
+            (Vec::new(), Vec::new(), Vec::new());
         for i in 0..changes {
-            // Like the delta read's patch: the changed row goes to the end.
             let at = i * 7919 % hosts;
-            let mut host = snapshot.hosts.remove(at);
-            host.hostname = format!("c{i}");
-            snapshot.hosts.push(host);
+            let host = Host {
+                hostname: format!("c{i}"),
+                ..snapshot.hosts[at].clone()
+            };
+            let changed = HashSet::from([host.id]);
+            let replaced = snapshot.patch(&changed, vec![host], Vec::new(), Vec::new());
             let start = Instant::now();
-            let rendered = black_box(render::render(&snapshot, &layout));
+            let full = black_box(render::render(&snapshot, &layout));
+            full_times.push(start.elapsed());
+            let start = Instant::now();
+            let rendered = previous.update(&snapshot, &layout, &[], &replaced);
             render_times.push(start.elapsed());
+            assert!(rendered == full, "the derived render is the full one");
             let start = Instant::now();
             let plan = plan::plan(&model, rendered.sharded.unwrap_or_default());
             plan_times.push(start.elapsed());
             assert_eq!(plan.dhcp.len(), 1, "one reservation shard changes");
             model = plan.after;
         }
-        let (r, p) = (stats(&render_times), stats(&plan_times));
+        let (f, r, p) = (
+            stats(&full_times),
+            stats(&render_times),
+            stats(&plan_times),
+        );
         println!(
-            "| {hosts} | {} / {} | {} / {} |",
+            "| {hosts} | {} / {} | {} / {} | {} / {} |",
+            ms(f.median),
+            ms(f.p99),
             ms(r.median),
             ms(r.p99),
             ms(p.median),
