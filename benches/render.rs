@@ -2,7 +2,9 @@
 //! of `benches/incremental.rs` (one /8 subnet with a domain, hosts `h1..hN`, 1,024 shards),
 //! then one host renamed per round, patched in as a delta read does: the full render of the
 //! patched snapshot, the render derived from the previous one (`render::Previous::update`, what
-//! the agent does) and the planner, each timed. `IPMANAGER_BENCH_SIZES` (default 10000,100000) and `IPMANAGER_BENCH_CHANGES` (default
+//! the agent does), the planner, and the reservations dnsmasq then serves
+//! (`Loaded::served_reservations`, which the agent reads after every change when it releases
+//! leases, its default), each timed. `IPMANAGER_BENCH_SIZES` (default 10000,100000) and `IPMANAGER_BENCH_CHANGES` (default
 //! 50) set the sizes and rounds; `cargo bench --bench render`. Deterministic, so that
 //! `valgrind --tool=callgrind` on it with `IPMANAGER_BENCH_CHANGES=1` counts repeatable
 //! instructions.
@@ -32,16 +34,16 @@ fn main() {
         shards: 1024,
     };
     println!(
-        "| Hosts | full render median / p99 (ms) | derived render median / p99 (ms) | plan median / p99 (ms) |"
+        "| Hosts | full render median / p99 (ms) | derived render median / p99 (ms) | plan median / p99 (ms) | served reservations median / p99 (ms) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for hosts in sizes {
         let mut snapshot = snapshot(hosts);
         let (rendered, previous) = render::Previous::render(&snapshot, &layout, &[]);
         let mut previous = previous.expect("the incremental layout keeps its render");
         let mut model = Loaded::full_read(rendered.sharded.unwrap_or_default());
-        let (mut full_times, mut render_times, mut plan_times) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut full_times, mut render_times, mut plan_times, mut served_times) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..changes {
             let at = i * 7919 % hosts;
             let host = Host {
@@ -62,20 +64,22 @@ fn main() {
             plan_times.push(start.elapsed());
             assert_eq!(plan.dhcp.len(), 1, "one reservation shard changes");
             model = plan.after;
+            let start = Instant::now();
+            black_box(model.served_reservations());
+            served_times.push(start.elapsed());
         }
-        let (f, r, p) = (
-            stats(&full_times),
-            stats(&render_times),
-            stats(&plan_times),
-        );
+        let (f, r) = (stats(&full_times), stats(&render_times));
+        let (p, s) = (stats(&plan_times), stats(&served_times));
         println!(
-            "| {hosts} | {} / {} | {} / {} | {} / {} |",
+            "| {hosts} | {} / {} | {} / {} | {} / {} | {} / {} |",
             ms(f.median),
             ms(f.p99),
             ms(r.median),
             ms(r.p99),
             ms(p.median),
-            ms(p.p99)
+            ms(p.p99),
+            ms(s.median),
+            ms(s.p99)
         );
     }
 }
@@ -85,7 +89,10 @@ fn snapshot(hosts: usize) -> Snapshot {
     let subnet = Subnet {
         id: 1,
         cidr: "10.0.0.0/8".parse().unwrap(),
-        range: Some(("10.255.0.1".parse().unwrap(), "10.255.0.250".parse().unwrap())),
+        range: Some((
+            "10.255.0.1".parse().unwrap(),
+            "10.255.0.250".parse().unwrap(),
+        )),
         gateway: Some("10.0.0.1".parse().unwrap()),
         lease_seconds: None,
         domain: Some("bench.lan".to_owned()),

@@ -54,7 +54,10 @@ fn arb_settings() -> impl Strategy<Value = Option<(Option<i64>, Vec<String>, Opt
 enum Op {
     /// New values for a host (a new one when the index is past the end).
     Host(Index, bool, Index, Addr, [u8; 6], String),
-    Settings(Index, Option<(Option<i64>, Vec<String>, Option<u8>, Vec<u8>)>),
+    Settings(
+        Index,
+        Option<(Option<i64>, Vec<String>, Option<u8>, Vec<u8>)>,
+    ),
     Delete(Index),
     /// A DNS-only name at an address of a subnet, or the removal of one.
     DnsName(Index, Addr, bool),
@@ -84,7 +87,10 @@ fn profile(id: i64, boot_file: &str) -> Profile {
     }
 }
 
-fn settings_of(host_id: i64, spec: &(Option<i64>, Vec<String>, Option<u8>, Vec<u8>)) -> HostSettings {
+fn settings_of(
+    host_id: i64,
+    spec: &(Option<i64>, Vec<String>, Option<u8>, Vec<u8>),
+) -> HostSettings {
     let (profile, aliases, client_id, macs) = spec;
     let mut macs: Vec<[u8; 6]> = macs.iter().map(|&m| [0x52, 0x54, 0, 0, 0, m]).collect();
     macs.sort_unstable();

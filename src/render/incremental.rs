@@ -18,8 +18,8 @@ use std::net::IpAddr;
 
 use super::shard::Written;
 use super::{
-    head, mac_key, more_keys, options, render_full, render_host, shard_of, HostLines, Kept,
-    Layout, Rendered, Row, Sharded,
+    head, mac_key, more_keys, options, render_full, render_host, shard_of, HostLines, Kept, Layout,
+    Rendered, Row, Sharded,
 };
 use crate::model::{Host, HostSettings, Profile, Replaced, Snapshot, Subnet, SubnetSettings};
 

@@ -211,7 +211,13 @@ fn render_full(
 ) -> (Rendered, Option<Previous>) {
     let mut skipped = Vec::new();
     let settings = options::Settings::new(&snapshot.extras, &mut skipped);
-    let (include, subnets) = head(&snapshot.subnets, &settings, layout, names_only, &mut skipped);
+    let (include, subnets) = head(
+        &snapshot.subnets,
+        &settings,
+        layout,
+        names_only,
+        &mut skipped,
+    );
     match layout.kind {
         LayoutKind::Hostsfile | LayoutKind::Incremental => {
             let keep = keep && layout.kind == LayoutKind::Incremental;
@@ -241,7 +247,14 @@ fn render_full(
             };
             let written = hosts.written.as_deref().unwrap_or_default();
             let previous = hosts.kept.map(|kept| {
-                Previous::new(snapshot, layout, names_only, rendered.clone(), kept, written)
+                Previous::new(
+                    snapshot,
+                    layout,
+                    names_only,
+                    rendered.clone(),
+                    kept,
+                    written,
+                )
             });
             (rendered, previous)
         }
@@ -307,7 +320,12 @@ fn head<'a>(
         // domain; their blocks go nowhere.
         let mut nowhere = String::new();
         let mut not_theirs = Vec::new();
-        index.add_names_only(render_subnets(named, settings, &mut nowhere, &mut not_theirs));
+        index.add_names_only(render_subnets(
+            named,
+            settings,
+            &mut nowhere,
+            &mut not_theirs,
+        ));
         // Their options are another agent's to serve and to report.
         skipped.extend(
             not_theirs
