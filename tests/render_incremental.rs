@@ -28,10 +28,12 @@ fn layout(shards: u32) -> Layout {
     }
 }
 
+/// A host's profile, aliases, client identifier and extra MACs (see [`settings_of`]).
+type SettingsSpec = (Option<i64>, Vec<String>, Option<u8>, Vec<u8>);
+
 /// A host's settings: profile 1 (valid), 2 (invalid) or none, aliases (some invalid), a client
 /// identifier and extra MACs from small pools, so that they repeat.
-fn arb_settings() -> impl Strategy<Value = Option<(Option<i64>, Vec<String>, Option<u8>, Vec<u8>)>>
-{
+fn arb_settings() -> impl Strategy<Value = Option<SettingsSpec>> {
     prop::option::weighted(
         0.4,
         (
@@ -54,10 +56,7 @@ fn arb_settings() -> impl Strategy<Value = Option<(Option<i64>, Vec<String>, Opt
 enum Op {
     /// New values for a host (a new one when the index is past the end).
     Host(Index, bool, Index, Addr, [u8; 6], String),
-    Settings(
-        Index,
-        Option<(Option<i64>, Vec<String>, Option<u8>, Vec<u8>)>,
-    ),
+    Settings(Index, Option<SettingsSpec>),
     Delete(Index),
     /// A DNS-only name at an address of a subnet, or the removal of one.
     DnsName(Index, Addr, bool),
@@ -87,10 +86,7 @@ fn profile(id: i64, boot_file: &str) -> Profile {
     }
 }
 
-fn settings_of(
-    host_id: i64,
-    spec: &(Option<i64>, Vec<String>, Option<u8>, Vec<u8>),
-) -> HostSettings {
+fn settings_of(host_id: i64, spec: &SettingsSpec) -> HostSettings {
     let (profile, aliases, client_id, macs) = spec;
     let mut macs: Vec<[u8; 6]> = macs.iter().map(|&m| [0x52, 0x54, 0, 0, 0, m]).collect();
     macs.sort_unstable();

@@ -9,7 +9,8 @@
 //! verdict and its lines, and the changed host's verdict and lines are what the full render
 //! gives it alone. Then its lines are cut out of and put into its shard's files at its place by
 //! address, and its entries of [`Rendered::skipped`] likewise. Whenever that cannot be shown
-//! (a shared address or key, a changed DNS-only name, subnet or profile, another layout) the
+//! (a shared address or key, a changed DNS-only name, subnet, subnet setting, profile or set of
+//! names-only subnets, a repeated id, another layout) the
 //! render is done in full. `tests/render_incremental.rs` checks the result against the full
 //! render byte for byte.
 
@@ -24,7 +25,7 @@ use super::{
 use crate::model::{Host, HostSettings, Profile, Replaced, Snapshot, Subnet, SubnetSettings};
 
 /// A render of the incremental layout with what is needed to derive the next one from it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Previous {
     layout: Layout,
     names_only: Vec<i64>,
@@ -237,8 +238,8 @@ impl Previous {
         true
     }
 
+    /// The shard files; `patch` checked that the render has them (the default is never used).
     fn sharded(&mut self) -> &mut Sharded {
-        // `patch` checked that there are shard files.
         self.rendered.sharded.get_or_insert_with(Sharded::default)
     }
 

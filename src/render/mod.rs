@@ -83,6 +83,13 @@
 //!
 //! [`check::check_file`] re-reads a rendered file with an independent strict grammar; the agent
 //! runs it over every staged file and never activates one that fails.
+//!
+//! # Deriving a render
+//!
+//! With the incremental layout, [`Previous`] keeps a render and derives the next one from it
+//! when only some hosts changed ([`crate::model::Snapshot::patch`]), in time that follows the
+//! changed hosts; it renders in full whenever a changed host takes part in a rule across hosts,
+//! so that the result is always byte for byte [`render_scoped`]'s.
 
 mod changes;
 pub mod check;
