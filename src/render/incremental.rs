@@ -10,9 +10,8 @@
 //! gives it alone. Then its lines are cut out of and put into its shard's files at its place by
 //! address, and its entries of [`Rendered::skipped`] likewise. Whenever that cannot be shown
 //! (a shared address or key, a changed DNS-only name, subnet, subnet setting, profile or set of
-//! names-only subnets, a repeated id, another layout) the
-//! render is done in full. `tests/render_incremental.rs` checks the result against the full
-//! render byte for byte.
+//! names-only subnets, a repeated id, another layout) the render is done in full.
+//! `tests/render_incremental.rs` checks the result against the full render byte for byte.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
