@@ -45,23 +45,53 @@ impl Snapshot {
     /// Brings the hosts up to date with a read of the `changed` ids alone: every reservation,
     /// host setting and DNS-only name with one of those ids goes, and the fetched rows (those
     /// still there, with those ids only) come in. Order is not kept: the renderer sorts.
+    /// Returns the rows that went, so that a render can be patched too
+    /// ([`crate::render::Previous::update`]).
     pub fn patch(
         &mut self,
         changed: &HashSet<i64>,
         hosts: Vec<Host>,
         settings: Vec<HostSettings>,
         dns_names: Vec<DnsName>,
-    ) {
+    ) -> Replaced {
+        let mut ids: Vec<i64> = changed.iter().copied().collect();
+        ids.sort_unstable();
+        let mut replaced = Replaced {
+            ids,
+            ..Replaced::default()
+        };
         if changed.is_empty() {
-            return;
+            return replaced;
         }
-        self.hosts.retain(|h| !changed.contains(&h.id));
+        replaced.hosts = self
+            .hosts
+            .extract_if(.., |h| changed.contains(&h.id))
+            .collect();
         self.hosts.extend(hosts);
-        self.extras.hosts.retain(|h| !changed.contains(&h.host_id));
+        replaced.settings = self
+            .extras
+            .hosts
+            .extract_if(.., |h| changed.contains(&h.host_id))
+            .collect();
         self.extras.hosts.extend(settings);
-        self.extras.dns_names.retain(|n| !changed.contains(&n.id));
+        replaced.dns_names = self
+            .extras
+            .dns_names
+            .extract_if(.., |n| changed.contains(&n.id))
+            .collect();
         self.extras.dns_names.extend(dns_names);
+        replaced
     }
+}
+
+/// What [`Snapshot::patch`] took out: the changed ids, sorted, and the rows that had them
+/// before (the rows that have them now are in the patched snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replaced {
+    pub ids: Vec<i64>,
+    pub hosts: Vec<Host>,
+    pub settings: Vec<HostSettings>,
+    pub dns_names: Vec<DnsName>,
 }
 
 /// The rule for the names of subnets and agents (`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$` in the

@@ -17,6 +17,7 @@ use cidr::IpCidr;
 use ipmanager::client_id::ClientId;
 use ipmanager::model::{Extras, Host, HostSettings, Snapshot, Subnet};
 use ipmanager::plan::{plan, Loaded};
+use ipmanager::release::reservations_in;
 use ipmanager::render::check::{check_file, FileKind};
 use ipmanager::render::{
     render, render_scoped, shard_file_name, shard_of, Layout, LayoutKind, Rendered, Sharded,
@@ -542,6 +543,11 @@ fn check_state(loaded: &Loaded, dnsmasq: &Dnsmasq, desired: &Sharded, history: &
 fn check_full_read(loaded: &Loaded, flat: &Rendered) {
     assert_eq!(loaded.pending(), Vec::<i64>::new());
     assert!(!loaded.debt());
+    // Served: exactly what the hostsfile layout's file reserves.
+    assert_eq!(
+        loaded.served_reservations(),
+        reservations_in(flat.hosts.as_ref().unwrap())
+    );
     let mut expected: HashMap<(i64, Key), IpAddr> = HashMap::new();
     for line in flat.hosts.as_ref().unwrap().lines() {
         let ip = parse_line(line).ip;

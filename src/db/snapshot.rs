@@ -19,8 +19,8 @@ use tokio_postgres::{Row, Statement};
 
 use super::DbError;
 use crate::model::{
-    DhcpOptionValue, DnsName, Extras, Host, HostSettings, OptionKind, Profile, Snapshot, Subnet,
-    SubnetSettings,
+    DhcpOptionValue, DnsName, Extras, Host, HostSettings, OptionKind, Profile, Replaced, Snapshot,
+    Subnet, SubnetSettings,
 };
 
 // $1: the sites served (NULL: every subnet); $2: also read the other subnets, for names only.
@@ -159,6 +159,9 @@ pub struct SnapshotAt {
     /// `pg_postmaster_start_time()` of the server it was read from: a delta read against
     /// another server, or the same one restarted, reads everything instead.
     pub server_started: String,
+    /// After a delta read, what it replaced in `snapshot` (see [`Snapshot::patch`]); `None`
+    /// after a full read.
+    pub replaced: Option<Replaced>,
 }
 
 /// Takes a full, consistent snapshot. A partial read is an error, never a smaller snapshot.
@@ -196,6 +199,7 @@ pub async fn take_snapshot_at(
         names_only: read.names_only,
         db_snapshot: read.current.snapshot,
         server_started: read.current.server_started,
+        replaced: None,
     })
 }
 
@@ -248,12 +252,12 @@ pub async fn take_delta_at(
         changed: changed.len(),
         fetched: fetched.hosts.len() + fetched.dns_names.len(),
     };
-    previous.snapshot.patch(
+    previous.replaced = Some(previous.snapshot.patch(
         &changed.into_iter().collect::<HashSet<_>>(),
         fetched.hosts,
         fetched.settings,
         fetched.dns_names,
-    );
+    ));
     previous.db_snapshot = read.current.snapshot;
     Ok(Some(stats))
 }

@@ -83,9 +83,17 @@
 //!
 //! [`check::check_file`] re-reads a rendered file with an independent strict grammar; the agent
 //! runs it over every staged file and never activates one that fails.
+//!
+//! # Deriving a render
+//!
+//! With the incremental layout, [`Previous`] keeps a render and derives the next one from it
+//! when only some hosts changed ([`crate::model::Snapshot::patch`]), in time that follows the
+//! changed hosts; it renders in full whenever a changed host takes part in a rule across hosts,
+//! so that the result is always byte for byte [`render_scoped`]'s.
 
 mod changes;
 pub mod check;
+mod incremental;
 pub(crate) mod lines;
 mod options;
 mod shard;
@@ -97,6 +105,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use changes::{describe_host_changes, summarize_host_changes, HostChangeDetails};
+pub use incremental::Previous;
 pub use shard::{shard_file_name, shard_of, DhcpEntry, Sharded, MAX_SHARDS};
 
 use crate::client_id::ClientId;
@@ -198,8 +207,107 @@ pub fn render(snapshot: &Snapshot, layout: &Layout) -> Rendered {
 /// [`render`], except that the hosts of the subnets in `names_only` are written as names only
 /// (see the module documentation), and those subnets get no block.
 pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -> Rendered {
+    render_full(snapshot, layout, names_only, false).0
+}
+
+/// [`render_scoped`], and with `keep` and [`LayoutKind::Incremental`] what
+/// [`Previous::update`] needs to derive the next render from this one.
+fn render_full(
+    snapshot: &Snapshot,
+    layout: &Layout,
+    names_only: &[i64],
+    keep: bool,
+) -> (Rendered, Option<Previous>) {
     let mut skipped = Vec::new();
-    let mut include = String::with_capacity(256 + snapshot.subnets.len() * 256);
+    let settings = options::Settings::new(&snapshot.extras, &mut skipped);
+    let (include, subnets) = head(
+        &snapshot.subnets,
+        &settings,
+        layout,
+        names_only,
+        &mut skipped,
+    );
+    match layout.kind {
+        LayoutKind::Hostsfile | LayoutKind::Incremental => {
+            let keep = keep && layout.kind == LayoutKind::Incremental;
+            let hosts = render_hosts(
+                snapshot,
+                &subnets,
+                &settings,
+                layout.kind,
+                String::new(),
+                &mut skipped,
+                keep,
+            );
+            let (hosts_file, addn_hosts, sharded) = match &hosts.written {
+                Some(written) => {
+                    let sharded = shard::split(
+                        &hosts.dhcp,
+                        &hosts.dns,
+                        written,
+                        layout.shards,
+                        layout.names_shards,
+                    );
+                    (None, None, Some(sharded))
+                }
+                None => (Some(hosts.dhcp), Some(hosts.dns), None),
+            };
+            let rendered = Rendered {
+                include,
+                hosts: hosts_file,
+                addn_hosts,
+                hosts_served: hosts.served,
+                skipped,
+                sharded,
+            };
+            let written = hosts.written.as_deref().unwrap_or_default();
+            let previous = hosts.kept.map(|kept| {
+                Previous::new(
+                    snapshot,
+                    layout,
+                    names_only,
+                    rendered.clone(),
+                    kept,
+                    written,
+                )
+            });
+            (rendered, previous)
+        }
+        LayoutKind::Conf => {
+            // The reservations go straight after the subnet blocks, the names after them.
+            let mut hosts = render_hosts(
+                snapshot,
+                &subnets,
+                &settings,
+                layout.kind,
+                include,
+                &mut skipped,
+                false,
+            );
+            hosts.dhcp.push_str(&hosts.dns);
+            let rendered = Rendered {
+                include: hosts.dhcp,
+                hosts: None,
+                addn_hosts: None,
+                hosts_served: hosts.served,
+                skipped,
+                sharded: None,
+            };
+            (rendered, None)
+        }
+    }
+}
+
+/// The include file up to the reservations (header, paths, subnet blocks, profiles), and the
+/// subnets as hosts see them.
+fn head<'a>(
+    subnets: &'a [Subnet],
+    settings: &options::Settings,
+    layout: &Layout,
+    names_only: &[i64],
+    skipped: &mut Vec<Skipped>,
+) -> (String, SubnetIndex<'a>) {
+    let mut include = String::with_capacity(256 + subnets.len() * 256);
     include.push_str(lines::HEADER);
     match layout.kind {
         LayoutKind::Hostsfile => {
@@ -212,13 +320,10 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         }
         LayoutKind::Conf => {}
     }
-    let settings = options::Settings::new(&snapshot.extras, &mut skipped);
-    let (named, served): (Vec<&Subnet>, Vec<&Subnet>) = snapshot
-        .subnets
-        .iter()
-        .partition(|s| names_only.contains(&s.id));
-    let mut subnets = render_subnets(served, &settings, &mut include, &mut skipped);
-    if subnets
+    let (named, served): (Vec<&Subnet>, Vec<&Subnet>) =
+        subnets.iter().partition(|s| names_only.contains(&s.id));
+    let mut index = render_subnets(served, settings, &mut include, skipped);
+    if index
         .0
         .iter()
         .any(|e| e.1.is_some_and(|s| s.cidr.is_ipv6()))
@@ -230,9 +335,9 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
         // domain; their blocks go nowhere.
         let mut nowhere = String::new();
         let mut not_theirs = Vec::new();
-        subnets.add_names_only(render_subnets(
+        index.add_names_only(render_subnets(
             named,
-            &settings,
+            settings,
             &mut nowhere,
             &mut not_theirs,
         ));
@@ -243,60 +348,8 @@ pub fn render_scoped(snapshot: &Snapshot, layout: &Layout, names_only: &[i64]) -
                 .filter(|s| matches!(s.row, Row::Subnet(_))),
         );
     }
-    settings.profile_blocks(&mut include, &mut skipped);
-    match layout.kind {
-        LayoutKind::Hostsfile | LayoutKind::Incremental => {
-            let hosts = render_hosts(
-                snapshot,
-                &subnets,
-                &settings,
-                layout.kind,
-                String::new(),
-                &mut skipped,
-            );
-            let (hosts_file, addn_hosts, sharded) = match hosts.written {
-                Some(written) => {
-                    let sharded = shard::split(
-                        &hosts.dhcp,
-                        &hosts.dns,
-                        &written,
-                        layout.shards,
-                        layout.names_shards,
-                    );
-                    (None, None, Some(sharded))
-                }
-                None => (Some(hosts.dhcp), Some(hosts.dns), None),
-            };
-            Rendered {
-                include,
-                hosts: hosts_file,
-                addn_hosts,
-                hosts_served: hosts.served,
-                skipped,
-                sharded,
-            }
-        }
-        LayoutKind::Conf => {
-            // The reservations go straight after the subnet blocks, the names after them.
-            let mut hosts = render_hosts(
-                snapshot,
-                &subnets,
-                &settings,
-                layout.kind,
-                include,
-                &mut skipped,
-            );
-            hosts.dhcp.push_str(&hosts.dns);
-            Rendered {
-                include: hosts.dhcp,
-                hosts: None,
-                addn_hosts: None,
-                hosts_served: hosts.served,
-                skipped,
-                sharded: None,
-            }
-        }
-    }
+    settings.profile_blocks(&mut include, skipped);
+    (include, index)
 }
 
 /// `option=path`, or a comment in its place when the path cannot be written safely.
@@ -454,15 +507,21 @@ fn more_keys<'a>(subnet_id: i64, ident: &lines::Ident<'a>) -> impl Iterator<Item
     client.into_iter().chain(macs)
 }
 
-/// The keys (see [`more_keys`]) that more than one host has, each mapped to the host that holds
-/// it once one is served. Usually empty, so that most hosts skip the duplicate check without
-/// hashing anything: one sort of plain numbers is cheaper than a lookup per host.
-fn repeated_keys(hosts: &[Host], settings: &options::Settings) -> HashMap<u128, Option<i64>> {
+/// Every key (see [`more_keys`]) of every host, primary MACs' included, sorted: the same key
+/// twice is two hosts (or one host twice) that dnsmasq would match alike.
+fn all_keys(hosts: &[Host], settings: &options::Settings) -> Vec<u128> {
     let mut keys: Vec<u128> = hosts.iter().map(mac_key).collect();
     for host in settings.hosts_with_idents(hosts) {
         keys.extend(more_keys(host.subnet_id, &settings.ident_of(host)));
     }
     keys.sort_unstable();
+    keys
+}
+
+/// The keys of `keys` ([`all_keys`]) that more than one host has, each mapped to the host that
+/// holds it once one is served. Usually empty, so that most hosts skip the duplicate check
+/// without hashing anything: one sort of plain numbers is cheaper than a lookup per host.
+fn repeated_keys(keys: &[u128]) -> HashMap<u128, Option<i64>> {
     keys.windows(2)
         .filter(|pair| pair[0] == pair[1])
         .map(|pair| (pair[0], None))
@@ -476,10 +535,24 @@ struct HostLines {
     dns: String,
     served: usize,
     written: Option<Vec<shard::Written>>,
+    /// What [`Previous`] keeps of the hosts, when asked for.
+    kept: Option<Kept>,
+}
+
+/// What a full render tells [`Previous`] beyond its output.
+struct Kept {
+    /// Every key of every host ([`all_keys`]).
+    keys: Vec<u128>,
+    /// How many of [`HostLines::written`] are hosts; the DNS-only names follow them.
+    hosts_written: usize,
+    /// Where the hosts' entries of [`Rendered::skipped`] start and end.
+    skipped_hosts: (usize, usize),
+    /// The address of the host of each of those entries.
+    skipped_ips: Vec<IpAddr>,
 }
 
 /// Writes the lines of every host that may be served, reservations after whatever `dhcp`
-/// already holds.
+/// already holds; with `keep` (incremental layout only), also what [`Previous`] keeps.
 fn render_hosts(
     snapshot: &Snapshot,
     subnets: &SubnetIndex,
@@ -487,6 +560,7 @@ fn render_hosts(
     kind: LayoutKind,
     mut dhcp: String,
     skipped: &mut Vec<Skipped>,
+    keep: bool,
 ) -> HostLines {
     let hosts = &snapshot.hosts;
     // One allocation per file in the common case: a line is the names plus ~50 bytes. A conf
@@ -504,50 +578,46 @@ fn render_hosts(
         dns: String::with_capacity(dns_bytes),
         served: 0,
         written: (kind == LayoutKind::Incremental).then(|| Vec::with_capacity(hosts.len())),
+        kept: None,
     };
     // Hosts come sorted by address, so a taken address can only be the last one served.
     let mut last_served: Option<(IpAddr, i64)> = None;
-    let mut repeated = repeated_keys(hosts, settings);
+    let keys = all_keys(hosts, settings);
+    let mut repeated = repeated_keys(&keys);
     // DNS-only names must not take a reserved address; only needed when there are any.
     let mut taken = std::collections::HashSet::new();
     let dns_only = !snapshot.extras.dns_names.is_empty();
+    let skipped_from = skipped.len();
+    let mut skipped_ips = Vec::new();
     for host in host_order(hosts) {
-        // The written host's keys beyond its primary MAC, for the planner.
-        let mut more = Vec::new();
-        let aliases = checked_aliases(host.id, settings.aliases_of(host.id), skipped);
-        let verdict = admit(host, subnets, last_served).and_then(|(domain, names_only)| {
-            let names = lines::Names {
-                ip: host.ip,
-                hostname: &host.hostname,
-                aliases,
-                domain,
-            };
-            if names_only {
-                return write_name(&mut out, &names, kind).map(|()| false);
+        let skips = skipped.len();
+        let written = render_host(
+            host,
+            subnets,
+            settings,
+            kind,
+            last_served,
+            &mut repeated,
+            &mut out,
+            skipped,
+        );
+        if written {
+            last_served = Some((host.ip, host.id));
+            if dns_only {
+                taken.insert(host.ip);
             }
-            let ident = settings.ident_of(host);
-            validate::ident(&host.mac, &ident)?;
-            // Checked last, so that a key is taken only by a host that is written.
-            claim(&mut repeated, host, &ident, || {
-                write_host(&mut out, host, &ident, &names, kind)
-            })?;
-            more = more_keys(host.subnet_id, &ident).collect();
-            Ok(true)
-        });
-        match verdict {
-            Ok(reserved) => {
-                out.served += usize::from(reserved);
-                last_served = Some((host.ip, host.id));
-                if dns_only {
-                    taken.insert(host.ip);
-                }
-                out.record(host.id, host.subnet_id, host.mac, host.ip, reserved, more);
-            }
-            Err(reason) => skipped.push(Skipped {
-                row: Row::Host(host.id),
-                reason,
-            }),
         }
+        if keep {
+            skipped_ips.extend(std::iter::repeat_n(host.ip, skipped.len() - skips));
+        }
+    }
+    if keep {
+        out.kept = Some(Kept {
+            keys,
+            hosts_written: out.written.as_ref().map_or(0, Vec::len),
+            skipped_hosts: (skipped_from, skipped.len()),
+            skipped_ips,
+        });
     }
     render_dns_names(
         &snapshot.extras.dns_names,
@@ -558,6 +628,58 @@ fn render_hosts(
         skipped,
     );
     out
+}
+
+/// Writes `host`'s lines unless it is refused (then says why in `skipped`, as it does for its
+/// aliases), given the host served last and the keys that other hosts have too; whether it
+/// was written.
+#[allow(clippy::too_many_arguments)]
+fn render_host(
+    host: &Host,
+    subnets: &SubnetIndex,
+    settings: &options::Settings,
+    kind: LayoutKind,
+    last_served: Option<(IpAddr, i64)>,
+    repeated: &mut HashMap<u128, Option<i64>>,
+    out: &mut HostLines,
+    skipped: &mut Vec<Skipped>,
+) -> bool {
+    // The written host's keys beyond its primary MAC, for the planner.
+    let mut more = Vec::new();
+    let aliases = checked_aliases(host.id, settings.aliases_of(host.id), skipped);
+    let verdict = admit(host, subnets, last_served).and_then(|(domain, names_only)| {
+        let names = lines::Names {
+            ip: host.ip,
+            hostname: &host.hostname,
+            aliases,
+            domain,
+        };
+        if names_only {
+            return write_name(out, &names, kind).map(|()| false);
+        }
+        let ident = settings.ident_of(host);
+        validate::ident(&host.mac, &ident)?;
+        // Checked last, so that a key is taken only by a host that is written.
+        claim(repeated, host, &ident, || {
+            write_host(out, host, &ident, &names, kind)
+        })?;
+        more = more_keys(host.subnet_id, &ident).collect();
+        Ok(true)
+    });
+    match verdict {
+        Ok(reserved) => {
+            out.served += usize::from(reserved);
+            out.record(host.id, host.subnet_id, host.mac, host.ip, reserved, more);
+            true
+        }
+        Err(reason) => {
+            skipped.push(Skipped {
+                row: Row::Host(host.id),
+                reason,
+            });
+            false
+        }
+    }
 }
 
 impl HostLines {

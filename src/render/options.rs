@@ -58,8 +58,19 @@ impl<'a> Settings<'a> {
     /// Indexes `extras`; a profile that fails validation is listed in `skipped` and its hosts
     /// are served without it.
     pub(super) fn new(extras: &'a Extras, skipped: &mut Vec<Skipped>) -> Self {
+        Self::from_parts(&extras.profiles, &extras.subnets, &extras.hosts, skipped)
+    }
+
+    /// [`Settings::new`] from the parts of an [`Extras`]: the host settings of only some hosts
+    /// serve those hosts alike.
+    pub(super) fn from_parts(
+        profiles_of: &'a [Profile],
+        subnets: &'a [SubnetSettings],
+        hosts: &'a [HostSettings],
+        skipped: &mut Vec<Skipped>,
+    ) -> Self {
         let mut profiles = BTreeMap::new();
-        for profile in &extras.profiles {
+        for profile in profiles_of {
             match validate::profile(profile) {
                 Ok(()) => {
                     profiles.insert(profile.id, profile);
@@ -72,8 +83,8 @@ impl<'a> Settings<'a> {
         }
         Settings {
             profiles,
-            subnets: extras.subnets.iter().map(|s| (s.subnet_id, s)).collect(),
-            hosts: extras.hosts.iter().map(|h| (h.host_id, h)).collect(),
+            subnets: subnets.iter().map(|s| (s.subnet_id, s)).collect(),
+            hosts: hosts.iter().map(|h| (h.host_id, h)).collect(),
         }
     }
 
