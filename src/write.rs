@@ -78,8 +78,13 @@ pub struct PartialReplace {
 /// New contents written to dot-named temporary files beside their targets, not yet in place:
 /// what a check may look at before anything on disk changes. Dropping it removes the
 /// temporary files and leaves the targets untouched.
+///
+/// The temporary files are closed once written: a compaction of the incremental layout stages
+/// every shard file at once, tens of thousands of them, far more than a process may hold open.
+/// Closing them before the rename also matters to dnsmasq, whose inotify reads a file at
+/// IN_MOVED_TO and again at IN_CLOSE_WRITE: a file closed after its rename is read twice.
 pub struct Staged {
-    files: Vec<(PathBuf, tempfile::NamedTempFile)>,
+    files: Vec<(PathBuf, tempfile::TempPath)>,
     /// Removed after the replacements.
     removals: Vec<PathBuf>,
 }
@@ -89,7 +94,10 @@ pub fn stage_files(files: &[(&Path, &[u8])], mode: u32) -> Result<Staged, FileEr
     remove_leftovers(files.iter().map(|(path, _)| *path));
     let files = files
         .iter()
-        .map(|(path, contents)| Ok((path.to_path_buf(), stage(path, contents, mode)?)))
+        .map(|(path, contents)| {
+            let temp = stage(path, contents, mode)?.into_temp_path();
+            Ok((path.to_path_buf(), temp))
+        })
         .collect::<Result<_, FileError>>()?;
     Ok(Staged {
         files,
@@ -103,7 +111,7 @@ impl Staged {
         self.files
             .iter()
             .find(|(path, _)| path == target)
-            .map(|(_, temp)| temp.path())
+            .map(|(_, temp)| &**temp)
     }
 
     /// Also removes `paths` at commit, after the replacements (a missing one is no error).
@@ -120,24 +128,21 @@ impl Staged {
     /// once per round rather than once per file halves the time to a consistent set of files.
     pub fn commit(self) -> Result<(), PartialReplace> {
         let untouched = |error| PartialReplace { renamed: 0, error };
+        // fsync through a new descriptor: it flushes the file, whoever wrote it.
         in_parallel(self.files.iter(), |(path, temp)| {
-            temp.as_file()
-                .sync_all()
+            File::open(temp)
+                .and_then(|file| file.sync_all())
                 .map_err(FileError::new("cannot fsync the temporary file for", path))
         })
         .map_err(untouched)?;
         let count = self.files.len() + self.removals.len();
         let mut dirs: Vec<PathBuf> = Vec::with_capacity(count);
-        // On failure the remaining temporary files are removed when they drop. Each file is
-        // closed before its rename: dnsmasq's inotify reads a file at IN_MOVED_TO and again at
-        // IN_CLOSE_WRITE, so closing it after the rename would make dnsmasq read it twice.
+        // On failure the remaining temporary files are removed when they drop.
         for (renamed, (path, temp)) in self.files.into_iter().enumerate() {
-            temp.into_temp_path()
-                .persist(&path)
-                .map_err(|e| PartialReplace {
-                    renamed,
-                    error: FileError::new("cannot rename the temporary file over", &path)(e.error),
-                })?;
+            temp.persist(&path).map_err(|e| PartialReplace {
+                renamed,
+                error: FileError::new("cannot rename the temporary file over", &path)(e.error),
+            })?;
             dirs.push(parent_dir(&path).to_path_buf());
         }
         let replaced = dirs.len();
